@@ -1,0 +1,140 @@
+"""The contract every analysis follows: ``Config -> run() -> Result``, cached in the run store.
+
+A ``Config`` is a frozen dataclass of JSON-able fields (it is hashed into the run id). A ``Result`` knows how
+to save itself into a run directory, load itself back, summarise itself as one JSON object (what ``--json``
+prints) and draw its figures. ``execute`` is the one place that decides between reusing a finished run,
+resuming a killed one, and computing a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.runs import Run, RunStore
+
+C = TypeVar("C")
+R = TypeVar("R", bound="Result")
+
+
+class Result(Protocol):
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers as one JSON-able dict (what ``--json`` prints)."""
+        ...
+
+    def save(self, run: Run) -> None:
+        """Write arrays, tables and figures into the run directory (``result.json`` is written by execute)."""
+        ...
+
+    @classmethod
+    def load(cls: type[R], run: Run) -> R:
+        """Rebuild the result from a finished run without recomputing anything."""
+        ...
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build a config dataclass from a dict, rejecting unknown keys and wrong types with one clear line."""
+    if not isinstance(data, dict):
+        raise DiagError(f"{cls.__name__}: expected a mapping of fields, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise DiagError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(cls.__name__, name, hints[name], value)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise DiagError(f"{cls.__name__}: {exc}") from exc
+
+
+def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(owner, name, option, value)
+            except DiagError:
+                continue
+        raise DiagError(f"{owner}.{name}: {value!r} does not match {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise DiagError(f"{owner}.{name}: expected null, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise DiagError(f"{owner}.{name}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise DiagError(f"{owner}.{name}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        items = [_coerce(owner, name, item, v) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise DiagError(f"{owner}.{name}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """Read ``{"analysis": NAME, ...fields}`` from a JSON file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise DiagError(f"config file {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise DiagError(f"config file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(data, dict) or "analysis" not in data:
+        raise DiagError(f"config file {path}: expected an object with an \"analysis\" field")
+    analysis = data.pop("analysis")
+    return analysis, data
+
+
+def execute(
+    analysis: str,
+    config: Any,
+    compute: Callable[[Run, Progress], R],
+    result_type: type[R],
+    *,
+    store: RunStore | None = None,
+    progress: Progress = no_progress,
+    group: str | None = None,
+) -> R:
+    """Reuse the finished run for this config, or compute it (resuming from its checkpoint) and save it.
+
+    ``compute`` may call ``run.save_checkpoint``/``run.load_checkpoint`` to survive kills. Nothing marks the
+    run finished until the result has been saved completely.
+    """
+    store = store or RunStore()
+    run = store.open(analysis, config_to_dict(config), group=group)
+    if run.finished:
+        return result_type.load(run)
+    try:
+        result = compute(run, progress)
+        result.save(run)
+    except DiagError:
+        # Bad input: nothing worth keeping, and no half-written run left behind.
+        if run.load_checkpoint() is None:
+            store.remove(run.run_id)
+        raise
+    except BaseException as exc:
+        run.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish(result.summary())
+    return result

@@ -1,0 +1,87 @@
+"""The smallest analysis: capture residual activations of a prompt at chosen layers.
+
+It doubles as the reference for the ``Config -> run() -> Result`` contract (see ``diag.analysis``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from diag.analysis import execute
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.runs import Run, RunStore
+
+ANALYSIS = "capture"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "smollm2-135m-instruct"
+    prompt: str = "The capital of France is"
+    layers: tuple[int, ...] = (0,)
+    component: str = "resid_post"
+    backend: str = "torch"
+    device: str = "auto"
+
+
+@dataclass
+class Result:
+    tokens: list[str]
+    activations: dict[str, np.ndarray]  # site key -> [seq, d]
+    next_token: str
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tokens": len(self.tokens),
+            "next_token": self.next_token,
+            "sites": {
+                key: {"shape": list(a.shape), "norm": float(np.linalg.norm(a)), "mean_token_norm": float(
+                    np.linalg.norm(a, axis=-1).mean())}
+                for key, a in self.activations.items()
+            },
+        }
+
+    def save(self, run: Run) -> None:
+        run.write_arrays("activations", self.activations)
+        run.write_json("tokens.json", {"tokens": self.tokens, "next_token": self.next_token})
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        meta = run.read_json("tokens.json")
+        return cls(meta["tokens"], run.read_arrays("activations"), meta["next_token"])
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.zoo import load_lm
+    from probes import Site, get_backend
+
+    model, tokenizer = load_lm(config.model, config.device)
+    n_layers = model.config.num_hidden_layers
+    bad = [layer for layer in config.layers if not 0 <= layer < n_layers]
+    if bad:
+        raise DiagError(f"layer(s) {bad} out of range: {config.model} has layers 0..{n_layers - 1}")
+    if not config.prompt.strip():
+        raise DiagError("empty prompt")
+    sites = [Site(layer, config.component) for layer in config.layers]  # type: ignore[arg-type]
+    backend = get_backend(config.backend, model, tokenizer)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in tokenizer(config.prompt, return_tensors="pt").items()}
+    progress(0, 1, "capture")
+    with torch.no_grad():
+        trace = backend.run(inputs, capture=sites)
+    progress(1, 1, "capture")
+    ids = inputs["input_ids"][0].tolist()
+    return Result(
+        tokens=tokenizer.convert_ids_to_tokens(ids),
+        activations={s.key(): trace.activations[s][0].cpu().numpy() for s in sites},
+        next_token=tokenizer.decode(int(trace.logits[0, -1].argmax())),
+    )
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

@@ -1,0 +1,152 @@
+"""The ``diag`` command line. Bad input exits 2 with one line; ``--json`` prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from diag.errors import DiagError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Interpretability and policy diagnostics.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
+runs_app = typer.Typer(no_args_is_help=True, help="The run store.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(runs_app, name="runs")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+
+
+def emit(summary: dict[str, Any], as_json: bool, run_id: str | None = None) -> None:
+    """Print a summary: one JSON object with ``--json``, readable lines otherwise."""
+    if run_id is not None:
+        summary = {"run_id": run_id, **summary}
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise DiagError(f"{what} must be comma-separated integers, got {text!r}") from exc
+
+
+@zoo_app.command("list")
+def zoo_list(as_json: JsonFlag = False) -> None:
+    """List named models."""
+    from diag.zoo import KNOWN_LMS
+
+    emit({"models": KNOWN_LMS}, as_json)
+
+
+@runs_app.command("list")
+def runs_list(
+    analysis: Annotated[str | None, typer.Option(help="Only runs of this analysis.")] = None,
+    status: Annotated[str | None, typer.Option(help="finished, running or failed.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List runs in the store, newest first."""
+    from diag.runs import RunStore
+
+    rows = RunStore().list(analysis=analysis, status=status)
+    if as_json:
+        typer.echo(json.dumps({"runs": [{"run_id": r.run_id, "analysis": r.analysis, "status": r.status,
+                                         "summary": r.summary} for r in rows]}))
+        return
+    for r in rows:
+        typer.echo(f"{r.run_id}  {r.status:9s}  {r.path}")
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, as_json: JsonFlag = False) -> None:
+    """Show a run's config and summary."""
+    from diag.runs import RunStore
+
+    run = RunStore().get(run_id)
+    summary = run.summary if run.finished else {"status": "unfinished"}
+    emit({"analysis": run.analysis, "config": run.config, "summary": summary}, as_json, run.run_id)
+
+
+@app.command()
+def capture(
+    model: str,
+    prompt: Annotated[str, typer.Option(help="Text to run through the model.")] = "The capital of France is",
+    layers: Annotated[str, typer.Option(help="Comma-separated layer indices.")] = "0",
+    component: Annotated[str, typer.Option(help="resid_pre, resid_post, attn_out or mlp_out.")] = "resid_post",
+    backend: Annotated[str, typer.Option(help="torch, transformer_lens or nnsight.")] = "torch",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run."""
+    from diag import capture as analysis
+    from diag.analysis import config_from_dict
+
+    config = config_from_dict(analysis.Config, {
+        "model": model, "prompt": prompt, "layers": list(parse_ints(layers, "--layers")),
+        "component": component, "backend": backend, "device": device,
+    })
+    from diag.runs import RunStore
+
+    store = RunStore()
+    result = analysis.run(config, store=store)
+    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, _as_dict(config)).run_id)
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    from diag.analysis import config_to_dict
+
+    return config_to_dict(config)
+
+
+@app.command("run")
+def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
+    """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
+    from diag.analysis import config_from_dict, load_config_file
+    from diag.progress import TqdmProgress
+    from diag.registry import analysis_module
+    from diag.runs import RunStore
+
+    name, fields = load_config_file(config_file)
+    module = analysis_module(name)
+    config = config_from_dict(module.Config, fields)
+    store = RunStore()
+    progress = TqdmProgress()
+    result = module.run(config, progress=progress, store=store)
+    progress.close()
+    emit(result.summary(), as_json, store.open(module.ANALYSIS, _as_dict(config)).run_id)
+
+
+def main() -> None:
+    """Entry point: turn expected failures into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except DiagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code if isinstance(code, int) else 1)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

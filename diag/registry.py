@@ -1,0 +1,18 @@
+"""Analysis names -> modules exposing ``Config``, ``run`` and ``Result`` (imported lazily: torch is slow)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from diag.errors import DiagError
+
+ANALYSES: dict[str, str] = {
+    "capture": "diag.capture",
+}
+
+
+def analysis_module(name: str) -> ModuleType:
+    if name not in ANALYSES:
+        raise DiagError(f"unknown analysis {name!r}: choose one of {', '.join(sorted(ANALYSES))}")
+    return importlib.import_module(ANALYSES[name])

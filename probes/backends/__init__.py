@@ -1,0 +1,82 @@
+"""One interface, three interchangeable backends (tests check they agree numerically)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from probes.edits import Edit
+from probes.site import Site
+
+Inputs = Mapping[str, torch.Tensor] | torch.Tensor
+BACKENDS = ("torch", "transformer_lens", "nnsight")
+
+# Execution order of components inside a block; backends that must visit modules in forward order
+# (nnsight) sort sites by it.
+COMPONENT_ORDER = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2, "resid_post": 3}
+
+
+@dataclass
+class Trace:
+    """What one forward pass returns: the model's logits (or raw output) and the captured activations."""
+
+    logits: torch.Tensor
+    activations: dict[Site, torch.Tensor] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    model: nn.Module
+
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        edits: Sequence[Edit] = (),
+        capture: Sequence[Site] = (),
+        keep_graph: bool = False,
+    ) -> Trace:
+        """Forward ``inputs`` with ``edits`` applied; return logits and the activations at ``capture``.
+
+        Captured values are taken after the edits at that site. With ``keep_graph`` they stay attached to
+        the graph so gradients can be taken with respect to them.
+        """
+        ...
+
+
+def apply_edits(site_edits: Sequence[Edit], h: torch.Tensor) -> torch.Tensor:
+    """Run the edits registered at one site, in order."""
+    for edit in site_edits:
+        h = edit.site.replace(h, edit.fn(edit.site.select(h)))
+    return h
+
+
+def split_inputs(inputs: Inputs) -> tuple[tuple, dict]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    return (), dict(inputs)
+
+
+def logits_of(output: object) -> torch.Tensor:
+    return output.logits if hasattr(output, "logits") else output  # type: ignore[return-value]
+
+
+def get_backend(name: str, model: nn.Module, tokenizer: object | None = None) -> Backend:
+    """Build a backend by name over an already-loaded model (weights are shared, not copied)."""
+    if name == "torch":
+        from probes.backends.hooks import TorchHooksBackend
+
+        return TorchHooksBackend(model)
+    if name == "transformer_lens":
+        from probes.backends.transformer_lens import TransformerLensBackend
+
+        return TransformerLensBackend(model, tokenizer)
+    if name == "nnsight":
+        from probes.backends.nnsight import NNsightBackend
+
+        return NNsightBackend(model, tokenizer)
+    raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

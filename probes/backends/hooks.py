@@ -1,0 +1,88 @@
+"""Default backend: plain torch forward hooks, registered for one pass and removed after it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from probes.backends import Inputs, Trace, apply_edits, logits_of, split_inputs
+from probes.edits import Edit
+from probes.site import Site, locate
+
+
+class TorchHooksBackend:
+    name = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        edits: Sequence[Edit] = (),
+        capture: Sequence[Site] = (),
+        keep_graph: bool = False,
+    ) -> Trace:
+        # Group work per hooked module: several sites (positions, components) may share one module.
+        edits_at: dict[Site, list[Edit]] = defaultdict(list)
+        for edit in edits:
+            edits_at[edit.site].append(edit)
+        sites_at: dict[tuple[int, bool], list[Site]] = defaultdict(list)
+        modules: dict[tuple[int, bool], nn.Module] = {}
+        for site in list(edits_at) + [s for s in capture if s not in edits_at]:
+            module, on_input = locate(self.model, site)
+            sites_at[(id(module), on_input)].append(site)
+            modules[(id(module), on_input)] = module
+        captured: dict[Site, torch.Tensor] = {}
+        wanted = set(capture)
+
+        def transform(sites: list[Site], h: torch.Tensor) -> torch.Tensor:
+            for site in sites:
+                h = apply_edits(edits_at.get(site, ()), h)
+                if site in wanted:
+                    selected = site.select(h)
+                    if keep_graph:
+                        h = site.replace(h, selected)
+                        captured[site] = selected
+                    else:
+                        captured[site] = selected.detach()
+            return h
+
+        handles = []
+        for key, sites in sites_at.items():
+            module, on_input = modules[key], key[1]
+            if on_input:
+                handles.append(module.register_forward_pre_hook(_pre_hook(sites, transform), with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(_post_hook(sites, transform)))
+        try:
+            args, kwargs = split_inputs(inputs)
+            output = self.model(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return Trace(logits_of(output), {s: captured[s] for s in capture})
+
+
+def _post_hook(sites: list[Site], transform: Any) -> Any:
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (transform(sites, output[0]), *output[1:])
+        return transform(sites, output)
+
+    return hook
+
+
+def _pre_hook(sites: list[Site], transform: Any) -> Any:
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if args:
+            return (transform(sites, args[0]), *args[1:]), kwargs
+        kwargs = dict(kwargs, hidden_states=transform(sites, kwargs["hidden_states"]))
+        return args, kwargs
+
+    return hook

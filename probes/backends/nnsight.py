@@ -1,0 +1,72 @@
+"""nnsight backend: the HF model wrapped by ``nnsight.LanguageModel`` (weights shared).
+
+nnsight reads the source of traced code, so the tracing lives here in a file, and it requires modules to
+be visited in forward order: sites are sorted by layer and component before the trace.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import reduce
+
+import torch
+from torch import nn
+
+from probes.backends import COMPONENT_ORDER, Inputs, Trace, apply_edits
+from probes.edits import Edit
+from probes.site import Site, block_list, locate, module_path
+
+
+class NNsightBackend:
+    name = "nnsight"
+
+    def __init__(self, model: nn.Module, tokenizer: object | None) -> None:
+        from nnsight import LanguageModel
+
+        self.model = model
+        self.lm = LanguageModel(model, tokenizer=tokenizer)
+        self.n_layers = len(block_list(model))
+
+    def _envoy(self, path: str):
+        return reduce(lambda env, part: env[int(part)] if part.isdigit() else getattr(env, part), path.split("."), self.lm)
+
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        edits: Sequence[Edit] = (),
+        capture: Sequence[Site] = (),
+        keep_graph: bool = False,
+        remote: bool = False,
+    ) -> Trace:
+        edits_at: dict[Site, list[Edit]] = defaultdict(list)
+        for edit in edits:
+            edits_at[edit.site].append(edit)
+        sites = list(edits_at) + [s for s in capture if s not in edits_at]
+        sites.sort(key=lambda s: (s.layer % self.n_layers, COMPONENT_ORDER[s.component]))
+        wanted = set(capture)
+        saved: dict[Site, object] = {}
+        feed = {"input_ids": inputs} if isinstance(inputs, torch.Tensor) else dict(inputs)
+        with self.lm.trace(feed, remote=remote):
+            for site in sites:
+                module, on_input = locate(self.model, site)
+                envoy = self._envoy(module_path(self.model, module))
+                value = envoy.input if on_input else envoy.output
+                is_tuple = isinstance(value, tuple)
+                h = value[0] if is_tuple else value
+                new = apply_edits(edits_at.get(site, ()), h)
+                if site in wanted:
+                    selected = site.select(new)
+                    if keep_graph:
+                        new = site.replace(new, selected)
+                    saved[site] = selected.save()
+                if site in edits_at or keep_graph:
+                    replacement = (new, *value[1:]) if is_tuple else new
+                    if on_input:
+                        envoy.input = replacement
+                    else:
+                        envoy.output = replacement
+            output = self.lm.output.save()
+        activations = {s: saved[s] if keep_graph else saved[s].detach() for s in capture}
+        return Trace(output.logits, activations)

@@ -1,0 +1,76 @@
+"""TransformerLens v4 backend: the HF model wrapped by a TransformerBridge (weights shared, booted offline)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from probes.backends import Inputs, Trace, apply_edits
+from probes.edits import Edit
+from probes.site import Site
+
+_HOOK_NAMES = {
+    "resid_pre": "blocks.{layer}.hook_in",
+    "resid_post": "blocks.{layer}.hook_out",
+    "attn_out": "blocks.{layer}.attn.hook_out",
+    "mlp_out": "blocks.{layer}.mlp.hook_out",
+}
+
+
+class TransformerLensBackend:
+    name = "transformer_lens"
+
+    def __init__(self, model: nn.Module, tokenizer: object | None) -> None:
+        from transformer_lens.model_bridge.sources.transformers.source import boot
+
+        self.model = model
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.bridge = boot(name, hf_model=model, tokenizer=tokenizer, device=next(model.parameters()).device)
+        self.n_layers = model.config.num_hidden_layers
+
+    def hook_name(self, site: Site) -> str:
+        layer = site.layer % self.n_layers
+        return _HOOK_NAMES[site.component].format(layer=layer)
+
+    def run(
+        self,
+        inputs: Inputs,
+        *,
+        edits: Sequence[Edit] = (),
+        capture: Sequence[Site] = (),
+        keep_graph: bool = False,
+    ) -> Trace:
+        edits_at: dict[Site, list[Edit]] = defaultdict(list)
+        for edit in edits:
+            edits_at[edit.site].append(edit)
+        sites_by_hook: dict[str, list[Site]] = defaultdict(list)
+        for site in list(edits_at) + [s for s in capture if s not in edits_at]:
+            sites_by_hook[self.hook_name(site)].append(site)
+        captured: dict[Site, torch.Tensor] = {}
+        wanted = set(capture)
+
+        def make_hook(sites: list[Site]):
+            def hook(act, hook):  # noqa: ARG001 - TransformerLens' hook signature
+                first = act[0] if isinstance(act, tuple) else act
+                for site in sites:
+                    first = apply_edits(edits_at.get(site, ()), first)
+                    if site in wanted:
+                        selected = site.select(first)
+                        if keep_graph:
+                            first = site.replace(first, selected)
+                        captured[site] = selected if keep_graph else selected.detach()
+                return (first, *act[1:]) if isinstance(act, tuple) else first
+
+            return hook
+
+        if isinstance(inputs, torch.Tensor):
+            input_ids, kwargs = inputs, {}
+        else:
+            input_ids = inputs["input_ids"]
+            kwargs = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs else {}
+        hooks = [(name, make_hook(sites)) for name, sites in sites_by_hook.items()]
+        logits = self.bridge.run_with_hooks(input_ids, fwd_hooks=hooks, **kwargs)
+        return Trace(logits, {s: captured[s] for s in capture})
