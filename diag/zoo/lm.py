@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +72,13 @@ def resolve_lm_source(name: str) -> LMSource:
     )
 
 
+def models_dir() -> Path:
+    """``$DIAG_MODELS`` or ``$DIAG_HOME/models``: dequantized and downloaded weights."""
+    return Path(os.environ["DIAG_MODELS"]) if os.environ.get("DIAG_MODELS") else diag_home() / "models"
+
+
 def _cache_dir(source: LMSource) -> Path:
-    return diag_home() / "models" / source.name
+    return models_dir() / source.name
 
 
 def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
