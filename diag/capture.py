@@ -6,7 +6,7 @@ It doubles as the reference for the ``Config -> run() -> Result`` contract (see 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,8 +24,8 @@ class Config:
     model: str = "smollm2-135m-instruct"
     prompt: str = "The capital of France is"
     layers: tuple[int, ...] = (0,)
-    component: str = "resid_post"
-    backend: str = "torch"
+    component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
+    backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
     device: str = "auto"
 
 

@@ -125,9 +125,11 @@ def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
 
 def main() -> None:
     """Entry point: turn expected failures into one line and exit code 2."""
+    from probes.site import SiteError
+
     try:
         app(standalone_mode=False)
-    except DiagError as exc:
+    except (DiagError, SiteError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except FileNotFoundError as exc:

@@ -14,6 +14,7 @@ from probes.site import Site
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
 BACKENDS = ("torch", "transformer_lens", "nnsight")
+BACKENDS_AVAILABLE = BACKENDS
 
 # Execution order of components inside a block; backends that must visit modules in forward order
 # (nnsight) sort sites by it.

@@ -22,10 +22,14 @@ class NNsightBackend:
     name = "nnsight"
 
     def __init__(self, model: nn.Module, tokenizer: object | None) -> None:
+        import warnings
+
         from nnsight import LanguageModel
 
         self.model = model
-        self.lm = LanguageModel(model, tokenizer=tokenizer)
+        with warnings.catch_warnings():  # nnsight 0.8 suggests TransformersModel, which needs a repo id
+            warnings.simplefilter("ignore")
+            self.lm = LanguageModel(model, tokenizer=tokenizer)
         self.n_layers = len(block_list(model))
 
     def _envoy(self, path: str):

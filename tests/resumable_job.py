@@ -1,0 +1,68 @@
+"""A small real training job (SGD on a noisy linear regression) used by the resume test.
+
+Usage: python resumable_job.py STORE_ROOT [--sleep SECONDS]. Prints "step N" per step and the result JSON last.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diag.analysis import execute
+from diag.checkpoint import run_steps
+from diag.device import seed_everything
+from diag.runs import Run, RunStore
+
+
+@dataclass(frozen=True)
+class Config:
+    steps: int = 40
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    weights: list[float]
+    loss: float
+
+    def summary(self) -> dict[str, Any]:
+        return {"weights": self.weights, "loss": self.loss}
+
+    def save(self, run: Run) -> None:
+        run.write_json("weights.json", self.summary())
+
+    @classmethod
+    def load(cls, run: Run) -> "Result":
+        data = run.read_json("weights.json")
+        return cls(data["weights"], data["loss"])
+
+
+def compute(config: Config, run: Run, sleep: float) -> Result:
+    seed_everything(config.seed)
+    true_w = torch.tensor([1.5, -2.0, 0.5])
+
+    def step(state: dict, i: int) -> dict:
+        x = torch.randn(16, 3)  # fresh random batch each step: resume must restore the RNG to match
+        y = x @ true_w + 0.1 * torch.randn(16)
+        w = state["w"].clone().requires_grad_(True)
+        loss = ((x @ w - y) ** 2).mean()
+        loss.backward()
+        print(f"step {i + 1}", flush=True)
+        time.sleep(sleep)
+        return {"w": (w - 0.05 * w.grad).detach(), "loss": float(loss)}
+
+    state = run_steps(run, config.steps, {"w": torch.zeros(3), "loss": 0.0}, step, every=5)
+    return Result([round(float(v), 12) for v in state["w"]], round(state["loss"], 12))
+
+
+if __name__ == "__main__":
+    root = sys.argv[1]
+    sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    config = Config()
+    result = execute("toy-sgd", config, lambda run, _: compute(config, run, sleep), Result, store=RunStore(root))
+    print(json.dumps(result.summary()), flush=True)

@@ -1,0 +1,60 @@
+"""The CLI end to end, as a user runs it: JSON summaries, and exit code 2 with one line on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DIAG = [sys.executable, "-m", "diag.cli"]
+
+
+def diag(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*DIAG, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_capture_prints_shapes_norms_and_saves_a_run(smollm2) -> None:
+    out = diag("capture", "smollm2-135m-instruct", "--prompt", "The capital of France is",
+               "--layers", "0,15,29", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["next_token"].strip() == "Paris"
+    assert set(summary["sites"]) == {"L0.resid_post", "L15.resid_post", "L29.resid_post"}
+    assert all(site["shape"] == [5, 576] and site["norm"] > 0 for site in summary["sites"].values())
+    listed = json.loads(diag("runs", "list", "--json").stdout)["runs"]
+    assert [r["run_id"] for r in listed] == [summary["run_id"]]
+    shown = json.loads(diag("runs", "show", summary["run_id"], "--json").stdout)
+    assert shown["config"]["layers"] == [0, 15, 29]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("capture", "gpt-17"), "unknown model"),
+        (("capture", "smollm2-135m-instruct", "--layers", "0,99"), "out of range"),
+        (("capture", "smollm2-135m-instruct", "--layers", "x"), "comma-separated"),
+        (("capture", "smollm2-135m-instruct", "--component", "nope"), "component"),
+        (("runs", "show", "nothing-here"), "no run"),
+        (("run", "/nonexistent/config.json"), "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], needle: str, diag_home: Path) -> None:
+    out = diag(*args)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    runs = diag_home / "runs"
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()], "bad input left a run behind"
+
+
+def test_run_config_file_validates_fields(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"analysis": "capture", "layers": [0], "temperature": 3}))
+    out = diag("run", str(config))
+    assert out.returncode == 2 and "unknown field(s) temperature" in out.stderr
+    config.write_text('{"analysis": "capture", "layers": [0],')
+    out = diag("run", str(config))
+    assert out.returncode == 2 and "invalid JSON" in out.stderr

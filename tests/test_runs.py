@@ -1,0 +1,90 @@
+"""Run store: atomic writes, index, content addressing, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diag.runs import RunStore, atomic_path
+
+JOB = Path(__file__).parent / "resumable_job.py"
+
+
+def test_same_config_maps_to_same_run(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    a = store.open("toy", {"x": 1, "y": [1, 2]})
+    b = store.open("toy", {"y": [1, 2], "x": 1})
+    c = store.open("toy", {"x": 2, "y": [1, 2]})
+    assert a.run_id == b.run_id != c.run_id
+    assert {r.run_id for r in store.list(analysis="toy")} == {a.run_id, c.run_id}
+
+
+def test_arrays_json_and_index_roundtrip(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    run = store.open("toy", {"x": 1}, group="g1")
+    arrays = {"a": np.arange(6.0).reshape(2, 3), "b": np.array([1, 2], dtype=np.int64)}
+    run.write_arrays("arrays", arrays)
+    loaded = run.read_arrays("arrays")
+    assert all(np.array_equal(loaded[k], v) for k, v in arrays.items())
+    assert not run.finished
+    run.finish({"score": 0.5})
+    assert run.finished and run.summary == {"score": 0.5}
+    (info,) = store.list(status="finished", group="g1")
+    assert info.summary == {"score": 0.5}
+    assert store.get(run.run_id[:12]).run_id == run.run_id
+
+
+def test_atomic_path_leaves_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "result.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def _job(root: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(JOB), str(root), *extra], stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_sigkill_leaves_no_result_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    proc = _job(killed_root, "--sleep", "0.05")
+    # Wait until a few checkpoints exist, then kill without warning.
+    for line in proc.stdout:
+        if line.startswith("step 15"):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir,) = [p for p in killed_root.iterdir() if p.is_dir()]
+    assert not (run_dir / "result.json").exists()
+    assert (run_dir / "checkpoint.pt").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+    resumed = subprocess.run([sys.executable, str(JOB), str(killed_root)], capture_output=True, text=True, check=True)
+    first_resumed = int(resumed.stdout.split("step ")[1].split()[0])
+    assert first_resumed > 1, "the second run must start from the checkpoint, not from step 1"
+    clean = subprocess.run([sys.executable, str(JOB), str(clean_root)], capture_output=True, text=True, check=True)
+    resumed_result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    clean_result = json.loads(clean.stdout.strip().splitlines()[-1])
+    assert resumed_result == clean_result
+    assert (run_dir / "result.json").exists() and not (run_dir / "checkpoint.pt").exists()
+
+
+def test_finished_run_is_reused_not_recomputed(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(JOB), str(tmp_path)], capture_output=True, check=True)
+    start = time.time()
+    again = subprocess.run([sys.executable, str(JOB), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert "step" not in again.stdout.split("{")[0]
+    assert time.time() - start < 30
