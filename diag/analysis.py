@@ -34,7 +34,7 @@ class Result(Protocol):
         ...
 
     @classmethod
-    def load(cls: type[R], run: Run) -> R:
+    def load(cls, run: Run) -> typing.Self:
         """Rebuild the result from a finished run without recomputing anything."""
         ...
 

@@ -61,9 +61,9 @@ def block_list(model: nn.Module) -> nn.ModuleList | nn.Sequential:
     """The model's sequence of blocks: the decoder layers of an LM, or ``layers`` of a small network."""
     n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList | nn.Sequential) and len(module) > 0:
-            if n_layers is None or len(module) == n_layers:
-                return module
+        is_blocks = isinstance(module, nn.ModuleList | nn.Sequential) and len(module) > 0
+        if is_blocks and (n_layers is None or len(module) == n_layers):
+            return module
     raise SiteError(f"cannot find a block list in {type(model).__name__}")
 
 

@@ -45,10 +45,9 @@ def test_arrays_json_and_index_roundtrip(tmp_path: Path) -> None:
 def test_atomic_path_leaves_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "result.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
 

@@ -129,7 +129,7 @@ def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module,
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location)
             model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
-        except Exception as exc:  # noqa: BLE001 - any loader failure (missing, corrupt, wrong format) is bad input
+        except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DiagError(f"cannot load model {name!r}: {first_line}") from exc
     if tokenizer.pad_token is None:

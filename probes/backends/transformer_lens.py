@@ -53,7 +53,7 @@ class TransformerLensBackend:
         wanted = set(capture)
 
         def make_hook(sites: list[Site]):
-            def hook(act, hook):  # noqa: ARG001 - TransformerLens' hook signature
+            def hook(act, hook):
                 first = act[0] if isinstance(act, tuple) else act
                 for site in sites:
                     first = apply_edits(edits_at.get(site, ()), first)
