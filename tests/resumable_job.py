@@ -37,7 +37,7 @@ class Result:
         run.write_json("weights.json", self.summary())
 
     @classmethod
-    def load(cls, run: Run) -> "Result":
+    def load(cls, run: Run) -> Result:
         data = run.read_json("weights.json")
         return cls(data["weights"], data["loss"])
 
