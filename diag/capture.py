@@ -6,7 +6,7 @@ It doubles as the reference for the ``Config -> run() -> Result`` contract (see 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,11 @@ import torch
 from diag.analysis import execute
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
+from diag.report.sections import Guide, Metric
 from diag.runs import Run, RunStore
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ANALYSIS = "capture"
 
@@ -49,6 +53,22 @@ class Result:
     def save(self, run: Run) -> None:
         run.write_arrays("activations", self.activations)
         run.write_json("tokens.json", {"tokens": self.tokens, "next_token": self.next_token})
+        run.write_figure("token_norms", self.token_norm_figure())
+
+    def token_norm_figure(self) -> Figure:
+        """L2 norm of each token's activation at every captured site: where the residual stream grows."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.4, 3.4))
+        ax = fig.subplots()
+        for key, acts in self.activations.items():
+            ax.plot(np.linalg.norm(acts, axis=-1), marker="o", label=key)
+        labels = [t.replace("\u0120", "\u2423") for t in self.tokens]  # GPT-2 style space marker -> visible space
+        ax.set_xticks(range(len(self.tokens)), labels, rotation=45)
+        ax.set(xlabel="prompt token", ylabel="activation L2 norm", yscale="log",
+               title="Per-token activation norm by site")
+        ax.legend(fontsize=8)
+        return fig
 
     @classmethod
     def load(cls, run: Run) -> Result:
@@ -81,6 +101,31 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         activations={s.key(): trace.activations[s][0].cpu().numpy() for s in sites},
         next_token=tokenizer.decode(int(trace.logits[0, -1].argmax())),
     )
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """One forward pass on the embedded model; ``scale`` does not change its cost (it is one prompt)."""
+    return Config(layers=(0, 10, 20, 29))
+
+
+def _headline(summary: dict[str, Any]) -> list[Metric]:
+    metrics = [Metric("predicted next token", repr(summary["next_token"])), Metric("prompt tokens", summary["tokens"])]
+    return metrics + [Metric(f"{site}: mean per-token L2 norm", stats["mean_token_norm"])
+                      for site, stats in summary["sites"].items()]
+
+
+GUIDE = Guide(
+    question=(
+        "What are the activations of one prompt at the chosen layers, and which token does the model predict "
+        "next? This is the instrument the other analyses build on, run here to record the model's provenance."
+    ),
+    limitations=[
+        "One prompt only: the norms describe this input, not the model's typical activation scale.",
+        "No baseline applies: capture is an instrument, not a test with an expected outcome.",
+    ],
+    headline=_headline,
+    captions={"token_norms": "L2 norm of each prompt token's activation at every captured site (log scale)."},
+)
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:

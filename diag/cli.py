@@ -9,13 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
+from diag.audit import audit_command
 from diag.errors import DiagError
+from diag.report.cli import report_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Interpretability and policy diagnostics.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run store.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(runs_app, name="runs")
+app.command("report")(report_command)
+app.command("audit")(audit_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
 

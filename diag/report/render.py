@@ -1,0 +1,217 @@
+"""Render finished runs into one self-contained HTML file: figures inlined as base64, no external URLs.
+
+The report only reads what each run stored (config.json, result.json, figures/); it never recomputes.
+File hashes of the models a run names are taken when the report is written, and the report says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from diag.errors import DiagError
+from diag.report.sections import Guide, Metric, Table, format_value, guide_for, metrics_from_summary
+from diag.runs import CONFIG_FILE, RESULT_FILE, Run
+
+# Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
+_MODEL_FIELD = re.compile(r"(^|_)(model|policy|policies|adapter|reference|ref|checkpoint|weights)s?($|_)")
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npz", ".json", ".md"}
+_HASH_LIMIT = 512 * 1024 * 1024  # larger files are named but not hashed
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    caption: str
+    data_uri: str
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the audit obtained one run: computed now, resumed, or reused from the store, and how long it took."""
+
+    analysis: str
+    run_id: str | None
+    status: str  # "computed", "reused" or "failed"
+    seconds: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    """Everything the report shows about one run."""
+
+    number: int
+    run_id: str
+    analysis: str
+    status: str
+    question: str
+    provenance: list[dict[str, Any]]
+    versions: dict[str, str]
+    config: dict[str, Any]
+    headline: list[Metric]
+    all_metrics: list[Metric]
+    baselines: list[Table]
+    figures: list[Figure]
+    limitations: list[str]
+    error: str | None
+    created: str
+    compute_seconds: float | None
+
+
+def _sha256(path: Path) -> str | None:
+    from diag.zoo.lm import file_sha256
+
+    return file_sha256(path) if path.stat().st_size <= _HASH_LIMIT else None
+
+
+def _directory_rows(root: Path) -> list[tuple[str, str | None]]:
+    return [(p.relative_to(root).as_posix(), _sha256(p)) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in _WEIGHT_SUFFIXES][:50]
+
+
+def _zoo_asset(name: str) -> Path | None:
+    """A model we trained and committed under ``diag/zoo/assets/NAME`` (Atari policies, the DPO adapter)."""
+    import diag.zoo
+
+    path = Path(diag.zoo.__file__).parent / "assets" / name
+    return path if name and "/" not in name and path.is_dir() else None
+
+
+def _provenance_row(key: str, value: str) -> dict[str, Any]:
+    from diag.zoo.lm import lm_provenance
+
+    row: dict[str, Any] = {"field": key, "name": value, "files": [], "card": None}
+    asset, path = _zoo_asset(value), Path(value).expanduser()
+    if asset is not None:
+        card = asset / "MODEL_CARD.md"
+        return {**row, "kind": "zoo asset (trained in this repository)", "location": str(asset), "sha256": None,
+                "files": _directory_rows(asset), "card": card.read_text() if card.exists() else None}
+    if path.is_file():
+        return {**row, "kind": "file", "location": str(path.resolve()), "sha256": _sha256(path)}
+    try:
+        info = lm_provenance(value)
+    except (DiagError, OSError):
+        info = None
+    if info is not None:
+        files = _directory_rows(path) if info["kind"] == "local" else []
+        return {**row, **info, "field": key, "files": files}
+    if path.is_dir():
+        return {**row, "kind": "directory", "location": str(path.resolve()), "sha256": None,
+                "files": _directory_rows(path)}
+    return {**row, "kind": "named (not found on this machine)", "location": None, "sha256": None}
+
+
+def model_provenance(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Source, location and file hashes of every model a config names (zoo names, local files or directories)."""
+    rows = []
+    for key, value in config.items():
+        if not _MODEL_FIELD.search(key):
+            continue
+        names = [value] if isinstance(value, str) else value if isinstance(value, list | tuple) else []
+        rows += [_provenance_row(key, name) for name in names if isinstance(name, str) and name]
+    return rows
+
+
+def _figure(path: Path, guide: Guide) -> Figure:
+    data = base64.b64encode(path.read_bytes()).decode()
+    fallback = path.stem.replace("_", " ").replace("-", " ")
+    caption = guide.captions.get(path.stem, fallback[:1].upper() + fallback[1:])
+    return Figure(path.stem, caption, f"data:image/png;base64,{data}")
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def build_section(run: Run, number: int = 1) -> Section:
+    """Collect one run's stored files into a report section (unfinished runs show their error instead)."""
+    if not (run.dir / CONFIG_FILE).exists():
+        raise DiagError(f"run {run.run_id} has no {CONFIG_FILE}: not a run directory")
+    meta = json.loads((run.dir / CONFIG_FILE).read_text())
+    analysis, config = meta["analysis"], meta["config"]
+    guide = guide_for(analysis)
+    summary: dict[str, Any] = {}
+    error = None
+    compute_seconds = None
+    if run.finished:
+        status = "finished"
+        result = json.loads((run.dir / RESULT_FILE).read_text())
+        summary = result["summary"]
+        compute_seconds = result.get("finished", 0.0) - meta.get("created", 0.0) or None
+    else:
+        rows = [r for r in run.store.list(analysis=analysis) if r.run_id == run.run_id]
+        status = rows[0].status if rows else "unknown"
+        error = (rows[0].summary.get("error") if rows else None) or "the run has not finished: no result stored"
+    all_metrics = metrics_from_summary(summary)
+    return Section(
+        number=number, run_id=run.run_id, analysis=analysis, status=status, question=guide.question,
+        provenance=model_provenance(config),
+        versions={**meta.get("versions", {}), "python": meta.get("python", "?")},
+        config=config,
+        headline=guide.headline(summary) if guide.headline and summary else all_metrics,
+        all_metrics=all_metrics if guide.headline else [],
+        baselines=guide.baselines(summary) if guide.baselines and summary else [],
+        figures=[_figure(p, guide) for p in run.figure_paths()],
+        limitations=list(guide.limitations), error=error, created=_utc(meta.get("created", 0.0)),
+        compute_seconds=compute_seconds,
+    )
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("diag.report", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    env.filters["fmt"] = format_value
+    env.filters["json"] = lambda v: json.dumps(v, default=str)
+    env.filters["duration"] = lambda s: "—" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+    return env
+
+
+def _machine() -> str:
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()} · {platform.platform(terse=True)} · {os.cpu_count()} CPU cores · {device}"
+
+
+def render_report(runs: list[Run], title: str = "diag report", notes: list[str] | None = None,
+                  execution: list[Execution] | None = None) -> str:
+    """The report as one HTML string: inline CSS and figures, nothing loaded from elsewhere."""
+    if not runs and not execution:
+        raise DiagError("no runs to report on")
+    sections = [build_section(run, number) for number, run in enumerate(runs, start=1)]
+    return _env().get_template("report.html.j2").render(
+        title=title, sections=sections, notes=notes or [], execution=execution or [],
+        generated=_utc(dt.datetime.now(dt.UTC).timestamp()), machine=_machine(),
+    )
+
+
+def default_report_path(runs: list[Run], prefix: str = "report") -> Path:
+    """``reports/RUN_ID.html`` for one run, ``reports/PREFIX-TIMESTAMP.html`` for several."""
+    if len(runs) == 1:
+        return Path("reports") / f"{runs[0].run_id}.html"
+    return Path("reports") / f"{prefix}-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}.html"
+
+
+def write_report(runs: list[Run], out: Path | str | None = None, title: str = "diag report",
+                 notes: list[str] | None = None, execution: list[Execution] | None = None) -> Path:
+    """Render the report and write it atomically to ``out`` (default ``reports/...``); returns the path."""
+    from diag.runs import write_bytes_atomic
+
+    target = Path(out) if out is not None else default_report_path(runs)
+    if target.suffix.lower() not in {".html", ".htm"}:
+        raise DiagError(f"report path {target} must end in .html")
+    write_bytes_atomic(target, render_report(runs, title, notes, execution).encode())
+    target.chmod(0o644)  # an archive document: readable by whoever it is shared with, unlike the temp file
+    return target
