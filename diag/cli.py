@@ -127,13 +127,31 @@ def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     emit(result.summary(), as_json, store.open(module.ANALYSIS, _as_dict(config)).run_id)
 
 
+@app.command()
+def sweep(
+    sweep_file: Path,
+    backend: Annotated[str, typer.Option(help="serial, or ray (pip install '.[scale]').")] = "serial",
+    address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting a local one.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run every point of a sweep file ({"analysis", "base", "axes"}); finished points are reused."""
+    from diag.progress import TqdmProgress
+    from diag.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file)
+    progress = TqdmProgress()
+    outcome = run_sweep(spec, backend, address=address, progress=progress)  # type: ignore[arg-type]
+    progress.close()
+    emit(outcome.summary(), as_json)
+
+
 def main() -> None:
     """Entry point: turn expected failures into one line and exit code 2."""
-    from probes.site import SiteError
+    from probes.errors import ProbeError
 
     try:
         app(standalone_mode=False)
-    except (DiagError, SiteError) as exc:
+    except (DiagError, ProbeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except FileNotFoundError as exc:

@@ -8,12 +8,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from probes.errors import SiteError
+
 Component = Literal["resid_pre", "resid_post", "attn_out", "mlp_out"]
 COMPONENTS: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out")
-
-
-class SiteError(ValueError):
-    """A site that does not exist in the model it is applied to."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from probes.edits import Edit
+from probes.errors import ProbeError
 from probes.site import Site
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
@@ -66,8 +67,14 @@ def logits_of(output: object) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output  # type: ignore[return-value]
 
 
-def get_backend(name: str, model: nn.Module, tokenizer: object | None = None) -> Backend:
-    """Build a backend by name over an already-loaded model (weights are shared, not copied)."""
+def get_backend(name: str, model: nn.Module, tokenizer: object | None = None, *, remote: bool = False) -> Backend:
+    """Build a backend by name over an already-loaded model (weights are shared, not copied).
+
+    ``remote=True`` sends every operation of the backend to nnsight's remote execution (NDIF); it is checked
+    here, before any work, so an offline machine fails at once with one clear line.
+    """
+    if remote and name != "nnsight":
+        raise ProbeError(f"remote execution runs through the nnsight backend only, not {name!r}")
     if name == "torch":
         from probes.backends.hooks import TorchHooksBackend
 
@@ -79,5 +86,5 @@ def get_backend(name: str, model: nn.Module, tokenizer: object | None = None) ->
     if name == "nnsight":
         from probes.backends.nnsight import NNsightBackend
 
-        return NNsightBackend(model, tokenizer)
-    raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+        return NNsightBackend(model, tokenizer, remote=remote)
+    raise ProbeError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

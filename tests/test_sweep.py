@@ -1,0 +1,115 @@
+"""Sweeps: expansion, reuse of finished runs, Ray results identical to serial ones, a killed worker retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from diag.errors import DiagError
+from diag.runs import RunStore
+from diag.sweep import load_sweep, run_sweep, sweep_from_dict, sweep_table
+
+PROMPTS = ["The capital of France is", "Two plus two is", "The sky is", "Water boils at"]
+
+
+def capture_sweep(model_dir: Path) -> dict:
+    """8 real runs: capture on a tiny Llama over 2 layer choices x 4 prompts."""
+    return {
+        "analysis": "capture",
+        "base": {"model": str(model_dir), "device": "cpu"},
+        "axes": {"layers": [[0], [0, 1]], "prompt": PROMPTS},
+    }
+
+
+def test_expansion_is_the_cartesian_product(tiny_llama_dir):
+    spec = sweep_from_dict(capture_sweep(tiny_llama_dir))
+    assert len(spec.points()) == 8
+    assert spec.points()[0] == {"layers": [0], "prompt": PROMPTS[0]}
+    assert {tuple(c.layers) for c in spec.configs()} == {(0,), (0, 1)}
+    assert spec.group == sweep_from_dict(capture_sweep(tiny_llama_dir)).group  # stable across re-issues
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"analysis": "capture", "axes": {"nope": [1]}}, "unknown field"),
+        ({"analysis": "capture", "axes": {}}, "at least one config field"),
+        ({"analysis": "capture", "axes": {"prompt": "x"}}, "non-empty list"),
+        ({"analysis": "nosuch", "axes": {"prompt": ["x"]}}, "unknown analysis"),
+        ({"analysis": "capture", "axes": {"layers": ["a"]}}, "layers"),
+    ],
+)
+def test_bad_sweeps_fail_with_one_line(data, message):
+    with pytest.raises(DiagError, match=message):
+        sweep_from_dict(data)
+
+
+def test_bad_sweep_file(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text('{"analysis": "capture",\n "axes": }')
+    with pytest.raises(DiagError, match="invalid JSON at line 2"):
+        load_sweep(path)
+
+
+def test_serial_sweep_records_a_group_and_reissue_recomputes_nothing(tiny_llama_dir):
+    store = RunStore()
+    spec = sweep_from_dict(capture_sweep(tiny_llama_dir))
+    first = run_sweep(spec, "serial", store=store)
+    assert first.summary()["computed"] == 8
+    stamps = {rid: (store.root / rid / "result.json").stat().st_mtime_ns for rid in first.run_ids}
+    second = run_sweep(spec, "serial", store=store)
+    assert second.summary()["computed"] == 0 and second.summary()["reused"] == 8
+    assert {rid: (store.root / rid / "result.json").stat().st_mtime_ns for rid in second.run_ids} == stamps
+    assert {r.run_id for r in store.list(group=spec.group)} == set(first.run_ids)
+    rows = sweep_table(store, spec.group)
+    assert [(r["layers"], r["prompt"]) for r in rows] == [(p["layers"], p["prompt"]) for p in spec.points()]
+    assert all(r["status"] == "finished" and r["tokens"] > 0 for r in rows)
+
+
+def test_ray_backend_without_ray_says_how_to_install(tiny_llama_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(DiagError, match=r"pip install '\.\[scale\]'"):
+        run_sweep(sweep_from_dict(capture_sweep(tiny_llama_dir)), "ray", store=RunStore())
+
+
+def _kill_first_task_worker(killed: list[int], stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen executing a sweep task (its process title is ``ray::run_one``)."""
+    while not stop.is_set():
+        out = subprocess.run(["pgrep", "-f", "ray::run_one"], capture_output=True, text=True, check=False).stdout
+        pids = [int(p) for p in out.split()]
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ray_sweep_matches_serial_and_survives_a_killed_worker(tiny_llama_dir, tmp_path):
+    pytest.importorskip("ray")
+    spec = sweep_from_dict(capture_sweep(tiny_llama_dir))
+    serial = run_sweep(spec, "serial", store=RunStore(tmp_path / "serial"))
+
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_first_task_worker, args=(killed, stop), daemon=True)
+    watcher.start()
+    ray_store = RunStore(tmp_path / "ray")
+    try:
+        on_ray = run_sweep(spec, "ray", store=ray_store)
+    finally:
+        stop.set()
+    assert killed, "the test never saw a running task to kill"
+    assert on_ray.run_ids == serial.run_ids  # content-addressed: same configs, same run ids
+    assert all(ray_store.get(rid).finished for rid in on_ray.run_ids)
+    assert json.dumps(on_ray.summaries, sort_keys=True) == json.dumps(serial.summaries, sort_keys=True)
+    again = run_sweep(spec, "ray", store=ray_store)
+    assert again.summary()["computed"] == 0
