@@ -20,11 +20,12 @@ import jinja2
 
 from diag.errors import DiagError
 from diag.report.sections import Guide, Metric, Table, format_value, guide_for, metrics_from_summary
-from diag.runs import CONFIG_FILE, RESULT_FILE, Run
+from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore
 
 # Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
 _MODEL_FIELD = re.compile(r"(^|_)(model|policy|policies|adapter|reference|ref|checkpoint|weights)s?($|_)")
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npz", ".json", ".md"}
+_RUN_ID = re.compile(r"^[a-z0-9_]+-[0-9a-f]{16}$")  # what RunStore.open names a run
 _HASH_LIMIT = 512 * 1024 * 1024  # larger files are named but not hashed
 
 
@@ -87,11 +88,16 @@ def _zoo_asset(name: str) -> Path | None:
     return path if name and "/" not in name and path.is_dir() else None
 
 
-def _provenance_row(key: str, value: str) -> dict[str, Any]:
+def _provenance_row(key: str, value: str, store: RunStore) -> dict[str, Any]:
     from diag.zoo.lm import lm_provenance
 
     row: dict[str, Any] = {"field": key, "name": value, "files": [], "card": None}
     asset, path = _zoo_asset(value), Path(value).expanduser()
+    produced_by = store.root / value if _RUN_ID.match(value) else None
+    if produced_by is not None and (produced_by / CONFIG_FILE).exists():
+        analysis = json.loads((produced_by / CONFIG_FILE).read_text())["analysis"]
+        return {**row, "kind": f"run of {analysis} in the store", "location": str(produced_by), "sha256": None,
+                "files": _directory_rows(produced_by)}
     if asset is not None:
         card = asset / "MODEL_CARD.md"
         return {**row, "kind": "zoo asset (trained in this repository)", "location": str(asset), "sha256": None,
@@ -111,14 +117,15 @@ def _provenance_row(key: str, value: str) -> dict[str, Any]:
     return {**row, "kind": "named (not found on this machine)", "location": None, "sha256": None}
 
 
-def model_provenance(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Source, location and file hashes of every model a config names (zoo names, local files or directories)."""
+def model_provenance(config: dict[str, Any], store: RunStore | None = None) -> list[dict[str, Any]]:
+    """Source, location and file hashes of every model a config names: zoo names, runs that trained it, paths."""
+    store = store or RunStore()
     rows = []
     for key, value in config.items():
         if not _MODEL_FIELD.search(key):
             continue
         names = [value] if isinstance(value, str) else value if isinstance(value, list | tuple) else []
-        rows += [_provenance_row(key, name) for name in names if isinstance(name, str) and name]
+        rows += [_provenance_row(key, name, store) for name in names if isinstance(name, str) and name]
     return rows
 
 
@@ -155,7 +162,7 @@ def build_section(run: Run, number: int = 1) -> Section:
     all_metrics = metrics_from_summary(summary)
     return Section(
         number=number, run_id=run.run_id, analysis=analysis, status=status, question=guide.question,
-        provenance=model_provenance(config),
+        provenance=model_provenance(config, run.store),
         versions={**meta.get("versions", {}), "python": meta.get("python", "?")},
         config=config,
         headline=guide.headline(summary) if guide.headline and summary else all_metrics,

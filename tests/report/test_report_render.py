@@ -142,3 +142,18 @@ def test_report_command_writes_the_file_and_rejects_unknown_runs(capture_run, tm
     assert capture_run.run_id in (tmp_path / "r.html").read_text()
     bad = subprocess.run([*DIAG, "report", "nothing-here"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no run" in bad.stderr
+
+
+def test_provenance_of_a_model_trained_by_another_run(diag_home: Path) -> None:
+    import numpy as np
+
+    from diag.report.render import model_provenance
+    from diag.runs import RunStore
+    from diag.zoo.lm import file_sha256
+
+    store = RunStore()
+    trainer = store.open("toy_train", {"seed": 0})
+    weights = trainer.write_arrays("weights", {"w": np.arange(6.0)})
+    (row,) = model_provenance({"policy": trainer.run_id}, store)
+    assert row["kind"] == "run of toy_train in the store" and row["location"] == str(trainer.dir)
+    assert dict(row["files"])["weights.npz"] == file_sha256(weights)
