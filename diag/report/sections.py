@@ -106,7 +106,9 @@ def metrics_from_summary(summary: dict[str, Any], prefix: str = "") -> list[Metr
 
 
 def format_value(value: Any) -> str:
-    """How a number appears in reports and the app: 4 significant digits for floats."""
+    """How a number appears in reports and the app: 4 significant digits for floats, a dash for missing."""
+    if value is None:
+        return "—"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)

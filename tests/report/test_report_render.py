@@ -65,6 +65,7 @@ def test_metrics_pair_points_with_their_intervals() -> None:
     assert "pass_at_1_ci" not in metrics  # folded into its point estimate, not listed twice
     assert metrics["curve"].value == "list of 100 (see the run's files)"
     assert format_value(0.123456) == "0.1235" and format_value(float("nan")) == "nan"
+    assert format_value(None) == "—"
 
 
 def test_guides_come_from_the_analysis_modules() -> None:
