@@ -32,7 +32,7 @@ class AuditOutcome:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "report": str(self.report),
+            "report": str(self.report.resolve()),
             "wall_seconds": round(self.wall_seconds, 1),
             "runs": [{"analysis": e.analysis, "run_id": e.run_id, "status": e.status,
                       "seconds": round(e.seconds, 1), "note": e.note} for e in self.execution],
