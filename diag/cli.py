@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from diag.audit import audit_command
+from diag.boundary.cli import app as boundary_app
 from diag.errors import DiagError
 from diag.report.cli import report_command
 
@@ -18,6 +19,7 @@ zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run store.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(runs_app, name="runs")
+app.add_typer(boundary_app, name="boundary")
 app.command("report")(report_command)
 app.command("audit")(audit_command)
 

@@ -9,6 +9,8 @@ from diag.errors import DiagError
 
 ANALYSES: dict[str, str] = {
     "capture": "diag.capture",
+    "boundary": "diag.boundary.analysis",
+    "boundary_episodes": "diag.boundary.episodes",
 }
 
 

@@ -1,0 +1,355 @@
+"""RA-NLD analysis: how stable are a vanilla and a robust policy's decision boundaries under shifts and attacks?
+
+For each policy, episodes are played on clean screens (twice, with independent seeds), under each natural shift
+and under each attack; every visited state's boundary gradient v(s) is computed, and the principal direction G_S
+of each state set is compared with the clean baseline by the Feature Correlation Quotient
+Lambda(S', S) = G'^T L(S) G' / lambda_max(L(S)) (see ``diag.boundary.nld``). Over time, the per-state gradient
+norm trace and its variance (oscillation); over space, G_S as an image, its Fourier spectrum, the overlap of the
+two policies' most sensitive pixels (disjointness), and captum's Saliency, Integrated Gradients and Occlusion maps
+on the same states as baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from diag.analysis import execute
+from diag.boundary.condition import CONDITIONS, perturbation
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.report.sections import Guide, Metric, Table
+from diag.runs import Run, RunStore
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ANALYSIS = "boundary"
+LAMBDA_FORMULA = "Lambda(S', S) = G'^T L(S) G' / lambda_max(L(S)), L(S) = sum_s v(s) v(s)^T, G' = top eigvec of L(S')"
+# Korkmaz (ICML 2024), vanilla DDQN, Lambda against the clean baseline (clean = independent clean episodes).
+PAPER_LAMBDA = {
+    "road_runner": {"clean": 0.77, "blur": 0.25, "rotation": 0.34},
+    "pong": {"clean": 0.49, "blur": 0.08, "rotation": 0.14},
+    "freeway": {"clean": 0.99, "blur": 0.27, "rotation": 0.14},
+    "bank_heist": {"clean": 0.84, "blur": 0.10, "rotation": 0.30},
+}
+ATTRIBUTIONS = ("saliency", "integrated_gradients", "occlusion")
+
+
+@dataclass(frozen=True)
+class Config:
+    policies: tuple[str, ...] = ("roadrunner-vanilla", "roadrunner-robust")
+    episodes: int = 10  # per state set, as in the paper
+    max_steps: int = 300  # agent steps recorded per episode
+    conditions: tuple[str, ...] = ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm",
+                                   "pgd")
+    eps: float = 1 / 255
+    pgd_steps: int = 5
+    topk_fraction: float = 0.01  # share of pixels counted as "most sensitive" for disjointness
+    attribution_states: int = 32  # states (evenly spaced over the clean set) given to the captum baselines
+    ig_steps: int = 16
+    seed: int = 0
+
+
+@dataclass
+class PolicyResult:
+    game: str
+    lambdas: dict[str, float]  # condition -> Lambda(S_condition, S_clean)
+    scores: dict[str, float]  # condition -> mean score within max_steps
+    directions: dict[str, np.ndarray]  # condition -> G_S as [4, 84, 84]
+    traces: np.ndarray  # [n] gradient norm per clean state
+    trace_episode: np.ndarray  # [n] episode index of each clean state
+    attributions: dict[str, np.ndarray]  # method -> mean |attribution| map [4, 84, 84]
+
+    def oscillation(self) -> dict[str, float]:
+        """Mean over episodes of the variance of the gradient-norm trace, raw and relative to its mean^2."""
+        per_ep = [self.traces[self.trace_episode == e] for e in np.unique(self.trace_episode)]
+        var = float(np.mean([t.var() for t in per_ep]))
+        rel = float(np.mean([t.var() / max(t.mean() ** 2, 1e-30) for t in per_ep]))
+        return {"variance": var, "relative_variance": rel, "mean_norm": float(self.traces.mean())}
+
+
+@dataclass
+class Result:
+    policies: dict[str, PolicyResult]
+    topk_fraction: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        from diag.boundary.nld import top_k_overlap
+
+        game = next(iter(self.policies.values())).game
+        out: dict[str, Any] = {"game": game, "lambda_formula": LAMBDA_FORMULA,
+                               "paper_lambda_vanilla": PAPER_LAMBDA.get(game, {})}
+        for name, p in self.policies.items():
+            out[name] = {"lambda": p.lambdas, "score_within_cap": p.scores, "oscillation": p.oscillation(),
+                         "attribution_agreement": self._agreement(p)}
+        names = list(self.policies)
+        if len(names) == 2:
+            a, b = (self.policies[n].directions["clean"] for n in names)
+            overlap = top_k_overlap(a, b, self.topk_fraction)
+            out["disjointness"] = {"policies": names, "topk_fraction": self.topk_fraction,
+                                   "topk_overlap": overlap, "disjointness": 1 - overlap,
+                                   "chance_overlap": self.topk_fraction,
+                                   "cosine_G": float(np.dot(a.ravel(), b.ravel()))}
+        return out
+
+    def _agreement(self, p: PolicyResult) -> dict[str, dict[str, float]]:
+        """Pearson correlation and top-k overlap of each captum map with |G_S| (summed over the stack)."""
+        from diag.boundary.nld import top_k_overlap
+
+        g = np.abs(p.directions["clean"])
+        return {m: {"pearson": float(np.corrcoef(g.ravel(), a.ravel())[0, 1]),
+                    "topk_overlap": top_k_overlap(g, a, self.topk_fraction)} for m, a in p.attributions.items()}
+
+    def save(self, run: Run) -> None:
+        for name, p in self.policies.items():
+            run.write_arrays(f"{name}", {**{f"G_{c}": d for c, d in p.directions.items()},
+                                         **{f"attr_{m}": a for m, a in p.attributions.items()},
+                                         "traces": p.traces, "trace_episode": p.trace_episode})
+        run.write_json("tables.json", {n: {"game": p.game, "lambdas": p.lambdas, "scores": p.scores}
+                                       for n, p in self.policies.items()} | {"topk_fraction": self.topk_fraction})
+        run.write_figure("lambda_table", self.lambda_figure())
+        run.write_figure("principal_directions", self.direction_figure())
+        run.write_figure("oscillation", self.oscillation_figure())
+        run.write_figure("attributions", self.attribution_figure())
+        if len(self.policies) == 2:
+            run.write_figure("disjointness", self.disjointness_figure())
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        tables = run.read_json("tables.json")
+        topk = tables.pop("topk_fraction")
+        policies = {}
+        for name, t in tables.items():
+            arrays = run.read_arrays(name)
+            policies[name] = PolicyResult(
+                t["game"], t["lambdas"], t["scores"],
+                {k[2:]: v for k, v in arrays.items() if k.startswith("G_")}, arrays["traces"],
+                arrays["trace_episode"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")})
+        return cls(policies, topk)
+
+    # -- figures ---------------------------------------------------------------------------------
+    def lambda_figure(self) -> Figure:
+        """Lambda per condition for each policy, with the paper's vanilla reference values as black marks."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 3.6))
+        ax = fig.subplots()
+        conditions = list(next(iter(self.policies.values())).lambdas)
+        width = 0.8 / len(self.policies)
+        for i, (name, p) in enumerate(self.policies.items()):
+            ax.bar(np.arange(len(conditions)) + i * width, [p.lambdas[c] for c in conditions], width, label=name)
+        ref = PAPER_LAMBDA.get(next(iter(self.policies.values())).game, {})
+        xs = [j for j, c in enumerate(conditions) if c in ref]
+        ax.scatter(np.array(xs) + 0.4 - width / 2, [ref[conditions[j]] for j in xs], color="black", marker="_",
+                   s=300, zorder=3, label="paper, vanilla DDQN")
+        ax.set_xticks(np.arange(len(conditions)) + 0.4 - width / 2, conditions, rotation=30)
+        ax.set(ylabel="Lambda(S_condition, S_clean)", ylim=(0, 1.05), title="Feature Correlation Quotient")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def direction_figure(self) -> Figure:
+        """G_S (mean over the frame stack) and its log-magnitude 2-D Fourier spectrum, per policy."""
+        from matplotlib.figure import Figure
+
+        from diag.boundary.nld import fourier_spectrum
+
+        fig = Figure(figsize=(6, 3 * len(self.policies)))
+        axes = fig.subplots(len(self.policies), 2, squeeze=False)
+        for row, (name, p) in zip(axes, self.policies.items(), strict=True):
+            g = p.directions["clean"]
+            lim = np.abs(g.mean(axis=0)).max()
+            row[0].imshow(g.mean(axis=0), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            row[0].set_title(f"{name}: G_S", fontsize=9)
+            row[1].imshow(fourier_spectrum(g), cmap="magma")
+            row[1].set_title("log |FFT2(G_S)|", fontsize=9)
+            for ax in row:
+                ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+    def oscillation_figure(self) -> Figure:
+        """Gradient-norm trace over the first clean episodes, each policy normalised by its own mean."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 3.4))
+        ax = fig.subplots()
+        for name, p in self.policies.items():
+            first = p.traces[p.trace_episode == p.trace_episode[0]]
+            osc = p.oscillation()
+            ax.plot(first / first.mean(), lw=0.8,
+                    label=f"{name} (var {osc['variance']:.3g}, relative var {osc['relative_variance']:.3g})")
+        ax.set(xlabel="agent step (episode 0)", ylabel="||v(s_t)|| / mean", title="Gradient-norm trace")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
+    def disjointness_figure(self) -> Figure:
+        """Top-k most sensitive pixels of |G_S| (summed over the stack) of the two policies, and their overlap."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(8, 3))
+        axes = fig.subplots(1, 3)
+        masks = []
+        for ax, (name, p) in zip(axes, self.policies.items(), strict=False):
+            g = np.abs(p.directions["clean"]).sum(axis=0)
+            k = max(1, int(self.topk_fraction * g.size))
+            mask = g >= np.partition(g.ravel(), -k)[-k]
+            masks.append(mask)
+            ax.imshow(g, cmap="viridis")
+            ax.set_title(f"|G_S| {name}", fontsize=8)
+        axes[2].imshow(np.stack([masks[0], masks[1], np.zeros_like(masks[0])], axis=-1).astype(float))
+        axes[2].set_title(f"top {self.topk_fraction:.0%}: red/green, both yellow", fontsize=8)
+        for ax in axes:
+            ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+    def attribution_figure(self) -> Figure:
+        """|G_S| beside captum's mean |Saliency|, |Integrated Gradients| and |Occlusion| on the same states."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(10, 2.6 * len(self.policies)))
+        axes = fig.subplots(len(self.policies), 1 + len(ATTRIBUTIONS), squeeze=False)
+        for row, (name, p) in zip(axes, self.policies.items(), strict=True):
+            maps = {"|G_S|": np.abs(p.directions["clean"])} | p.attributions
+            for ax, (method, m) in zip(row, maps.items(), strict=True):
+                ax.imshow(m.sum(axis=0), cmap="viridis")
+                ax.set_title(f"{name}: {method}", fontsize=7)
+                ax.axis("off")
+        fig.tight_layout()
+        return fig
+
+
+def attribution_maps(network: torch.nn.Module, states: torch.Tensor, ig_steps: int) -> dict[str, np.ndarray]:
+    """Mean absolute captum attribution of the greedy action's Q-value over ``states``."""
+    from captum.attr import IntegratedGradients, Occlusion, Saliency
+
+    with torch.no_grad():
+        target = network(states).argmax(dim=1)
+    maps = {
+        "saliency": Saliency(network).attribute(states, target=target, abs=True),
+        "integrated_gradients": IntegratedGradients(network).attribute(
+            states, baselines=torch.zeros_like(states), target=target, n_steps=ig_steps, internal_batch_size=64),
+        "occlusion": Occlusion(network).attribute(states, target=target, sliding_window_shapes=(4, 6, 6),
+                                                   strides=(4, 3, 3), baselines=0.0, perturbations_per_eval=64),
+    }
+    return {k: v.abs().mean(dim=0).detach().numpy() for k, v in maps.items()}
+
+
+def analyse_policy(name: str, config: Config, run: Run, progress: Progress) -> PolicyResult:
+    """All state sets of one policy; each finished condition is checkpointed so a killed run resumes there."""
+    from diag.boundary import nld
+    from diag.boundary.policy.load import load_policy
+    from diag.boundary.policy.play import play
+
+    policy = load_policy(name)
+    saved = run.load_checkpoint() or {}
+    done: dict[str, Any] = saved.get(name, {})
+    base = None
+    sets = ["clean", "clean_independent", *config.conditions]
+    for i, condition in enumerate(sets):
+        if condition in done and condition != "clean":  # clean comes first and is replayed for its gradients
+            continue
+        torch.manual_seed(config.seed + i)
+        seed = config.seed + (1000 if condition == "clean_independent" else 0)
+        perturb = perturbation("clean" if condition == "clean_independent" else condition, policy.network,
+                               config.eps, config.pgd_steps)
+        episodes = play(policy.network, policy.game, config.episodes, config.max_steps, seed, perturb,
+                        keep_states=True, progress=progress, message=f"{name}: {condition}")
+        grads = nld.boundary_gradients(policy.network, episodes.states)
+        direction, lam_max = nld.principal_direction(grads, seed=config.seed)
+        if condition == "clean":
+            base = (grads, lam_max, episodes)
+        done[condition] = {"direction": direction.reshape(grads.shape[1:]).numpy(),
+                           "lambda": nld.correlation_quotient(direction, base[0], base[1]),
+                           "score": float(episodes.returns.mean())}
+        saved[name] = done
+        run.save_checkpoint(saved)
+    grads, _, episodes = base
+    pick = np.linspace(0, len(episodes.states) - 1, min(config.attribution_states, len(episodes.states)))
+    return PolicyResult(
+        game=policy.game,
+        lambdas={("clean" if c == "clean_independent" else c): done[c]["lambda"] for c in sets[1:]},
+        scores={c: done[c]["score"] for c in sets},
+        directions={c: done[c]["direction"] for c in sets},
+        traces=nld.gradient_norm_trace(grads), trace_episode=episodes.episode,
+        attributions=attribution_maps(policy.network, episodes.states[torch.from_numpy(pick.round().astype(int))],
+                                      config.ig_steps))
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    bad = [c for c in config.conditions if c not in CONDITIONS or c == "clean"]
+    if bad:
+        raise DiagError(f"unknown condition(s) {bad}: choose from {', '.join(CONDITIONS[1:])}")
+    if not config.policies:
+        raise DiagError("no policies given")
+    if config.episodes < 2 or config.max_steps < 2:
+        raise DiagError("need at least 2 episodes of at least 2 steps for a principal direction")
+    return Result({name: analyse_policy(name, config, run, progress) for name in config.policies},
+                  config.topk_fraction)
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """Both shipped policies, 3 short episodes per set, two shifts and two attacks (about 3 minutes on 2 cores)."""
+    return Config(episodes=max(2, int(3 * scale)), max_steps=int(80 * scale), conditions=("blur", "rotation",
+                  "fgsm", "pgd"), pgd_steps=3, attribution_states=8, ig_steps=8)
+
+
+def _headline(summary: dict[str, Any]) -> list[Metric]:
+    metrics = []
+    for name, value in summary.items():
+        if isinstance(value, dict) and "lambda" in value:
+            metrics += [Metric(f"{name}: Lambda clean (independent episodes)", value["lambda"]["clean"]),
+                        Metric(f"{name}: Lambda pgd", value["lambda"].get("pgd")),
+                        Metric(f"{name}: gradient-norm relative variance",
+                               value["oscillation"]["relative_variance"])]
+    if "disjointness" in summary:
+        metrics.append(Metric("top-k pixel disjointness vanilla vs robust", summary["disjointness"]["disjointness"]))
+    return metrics
+
+
+def _baselines(summary: dict[str, Any]) -> list[Table]:
+    names = [n for n in summary if isinstance(summary[n], dict) and "lambda" in summary[n]]
+    ref = summary.get("paper_lambda_vanilla", {})
+    conditions = list(summary[names[0]]["lambda"]) if names else []
+    lam = Table(f"Lambda against the clean baseline ({summary.get('lambda_formula', '')})",
+                ["condition", *names, "paper (vanilla DDQN)"],
+                [[c, *[round(summary[n]["lambda"][c], 3) for n in names], ref.get(c, "")] for c in conditions])
+    agree = Table("captum maps vs |G_S|: Pearson r / top-k overlap", ["policy", *ATTRIBUTIONS],
+                  [[n, *[f"{summary[n]['attribution_agreement'][m]['pearson']:.2f} / "
+                         f"{summary[n]['attribution_agreement'][m]['topk_overlap']:.2f}" for m in ATTRIBUTIONS]]
+                   for n in names])
+    return [lam, agree]
+
+
+GUIDE = Guide(
+    question="How stable is each policy's most sensitive decision-boundary direction (RA-NLD) when screens shift "
+             "or are attacked, and does adversarial training change where and how much the boundary moves?",
+    limitations=[
+        ("Our policies are small CPU-trained DQNs on RoadRunner, far from the paper's agents: numbers compare "
+         "trends, not values."),
+        "Each state set is the first max_steps agent steps of each episode, so late-game states are missing.",
+        "Lambda compares principal directions only; two sets can share G_S yet differ in every other direction.",
+        ("Saliency, Integrated Gradients and Occlusion are per-state maps of Q(s, a*) averaged in absolute value; "
+         "G_S is one signed direction for the whole set, so only their spatial support is comparable."),
+    ],
+    headline=_headline,
+    baselines=_baselines,
+    captions={
+        "lambda_table": "Lambda per shift and attack for each policy; black marks: the paper's vanilla values.",
+        "principal_directions": "G_S over clean states (mean over the 4 stacked frames) and its 2-D spectrum.",
+        "oscillation": "Gradient-norm trace over the first clean episode, normalised by its mean.",
+        "disjointness": "Most sensitive pixels of the two policies and their overlap.",
+        "attributions": "|G_S| beside captum's Saliency, Integrated Gradients and Occlusion on the same states.",
+    },
+)
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

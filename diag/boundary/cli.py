@@ -1,0 +1,115 @@
+"""``diag boundary train|export|record|analyse``: train ALE policies, ship them, record episodes, run RA-NLD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+app = typer.Typer(no_args_is_help=True, help="Decision-boundary instability of ALE policies (RA-NLD).")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Directory for train_state.pt and train.jsonl (resumes if present).")],
+    game: Annotated[str, typer.Option(help="ALE ROM id, e.g. road_runner, pong.")] = "road_runner",
+    seed: int = 1,
+    total_steps: Annotated[int, typer.Option(help="Agent steps to train for.")] = 1_000_000,
+    max_minutes: Annotated[float, typer.Option(help="Stop with a checkpoint after this many minutes.")] = 1e9,
+    init_from: Annotated[str, typer.Option(help="train_state.pt to fine-tune from.")] = "",
+    adv_eps: Annotated[float, typer.Option(help="PGD radius for adversarial fine-tuning (0: vanilla).")] = 0.0,
+    eps_start: Annotated[float, typer.Option(help="Initial exploration epsilon.")] = 1.0,
+    learning_starts: int = 5_000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train (or adversarially fine-tune) a double + dueling DQN; resumable, see policy/train_dqn.py."""
+    import torch
+
+    from diag.boundary.policy.train_dqn import Args, main
+    from diag.cli import emit
+
+    main(Args(out=str(out), game=game, seed=seed, total_steps=total_steps, max_minutes=max_minutes,
+              init_from=init_from, adv_eps=adv_eps, eps_start=eps_start, eps_end=min(eps_start, 0.01),
+              learning_starts=learning_starts))
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    recent = [r for _, r in state["episodes"][-20:]]
+    emit({"agent_steps": int(state["global_step"]), "updates": int(state["updates"]),
+          "training_return_last20": sum(recent) / len(recent) if recent else None}, as_json)
+
+
+@app.command()
+def export(
+    train_state: Annotated[Path, typer.Argument(help="train_state.pt written by `diag boundary train`.")],
+    target: Annotated[Path, typer.Argument(help="Policy file to write (e.g. diag/zoo/assets/atari/NAME.pt).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write the online Q-network of a training state as a policy file that `--policy` accepts."""
+    from diag.boundary.policy.load import export_policy, load_policy
+    from diag.cli import emit
+    from diag.errors import DiagError
+
+    if not train_state.exists():
+        raise DiagError(f"no training state at {train_state}")
+    export_policy(train_state, target, {})
+    policy = load_policy(str(target))
+    emit({"policy": str(target), "game": policy.game, **policy.meta}, as_json)
+
+
+@app.command()
+def record(
+    policy: Annotated[str, typer.Option(help="Shipped policy name or policy file.")] = "roadrunner-vanilla",
+    episodes: int = 20,
+    max_steps: Annotated[int, typer.Option(help="Agent steps per episode before it is capped.")] = 2000,
+    condition: Annotated[str, typer.Option(help="clean, a shift, fgsm or pgd.")] = "clean",
+    eps: Annotated[float, typer.Option(help="Attack radius in [0, 1] pixel units.")] = 1 / 255,
+    pgd_steps: int = 10,
+    seed: int = 0,
+    random_baseline: Annotated[bool, typer.Option(help="Also score a uniformly random policy.")] = True,
+    keep_frames: Annotated[bool, typer.Option(help="Store every frame in the run.")] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
+    from diag.analysis import config_from_dict, config_to_dict
+    from diag.boundary import episodes as analysis
+    from diag.cli import emit
+    from diag.progress import TqdmProgress
+    from diag.runs import RunStore
+
+    config = config_from_dict(analysis.Config, {
+        "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
+        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames})
+    store, progress = RunStore(), TqdmProgress()
+    result = analysis.run(config, progress=progress, store=store)
+    progress.close()
+    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+
+
+@app.command()
+def analyse(
+    policies: Annotated[str, typer.Option(help="Comma-separated policy names or files.")] = (
+        "roadrunner-vanilla,roadrunner-robust"),
+    episodes: int = 10,
+    max_steps: int = 300,
+    conditions: Annotated[str, typer.Option(help="Comma-separated shifts and attacks.")] = (
+        "brightness,contrast,blur,rotation,perspective,jpeg,fgsm,pgd"),
+    eps: float = 1 / 255,
+    pgd_steps: int = 5,
+    seed: int = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
+    from diag.analysis import config_from_dict, config_to_dict
+    from diag.boundary import analysis
+    from diag.cli import emit
+    from diag.progress import TqdmProgress
+    from diag.runs import RunStore
+
+    config = config_from_dict(analysis.Config, {
+        "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
+        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed})
+    store, progress = RunStore(), TqdmProgress()
+    result = analysis.run(config, progress=progress, store=store)
+    progress.close()
+    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)

@@ -1,0 +1,149 @@
+"""Record greedy episodes of a policy into the run store: frames, actions, Q-values, rewards, and the score.
+
+Also the evaluation behind the model cards: mean score over parallel episodes with a 95% interval, optionally
+under a shift or an attack, beside a uniformly random policy under the same settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from diag.analysis import execute
+from diag.boundary.condition import CONDITIONS, perturbation
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.report.sections import Guide, Metric, Table
+from diag.runs import Run, RunStore
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ANALYSIS = "boundary_episodes"
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: str = "roadrunner-vanilla"
+    episodes: int = 20
+    max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
+    condition: str = "clean"  # clean, a shift (brightness, contrast, blur, rotation, perspective, jpeg), fgsm, pgd
+    eps: float = 1 / 255
+    pgd_steps: int = 10
+    seed: int = 0
+    random_baseline: bool = True
+    keep_frames: bool = True
+
+
+@dataclass
+class Result:
+    game: str
+    condition: str
+    returns: np.ndarray
+    lengths: np.ndarray
+    capped: np.ndarray
+    random_returns: np.ndarray | None
+    steps: dict[str, np.ndarray]  # episode, frames (if kept), actions, q_values, rewards
+
+    def summary(self) -> dict[str, Any]:
+        from diag.boundary.policy.play import mean_interval
+
+        out = {"game": self.game, "condition": self.condition, "score": mean_interval(self.returns),
+               "episodes": len(self.returns), "capped_episodes": int(self.capped.sum()),
+               "mean_length": float(self.lengths.mean())}
+        if self.random_returns is not None:
+            out["random_score"] = mean_interval(self.random_returns)
+        return out
+
+    def save(self, run: Run) -> None:
+        run.write_arrays("episodes", {"returns": self.returns, "lengths": self.lengths, "capped": self.capped,
+                                      **({"random_returns": self.random_returns}
+                                         if self.random_returns is not None else {})})
+        run.write_arrays("steps", self.steps)
+        run.write_json("meta.json", {"game": self.game, "condition": self.condition})
+        run.write_figure("q_values", self.q_value_figure())
+
+    def q_value_figure(self) -> Figure:
+        """Greedy Q-value and reward over the first episode: where the agent expects and gets its score."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 3.2))
+        ax = fig.subplots()
+        first = self.steps["episode"] == 0
+        ax.plot(self.steps["q_values"][first].max(axis=1), label="max Q")
+        twin = ax.twinx()
+        twin.plot(np.cumsum(self.steps["rewards"][first]), color="tab:orange", label="score so far")
+        ax.set(xlabel="agent step", ylabel="max Q (clipped-reward units)",
+               title=f"{self.game}, {self.condition}: episode 0 (score {self.returns[0]:.0f})")
+        twin.set_ylabel("score so far")
+        fig.legend(loc="upper left", fontsize=8)
+        return fig
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        meta, ep = run.read_json("meta.json"), run.read_arrays("episodes")
+        return cls(meta["game"], meta["condition"], ep["returns"], ep["lengths"], ep["capped"],
+                   ep.get("random_returns"), run.read_arrays("steps"))
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.boundary.policy.load import load_policy
+    from diag.boundary.policy.play import play, random_returns
+
+    if config.condition not in CONDITIONS:
+        raise DiagError(f"unknown condition {config.condition!r}: choose from {', '.join(CONDITIONS)}")
+    if config.episodes < 1 or config.max_steps < 1:
+        raise DiagError("episodes and max_steps must be positive")
+    policy = load_policy(config.policy)
+    torch.manual_seed(config.seed)
+    perturb = perturbation(config.condition, policy.network, config.eps, config.pgd_steps)
+    episodes = play(policy.network, policy.game, config.episodes, config.max_steps, config.seed, perturb,
+                    progress=progress, message=f"{config.condition} episodes")
+    rand = random_returns(policy.game, config.episodes, config.max_steps, config.seed) \
+        if config.random_baseline else None
+    steps = {"episode": episodes.episode, "actions": episodes.actions, "q_values": episodes.q_values,
+             "rewards": episodes.rewards, **({"frames": episodes.frames} if config.keep_frames else {})}
+    return Result(policy.game, config.condition, episodes.returns, episodes.lengths, episodes.capped, rand, steps)
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """Four short clean episodes of the shipped vanilla policy, with the random baseline."""
+    return Config(episodes=max(2, int(4 * scale)), max_steps=int(300 * scale))
+
+
+def _headline(summary: dict[str, Any]) -> list[Metric]:
+    s = summary["score"]
+    metrics = [Metric(f"mean score ({summary['condition']})", s["value"], s["low"], s["high"]),
+               Metric("episodes capped at max_steps", summary["capped_episodes"])]
+    if "random_score" in summary:
+        r = summary["random_score"]
+        metrics.append(Metric("random policy score", r["value"], r["low"], r["high"]))
+    return metrics
+
+
+def _baselines(summary: dict[str, Any]) -> list[Table]:
+    if "random_score" not in summary:
+        return []
+    rows = [[name, f"{v['value']:.1f}", f"[{v['low']:.1f}, {v['high']:.1f}]"]
+            for name, v in (("policy", summary["score"]), ("uniform random", summary["random_score"]))]
+    return [Table("Score against random play (95% t-interval over episodes)", ["agent", "mean", "95% CI"], rows)]
+
+
+GUIDE = Guide(
+    question="How well does the policy play, on clean screens or under a shift or attack, and what did it see, "
+             "do and expect at each step?",
+    limitations=[
+        "Episodes are capped at max_steps agent steps; a capped episode's score is a lower bound.",
+        "Greedy play without sticky actions; diversity comes only from up to 30 random no-ops at the start.",
+    ],
+    headline=_headline,
+    baselines=_baselines,
+    captions={"q_values": "Greedy Q-value and cumulative score over the first recorded episode."},
+)
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

@@ -1,0 +1,79 @@
+"""RA-NLD (Korkmaz, ICML 2024): the most unstable decision-boundary direction of a policy over a set of states.
+
+For each state s, v(s) is the gradient with respect to the observation of the softmax cross-entropy between
+softmax(Q(s, .)) and the one-hot greedy action. Over a state set S, L(S) = sum_s v(s) v(s)^T and the principal
+direction G_S is its top eigenvector, which is the top right singular vector of the stacked n x d gradient
+matrix V (rows v(s)), so it is found by randomised SVD without ever forming the d x d matrix.
+
+Feature Correlation Quotient used here:
+
+    Lambda(S', S) = G_{S'}^T L(S) G_{S'} / lambda_max(L(S)) = ||V_S G_{S'}||^2 / sigma_1(V_S)^2,
+
+which lies in [0, 1] (Rayleigh quotient of a unit vector), equals 1 when S' = S, and is near 0 when the shifted
+states' principal direction lies in directions the baseline states are insensitive to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from diag.boundary.attacks import greedy_loss
+
+
+def boundary_gradients(model: nn.Module, obs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Per-state gradients v(s), ``[n, *obs.shape[1:]]``, with one backward pass per batch.
+
+    The loss of state i depends only on input i, so the gradient of the batch sum with respect to the batch is
+    exactly the stack of per-state gradients: no per-sample machinery is needed.
+    """
+    grads = []
+    for chunk in obs.split(batch_size):
+        chunk = chunk.detach().clone().requires_grad_(True)
+        with torch.no_grad():
+            actions = model(chunk).argmax(dim=1)
+        (grad,) = torch.autograd.grad(greedy_loss(model, chunk, actions), chunk)
+        grads.append(grad)
+    return torch.cat(grads)
+
+
+def principal_direction(grads: torch.Tensor, seed: int = 0, rank: int = 6, iters: int = 6) -> tuple[
+        torch.Tensor, float]:
+    """(G_S as a unit vector of length d, lambda_max(L(S)) = sigma_1^2) by randomised SVD of the n x d matrix.
+
+    The sign of an eigenvector is arbitrary; it is fixed so that the largest-magnitude entry is positive.
+    """
+    matrix = grads.reshape(grads.shape[0], -1).double()
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    _, singular, right = torch.svd_lowrank(matrix, q=min(rank, *matrix.shape), niter=iters)
+    torch.set_rng_state(generator_state)
+    direction = right[:, 0]
+    direction = direction * torch.sign(direction[direction.abs().argmax()])
+    return direction.float(), float(singular[0] ** 2)
+
+
+def correlation_quotient(direction: torch.Tensor, base_grads: torch.Tensor, base_lambda_max: float) -> float:
+    """Lambda(S', S) = G'^T L(S) G' / lambda_max(L(S)), computed as ||V_S G'||^2 / sigma_1^2."""
+    projected = base_grads.reshape(base_grads.shape[0], -1).double() @ direction.double()
+    return float((projected @ projected) / base_lambda_max)
+
+
+def gradient_norm_trace(grads: torch.Tensor) -> np.ndarray:
+    """||v(s_t)||_2 for each state in visiting order: how close the boundary is, over time."""
+    return grads.reshape(grads.shape[0], -1).norm(dim=1).numpy()
+
+
+def fourier_spectrum(direction_image: np.ndarray) -> np.ndarray:
+    """Log-magnitude 2-D Fourier spectrum (zero frequency centred) of G_S averaged over the frame stack."""
+    image = direction_image.reshape(-1, *direction_image.shape[-2:]).mean(axis=0)
+    return np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(image))))
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, fraction: float) -> float:
+    """|top-k(|a|) intersect top-k(|b|)| / k for the k = fraction * d most sensitive pixels (1 - disjointness)."""
+    k = max(1, round(fraction * a.size))
+    top_a = np.argpartition(-np.abs(a).ravel(), k - 1)[:k]
+    top_b = np.argpartition(-np.abs(b).ravel(), k - 1)[:k]
+    return len(np.intersect1d(top_a, top_b)) / k
