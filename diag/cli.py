@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from apps.cli import serve as serve_command
 from diag.audit import audit_command
 from diag.boundary.cli import app as boundary_app
 from diag.errors import DiagError
@@ -22,6 +23,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(boundary_app, name="boundary")
 app.command("report")(report_command)
 app.command("audit")(audit_command)
+app.command("serve")(serve_command)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
 

@@ -1,0 +1,85 @@
+"""Capture page: run the reference analysis from the browser and look at per-token activation norms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from apps import plots, shell
+from apps.forms import ConfigForm
+from apps.jobs import JobPanel
+from apps.views import RunPicker, config_frame, metrics_frame, report_link, table
+from diag import capture
+from diag.analysis import config_to_dict
+from diag.errors import DiagError
+from diag.runs import RunStore, config_hash
+
+INTRO = (
+    "**What are the residual-stream activations of one prompt at chosen layers, and which token comes next?** "
+    "Launch a capture below (it runs on the server's worker thread; the page stays usable) or pick a stored run."
+)
+
+
+def result_view(store: RunStore, run_id: str) -> list[Any]:
+    run = store.get(run_id)
+    result = capture.Result.load(run)
+    layers = list(result.activations)
+    norms = np.stack([np.linalg.norm(result.activations[k], axis=-1) for k in layers])  # [sites, tokens]
+    tokens = [t.replace("Ġ", "␣") for t in result.tokens]
+    shapes = pd.DataFrame([{"site": k, "shape": " x ".join(map(str, a.shape)),
+                            "mean token norm": f"{np.linalg.norm(a, axis=-1).mean():.4g}",
+                            "max token norm": f"{np.linalg.norm(a, axis=-1).max():.4g}"}
+                           for k, a in result.activations.items()])
+    return [
+        pn.pane.Markdown(f"### Prompt: “{run.config['prompt']}”\nModel `{run.config['model']}` predicts the next "
+                         f"token **`{result.next_token}`** · {report_link(run_id)}", css_classes=["capture-result"]),
+        pn.pane.Bokeh(plots.heatmap(norms, tokens, layers, title="Activation norm per token and site",
+                                    x_label="token (position:text)", y_label="site (layer.component)",
+                                    value_label="L2 norm", height=120 + 40 * len(layers))),
+        pn.Row(pn.Column(pn.pane.Markdown("**Sites**"), table(shapes)),
+               pn.Column(pn.pane.Markdown("**Configuration**"), table(config_frame(run.config))),
+               sizing_mode="stretch_width"),
+        pn.pane.Markdown("**Summary**"), table(metrics_frame(run.summary)),
+    ]
+
+
+def page() -> Any:
+    store = RunStore()
+    form = ConfigForm(capture.Config, capture.Config(layers=(0, 15, 29)))
+    launch = pn.widgets.Button(name="Run capture", button_type="primary", sizing_mode="stretch_width")
+    job = JobPanel()
+    picker = RunPicker(capture.ANALYSIS, store, describe=lambda info: info.summary.get("next_token", "").strip())
+    view = pn.Column(sizing_mode="stretch_width")
+
+    def show(*_: Any) -> None:
+        if picker.value is None:
+            view[:] = [pn.pane.Alert("No capture runs yet: launch one from the sidebar.", alert_type="info")]
+            return
+        try:
+            view[:] = result_view(store, picker.value)
+        except DiagError as exc:
+            view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
+
+    async def start(_: Any) -> None:
+        try:
+            config = form.config()
+        except DiagError as exc:
+            job.show_error(str(exc))
+            return
+        launch.disabled = True
+        try:
+            result = await job.run("capture", lambda progress: capture.run(config, progress=progress, store=store))
+        finally:
+            launch.disabled = False
+        if result is not None:
+            picker.refresh(select=f"{capture.ANALYSIS}-{config_hash(capture.ANALYSIS, config_to_dict(config))}")
+            show()
+
+    picker.select.param.watch(show, "value")
+    launch.on_click(start)
+    show()
+    sidebar = [pn.Card(form, launch, job, title="New capture run", sizing_mode="stretch_width", collapsed=False)]
+    return shell.page("capture", "Capture", INTRO, [picker, view], sidebar)

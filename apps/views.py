@@ -1,0 +1,89 @@
+"""Pieces every page uses to show stored runs: a run picker, metric and config tables, stored figures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pandas as pd
+import panel as pn
+
+from diag.report.sections import format_value, metrics_from_summary
+from diag.runs import Run, RunInfo, RunStore
+
+
+def when(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+TABLE_CSS = ".tabulator { font-size: 13px; } .tabulator .tabulator-header { font-size: 13px; }"
+
+
+def table(frame: pd.DataFrame, **kwargs: Any) -> pn.widgets.Tabulator:
+    """A read-only table that fits its container, with sensible defaults for research tables."""
+    options = {"disabled": True, "show_index": False, "layout": "fit_data_stretch", "sizing_mode": "stretch_width",
+               "theme": "simple", "stylesheets": [TABLE_CSS], **kwargs}
+    return pn.widgets.Tabulator(frame, **options)
+
+
+def metrics_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """A summary's headline numbers as rows: metric, value, and its interval where the run stored one."""
+    rows = []
+    for metric in metrics_from_summary(summary):
+        interval = f"[{format_value(metric.low)}, {format_value(metric.high)}]" if metric.has_interval else ""
+        rows.append({"metric": metric.name, "value": format_value(metric.value), "95% interval": interval})
+    return pd.DataFrame(rows, columns=["metric", "value", "95% interval"])
+
+
+def config_frame(config: dict[str, Any]) -> pd.DataFrame:
+    rows = [{"field": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in config.items()]
+    return pd.DataFrame(rows, columns=["field", "value"])
+
+
+def stored_figures(run: Run, width: int = 640) -> pn.FlexBox:
+    """The PNG figures the run saved, captioned by file name (the same figures the HTML report inlines)."""
+    cards = [
+        pn.Column(pn.pane.Markdown(f"**{path.stem.replace('_', ' ')}**", margin=(0, 5)),
+                  pn.pane.PNG(str(path), width=width, fixed_aspect=True), margin=(0, 10, 10, 0))
+        for path in run.figure_paths()
+    ]
+    if not cards:
+        return pn.FlexBox(pn.pane.Markdown("_This run saved no figures._"))
+    return pn.FlexBox(*cards)
+
+
+def report_link(run_id: str, label: str = "open as HTML report") -> str:
+    return f'<a href="./report/{run_id}" target="_blank">{label}</a>'
+
+
+class RunPicker(pn.viewable.Viewer):
+    """Choose one finished run of an analysis (newest first); ``value`` is the run id or None."""
+
+    def __init__(self, analysis: str, store: RunStore, describe: Any = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.analysis = analysis
+        self.store = store
+        self._describe = describe or (lambda info: "")
+        self.select = pn.widgets.Select(name=f"Stored {analysis} runs", options={}, sizing_mode="stretch_width")
+        self.refresh()
+
+    def __panel__(self) -> pn.widgets.Select:
+        return self.select
+
+    def _label(self, info: RunInfo) -> str:
+        extra = self._describe(info)
+        return f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}" + (f" · {extra}" if extra else "")
+
+    def refresh(self, select: str | None = None) -> None:
+        infos = self.store.list(analysis=self.analysis, status="finished")
+        options = {self._label(info): info.run_id for info in infos}
+        self.select.options = options
+        if select is not None and select in options.values():
+            self.select.value = select
+        elif self.select.value not in options.values():
+            self.select.value = next(iter(options.values()), None)
+
+    @property
+    def value(self) -> str | None:
+        return self.select.value

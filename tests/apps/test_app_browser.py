@@ -1,0 +1,232 @@
+"""The Panel app in a real headless Chromium: every page loads cleanly, a run launched from the UI appears,
+bad input shows one line (never a traceback), and eight concurrent sessions are served without errors.
+
+One ``diag serve`` subprocess serves a run store pre-filled with cheap real runs; screenshots of every page
+go to ``reports/screenshots/`` (test artifacts, not in git).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from playwright import sync_api as playwright_api
+from playwright.sync_api import expect
+
+from apps.shell import PAGES
+from diag import capture
+from diag.runs import RunStore
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "reports" / "screenshots"
+pytestmark = pytest.mark.slow
+# Messages Chromium prints for every Bokeh page that are not errors of ours.
+BENIGN = ("[bokeh",)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    """A run store with real capture runs: the embedded SmolLM2 and a tiny random Llama."""
+    home = tmp_path_factory.mktemp("app_home")
+    store = RunStore(home / "runs")
+    capture.run(capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu"), store=store)
+    capture.run(capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu"),
+                store=store)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(app_home: Path) -> Iterator[tuple[str, Path]]:
+    """``diag serve`` on a free port; yields (base URL, server log path)."""
+    port = free_port()
+    log_path = app_home / "serve.log"
+    env = {**os.environ, "DIAG_HOME": str(app_home)}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "diag.cli", "serve", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/runs", timeout=30).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"diag serve did not come up:\n{log_path.read_text()}")
+            time.sleep(0.5)
+    yield base, log_path
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page with its console errors, uncaught exceptions and failed requests recorded."""
+
+    def __init__(self, browser, base: str) -> None:
+        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.base = base
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and not m.text.startswith(BENIGN)
+                     and self.errors.append(f"console: {m.text}"))
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
+
+    def open(self, slug: str) -> None:
+        self.page.goto(f"{self.base}/{slug}", wait_until="networkidle")
+        self.page.locator("nav a.active").wait_for(timeout=30000)
+
+    def body(self) -> str:
+        return self.page.locator("body").inner_text()
+
+
+def server_errors(log_path: Path) -> list[str]:
+    """Error records in the server log, except a closed tab's websocket (the browser left, the server is fine)."""
+    records: list[str] = []
+    for line in log_path.read_text().splitlines():
+        if re.match(r"\d{4}-\d\d-\d\d |[A-Z]+:", line) or not records:
+            records.append(line)
+        else:
+            records[-1] += "\n" + line
+    return [r for r in records if ("Traceback" in r or " ERROR " in r) and "WebSocketClosedError" not in r]
+
+
+@pytest.mark.parametrize("slug", [slug for slug, _ in PAGES])
+def test_page_loads_without_errors_and_is_screenshotted(browser, server, slug: str) -> None:
+    base, log_path = server
+    watched = Watched(browser, base)
+    watched.open(slug)
+    watched.page.wait_for_timeout(1500)  # let Bokeh finish layout before the screenshot
+    body = watched.body()
+    assert "Traceback" not in body and "Error" not in body.split("\n")[0]
+    assert watched.errors == []
+    assert watched.page.locator("nav a.active").inner_text() == dict(PAGES)[slug]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    watched.page.screenshot(path=str(SHOTS / f"{slug}.png"), full_page=True)
+    assert (SHOTS / f"{slug}.png").stat().st_size > 10_000
+    assert server_errors(log_path) == []
+    watched.page.close()
+
+
+def test_capture_launched_from_the_ui_appears_with_its_stored_result(browser, server, app_home,
+                                                                      tiny_llama_dir) -> None:
+    base, log_path = server
+    watched = Watched(browser, base)
+    watched.open("capture")
+    page = watched.page
+    page.get_by_label("model").fill(str(tiny_llama_dir))
+    page.get_by_label("prompt").fill("Seven eight nine ten")
+    page.get_by_label("layers (comma-separated)").fill("1")
+    page.get_by_role("button", name="Run capture").click()
+    page.get_by_text("“Seven eight nine ten”").wait_for(timeout=120000)
+    runs = [r for r in RunStore(app_home / "runs").list(analysis="capture")
+            if r.summary.get("sites", {}).keys() == {"L1.resid_post"}]
+    assert len(runs) == 1 and runs[0].status == "finished"
+    # The page shows the stored prediction and says the job finished (progress went through the worker).
+    expect(page.get_by_text("predicts the next token")).to_contain_text(
+        f"predicts the next token {runs[0].summary['next_token'].strip()}")
+    expect(page.locator(".job-status")).to_contain_text("capture: done in")
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_bad_input_is_one_line_message_not_a_traceback(browser, server) -> None:
+    base, log_path = server
+    watched = Watched(browser, base)
+    watched.open("capture")
+    page = watched.page
+    page.get_by_label("layers (comma-separated)").fill("0, 99")
+    page.get_by_role("button", name="Run capture").click()
+    alert = page.locator(".job-error")
+    expect(alert.get_by_text("out of range")).to_contain_text("layer(s) [99] out of range", timeout=60000)
+    assert "Traceback" not in watched.body()
+    page.get_by_label("layers (comma-separated)").fill("zero")
+    page.get_by_role("button", name="Run capture").click()
+    alert.get_by_text("comma-separated int").wait_for(timeout=10000)
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_runs_page_compares_runs_and_opens_a_report(browser, server, app_home) -> None:
+    base, _ = server
+    watched = Watched(browser, base)
+    watched.open("runs")
+    page = watched.page
+    stored = RunStore(app_home / "runs").list(analysis="capture", status="finished")
+    assert len(stored) >= 2
+    rows = page.locator(".runs-table .tabulator-row")
+    shown_ids = [rows.nth(i).locator("[tabulator-field=run]").inner_text() for i in range(2)]
+    assert set(shown_ids) <= {info.run_id for info in stored}
+    for i in range(2):
+        rows.nth(i).locator("input[type=checkbox]").check()
+    header = page.locator(".compare-table .tabulator-header")
+    for run_id in shown_ids:
+        expect(header).to_contain_text(run_id, timeout=30000)
+    expect(page.locator(".compare-table")).to_contain_text("next_token")
+    report = browser.new_page()
+    report.goto(f"{base}/report/{shown_ids[0]}")
+    predicted = RunStore(app_home / "runs").get(shown_ids[0]).summary["next_token"].strip()
+    assert shown_ids[0] in report.title() and predicted in report.locator("body").inner_text()
+    assert watched.errors == []
+    report.close()
+    page.close()
+
+
+def test_eight_concurrent_sessions_are_served_without_errors(server) -> None:
+    base, log_path = server
+    from playwright.async_api import async_playwright
+
+    slugs = [slug for slug, _ in PAGES]
+
+    async def visit(browser, index: int) -> str:
+        context = await browser.new_context(viewport={"width": 1200, "height": 800})
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        slug = slugs[index % len(slugs)]
+        await page.goto(f"{base}/{slug}", wait_until="networkidle", timeout=120000)
+        await page.locator("nav a.active").wait_for(timeout=120000)
+        text = await page.locator("body").inner_text()
+        await context.close()
+        assert not errors and "Traceback" not in text, (slug, errors)
+        return slug
+
+    async def main() -> list[str]:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            try:
+                return await asyncio.gather(*(visit(browser, i) for i in range(8)))
+            finally:
+                await browser.close()
+
+    # The module's sync Playwright owns this thread's event loop: drive the async sessions from another thread.
+    with ThreadPoolExecutor(1) as pool:
+        visited = pool.submit(asyncio.run, main()).result(timeout=240)
+    assert len(visited) == 8
+    assert server_errors(log_path) == []
