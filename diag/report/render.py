@@ -81,11 +81,14 @@ def _directory_rows(root: Path) -> list[tuple[str, str | None]]:
 
 
 def _zoo_asset(name: str) -> Path | None:
-    """A model we trained and committed under ``diag/zoo/assets/NAME`` (Atari policies, the DPO adapter)."""
+    """A model we trained and committed under ``diag/zoo/assets/`` (``.../NAME/`` or ``.../NAME.pt``)."""
     import diag.zoo
 
-    path = Path(diag.zoo.__file__).parent / "assets" / name
-    return path if name and "/" not in name and path.is_dir() else None
+    root = Path(diag.zoo.__file__).parent / "assets"
+    if not name or "/" in name or not root.is_dir():
+        return None
+    return next((p for p in sorted(root.rglob(f"{name}*")) if p.name == name or (p.is_file() and p.stem == name)),
+                None)
 
 
 def _provenance_row(key: str, value: str, store: RunStore) -> dict[str, Any]:
@@ -99,9 +102,11 @@ def _provenance_row(key: str, value: str, store: RunStore) -> dict[str, Any]:
         return {**row, "kind": f"run of {analysis} in the store", "location": str(produced_by), "sha256": None,
                 "files": _directory_rows(produced_by)}
     if asset is not None:
-        card = asset / "MODEL_CARD.md"
-        return {**row, "kind": "zoo asset (trained in this repository)", "location": str(asset), "sha256": None,
-                "files": _directory_rows(asset), "card": card.read_text() if card.exists() else None}
+        card = (asset if asset.is_dir() else asset.parent) / "MODEL_CARD.md"
+        return {**row, "kind": "zoo asset (trained in this repository)", "location": str(asset),
+                "sha256": None if asset.is_dir() else _sha256(asset),
+                "files": _directory_rows(asset) if asset.is_dir() else [],
+                "card": card.read_text() if card.exists() else None}
     if path.is_file():
         return {**row, "kind": "file", "location": str(path.resolve()), "sha256": _sha256(path)}
     try:
