@@ -1,0 +1,333 @@
+"""Which tokens carry a DPO model's preference? Per-token implicit reward r_t, scored against known error spans.
+
+For each held-out preference pair (chosen and rejected answers differing in one known span) we compute
+r_t = beta * (log pi - log pi_ref) on every response token and ask whether the most negative r_t of the
+rejected answer falls in the corrupted span (top-1 hit), how well -r_t separates span tokens from the rest
+(AUROC, per sequence, averaged), and the mirror image on the chosen answer. The same scores are computed for
+a chance ranking, reference surprisal (-log pi_ref), policy surprisal (-log pi) and captum's
+LayerIntegratedGradients of the sequence reward onto the input tokens, on the whole answer and on the tokens
+from the first differing token onward (shared prefix tokens get no direct DPO gradient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diag.analysis import execute
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.runs import Run, RunStore
+
+ANALYSIS = "credit"
+COMMITTED_ADAPTER = "smollm2-dpo-credit"
+METHODS = ("dpo_reward", "reference_surprisal", "policy_surprisal", "captum_lig", "chance")
+SCOPES = ("whole", "from_first_diff")
+SIDES = ("rejected", "chosen")
+
+
+def committed_adapter_dir(name: str = COMMITTED_ADAPTER) -> Path:
+    return Path(__file__).resolve().parent.parent / "zoo" / "assets" / name
+
+
+def resolve_policy(policy: str) -> str:
+    """The committed adapter by name, or whatever the user gave (a model name, directory or adapter)."""
+    return str(committed_adapter_dir()) if policy == COMMITTED_ADAPTER else policy
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), or a model with `reference`
+    reference: str | None = None
+    beta: float | None = None  # None: the beta recorded with the adapter
+    data: str = "heldout"  # "heldout" (generated pairs), or a JSONL file of pairs or (prompt, response) lines
+    n_pairs: int = 32  # per seed, for generated data
+    seeds: tuple[int, ...] = (0, 1, 2)  # each seed: fresh held-out pairs and its own bootstrap
+    captum_steps: int = 16  # LayerIntegratedGradients steps; 0 skips the captum baseline
+    n_boot: int = 1000
+    batch_size: int = 16
+    device: str = "auto"
+    data_sha256: str | None = None  # filled in from the JSONL file, so a changed file is a new run
+
+
+@dataclass
+class Item:
+    """One scored response, with its known span when it comes from a preference pair."""
+
+    pair: int
+    side: str  # "chosen", "rejected" or "response"
+    prompt: str
+    response: str
+    tokens: list[str]
+    reward: list[float]
+    policy_logp: list[float]
+    reference_logp: list[float]
+    span: list[bool]  # tokens overlapping the differing fact (empty when unknown)
+    first_diff: int  # index of the first token that differs from the other answer of the pair
+    kind: str = ""
+    seed: int = 0
+    captum: list[float] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class Result:
+    items: list[Item]
+    metrics: dict[str, Any]  # side -> scope -> method -> {"top1": ci, "auroc": ci}
+    per_seed: dict[str, Any]
+    extra: dict[str, Any]  # beta, preference accuracy, consistency
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.extra, "scores": self.metrics}
+
+    def save(self, run: Run) -> None:
+        from diag.credit import views
+
+        run.write_json("items.json", [dataclasses.asdict(i) for i in self.items])
+        run.write_json("metrics.json", {"metrics": self.metrics, "per_seed": self.per_seed, "extra": self.extra})
+        run.write_text("heatmap.html", views.heatmap_html(self.items, self.extra["beta"]))
+        run.write_json("aggregates.json", views.aggregates(self.items))
+        for name, fig in views.figures(self.items).items():
+            run.write_figure(name, fig)
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        stored = run.read_json("metrics.json")
+        items = [Item(**i) for i in run.read_json("items.json")]
+        return cls(items, stored["metrics"], stored["per_seed"], stored["extra"])
+
+
+def span_mask(offsets: tuple[tuple[int, int], ...], span: tuple[int, int]) -> list[bool]:
+    """Tokens whose characters overlap ``[start, end)``."""
+    start, end = span
+    return [o_start < end and o_end > start for o_start, o_end in offsets]
+
+
+def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def method_scores(item: Item, method: str) -> np.ndarray:
+    """Higher = more flagged: the rejected answer's worst token, the chosen answer's best one."""
+    sign = -1.0 if item.side == "rejected" else 1.0
+    if method == "dpo_reward":
+        return sign * np.asarray(item.reward)
+    if method == "captum_lig":
+        return sign * np.asarray(item.captum)
+    if method == "reference_surprisal":
+        return -np.asarray(item.reference_logp)
+    if method == "policy_surprisal":
+        return -np.asarray(item.policy_logp)
+    raise ValueError(method)
+
+
+def localisation(items: list[Item], methods: tuple[str, ...], n_boot: int, seed: int) -> dict[str, Any]:
+    """side -> scope -> method -> {top1, auroc} with bootstrap intervals over sequences."""
+    from diag.credit.metrics import auroc, bootstrap_mean, chance_top1, top1_hit
+
+    out: dict[str, Any] = {}
+    for side in SIDES:
+        chosen = [i for i in items if i.side == side and any(i.span)]
+        out[side] = {}
+        for scope in SCOPES:
+            out[side][scope] = {}
+            for method in methods:
+                top1, aurocs = [], []
+                for item in chosen:
+                    start = item.first_diff if scope == "from_first_diff" else 0
+                    target = np.asarray(item.span[start:])
+                    if not target.any():
+                        continue
+                    if method == "chance":
+                        top1.append(chance_top1(target))
+                        aurocs.append(0.5)
+                        continue
+                    scores = method_scores(item, method)[start:]
+                    top1.append(top1_hit(scores, target))
+                    aurocs.append(auroc(scores, target))
+                out[side][scope][method] = {"top1": bootstrap_mean(np.array(top1), seed, n_boot),
+                                            "auroc": bootstrap_mean(np.array(aurocs), seed, n_boot)}
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, kind]}`` or ``{prompt, response}``.
+
+    Every line is checked before anything is used; the first bad line fails the whole import.
+    """
+    import json
+
+    if not path.is_file():
+        raise DiagError(f"data file {path} does not exist")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DiagError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict):
+            raise DiagError(f"{path}:{number}: expected an object, got {type(record).__name__}")
+        is_pair = "chosen" in record or "rejected" in record
+        needed = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
+        for key in needed:
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise DiagError(f"{path}:{number}: field {key!r} must be a non-empty string")
+        for key in ("span_chosen", "span_rejected"):
+            if key in record:
+                span, text = record[key], record["chosen" if key == "span_chosen" else "rejected"]
+                if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
+                        and 0 <= span[0] < span[1] <= len(text)):
+                    raise DiagError(f"{path}:{number}: {key} must be [start, end) character offsets inside the text")
+        records.append(record)
+    if not records:
+        raise DiagError(f"{path}: no records")
+    return records
+
+
+def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:
+    """(seed, record) for every pair or response the run scores."""
+    from diag.credit.data import make_pairs
+
+    if config.data == "heldout":
+        return [(seed, p.to_dict()) for seed in config.seeds for p in make_pairs("heldout", config.n_pairs, seed)]
+    return [(0, r) for r in read_jsonl(Path(config.data))]
+
+
+def with_data_hash(config: Config) -> Config:
+    """Record the JSONL file's hash in the config (and so in the run id)."""
+    if config.data == "heldout":
+        return config
+    path = Path(config.data)
+    if not path.is_file():
+        raise DiagError(f"data file {path} does not exist")
+    return dataclasses.replace(config, data_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np.ndarray]:
+    """captum LayerIntegratedGradients of the sequence reward onto the input embeddings, response tokens only.
+
+    The baseline keeps the prompt and replaces each response token by the pad token. A token's attribution
+    is taken where it is an input (the reward r_t scores it where it is the output one position earlier).
+    """
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    from diag.credit.scorer import collate, response_logps
+
+    def sequence_reward(ids, attention, positions, targets, mask):
+        policy = (response_logps(pair.policy, ids, attention, positions, targets) * mask).sum(-1)
+        with pair.as_reference() as reference:
+            ref = (response_logps(reference, ids, attention, positions, targets) * mask).sum(-1)
+        return pair.beta * (policy - ref)
+
+    layers = [pair.policy.get_input_embeddings()]
+    if pair.reference is not None:  # two models: interpolate both inputs, so equal models attribute exactly 0
+        layers.append(pair.reference.get_input_embeddings())
+    lig = LayerIntegratedGradients(sequence_reward, layers)
+    out = []
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start:start + batch]
+        ids, attention, positions, targets, mask = collate(chunk, pair.tokenizer.pad_token_id, pair.device)
+        n = targets.shape[1]
+        baseline = ids.clone()
+        baseline[:, -n:] = torch.where(mask.bool(), pair.tokenizer.pad_token_id, ids[:, -n:])
+        attributions = lig.attribute(ids, baselines=baseline, additional_forward_args=(attention, positions, targets,
+                                                                                       mask), n_steps=steps)
+        per_token = sum(a.sum(-1) for a in attributions).detach()  # [batch, width], summed over layers
+        for row, e in enumerate(chunk):
+            k = len(e.response_ids)
+            out.append(per_token[row, -k:].double().numpy())  # attribution of each response token as input
+    return out
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    import torch
+
+    from diag.credit.metrics import bootstrap_mean
+    from diag.credit.scorer import encode, load_pair
+
+    if not config.seeds:
+        raise DiagError("at least one seed is needed")
+    records = load_records(config)
+    pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device)
+    tok = pair.tokenizer
+    entries = []  # (pair index, side, record, text, span)
+    for index, (seed, record) in enumerate(records):
+        if "response" in record:
+            entries.append((index, "response", seed, record, record["response"], None))
+            continue
+        for side in ("chosen", "rejected"):
+            entries.append((index, side, seed, record, record[side], record.get(f"span_{side}")))
+    encoded = [encode(tok, e[3]["prompt"], e[4]) for e in entries]
+    scores = pair.score(encoded, batch_size=config.batch_size, progress=progress)
+    captum = [np.zeros(0)] * len(encoded)
+    if config.captum_steps > 0:
+        with_span = [k for k, e in enumerate(entries) if e[5] is not None]
+        attributions = []
+        for start in range(0, len(with_span), 4):
+            attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
+                                             config.captum_steps)
+            progress(min(start + 4, len(with_span)), len(with_span), "captum LayerIntegratedGradients")
+        for k, a in zip(with_span, attributions, strict=True):
+            captum[k] = a
+    partner = {(e[0], e[1]): k for k, e in enumerate(entries)}
+    items = []
+    for k, (index, side, seed, record, text, span) in enumerate(entries):
+        other = partner.get((index, "rejected" if side == "chosen" else "chosen"))
+        diff = first_difference(encoded[k].response_ids, encoded[other].response_ids) if other is not None else 0
+        items.append(Item(
+            pair=index, side=side, prompt=record["prompt"], response=text,
+            tokens=[tok.decode([t]) for t in encoded[k].response_ids], reward=scores[k].reward.tolist(),
+            policy_logp=scores[k].policy.tolist(), reference_logp=scores[k].reference.tolist(),
+            span=span_mask(encoded[k].offsets, tuple(span)) if span is not None else [], first_diff=diff,
+            kind=record.get("kind", ""), seed=seed, captum=captum[k].tolist()))
+
+    # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass
+    check = []
+    for k in range(min(4, len(encoded))):
+        ids = torch.tensor([encoded[k].ids], device=pair.device)
+        n = len(encoded[k].response_ids)
+        with torch.no_grad():
+            policy = torch.log_softmax(pair.policy(input_ids=ids).logits[0, -n - 1:-1].double(), -1)
+            with pair.as_reference() as reference:
+                ref = torch.log_softmax(reference(input_ids=ids).logits[0, -n - 1:-1].double(), -1)
+        targets = ids[0, -n:]
+        sequence = pair.beta * (policy.gather(-1, targets[:, None]).sum() - ref.gather(-1, targets[:, None]).sum())
+        check.append(abs(float(sequence) - float(np.sum(items[k].reward))))
+
+    methods = tuple(m for m in METHODS if m != "captum_lig" or config.captum_steps > 0)
+    metrics = localisation(items, methods, config.n_boot, seed=config.seeds[0])
+    per_seed = {str(s): localisation([i for i in items if i.seed == s], methods, config.n_boot, s)
+                for s in config.seeds} if len(config.seeds) > 1 else {}
+    pairs = sorted({i.pair for i in items if i.side != "response"})
+    reward_of = {(i.pair, i.side): float(np.sum(i.reward)) for i in items}
+    wins = np.array([reward_of[(p, "chosen")] > reward_of[(p, "rejected")] for p in pairs], dtype=float)
+    extra = {
+        "policy": config.policy, "reference": config.reference or "adapter disabled", "beta": pair.beta,
+        "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
+        "preference_accuracy": bootstrap_mean(wins, config.seeds[0], config.n_boot) if pairs else None,
+        "consistency_max_abs_diff": max(check) if check else None,
+        "interval": "95% percentile bootstrap over sequences (all seeds pooled); per_seed in metrics.json",
+    }
+    return Result(items, metrics, per_seed, extra)
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    config = with_data_hash(config)
+    if config.data != "heldout":
+        read_jsonl(Path(config.data))  # bad lines fail here, before a run directory exists
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """Score held-out pairs with the committed adapter: 3 seeds, a few pairs each, a small bootstrap."""
+    return Config(n_pairs=max(2, int(4 * scale)), captum_steps=max(4, int(8 * scale)), n_boot=200)

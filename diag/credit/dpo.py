@@ -1,0 +1,230 @@
+"""Our DPO loop: a LoRA adapter on SmolLM2-135M-Instruct trained on pairs that differ in one known span.
+
+Reads top to bottom like CleanRL: hyperparameters in ``Config``, then data, model, reference log-probs
+(computed once: the reference never changes), the loss, the resumable step loop, the held-out evaluation.
+The same ``dpo_loss`` trains the tabular ground-truth policy in ``diag.credit.tabular``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diag.analysis import execute
+from diag.progress import Progress, no_progress
+from diag.runs import Run, RunStore, write_bytes_atomic
+
+ANALYSIS = "credit_train"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "smollm2-135m-instruct"
+    n_train: int = 160  # preference pairs from diag.credit.data (train split)
+    n_heldout: int = 64  # held-out templates and entities, for preference accuracy
+    steps: int = 150
+    batch_pairs: int = 4
+    beta: float = 0.1
+    lr: float = 8e-4
+    lora_rank: int = 8
+    lora_layers: int = 6  # LoRA on the top N decoder layers: steps run only these, from a cached residual
+    seed: int = 0
+    checkpoint_every: int = 5
+    device: str = "auto"
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log sigmoid(beta * (log-ratio chosen - log-ratio rejected)) per pair, and the reward margin."""
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -F.logsigmoid(margin), margin
+
+
+@dataclass
+class Result:
+    adapter_dir: Path
+    losses: np.ndarray
+    margins: np.ndarray
+    heldout_margins: np.ndarray
+    config: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        from diag.credit.metrics import bootstrap_mean
+
+        wins = (self.heldout_margins > 0).astype(float)
+        tail = max(1, len(self.losses) // 10)
+        return {
+            "steps": len(self.losses),
+            "beta": self.config["beta"],
+            "final_loss": float(self.losses[-tail:].mean()),
+            "heldout_preference_accuracy": bootstrap_mean(wins, seed=0),
+            "heldout_mean_margin": float(self.heldout_margins.mean()),
+            "n_heldout": len(self.heldout_margins),
+        }
+
+    def save(self, run: Run) -> None:
+        run.write_arrays("training", {"losses": self.losses, "margins": self.margins,
+                                      "heldout_margins": self.heldout_margins})
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.plot(self.losses, lw=0.8, label="DPO loss")
+        ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
+        ax.set_xlabel("step")
+        ax.legend()
+        run.write_figure("dpo_loss", fig)
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        arrays = run.read_arrays("training")
+        return cls(run.path("adapter"), arrays["losses"], arrays["margins"], arrays["heldout_margins"], run.config)
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from peft import LoraConfig, get_peft_model
+
+    from diag.checkpoint import run_steps
+    from diag.credit.data import make_pairs
+    from diag.credit.scorer import ADAPTER_META, ModelPair, collate, encode, response_logps
+    from diag.device import seed_everything
+    from diag.zoo import load_lm
+
+    seed_everything(config.seed)
+    # 1. data: chosen/rejected answers differ in one fact; held-out pairs use unseen templates and entities
+    base, tokenizer = load_lm(config.model, config.device)
+    train = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected))
+             for p in make_pairs("train", config.n_train, seed=config.seed)]
+    heldout = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected))
+               for p in make_pairs("heldout", config.n_heldout, seed=config.seed)]
+
+    # 2. model: LoRA on every linear map of the top decoder layers; the reference is the adapter switched off
+    n_layers = base.config.num_hidden_layers
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      layers_to_transform=list(range(n_layers - config.lora_layers, n_layers)))
+    model = get_peft_model(base, lora)
+    pair = ModelPair(model, tokenizer, beta=config.beta)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+
+    # 3. one pass of the frozen model over every training answer: its reference log-probs, and the residual
+    #    stream entering the first LoRA layer (everything below it is frozen, so steps start from there)
+    first_lora = n_layers - config.lora_layers
+    decoder = model.get_base_model().model
+    answers = [c for c, _ in train] + [r for _, r in train]  # answer j: pair j % n_train, chosen if j < n_train
+    if run.path("frozen_pass.pt").exists():
+        frozen = torch.load(run.path("frozen_pass.pt"))
+    else:
+        frozen = {"reference": torch.zeros(len(train), 2), "hidden": [None] * len(answers)}
+        captured = {}
+        hook = decoder.layers[first_lora].register_forward_pre_hook(
+            lambda _m, args, kwargs: captured.update(h=(args[0] if args else kwargs["hidden_states"]).detach()),
+            with_kwargs=True)
+        for start in range(0, len(answers), 16):
+            chunk = answers[start:start + 16]
+            ids, attention, positions, targets, mask = collate(chunk, tokenizer.pad_token_id, pair.device)
+            with torch.no_grad(), pair.as_reference() as reference:
+                logps = (response_logps(reference, ids, attention, positions, targets) * mask).sum(-1)
+            for row, encoded in enumerate(chunk):
+                j = start + row
+                frozen["reference"][j % len(train), j // len(train)] = float(logps[row])
+                frozen["hidden"][j] = captured["h"][row, -len(encoded.ids):].cpu().clone()
+            progress(start + len(chunk), len(answers), "frozen pass")
+        hook.remove()
+        buffer = io.BytesIO()
+        torch.save(frozen, buffer)
+        write_bytes_atomic(run.path("frozen_pass.pt"), buffer.getvalue())
+    ref_logps = frozen["reference"]
+
+    @contextlib.contextmanager
+    def top_layers_only() -> Iterator[None]:
+        """Run the decoder from the first LoRA layer on, fed with the cached residual stream."""
+        all_layers = decoder.layers
+        decoder.layers = torch.nn.ModuleList(list(all_layers)[first_lora:])
+        try:
+            yield
+        finally:
+            decoder.layers = all_layers
+
+    def policy_logps_from_cache(rows: list[int]) -> torch.Tensor:
+        encoded = [answers[j] for j in rows]
+        ids, attention, positions, targets, mask = collate(encoded, tokenizer.pad_token_id, pair.device)
+        hidden = torch.zeros(len(rows), ids.shape[1], base.config.hidden_size, device=pair.device)
+        for row, j in enumerate(rows):
+            h = frozen["hidden"][j]
+            hidden[row, -len(h):] = h
+        with top_layers_only():
+            return (response_logps(model, ids, attention, positions, targets, inputs_embeds=hidden) * mask).sum(-1)
+
+    # 4. the loop: sample pairs, DPO loss on summed response log-probs, AdamW on the LoRA weights
+    loaded = {"step": None}
+
+    def step(state: dict[str, Any], i: int) -> dict[str, Any]:
+        if loaded["step"] is None:  # first call (fresh or resumed): bring the live objects to the saved state
+            if state["adapter"] is not None:
+                model.load_state_dict(state["adapter"], strict=False)
+                optimizer.load_state_dict(state["optimizer"])
+            loaded["step"] = i
+        model.train()
+        idx = torch.randint(len(train), (config.batch_pairs,), generator=torch.Generator().manual_seed(
+            config.seed * 1_000_003 + i))
+        policy = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
+        policy_chosen, policy_rejected = policy.view(2, -1)
+        losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
+                                   config.beta)
+        optimizer.zero_grad()
+        losses.mean().backward()
+        optimizer.step()
+        return {
+            "adapter": {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k},
+            "optimizer": optimizer.state_dict(),
+            "losses": state["losses"] + [losses.mean().item()],
+            "margins": state["margins"] + [margins.mean().item()],
+        }
+
+    state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []}, step,
+                      every=config.checkpoint_every, progress=progress, message="DPO steps")
+    if state["adapter"] is not None:
+        model.load_state_dict(state["adapter"], strict=False)
+    model.eval()
+
+    # 5. held-out preference accuracy: implicit reward of chosen above rejected
+    heldout_margins = []
+    for start in range(0, len(heldout), 8):
+        chunk = heldout[start:start + 8]
+        policy, ref, _ = pair.token_logps([c for c, _ in chunk] + [r for _, r in chunk])
+        _, margins = dpo_loss(*policy.sum(-1).view(2, -1), *ref.sum(-1).view(2, -1), config.beta)
+        heldout_margins.extend(margins.tolist())
+        progress(start + len(chunk), len(heldout), "held-out accuracy")
+
+    staging = run.path("adapter.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    adapter_config = json.loads((staging / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = config.model
+    (staging / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+    (staging / ADAPTER_META).write_text(json.dumps({"beta": config.beta, "base": config.model,
+                                                    "steps": config.steps, "train_config": run.config}, indent=2))
+    shutil.rmtree(run.path("adapter"), ignore_errors=True)
+    staging.rename(run.path("adapter"))
+    return Result(run.path("adapter"), np.array(state["losses"]), np.array(state["margins"]),
+                  np.array(heldout_margins), run.config)
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """A few DPO steps: checks the loop moves the loss, not that it converges (the committed adapter does)."""
+    return Config(n_train=16, n_heldout=8, steps=max(2, int(4 * scale)), batch_pairs=2, checkpoint_every=2)
