@@ -9,6 +9,7 @@ from diag.errors import DiagError
 
 ANALYSES: dict[str, str] = {
     "capture": "diag.capture",
+    "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",
     "boundary": "diag.boundary.analysis",
     "boundary_episodes": "diag.boundary.episodes",
 }

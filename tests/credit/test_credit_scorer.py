@@ -1,0 +1,104 @@
+"""The per-token scorer: batching, masks, the chat template, exact zeros, sum consistency, mismatch errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diag.credit.scorer import ADAPTER_META, ModelPair, encode, load_pair
+from diag.errors import DiagError
+from diag.zoo import load_lm
+
+PAIRS = [("Memo: Ana moved to Oslo.\nRestate it.", "Ana lives in Oslo now."),
+         ("What is 25K plus 5K?", "It is 30K dollars, which is a lot more text to make this answer longer."),
+         ("Say hi.", "Hi!")]
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter on the tiny Llama with random, non-zero weights, saved like ours (beta recorded)."""
+    from peft import LoraConfig, get_peft_model
+
+    base, _ = load_lm(str(tiny_llama_dir), "cpu")
+    torch.manual_seed(1)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(path)
+    config = json.loads((path / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tiny_llama_dir)
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    (path / ADAPTER_META).write_text(json.dumps({"beta": 0.25}))
+    return path
+
+
+def test_encode_follows_the_chat_template(smollm2) -> None:
+    _, tok = smollm2
+    e = encode(tok, PAIRS[0][0], PAIRS[0][1])
+    prefix = tok.apply_chat_template([{"role": "user", "content": PAIRS[0][0]}], add_generation_prompt=True,
+                                     tokenize=False)
+    assert tok.decode(e.ids[:e.response_start]) == prefix
+    assert tok.decode(e.response_ids) == PAIRS[0][1] + "<|im_end|>"
+    assert len(e.offsets) == len(e.response_ids)
+    assert "".join(PAIRS[0][1][a:b] for a, b in e.offsets) == PAIRS[0][1]  # offsets tile the response text
+
+
+def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(adapter_dir: Path) -> None:
+    pair = load_pair(str(adapter_dir), device="cpu")
+    assert pair.beta == 0.25 and pair.reference is None
+    encoded = [encode(pair.tokenizer, p, r) for p, r in PAIRS]
+    batched = pair.score(encoded, batch_size=3)
+    single = [pair.score([e], batch_size=1)[0] for e in encoded]
+    for b, s, e in zip(batched, single, encoded, strict=True):
+        assert len(b.reward) == len(e.response_ids)
+        np.testing.assert_allclose(b.reward, s.reward, atol=1e-5)  # padding and masks change nothing
+        assert np.abs(b.reward).max() > 1e-3  # the adapter really changes the policy
+        # independent sequence reward: full logits, no padding, no logits_to_keep
+        ids = torch.tensor([e.ids])
+        n = len(e.response_ids)
+        with torch.no_grad():
+            lp = torch.log_softmax(pair.policy(input_ids=ids).logits[0, -n - 1:-1].double(), -1)
+            with pair.policy.disable_adapter():
+                lr = torch.log_softmax(pair.policy(input_ids=ids).logits[0, -n - 1:-1].double(), -1)
+        target = ids[0, -n:, None]
+        sequence = 0.25 * float(lp.gather(-1, target).sum() - lr.gather(-1, target).sum())
+        assert abs(b.reward.sum() - sequence) < 1e-4
+
+
+def test_reward_is_exactly_zero_when_policy_equals_reference(tiny_llama_dir: Path) -> None:
+    pair = load_pair(str(tiny_llama_dir), str(tiny_llama_dir), beta=0.1, device="cpu")
+    scores = pair.score([encode(pair.tokenizer, p, r) for p, r in PAIRS], batch_size=2)
+    assert all(np.all(s.reward == 0.0) for s in scores)
+    from peft import LoraConfig, get_peft_model
+
+    fresh = get_peft_model(load_lm(str(tiny_llama_dir), "cpu")[0], LoraConfig(r=4, target_modules=["q_proj"]))
+    scores = ModelPair(fresh, pair.tokenizer, beta=0.1).score([encode(pair.tokenizer, p, r) for p, r in PAIRS])
+    assert all(np.all(s.reward == 0.0) for s in scores)  # LoRA starts with B = 0: policy == reference
+
+
+def test_mismatched_tokenizer_or_vocabulary_fails_with_one_line(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tok.add_tokens(["<extra_token>"])
+    other = tmp_path / "other-tokenizer"
+    LlamaForCausalLM.from_pretrained(tiny_llama_dir).save_pretrained(other)
+    tok.save_pretrained(other)
+    with pytest.raises(DiagError, match="tokenizers differ"):
+        load_pair(str(tiny_llama_dir), str(other), beta=0.1, device="cpu")
+    config = LlamaConfig.from_pretrained(tiny_llama_dir)
+    config.vocab_size += 8
+    bigger = tmp_path / "bigger-vocab"
+    LlamaForCausalLM(config).save_pretrained(bigger)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(bigger)
+    with pytest.raises(DiagError, match="vocabularies differ"):
+        load_pair(str(tiny_llama_dir), str(bigger), beta=0.1, device="cpu")
+    with pytest.raises(DiagError, match="reference model is needed"):
+        load_pair(str(tiny_llama_dir), None, beta=0.1, device="cpu")
