@@ -35,8 +35,16 @@ class AuditOutcome:
             "report": str(self.report.resolve()),
             "wall_seconds": round(self.wall_seconds, 1),
             "runs": [{"analysis": e.analysis, "run_id": e.run_id, "status": e.status,
-                      "seconds": round(e.seconds, 1), "note": e.note} for e in self.execution],
+                      "seconds": round(e.seconds, 1), "cpu_seconds": round(e.cpu_seconds, 1), "note": e.note}
+                     for e in self.execution],
         }
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _one_line(exc: BaseException) -> str:
@@ -68,7 +76,7 @@ def audit(
     names = list(only) if only else list(ANALYSES)
     modules = {name: analysis_module(name) for name in names}  # unknown names fail here, before any work
     store = store or RunStore()
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), _cpu_seconds()
     execution, runs = [], []
     bar = tqdm(names, desc="audit", unit="analysis", disable=not show_progress)
     for name in bar:
@@ -76,7 +84,7 @@ def audit(
         module = modules[name]
         run, how, note = None, "computed", ""
         progress = TqdmProgress() if show_progress else no_progress
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _cpu_seconds()
         try:
             config = module.audit_config(scale)
             run = store.open(module.ANALYSIS, config_to_dict(config))
@@ -91,7 +99,8 @@ def audit(
             if isinstance(progress, TqdmProgress):
                 progress.close()
         kept = run is not None and (run.dir / CONFIG_FILE).exists()
-        execution.append(Execution(name, run.run_id if kept else None, how, time.monotonic() - t0, note))
+        execution.append(Execution(name, run.run_id if kept else None, how, time.monotonic() - t0,
+                                   _cpu_seconds() - cpu0, note))
         if kept:
             runs.append(run)
     bar.close()
@@ -100,8 +109,8 @@ def audit(
     notes = [
         (f"diag audit at scale {scale:g}: each analysis ran its audit budget, audit_config({scale:g}); runs already "
         "finished in the store with the same configuration were reused, not recomputed."),
-        (f"Audit wall time {time.monotonic() - started:.0f} s, including model loading (rendering excluded). "
-        f"Analyses: {', '.join(names)}."),
+        (f"Audit wall time {time.monotonic() - started:.0f} s, CPU time {_cpu_seconds() - cpu_started:.0f} s "
+         f"(user + system, all threads), including model loading; rendering excluded. Analyses: {', '.join(names)}."),
     ]
     path = write_report(runs, target, title="diag audit report", notes=notes, execution=execution)
     return AuditOutcome(path, execution, time.monotonic() - started)

@@ -43,7 +43,8 @@ class Execution:
     analysis: str
     run_id: str | None
     status: str  # "computed", "reused" or "failed"
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float  # user + system time of this process and its children: comparable across busy machines
     note: str = ""
 
 
@@ -145,8 +146,12 @@ def _utc(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def build_section(run: Run, number: int = 1) -> Section:
-    """Collect one run's stored files into a report section (unfinished runs show their error instead)."""
+def build_section(run: Run, number: int = 1, failure: str | None = None) -> Section:
+    """Collect one run's stored files into a report section (unfinished runs show their error instead).
+
+    ``failure`` is the error the caller saw when the run was attempted (the audit passes it), which the store
+    does not record when an analysis stopped on bad input after checkpointing.
+    """
     if not (run.dir / CONFIG_FILE).exists():
         raise DiagError(f"run {run.run_id} has no {CONFIG_FILE}: not a run directory")
     meta = json.loads((run.dir / CONFIG_FILE).read_text())
@@ -160,6 +165,8 @@ def build_section(run: Run, number: int = 1) -> Section:
         result = json.loads((run.dir / RESULT_FILE).read_text())
         summary = result["summary"]
         compute_seconds = result.get("finished", 0.0) - meta.get("created", 0.0) or None
+    elif failure is not None:
+        status, error = "failed", failure
     else:
         rows = [r for r in run.store.list(analysis=analysis) if r.run_id == run.run_id]
         status = rows[0].status if rows else "unknown"
@@ -202,7 +209,8 @@ def render_report(runs: list[Run], title: str = "diag report", notes: list[str] 
     """The report as one HTML string: inline CSS and figures, nothing loaded from elsewhere."""
     if not runs and not execution:
         raise DiagError("no runs to report on")
-    sections = [build_section(run, number) for number, run in enumerate(runs, start=1)]
+    failures = {e.run_id: e.note for e in execution or [] if e.status == "failed"}
+    sections = [build_section(run, number, failures.get(run.run_id)) for number, run in enumerate(runs, start=1)]
     return _env().get_template("report.html.j2").render(
         title=title, sections=sections, notes=notes or [], execution=execution or [],
         generated=_utc(dt.datetime.now(dt.UTC).timestamp()), machine=_machine(),

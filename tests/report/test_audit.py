@@ -56,3 +56,22 @@ def test_audit_rejects_unknown_analyses_and_bad_scales() -> None:
         audit(only=["nope"], show_progress=False)
     with pytest.raises(DiagError, match="--scale must be positive"):
         audit(scale=0.0, show_progress=False)
+
+
+def test_a_failing_analysis_is_reported_with_its_error_and_the_command_exits_1(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from diag.audit import audit
+    from diag.cli import app
+
+    monkeypatch.setitem(ANALYSES, "halting", "halting_analysis")  # tests/report/halting_analysis.py
+    outcome = audit(only=["halting"], out=tmp_path / "a.html", show_progress=False)
+    (row,) = outcome.execution
+    assert row.status == "failed" and row.note == "DiagError: line 3 is not a number: 'three'"
+    assert row.cpu_seconds >= 0 and outcome.failed == ["halting"]
+    html = " ".join(outcome.report.read_text().split())
+    assert "This run did not finish: DiagError: line 3 is not a number: &#39;three&#39;" in html
+    assert "0 computed, 0 reused, 1 failed" in html
+    result = CliRunner().invoke(app, ["audit", "--only", "halting", "--out", str(tmp_path / "b.html")])
+    assert result.exit_code == 1 and (tmp_path / "b.html").exists()
