@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from diag.credit.scorer import ADAPTER_META, ModelPair, encode, load_pair
+from diag.credit.scorer import ModelPair, encode, load_pair
 from diag.errors import DiagError
 from diag.zoo import load_lm
 
 PAIRS = [("Memo: Ana moved to Oslo.\nRestate it.", "Ana lives in Oslo now."),
          ("What is 25K plus 5K?", "It is 30K dollars, which is a lot more text to make this answer longer."),
          ("Say hi.", "Hi!")]
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on the tiny Llama with random, non-zero weights, saved like ours (beta recorded)."""
-    from peft import LoraConfig, get_peft_model
-
-    base, _ = load_lm(str(tiny_llama_dir), "cpu")
-    torch.manual_seed(1)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(path)
-    config = json.loads((path / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = str(tiny_llama_dir)
-    (path / "adapter_config.json").write_text(json.dumps(config))
-    (path / ADAPTER_META).write_text(json.dumps({"beta": 0.25}))
-    return path
 
 
 def test_encode_follows_the_chat_template(smollm2) -> None:

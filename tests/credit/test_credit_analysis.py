@@ -1,0 +1,75 @@
+"""End to end: scoring runs, JSONL import errors, the DPO loop on a tiny model, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diag.credit import analysis, dpo
+from diag.errors import DiagError
+from diag.runs import RunStore
+
+
+def test_bad_jsonl_names_the_line_and_leaves_no_run(tmp_path: Path, adapter_dir: Path) -> None:
+    good = {"prompt": "Say 25K.", "chosen": "25K", "rejected": "250K", "span_chosen": [0, 2], "span_rejected": [0, 3]}
+    cases = {
+        "not json": (json.dumps(good) + "\n{oops\n", ":2: invalid JSON"),
+        "missing field": (json.dumps(good) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n", ":2: field"),
+        "bad span": (json.dumps({**good, "span_rejected": [2, 99]}) + "\n", ":1: span_rejected"),
+    }
+    store = RunStore()
+    for text, message in cases.values():
+        path = tmp_path / "pairs.jsonl"
+        path.write_text(text)
+        with pytest.raises(DiagError, match=message):
+            analysis.run(analysis.Config(policy=str(adapter_dir), data=str(path), device="cpu"), store=store)
+    assert store.list() == [] and [p for p in store.root.iterdir() if p.is_dir()] == []
+    path.write_text("\n" + json.dumps(good) + "\nnot json\n")
+    done = subprocess.run([sys.executable, "-m", "diag.cli", "credit", "score", str(adapter_dir), "--data", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and ":3: invalid JSON" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"prompt": "Price?", "response": "It costs 25K."}) + "\n")
+    store = RunStore()
+    config = analysis.Config(policy=str(adapter_dir), n_pairs=2, seeds=(0, 1, 2), captum_steps=4, n_boot=100,
+                             device="cpu")
+    result = analysis.run(config, store=store)
+    summary = result.summary()
+    assert summary["beta"] == 0.25 and summary["n_pairs"] == 6
+    assert summary["consistency_max_abs_diff"] < 1e-4
+    for side in analysis.SIDES:
+        for scope in analysis.SCOPES:
+            block = summary["scores"][side][scope]
+            assert set(block) == set(analysis.METHODS)
+            chance = block["chance"]["auroc"]
+            assert chance["value"] == 0.5 and block["dpo_reward"]["top1"]["n"] == 6
+    run = store.get(store.list(analysis="credit")[0].run_id)
+    html = run.path("heatmap.html").read_text()
+    assert html.count('class="tok"') == sum(len(i.tokens) for i in result.items) and "r_t = " in html
+    assert {p.name for p in run.figure_paths()} == {"cumulative_reward.png", "reward_by_position_and_type.png"}
+    assert analysis.Result.load(run).summary() == json.loads(json.dumps(summary))
+    # (prompt, response) lines are scored and shown, without localisation scores
+    only = analysis.run(analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, device="cpu"),
+                        store=store)
+    assert only.summary()["n_responses"] == 1 and only.items[0].side == "response"
+
+
+@pytest.mark.slow
+def test_dpo_loop_starts_at_log2_and_lowers_the_loss(tiny_llama_dir: Path) -> None:
+    config = dpo.Config(model=str(tiny_llama_dir), n_train=8, n_heldout=4, steps=6, batch_pairs=4, lr=5e-3,
+                        lora_layers=1, checkpoint_every=3, device="cpu")
+    result = dpo.run(config)
+    # LoRA starts at B = 0: the cached top-layer pass must reproduce the reference exactly, so loss = log 2
+    assert abs(result.losses[0] - math.log(2)) < 1e-5
+    assert result.losses[-1] < result.losses[0]
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert json.loads((result.adapter_dir / "diag_dpo.json").read_text())["beta"] == 0.1
