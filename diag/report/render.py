@@ -172,18 +172,35 @@ def build_section(run: Run, number: int = 1, failure: str | None = None) -> Sect
         status = rows[0].status if rows else "unknown"
         error = (rows[0].summary.get("error") if rows else None) or "the run has not finished: no result stored"
     all_metrics = metrics_from_summary(summary)
+    headline, baselines, unread = _read_with_guide(guide, summary, all_metrics)
     return Section(
         number=number, run_id=run.run_id, analysis=analysis, status=status, question=guide.question,
         provenance=model_provenance(config, run.store),
         versions={**meta.get("versions", {}), "python": meta.get("python", "?")},
         config=config,
-        headline=guide.headline(summary) if guide.headline and summary else all_metrics,
-        all_metrics=all_metrics if guide.headline else [],
-        baselines=guide.baselines(summary) if guide.baselines and summary else [],
+        headline=headline, all_metrics=all_metrics if headline is not all_metrics else [], baselines=baselines,
         figures=[_figure(p, guide) for p in run.figure_paths()],
-        limitations=list(guide.limitations), error=error, created=_utc(meta.get("created", 0.0)),
+        limitations=[*unread, *guide.limitations], error=error, created=_utc(meta.get("created", 0.0)),
         compute_seconds=compute_seconds,
     )
+
+
+def _read_with_guide(guide: Guide, summary: dict[str, Any], all_metrics: list[Metric]
+                     ) -> tuple[list[Metric], list[Table], list[str]]:
+    """The guide's headline metrics and baseline tables; a summary it cannot read (a run stored by an older
+    version of the analysis) falls back to every stored value, and the report says so."""
+    headline, baselines, unread = all_metrics, [], []
+    if not summary:
+        return headline, baselines, unread
+    try:
+        headline = guide.headline(summary) if guide.headline else all_metrics
+        baselines = guide.baselines(summary) if guide.baselines else []
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        headline, baselines = all_metrics, []
+        problem = f"{type(exc).__name__}: {exc}"
+        unread = [(f"The analysis's reading guide could not read this run's summary ({problem}); every stored "
+                  "value is listed instead and no baseline table is shown.")]
+    return headline, baselines, unread
 
 
 def _env() -> jinja2.Environment:

@@ -158,3 +158,15 @@ def test_provenance_of_a_model_trained_by_another_run(diag_home: Path) -> None:
     (row,) = model_provenance({"policy": trainer.run_id}, store)
     assert row["kind"] == "run of toy_train in the store" and row["location"] == str(trainer.dir)
     assert dict(row["files"])["weights.npz"] == file_sha256(weights)
+
+
+def test_a_summary_the_guide_cannot_read_falls_back_to_every_stored_value(diag_home: Path) -> None:
+    from diag.report.render import build_section
+    from diag.runs import RunStore
+
+    run = RunStore().open("capture", {"model": "smollm2-135m-instruct", "layers": [0]})
+    run.finish({"tokens": 5, "next_token": " Paris"})  # as stored by a version without per-site statistics
+    section = build_section(run)
+    assert {m.name: m.value for m in section.headline} == {"tokens": 5, "next_token": " Paris"}
+    assert section.limitations[0].startswith("The analysis's reading guide could not read this run's summary (KeyError")
+    assert section.baselines == [] and section.status == "finished"
