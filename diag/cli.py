@@ -12,6 +12,7 @@ import typer
 from apps.cli import serve as serve_command
 from diag.audit import audit_command
 from diag.boundary.cli import app as boundary_app
+from diag.cdas.cli import app as cdas_app
 from diag.credit.cli import app as credit_app
 from diag.errors import DiagError
 from diag.report.cli import report_command
@@ -21,8 +22,9 @@ zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run store.")
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(runs_app, name="runs")
-app.add_typer(credit_app, name="credit")
 app.add_typer(boundary_app, name="boundary")
+app.add_typer(cdas_app, name="cdas")
+app.add_typer(credit_app, name="credit")
 app.command("report")(report_command)
 app.command("audit")(audit_command)
 app.command("serve")(serve_command)

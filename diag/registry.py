@@ -9,9 +9,10 @@ from diag.errors import DiagError
 
 ANALYSES: dict[str, str] = {
     "capture": "diag.capture",
-    "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",
+    "cdas-toy": "diag.cdas.toy", "cdas-train": "diag.cdas.train", "cdas-steer": "diag.cdas.steer",
     "boundary": "diag.boundary.analysis",
     "boundary_episodes": "diag.boundary.episodes",
+    "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",
 }
 
 

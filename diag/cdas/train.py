@@ -1,0 +1,228 @@
+"""Train one rank-k DII for one concept on a chat LM (DAS, CDAS or KL objective) and save it.
+
+The losses live here and ``steer`` reuses them. Per pair (x, y, x_c, y_c) there are two interchanges:
+elicitation (base x+y_c, source x_c+y_c) and suppression (base x_c+y, source x+y). The source is the last
+assistant-header token of the source prompt, swapped into every base position after BOS; the counterfactual
+run (what CDAS and KL match) is the source sequence itself, un-intervened, at the shared response tokens.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diag.analysis import execute
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from diag.report.sections import Guide
+from diag.runs import Run, RunStore
+
+ANALYSIS = "cdas-train"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One interchange: base prompt + response, the source state, and the counterfactual prompt."""
+
+    base_instruction: str
+    response: str
+    source_state: torch.Tensor  # [d] residual at the source token of the source prompt
+    cf_instruction: str
+
+
+def examples_for(pairs: list[Any], pos_states: torch.Tensor, neg_states: torch.Tensor) -> list[Example]:
+    """Elicitation and suppression interchanges for each pair (pos/neg: source states of x_c / x)."""
+    out = []
+    for j, p in enumerate(pairs):
+        out.append(Example(p.instruction, p.concept_response, pos_states[j], p.concept_instruction))
+        out.append(Example(p.concept_instruction, p.response, neg_states[j], p.instruction))
+    return out
+
+
+def source_states(model: torch.nn.Module, tokenizer: object, instructions: list[str], layer: int) -> torch.Tensor:
+    """Residual output at ``layer`` of the last assistant-header token of each chat prompt: [n, d]."""
+    from diag.cdas.lm import encode
+    from probes import Site, get_backend
+
+    device = next(model.parameters()).device
+    batch = encode(tokenizer, instructions, [""] * len(instructions), device)
+    site = Site(layer, "resid_post")
+    with torch.no_grad():
+        h = get_backend("torch", model).run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask},
+                                            capture=[site]).activations[site]
+    return h[torch.arange(len(instructions)), batch.source_index().to(device)].float().cpu()
+
+
+def intervened_losses(model: torch.nn.Module, tokenizer: object, layer: int, examples: list[Example],
+                      bases: torch.Tensor, objectives: list[str], max_response_tokens: int | None = None
+                      ) -> torch.Tensor:
+    """Per-example loss [b] of the intervened base run: CE ("das"), JSD ("cdas") or KL ("kl"), each with its
+    own basis ``bases[i]`` (d x k), averaged over the (first ``max_response_tokens``) response tokens."""
+    from diag.cdas.dii import jsd_loss, kl_loss
+    from diag.cdas.lm import encode, hidden_hook
+
+    device = next(model.parameters()).device
+    base = encode(tokenizer, [e.base_instruction for e in examples], [e.response for e in examples], device,
+                  max_response_tokens)
+    sources = torch.stack([e.source_state for e in examples]).to(device).unsqueeze(1)  # [b, 1, d]
+    bases = bases.to(device)
+
+    def dii(h: torch.Tensor) -> torch.Tensor:
+        return h + torch.einsum("bsk,bdk->bsd", torch.einsum("bsd,bdk->bsk", sources - h, bases), bases)
+
+    with hidden_hook(model, layer, dii, skip_first=torch.zeros(len(examples), dtype=torch.long)):
+        logits = model(input_ids=base.input_ids, attention_mask=base.attention_mask).logits
+    mask = base.response_mask()
+    losses = []
+    need_cf = [i for i, o in enumerate(objectives) if o != "das"]
+    cf_logits = None
+    if need_cf:
+        cf = encode(tokenizer, [examples[i].cf_instruction for i in need_cf], [examples[i].response for i in need_cf],
+                    device, max_response_tokens)
+        with torch.no_grad():
+            out = model(input_ids=cf.input_ids, attention_mask=cf.attention_mask).logits
+        cf_mask = cf.response_mask()
+        cf_logits = {i: out[k][cf_mask[k]] for k, i in enumerate(need_cf)}
+    for i, objective in enumerate(objectives):
+        p_logits = logits[i][mask[i]]
+        if objective == "das":
+            targets = base.input_ids[i][1:][mask[i][:-1]]
+            losses.append(F.cross_entropy(p_logits.float(), targets))
+        else:
+            losses.append((jsd_loss if objective == "cdas" else kl_loss)(p_logits, cf_logits[i]))  # type: ignore
+    return torch.stack(losses)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str = "smollm2-135m-instruct"
+    concept: str = "dogs"
+    layer: int = 10
+    rank: int = 1
+    objective: str = "cdas"
+    steps: int = 20
+    pairs_per_step: int = 4
+    lr: float = 0.01
+    dataset: str = ""
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from diag.cdas.dii import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise DiagError(f"objective {self.objective!r} unknown: choose one of {', '.join(OBJECTIVES)}")
+        if min(self.steps, self.pairs_per_step) < 1:
+            raise DiagError("steps and pairs_per_step must be positive")
+
+
+@dataclass
+class Result:
+    heldout_loss_before: float
+    heldout_loss_after: float
+    orthonormality_error: float
+    curve: list[float]
+    basis: np.ndarray
+    intervention_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"heldout_loss_before": self.heldout_loss_before, "heldout_loss_after": self.heldout_loss_after,
+                "orthonormality_error": self.orthonormality_error, "final_train_loss": self.curve[-1],
+                "rank": int(self.basis.shape[1])}
+
+    def save(self, run: Run) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        run.write_json("train.json", {"before": self.heldout_loss_before, "after": self.heldout_loss_after,
+                                      "orthonormality_error": self.orthonormality_error, "curve": self.curve})
+        run.write_arrays("basis", {"basis": self.basis, **self.intervention_state})
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(self.curve)
+        ax.set(xlabel="step", ylabel="train loss", title="DII training loss")
+        fig.tight_layout()
+        run.write_figure("loss_curve", fig)
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        data, arrays = run.read_json("train.json"), run.read_arrays("basis")
+        basis = arrays.pop("basis")
+        return cls(data["before"], data["after"], data["orthonormality_error"], data["curve"], basis, arrays)
+
+
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.cdas.concepts import load_pairs
+    from diag.cdas.dii import RotatedSubspace, orthonormality_error
+    from diag.checkpoint import run_steps
+    from diag.zoo import load_lm
+
+    pairs = load_pairs(config.dataset or None, (config.concept,))
+    model, tokenizer = load_lm(config.model, config.device)
+    model.requires_grad_(False)
+    n_layers, width = model.config.num_hidden_layers, model.config.hidden_size
+    if not 0 <= config.layer < n_layers:
+        raise DiagError(f"layer {config.layer} out of range: {config.model} has layers 0..{n_layers - 1}")
+    if not 1 <= config.rank <= width:
+        raise DiagError(f"rank {config.rank} out of range: the residual stream has width {width}")
+
+    def interchanges(split: str) -> list[Example]:
+        chosen = [p for p in pairs if p.split == split]
+        pos = source_states(model, tokenizer, [p.concept_instruction for p in chosen], config.layer)
+        neg = source_states(model, tokenizer, [p.instruction for p in chosen], config.layer)
+        return examples_for(chosen, pos, neg)
+
+    train, heldout = interchanges("train"), interchanges("heldout")
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    dii = RotatedSubspace(width, config.rank, seed=config.seed)
+    optimiser = torch.optim.Adam(dii.parameters(), lr=config.lr)
+
+    def loss_on(examples: list[Example]) -> torch.Tensor:
+        bases = dii.basis().unsqueeze(0).expand(len(examples), -1, -1)
+        return intervened_losses(model, tokenizer, config.layer, examples, bases,
+                                 [config.objective] * len(examples)).mean()
+
+    with torch.no_grad():
+        before = float(loss_on(heldout))
+
+    def step(state: dict[str, Any], i: int) -> dict[str, Any]:
+        dii.load_state_dict(state["dii"])
+        optimiser.load_state_dict(state["optimiser"])
+        loss = loss_on(random.sample(train, min(2 * config.pairs_per_step, len(train))))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        return {"dii": {k: v.detach().clone() for k, v in dii.state_dict().items()},
+                "optimiser": optimiser.state_dict(), "curve": [*state["curve"], float(loss)]}
+
+    state = run_steps(run, config.steps, {"dii": dii.state_dict(), "optimiser": optimiser.state_dict(), "curve": []},
+                      step, every=5, progress=progress, message=f"train {config.objective} DII")
+    dii.load_state_dict(state["dii"])
+    with torch.no_grad():
+        after = float(loss_on(heldout))
+    basis = dii.basis().detach()
+    return Result(before, after, orthonormality_error(basis), state["curve"], basis.numpy(),
+                  {k: v.numpy() for k, v in dii.state_dict().items()})
+
+
+GUIDE = Guide(
+    question="How well does a rank-k DII trained with one objective (DAS, CDAS or KL) make the base run match the "
+             "counterfactual on held-out concept pairs?",
+    limitations=["Held-out loss only; steering quality is measured by cdas-steer."],
+)
+
+
+def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+
+def audit_config(scale: float = 1.0) -> Config:
+    """A few CDAS steps on one concept at scale 1."""
+    return Config(steps=max(2, int(5 * scale)), pairs_per_step=2)
