@@ -25,7 +25,7 @@ from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore
 # Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
 _MODEL_FIELD = re.compile(r"(^|_)(model|policy|policies|adapter|reference|ref|checkpoint|weights)s?($|_)")
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npz", ".json", ".md"}
-_RUN_ID = re.compile(r"^[a-z0-9_]+-[0-9a-f]{16}$")  # what RunStore.open names a run
+_RUN_ID = re.compile(r"^[a-z0-9_-]+-[0-9a-f]{16}$")  # what RunStore.open names a run
 _HASH_LIMIT = 512 * 1024 * 1024  # larger files are named but not hashed
 
 

@@ -153,10 +153,10 @@ def test_provenance_of_a_model_trained_by_another_run(diag_home: Path) -> None:
     from diag.zoo.lm import file_sha256
 
     store = RunStore()
-    trainer = store.open("toy_train", {"seed": 0})
+    trainer = store.open("toy-train", {"seed": 0})  # analysis names may contain hyphens
     weights = trainer.write_arrays("weights", {"w": np.arange(6.0)})
     (row,) = model_provenance({"policy": trainer.run_id}, store)
-    assert row["kind"] == "run of toy_train in the store" and row["location"] == str(trainer.dir)
+    assert row["kind"] == "run of toy-train in the store" and row["location"] == str(trainer.dir)
     assert dict(row["files"])["weights.npz"] == file_sha256(weights)
 
 
