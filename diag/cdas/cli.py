@@ -77,12 +77,12 @@ def train(
 @app.command()
 def steer(
     model: Annotated[str, typer.Option(help="Named model, HF id or local directory.")] = "smollm2-135m-instruct",
-    concepts: Annotated[str, typer.Option(help="Comma-separated concepts.")] = "dogs,music,space,food",
+    concepts: Annotated[str, typer.Option(help="Comma-separated concepts.")] = "dogs,music,space,ocean",
     layer: Annotated[int, typer.Option(help="Decoder layer to steer at.")] = 10,
-    steps: Annotated[int, typer.Option(help="Training steps of the rank-1 DIIs.")] = 30,
-    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from.")] = "1,2,4",
-    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 12,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 32,
+    steps: Annotated[int, typer.Option(help="Training steps of the rank-1 DIIs.")] = 8,
+    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from.")] = "2,6",
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 6,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 20,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
     as_json: JsonFlag = False,
 ) -> None:

@@ -5,8 +5,10 @@ the source is the last assistant-header token of the source prompt, copied into 
 CDAS minimises the Jensen-Shannon divergence, at every response token, between the intervened base run and the
 un-intervened counterfactual run (elicitation: base x+y_c, source x_c+y_c; suppression: base x_c+y, source x+y);
 DAS minimises cross-entropy on the counterfactual response tokens instead. At inference
-h' = h + (alpha*m - v^T h) v with m+ / m- the mean projection of the source token over positive / negative train
-prompts: alpha*m+ on neutral prompts elicits, alpha*m- on concept prompts suppresses. DiffMean uses the same
+h' = h + (t - v^T h) v with m+ / m- the mean projection of the source token over positive / negative train
+prompts and t = c + alpha*(m+ - c) on neutral prompts (elicit), t = c + alpha*(m- - c) on concept prompts
+(suppress), c = (m+ + m-)/2. (DESIGN's alpha*m scales from 0 instead; when m- > 0 that moves *towards* the
+concept for alpha > 1, so we scale from the midpoint.) DiffMean uses the same
 clamp on the normalised difference of mean source activations. alpha is chosen per concept, method and
 direction on one held-out half and reported on the other. Scores come from the offline judge (``judge.py``).
 """
@@ -35,16 +37,16 @@ DIRECTIONS = ("elicit", "suppress")
 @dataclass(frozen=True)
 class Config:
     model: str = "smollm2-135m-instruct"
-    concepts: tuple[str, ...] = ("dogs", "music", "space", "food")
+    concepts: tuple[str, ...] = ("dogs", "music", "space", "ocean")
     layer: int = 10
-    steps: int = 12
+    steps: int = 8
     pairs_per_step: int = 1  # per concept and step
-    train_tokens: int = 16  # response tokens per example the losses see
+    train_tokens: int = 12  # response tokens per example the losses see
     lr: float = 0.01
     init: str = "diffmean"  # start DAS/CDAS from the DiffMean direction ("random": a seeded random unit vector)
-    alphas: tuple[float, ...] = (1.0, 2.0)
+    alphas: tuple[float, ...] = (2.0, 6.0)
     eval_prompts: int = 6  # held-out prompts per concept, split into two halves (choose alpha / report)
-    max_new_tokens: int = 24
+    max_new_tokens: int = 20
     dataset: str = ""  # JSONL path; empty = the committed dataset
     seed: int = 0
     device: str = "cpu"
@@ -208,7 +210,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         (losses["das"] + losses["cdas"]).backward()
         optimiser.step()
         for o in ("das", "cdas"):
-            state["curves"][o].append(float(losses[o]))
+            state["curves"][o].append(float(losses[o].detach()))
         state["modules"] = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
         state["optimiser"] = optimiser.state_dict()
         return state
@@ -239,13 +241,19 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             return f"{pair.concept_instruction} Actually, do not mention {CONCEPTS[pair.concept].phrase} at all."
         return pair.concept_instruction
 
+    def target(job: dict[str, Any]) -> float:
+        """Clamp value: alpha times m+ (elicit) or m- (suppress), measured from the midpoint of m+ and m-."""
+        if job["method"] == "prompting":
+            return 0.0
+        m = projections[f"{job['concept']}/{job['method']}"]
+        mid = (m["m_plus"] + m["m_minus"]) / 2
+        return mid + job["alpha"] * ((m["m_plus"] if job["direction"] == "elicit" else m["m_minus"]) - mid)
+
     def generate_rows(jobs: list[dict[str, Any]], message: str) -> list[dict[str, Any]]:
         progress(0, 1, message)
         vecs = torch.stack([vectors[f"{j['concept']}/{j['method']}"] if j["method"] != "prompting"
                             else torch.zeros(width) for j in jobs])
-        targets = torch.tensor([j["alpha"] * projections[f"{j['concept']}/{j['method']}"][
-            "m_plus" if j["direction"] == "elicit" else "m_minus"] if j["method"] != "prompting" else 0.0
-            for j in jobs])
+        targets = torch.tensor([target(j) for j in jobs])
         answers = generate(model, tokenizer, [j["prompt"] for j in jobs], max_new_tokens=config.max_new_tokens,
                            layer=config.layer, fn=_clamp_fn(vecs, targets))
         nll = response_nll(model, tokenizer, [j["instruction"] for j in jobs], answers)

@@ -1,0 +1,68 @@
+"""Steering pipeline on the real SmolLM2 with a tiny budget: shapes, judge ranges, and the direction of effect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diag.cdas import steer
+from diag.cdas.concepts import load_pairs
+from diag.cdas.judge import harmonic_mean
+from diag.errors import DiagError
+
+
+@pytest.mark.slow
+def test_steer_tiny_budget_end_to_end(smollm2) -> None:
+    config = steer.Config(concepts=("dogs",), steps=2, alphas=(4.0,), eval_prompts=2, max_new_tokens=8)
+    result = steer.run(config)
+    assert {(r["method"], r["direction"]) for r in result.rows} == {
+        (m, d) for m in steer.METHODS for d in steer.DIRECTIONS}
+    for r in result.rows:
+        assert 0.0 <= r["score"] <= 2.0 and r["n"] == 1
+    assert len(result.curves["cdas"]) == 2 and all(np.isfinite(result.curves["cdas"]))
+    for key, vector in result.vectors.items():
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5), key
+    # Direction of effect: clamping the CDAS direction to m+ rather than m- raises the probability of the
+    # concept's words as the first answer token of a neutral prompt.
+    from diag.cdas.lm import chat_prompt, hidden_hook
+
+    model, tokenizer = smollm2
+    v = torch.tensor(result.vectors["dogs/cdas"])
+    proj = result.projections["dogs/cdas"]
+    words = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Dogs", " dogs", "Dog", " dog")]
+    ids = tokenizer(chat_prompt(tokenizer, "Describe a relaxing weekend."), return_tensors="pt",
+                    add_special_tokens=False)["input_ids"]
+    mass = {}
+    for name, value in (("plus", proj["m_plus"]), ("minus", proj["m_minus"])):
+        with torch.no_grad(), hidden_hook(model, config.layer, lambda h, t=value: h + (t - h @ v)[..., None] * v,
+                                          skip_first=torch.zeros(1, dtype=torch.long)):
+            probs = model(input_ids=ids).logits[0, -1].softmax(-1)
+        mass[name] = float(probs[words].sum())
+    assert mass["plus"] > mass["minus"], mass
+
+
+def test_harmonic_mean_is_zero_when_any_part_is_zero() -> None:
+    assert harmonic_mean(np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 0.0], [1.0, 2.0, 2.0]])).tolist() == pytest.approx(
+        [2.0, 0.0, 1.5])
+
+
+def test_dataset_errors_are_one_line(tmp_path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DiagError, match="is empty"):
+        load_pairs(empty)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(DiagError, match="broken.jsonl:1: invalid JSON"):
+        load_pairs(broken)
+    one = tmp_path / "one.jsonl"
+    row = {"concept": "dogs", "instruction": "a", "response": "b", "concept_instruction": "c",
+           "concept_response": "d", "split": "train"}
+    one.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DiagError, match="concept 'dogs' has no heldout examples"):
+        load_pairs(one, ("dogs",))
+    with pytest.raises(DiagError, match="unknown concept 'cats'"):
+        load_pairs(one, ("cats",))
