@@ -49,7 +49,8 @@ class Config:
     data: str = "heldout"  # "heldout" (generated pairs), or a JSONL file of pairs or (prompt, response) lines
     n_pairs: int = 32  # per seed, for generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # each seed: fresh held-out pairs and its own bootstrap
-    captum_steps: int = 16  # LayerIntegratedGradients steps; 0 skips the captum baseline
+    captum_steps: int = 8  # LayerIntegratedGradients steps; 0 skips the captum baseline
+    captum_pairs: int = 4  # pairs per seed that also get the captum baseline (it costs 2 x steps passes each)
     n_boot: int = 1000
     batch_size: int = 16
     device: str = "auto"
@@ -115,13 +116,13 @@ def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
     return min(len(a), len(b))
 
 
-def method_scores(item: Item, method: str) -> np.ndarray:
+def method_scores(item: Item, method: str) -> np.ndarray | None:
     """Higher = more flagged: the rejected answer's worst token, the chosen answer's best one."""
     sign = -1.0 if item.side == "rejected" else 1.0
     if method == "dpo_reward":
         return sign * np.asarray(item.reward)
     if method == "captum_lig":
-        return sign * np.asarray(item.captum)
+        return sign * np.asarray(item.captum) if item.captum else None
     if method == "reference_surprisal":
         return -np.asarray(item.reference_logp)
     if method == "policy_surprisal":
@@ -150,7 +151,10 @@ def localisation(items: list[Item], methods: tuple[str, ...], n_boot: int, seed:
                         top1.append(chance_top1(target))
                         aurocs.append(0.5)
                         continue
-                    scores = method_scores(item, method)[start:]
+                    scores = method_scores(item, method)
+                    if scores is None:  # no captum attribution for this pair
+                        continue
+                    scores = scores[start:]
                     top1.append(top1_hit(scores, target))
                     aurocs.append(auroc(scores, target))
                 out[side][scope][method] = {"top1": bootstrap_mean(np.array(top1), seed, n_boot),
@@ -272,7 +276,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     scores = pair.score(encoded, batch_size=config.batch_size, progress=progress)
     captum = [np.zeros(0)] * len(encoded)
     if config.captum_steps > 0:
-        with_span = [k for k, e in enumerate(entries) if e[5] is not None]
+        first_pairs = {seed: sorted({e[0] for e in entries if e[2] == seed})[:config.captum_pairs]
+                       for seed in config.seeds}
+        with_span = [k for k, e in enumerate(entries) if e[5] is not None and e[0] in first_pairs.get(e[2], [])]
         attributions = []
         for start in range(0, len(with_span), 4):
             attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
@@ -331,7 +337,8 @@ def run(config: Config, progress: Progress = no_progress, store: RunStore | None
 
 def audit_config(scale: float = 1.0) -> Config:
     """Score held-out pairs with the committed adapter: 3 seeds, a few pairs each, a small bootstrap."""
-    return Config(n_pairs=max(2, int(4 * scale)), captum_steps=max(4, int(8 * scale)), n_boot=200)
+    return Config(n_pairs=max(2, int(4 * scale)), captum_steps=max(4, int(4 * scale)),
+                  captum_pairs=max(1, int(scale)), n_boot=200)
 
 
 def _headline(summary: dict[str, Any]) -> list[Metric]:
@@ -358,9 +365,9 @@ def _baselines(summary: dict[str, Any]) -> list[Table]:
                 continue
             rows = [[method] + [f"{block[method][m]['value']:.3f} [{block[method][m]['low']:.3f}, "
                                 f"{block[method][m]['high']:.3f}]" for m in ("top1", "auroc")]
-                    for method in block]
+                    + [block[method]["top1"]["n"]] for method in block]
             tables.append(Table(f"{side} answers, {scope.replace('_', ' ')}: localisation of the known span",
-                                ["method", "top-1 hit rate [95% CI]", "AUROC [95% CI]"], rows))
+                                ["method", "top-1 hit rate [95% CI]", "AUROC [95% CI]", "sequences"], rows))
     return tables
 
 

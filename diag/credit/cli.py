@@ -58,7 +58,8 @@ def score(
     data: Annotated[str, typer.Option(help="'heldout' (generated pairs) or a JSONL file.")] = "heldout",
     n_pairs: Annotated[int, typer.Option(help="Generated pairs per seed.")] = 32,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (data and bootstrap).")] = "0,1,2",
-    captum_steps: Annotated[int, typer.Option(help="Integrated-gradients steps; 0 skips captum.")] = 16,
+    captum_steps: Annotated[int, typer.Option(help="Integrated-gradients steps; 0 skips captum.")] = 8,
+    captum_pairs: Annotated[int, typer.Option(help="Pairs per seed that also get the captum baseline.")] = 4,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: JsonFlag = False,
@@ -71,7 +72,8 @@ def score(
 
     config = analysis.with_data_hash(config_from_dict(analysis.Config, {
         "policy": policy, "reference": reference, "beta": beta, "data": data, "n_pairs": n_pairs,
-        "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps, "n_boot": n_boot,
+        "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps,
+        "captum_pairs": captum_pairs, "n_boot": n_boot,
         "device": device}))
     store = RunStore()
     progress = _progress()
