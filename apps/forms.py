@@ -49,8 +49,9 @@ def _widget(name: str, hint: Any, value: Any) -> pn.widgets.Widget:
     if _is_sequence(inner) and all(a in (int, float, str, Ellipsis) for a in typing.get_args(inner)):
         text = ", ".join(str(v) for v in value) if value is not None else ""
         return pn.widgets.TextInput(name=f"{label} (comma-separated)", value=text)
-    if inner is str:
-        return pn.widgets.TextInput(name=label + (" (optional)" if optional else ""), value=value or "")
+    if inner in (str, int, float):
+        text = "" if value is None else str(value)
+        return pn.widgets.TextInput(name=label + (" (optional)" if optional else ""), value=text)
     return pn.widgets.TextInput(name=f"{label} (JSON)", value=json.dumps(value))
 
 
@@ -71,6 +72,11 @@ def _parse(name: str, hint: Any, widget: pn.widgets.Widget) -> Any:
             raise DiagError(f"{_label(name)}: expected comma-separated {item.__name__} values, got {text!r}") from exc
     if inner is str:
         return text
+    if inner in (int, float):
+        try:
+            return inner(text)
+        except ValueError as exc:
+            raise DiagError(f"{_label(name)}: expected a number, got {text!r}") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

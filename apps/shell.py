@@ -9,6 +9,8 @@ import panel as pn
 PAGES: list[tuple[str, str]] = [
     ("runs", "Runs"),
     ("capture", "Capture"),
+    ("boundary", "Boundary"),
+    ("credit", "Credit"),
 ]
 
 NAV_CSS = """

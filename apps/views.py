@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import panel as pn
 
-from diag.report.sections import format_value, metrics_from_summary
+from diag.report.sections import Metric, format_value, guide_for, metrics_from_summary
 from diag.runs import Run, RunInfo, RunStore
 
 
@@ -17,7 +17,10 @@ def when(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
-TABLE_CSS = ".tabulator { font-size: 13px; } .tabulator .tabulator-header { font-size: 13px; }"
+TABLE_CSS = """
+.tabulator, .tabulator .tabulator-header, .tabulator .tabulator-row, .tabulator .tabulator-cell { font-size: 13px; }
+.tabulator .tabulator-cell { white-space: normal; }
+"""
 
 
 def table(frame: pd.DataFrame, **kwargs: Any) -> pn.widgets.Tabulator:
@@ -27,10 +30,22 @@ def table(frame: pd.DataFrame, **kwargs: Any) -> pn.widgets.Tabulator:
     return pn.widgets.Tabulator(frame, **options)
 
 
-def metrics_frame(summary: dict[str, Any]) -> pd.DataFrame:
+def headline_metrics(analysis: str, summary: dict[str, Any]) -> list[Metric]:
+    """The numbers the analysis' GUIDE calls its headline (as in the report), else every number in the summary."""
+    guide = guide_for(analysis)
+    if guide.headline is not None and summary:
+        try:
+            return guide.headline(summary)
+        except (KeyError, TypeError, ValueError, IndexError):  # an older summary layout: show everything
+            pass
+    return metrics_from_summary(summary)
+
+
+def metrics_frame(summary: dict[str, Any], analysis: str | None = None) -> pd.DataFrame:
     """A summary's headline numbers as rows: metric, value, and its interval where the run stored one."""
     rows = []
-    for metric in metrics_from_summary(summary):
+    metrics = headline_metrics(analysis, summary) if analysis else metrics_from_summary(summary)
+    for metric in metrics:
         interval = f"[{format_value(metric.low)}, {format_value(metric.high)}]" if metric.has_interval else ""
         rows.append({"metric": metric.name, "value": format_value(metric.value), "95% interval": interval})
     return pd.DataFrame(rows, columns=["metric", "value", "95% interval"])

@@ -9,13 +9,11 @@ import pandas as pd
 import panel as pn
 
 from apps import plots, shell
-from apps.forms import ConfigForm
-from apps.jobs import JobPanel
+from apps.launch import Launcher
 from apps.views import RunPicker, config_frame, metrics_frame, report_link, table
 from diag import capture
-from diag.analysis import config_to_dict
 from diag.errors import DiagError
-from diag.runs import RunStore, config_hash
+from diag.runs import RunStore
 
 INTRO = (
     "**What are the residual-stream activations of one prompt at chosen layers, and which token comes next?** "
@@ -42,15 +40,12 @@ def result_view(store: RunStore, run_id: str) -> list[Any]:
         pn.Row(pn.Column(pn.pane.Markdown("**Sites**"), table(shapes)),
                pn.Column(pn.pane.Markdown("**Configuration**"), table(config_frame(run.config))),
                sizing_mode="stretch_width"),
-        pn.pane.Markdown("**Summary**"), table(metrics_frame(run.summary)),
+        pn.pane.Markdown("**Summary**"), table(metrics_frame(run.summary, capture.ANALYSIS)),
     ]
 
 
 def page() -> Any:
     store = RunStore()
-    form = ConfigForm(capture.Config, capture.Config(layers=(0, 15, 29)))
-    launch = pn.widgets.Button(name="Run capture", button_type="primary", sizing_mode="stretch_width")
-    job = JobPanel()
     picker = RunPicker(capture.ANALYSIS, store, describe=lambda info: info.summary.get("next_token", "").strip())
     view = pn.Column(sizing_mode="stretch_width")
 
@@ -63,23 +58,12 @@ def page() -> Any:
         except DiagError as exc:
             view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
 
-    async def start(_: Any) -> None:
-        try:
-            config = form.config()
-        except DiagError as exc:
-            job.show_error(str(exc))
-            return
-        launch.disabled = True
-        try:
-            result = await job.run("capture", lambda progress: capture.run(config, progress=progress, store=store))
-        finally:
-            launch.disabled = False
-        if result is not None:
-            picker.refresh(select=f"{capture.ANALYSIS}-{config_hash(capture.ANALYSIS, config_to_dict(config))}")
-            show()
+    def done(run_id: str) -> None:
+        picker.refresh(select=run_id)
+        show()
 
+    launcher = Launcher(capture, store, done, title="New capture run", button="Run capture",
+                        defaults=capture.Config(layers=(0, 15, 29)))
     picker.select.param.watch(show, "value")
-    launch.on_click(start)
     show()
-    sidebar = [pn.Card(form, launch, job, title="New capture run", sizing_mode="stretch_width", collapsed=False)]
-    return shell.page("capture", "Capture", INTRO, [picker, view], sidebar)
+    return shell.page("capture", "Capture", INTRO, [picker, view], [launcher])

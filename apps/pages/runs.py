@@ -9,9 +9,9 @@ import pandas as pd
 import panel as pn
 
 from apps import shell
-from apps.views import metrics_frame, report_link, stored_figures, table, when
+from apps.views import headline_metrics, metrics_frame, report_link, stored_figures, table, when
 from diag.registry import ANALYSES
-from diag.report.sections import format_value, metrics_from_summary
+from diag.report.sections import format_value
 from diag.runs import RunInfo, RunStore
 
 ALL = "(all)"
@@ -25,8 +25,9 @@ def headline(info: RunInfo, limit: int = 3) -> str:
     """The first few numbers of a run's summary, for the overview table."""
     if info.status == "failed":
         return f"error: {info.summary.get('error', '?')}"[:120]
-    metrics = [m for m in metrics_from_summary(info.summary) if not isinstance(m.value, str) or len(m.value) < 24]
-    return "; ".join(f"{m.name.split('.')[-1]}={format_value(m.value)}" for m in metrics[:limit])
+    metrics = [m for m in headline_metrics(info.analysis, info.summary)
+               if not isinstance(m.value, str) or len(m.value) < 24]
+    return "; ".join(f"{m.name}={format_value(m.value)}" for m in metrics[:limit])
 
 
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
@@ -44,7 +45,7 @@ def comparison_frames(store: RunStore, run_ids: list[str]) -> tuple[pd.DataFrame
     for run_id in run_ids:
         run = store.get(run_id)
         summary = run.summary if run.finished else {}
-        frame = metrics_frame(summary)
+        frame = metrics_frame(summary, run.analysis)
         metric_cols[run_id] = {
             row["metric"]: row["value"] + (f" {row['95% interval']}" if row["95% interval"] else "")
             for row in frame.to_dict("records")
@@ -66,7 +67,10 @@ def page() -> Any:
                                sizing_mode="stretch_width")
     group = pn.widgets.Select(name="Group", options=[ALL], value=ALL, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="Refresh", button_type="default", sizing_mode="stretch_width")
-    runs_table = table(runs_frame([]), selectable="checkbox", formatters={"report": {"type": "html"}},
+    runs_table = table(runs_frame([]), selectable="checkbox", layout="fit_columns",
+                       formatters={"report": {"type": "html"}, "headline": {"type": "textarea"}},
+                       widths={"run": 245, "analysis": 135, "status": 80, "group": 70, "updated (UTC)": 150,
+                               "report": 75},
                        pagination="local", page_size=15, css_classes=["runs-table"])
     count = pn.pane.Markdown("", margin=(0, 10))
     detail = pn.Column(sizing_mode="stretch_width")

@@ -25,6 +25,9 @@ from playwright.sync_api import expect
 
 from apps.shell import PAGES
 from diag import capture
+from diag.boundary import analysis as boundary
+from diag.boundary import episodes
+from diag.credit import analysis as credit
 from diag.runs import RunStore
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,12 +46,18 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
-    """A run store with real capture runs: the embedded SmolLM2 and a tiny random Llama."""
+    """A run store with cheap real runs of every analysis the app shows (tiny budgets, shipped models)."""
     home = tmp_path_factory.mktemp("app_home")
     store = RunStore(home / "runs")
     capture.run(capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu"), store=store)
     capture.run(capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu"),
                 store=store)
+    boundary.run(boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
+                                 attribution_states=2, ig_steps=2), store=store)
+    episodes.run(episodes.Config(episodes=1, max_steps=20, random_baseline=False), store=store)
+    # Credit between two real models sharing a tokenizer (SmolLM2 against the tiny Llama as reference).
+    credit.run(credit.Config(policy="smollm2-135m-instruct", reference=str(tiny_llama_dir), beta=0.1, n_pairs=2,
+                             seeds=(0,), captum_steps=0, n_boot=50, device="cpu"), store=store)
     return home
 
 
@@ -89,7 +98,7 @@ class Watched:
     """A page with its console errors, uncaught exceptions and failed requests recorded."""
 
     def __init__(self, browser, base: str) -> None:
-        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.page = browser.new_page(viewport={"width": 1400, "height": 1800})
         self.base = base
         self.errors: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and not m.text.startswith(BENIGN)
@@ -116,14 +125,24 @@ def server_errors(log_path: Path) -> list[str]:
     return [r for r in records if ("Traceback" in r or " ERROR " in r) and "WebSocketClosedError" not in r]
 
 
+# What each page must show once it has rendered the pre-filled store's runs.
+EXPECTED = {
+    "runs": ["runs shown", "boundary_episodes-"],
+    "capture": ["predicts the next token", "mean token norm"],
+    "boundary": ["Λ across shifts", "Step 0 of", "G_S overlay opacity"],
+    "credit": ["rejected answer", "Localisation of the known span", "preference accuracy"],
+}
+
+
 @pytest.mark.parametrize("slug", [slug for slug, _ in PAGES])
 def test_page_loads_without_errors_and_is_screenshotted(browser, server, slug: str) -> None:
     base, log_path = server
     watched = Watched(browser, base)
     watched.open(slug)
     watched.page.wait_for_timeout(1500)  # let Bokeh finish layout before the screenshot
-    body = watched.body()
-    assert "Traceback" not in body and "Error" not in body.split("\n")[0]
+    for text in EXPECTED[slug]:
+        expect(watched.page.get_by_text(text).first).to_be_visible(timeout=30000)
+    assert "Traceback" not in watched.body()
     assert watched.errors == []
     assert watched.page.locator("nav a.active").inner_text() == dict(PAGES)[slug]
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -179,15 +198,18 @@ def test_runs_page_compares_runs_and_opens_a_report(browser, server, app_home) -
     page = watched.page
     stored = RunStore(app_home / "runs").list(analysis="capture", status="finished")
     assert len(stored) >= 2
+    page.get_by_label("Analysis").select_option("capture")  # the filter: only capture runs stay listed
     rows = page.locator(".runs-table .tabulator-row")
+    expect(rows).to_have_count(len(stored), timeout=30000)
     shown_ids = [rows.nth(i).locator("[tabulator-field=run]").inner_text() for i in range(2)]
-    assert set(shown_ids) <= {info.run_id for info in stored}
+    assert set(shown_ids) <= {info.run_id for info in stored} and len(set(shown_ids)) == 2
     for i in range(2):
         rows.nth(i).locator("input[type=checkbox]").check()
     header = page.locator(".compare-table .tabulator-header")
     for run_id in shown_ids:
         expect(header).to_contain_text(run_id, timeout=30000)
-    expect(page.locator(".compare-table")).to_contain_text("next_token")
+    expect(page.locator(".compare-table")).to_contain_text("predicted next token")
+    page.screenshot(path=str(SHOTS / "runs-compare.png"), full_page=True)
     report = browser.new_page()
     report.goto(f"{base}/report/{shown_ids[0]}")
     predicted = RunStore(app_home / "runs").get(shown_ids[0]).summary["next_token"].strip()

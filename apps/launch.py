@@ -1,0 +1,51 @@
+"""A "new run" card for any registered analysis: its Config as a form, a button, and the job's progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import panel as pn
+
+from apps.forms import ConfigForm
+from apps.jobs import JobPanel
+from diag.analysis import config_to_dict
+from diag.errors import DiagError
+from diag.runs import RunStore, config_hash
+
+
+class Launcher(pn.viewable.Viewer):
+    """Runs ``module.run(config)`` on the worker thread and calls ``on_done(run_id)`` when the result is stored."""
+
+    def __init__(self, module: ModuleType, store: RunStore, on_done: Callable[[str], None], *, title: str,
+                 defaults: Any = None, button: str = "Run", **params: Any) -> None:
+        super().__init__(**params)
+        self.module, self.store, self.on_done = module, store, on_done
+        if defaults is None:
+            defaults = module.audit_config() if hasattr(module, "audit_config") else module.Config()
+        self.form = ConfigForm(module.Config, defaults)
+        self.button = pn.widgets.Button(name=button, button_type="primary", sizing_mode="stretch_width")
+        self.job = JobPanel()
+        self.button.on_click(self._start)
+        self._card = pn.Card(self.form, self.button, self.job, title=title, sizing_mode="stretch_width",
+                             collapsed=False)
+
+    def __panel__(self) -> pn.Card:
+        return self._card
+
+    async def _start(self, _: Any) -> None:
+        try:
+            config = self.form.config()
+        except DiagError as exc:
+            self.job.show_error(str(exc))
+            return
+        name = self.module.ANALYSIS
+        self.button.disabled = True
+        try:
+            result = await self.job.run(name, lambda progress: self.module.run(config, progress=progress,
+                                                                               store=self.store))
+        finally:
+            self.button.disabled = False
+        if result is not None:
+            self.on_done(f"{name}-{config_hash(name, config_to_dict(config))}")
