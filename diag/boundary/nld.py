@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-from diag.boundary.attacks import greedy_loss
 
 
 def boundary_gradients(model: nn.Module, obs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -31,9 +30,9 @@ def boundary_gradients(model: nn.Module, obs: torch.Tensor, batch_size: int = 25
     grads = []
     for chunk in obs.split(batch_size):
         chunk = chunk.detach().clone().requires_grad_(True)
-        with torch.no_grad():
-            actions = model(chunk).argmax(dim=1)
-        (grad,) = torch.autograd.grad(greedy_loss(model, chunk, actions), chunk)
+        q_values = model(chunk)  # one forward serves both the greedy action and the loss
+        loss = F.cross_entropy(q_values, q_values.argmax(dim=1), reduction="sum")
+        (grad,) = torch.autograd.grad(loss, chunk)
         grads.append(grad)
     return torch.cat(grads)
 

@@ -1,0 +1,71 @@
+"""Frames per second of RA-NLD's batched boundary gradients vs a per-frame loop and a bare forward+backward.
+
+Same policy (the shipped RoadRunner vanilla Q-network) and the same frames (a short greedy rollout), one process;
+each measurement is interleaved with the others and the median of repeats is reported, because shared machines
+drift. The bare baseline is one batched forward and a backward of the summed Q-values to the input: the least
+any input-gradient method can cost.
+
+Usage: python benchmarks/boundary_grads.py [--frames 128] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from diag.boundary.nld import boundary_gradients
+from diag.boundary.policy.load import load_policy
+from diag.boundary.policy.play import play
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bare_forward_backward(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    x = frames.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x).sum(), x)
+    return grad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = load_policy("roadrunner-vanilla")
+    model = policy.network
+    episodes = play(model, policy.game, 4, args.frames // 4, seed=0, keep_states=True)
+    frames = episodes.states[: args.frames]
+    n = len(frames)
+    batched = lambda: boundary_gradients(model, frames)
+    looped = lambda: [boundary_gradients(model, frames[i:i + 1]) for i in range(n)]
+    bare = lambda: bare_forward_backward(model, frames)
+    torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-7)  # same numbers
+    times: dict[str, list[float]] = {"batched": [], "per-frame loop": [], "bare forward+backward": []}
+    for fn in (batched, looped, bare):  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        times["batched"].append(timed(batched))
+        times["per-frame loop"].append(timed(looped))
+        times["bare forward+backward"].append(timed(bare))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{n} frames of {policy.game}, Nature-CNN dueling Q-network, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}")
+    for name, seconds in med.items():
+        print(f"{name:22s} {n / seconds:9.1f} frames/s  ({seconds * 1e3:8.1f} ms)")
+    print(f"batched vs per-frame loop:        {med['per-frame loop'] / med['batched']:.2f}x faster (target >= 5x)")
+    print(f"batched vs bare forward+backward: {med['batched'] / med['bare forward+backward']:.2f}x the time "
+          f"(target <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
