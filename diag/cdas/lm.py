@@ -91,6 +91,30 @@ def hidden_hook(model: nn.Module, layer: int, fn: HiddenFn, skip_first: torch.Te
         handle.remove()
 
 
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the wanted activation exists."""
+
+
+@torch.no_grad()
+def residual_at(model: nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
+    """Residual output of ``layer`` ([b, t, d]), stopping the forward there: a DII source needs nothing above it."""
+    module, _ = locate(model, Site(layer, "resid_post"))
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _args: object, output: object) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[index]
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(**inputs)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,

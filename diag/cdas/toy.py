@@ -41,6 +41,7 @@ class Config:
     lr: float = 0.01
     eval_pairs: int = 2000
     objectives: tuple[str, ...] = ("das", "cdas")
+    sweep_layers: tuple[int, ...] = (0, 1, 2)  # IIA of WX per layer and objective (the layer sweep plot)
 
     def __post_init__(self) -> None:
         from diag.cdas.dii import OBJECTIVES
@@ -52,6 +53,8 @@ class Config:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
         if bad or not self.objectives:
             raise DiagError(f"objectives must be a non-empty subset of {', '.join(OBJECTIVES)}, got {bad}")
+        if any(not 0 <= layer < 3 for layer in self.sweep_layers):
+            raise DiagError(f"sweep_layers {self.sweep_layers} out of range: the toy MLP has layers 0..2")
         if min(self.mlp_steps, self.dii_steps, self.batch, self.eval_pairs) < 1:
             raise DiagError("mlp_steps, dii_steps, batch and eval_pairs must be positive")
 
@@ -148,7 +151,7 @@ def intervened_logits(model: ToyMLP, layer: int, dii: nn.Module, base: torch.Ten
 
 
 def train_dii(model: ToyMLP, config: Config, variable: str, objective: str, generator: torch.Generator,
-              seed: int) -> tuple[nn.Module, list[float]]:
+              seed: int, layer: int | None = None) -> tuple[nn.Module, list[float]]:
     from diag.cdas.dii import RotatedSubspace, das_loss, jsd_loss, kl_loss
 
     dii = RotatedSubspace(config.hidden, config.rank, seed=seed)
@@ -156,7 +159,7 @@ def train_dii(model: ToyMLP, config: Config, variable: str, objective: str, gene
     losses = []
     for _ in range(config.dii_steps):
         base, source, cf, cf_label = interchange_pairs(variable, config.batch, generator)
-        logits = intervened_logits(model, config.layer, dii, base, source)
+        logits = intervened_logits(model, config.layer if layer is None else layer, dii, base, source)
         if objective == "das":
             loss = das_loss(logits, cf_label)
         else:
@@ -193,6 +196,7 @@ class Result:
     controls: dict[str, float]  # control name -> IIA
     curves: dict[str, list[float]] = field(default_factory=dict)  # name -> training loss per step
     bases: dict[str, np.ndarray] = field(default_factory=dict)  # name -> learned basis R
+    layer_sweep: dict[str, dict[str, float]] = field(default_factory=dict)  # objective -> layer -> IIA of WX
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mlp_accuracy": self.mlp_accuracy}
@@ -203,19 +207,38 @@ class Result:
             out[f"control_iia_{name}"] = wilson(value, self.eval_pairs)
         out["aligned_iia_min"] = min(v for per_var in self.aligned.values() for v in per_var.values())
         out["control_iia_max"] = max(self.controls.values())
+        out["layer_sweep_iia_wx"] = self.layer_sweep
         return out
 
     def save(self, run: Run) -> None:
         run.write_json("toy.json", {"mlp_accuracy": self.mlp_accuracy, "eval_pairs": self.eval_pairs,
-                                    "aligned": self.aligned, "controls": self.controls, "curves": self.curves})
+                                    "aligned": self.aligned, "controls": self.controls, "curves": self.curves,
+                                    "layer_sweep": self.layer_sweep})
         run.write_arrays("bases", self.bases)
         run.write_figure("loss_curves", self.figure())
+        run.write_figure("layer_sweep", self.sweep_figure())
 
     @classmethod
     def load(cls, run: Run) -> Result:
         data = run.read_json("toy.json")
         return cls(data["mlp_accuracy"], data["eval_pairs"], data["aligned"], data["controls"], data["curves"],
-                   run.read_arrays("bases"))
+                   run.read_arrays("bases"), data["layer_sweep"])
+
+    def sweep_figure(self) -> Any:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for objective, per_layer in self.layer_sweep.items():
+            layers = sorted(per_layer, key=int)
+            ax.plot([int(la) for la in layers], [per_layer[la] for la in layers], marker="o", label=objective)
+        ax.axhline(max(self.controls.values()), color="grey", ls="--", lw=1, label="best control")
+        ax.set(xlabel="MLP layer", ylabel="IIA (WX)", ylim=(0.4, 1.02), title="Layer sweep (toy)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
 
     def figure(self) -> Any:
         import matplotlib
@@ -264,10 +287,18 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         name = f"{objective}_{variable}"
         curves[name] = curve
         bases[name] = dii.basis().detach().numpy()
+    sweep: dict[str, dict[str, float]] = {o: {} for o in config.objectives}
+    for objective in config.objectives:
+        for layer in config.sweep_layers:
+            if layer == config.layer:
+                sweep[objective][str(layer)] = aligned[objective]["wx"]
+                continue
+            dii, _ = train_dii(model, config, "wx", objective, generator, config.seed * 100 + 50 + layer, layer)
+            sweep[objective][str(layer)] = iia(model, layer, dii, "wx", config.eval_pairs, generator)
     random_basis = RotatedSubspace(config.hidden, config.rank, seed=config.seed + 12345).requires_grad_(False)
     controls["random_basis"] = iia(model, config.layer, random_basis, "wx", config.eval_pairs, generator)
     progress(total, total, "done")
-    return Result(mlp_acc, config.eval_pairs, aligned, controls, curves, bases)
+    return Result(mlp_acc, config.eval_pairs, aligned, controls, curves, bases, sweep)
 
 
 def _headline(summary: dict[str, Any]) -> list[Any]:

@@ -46,15 +46,11 @@ def examples_for(pairs: list[Any], pos_states: torch.Tensor, neg_states: torch.T
 
 def source_states(model: torch.nn.Module, tokenizer: object, instructions: list[str], layer: int) -> torch.Tensor:
     """Residual output at ``layer`` of the last assistant-header token of each chat prompt: [n, d]."""
-    from diag.cdas.lm import encode
-    from probes import Site, get_backend
+    from diag.cdas.lm import encode, residual_at
 
     device = next(model.parameters()).device
     batch = encode(tokenizer, instructions, [""] * len(instructions), device)
-    site = Site(layer, "resid_post")
-    with torch.no_grad():
-        h = get_backend("torch", model).run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask},
-                                            capture=[site]).activations[site]
+    h = residual_at(model, layer, input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     return h[torch.arange(len(instructions)), batch.source_index().to(device)].float().cpu()
 
 

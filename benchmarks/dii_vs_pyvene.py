@@ -1,0 +1,232 @@
+"""Training steps/s of our rank-k DII against pyvene 0.1.8's LowRankRotatedSpaceIntervention, same model/site/data.
+
+Two models: the hierarchical-equality toy MLP (rank 8 at layer 0, DAS cross-entropy on counterfactual labels,
+batch 256; also IIA of both on the same held-out pairs) and SmolLM2-135M-Instruct (rank 4 at the residual output
+of layer 10, all positions, cross-entropy on the source's next tokens, batch 4 x 32 tokens). Each step is: source
+forward, intervened base forward, backward, Adam step.
+
+pyvene 0.1.8 pins nothing against transformers 5 but is not a dependency of diag, so it runs in its OWN virtual
+environment, in a subprocess: ``$PYVENE_VENV`` (default ``~/.cache/diag/pyvene-venv``) is created if missing,
+layered over this interpreter's site-packages (same torch/transformers) with ``pyvene==0.1.8`` installed
+``--no-deps`` from the package index. Run: ``python benchmarks/dii_vs_pyvene.py [--steps N]``; prints steps/s for
+both and the ratio ours / pyvene per model, plus toy IIA for both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LM_LAYER, LM_RANK, LM_BATCH, LM_TOKENS = 10, 4, 4, 32
+TOY_RANK, TOY_BATCH = 8, 256
+
+
+def ensure_pyvene_venv() -> Path:
+    """The pyvene interpreter: a venv over our site-packages with pyvene 0.1.8 added (no dependency changes)."""
+    venv = Path(os.environ.get("PYVENE_VENV", Path.home() / ".cache" / "diag" / "pyvene-venv"))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        Path(site, "zz_diag_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    if subprocess.run([str(python), "-c", "import pyvene"], capture_output=True, check=False).returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "pyvene==0.1.8"], check=True)
+    return python
+
+
+def toy_setup(seed: int = 0) -> dict:
+    from diag.cdas import toy
+
+    generator = torch.Generator().manual_seed(seed)
+    model, _ = toy.train_mlp(toy.Config(mlp_steps=2000, seed=seed), generator)
+    return {"state": model.state_dict(), "seed": seed}
+
+
+def lm_batches(steps: int) -> list[dict]:
+    """Fixed batches of (base, source) token ids from the concept dataset (equal length: all positions align)."""
+    from diag.cdas.concepts import load_pairs
+    from diag.zoo import load_lm
+
+    _, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
+    pairs = load_pairs()
+    text = [(p.instruction + " " + p.response, p.concept_instruction + " " + p.concept_response) for p in pairs]
+    ids = [(tokenizer(a)["input_ids"][:LM_TOKENS], tokenizer(b)["input_ids"][:LM_TOKENS]) for a, b in text]
+    ids = [(a, b) for a, b in ids if len(a) == len(b) == LM_TOKENS]
+    return [{"base": torch.tensor([ids[(s * LM_BATCH + i) % len(ids)][0] for i in range(LM_BATCH)]),
+             "source": torch.tensor([ids[(s * LM_BATCH + i) % len(ids)][1] for i in range(LM_BATCH)])}
+            for s in range(steps)]
+
+
+def ours_toy(setup: dict, steps: int) -> dict:
+    from diag.cdas import toy
+    from diag.cdas.dii import RotatedSubspace, das_loss
+
+    model = toy.ToyMLP()
+    model.load_state_dict(setup["state"])
+    model.eval().requires_grad_(False)
+    generator = torch.Generator().manual_seed(1)
+    data = [toy.interchange_pairs("wx", TOY_BATCH, generator) for _ in range(steps)]
+    dii = RotatedSubspace(16, TOY_RANK, seed=0)
+    optimiser = torch.optim.Adam(dii.parameters(), lr=0.01)
+    start = time.perf_counter()
+    for base, source, _, label in data:
+        loss = das_loss(toy.intervened_logits(model, 0, dii, base, source), label)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    elapsed = time.perf_counter() - start
+    base, source, _, label = toy.interchange_pairs("wx", 4000, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        iia = float((toy.intervened_logits(model, 0, dii, base, source).argmax(-1) == label).float().mean())
+    return {"steps_per_s": steps / elapsed, "iia": iia}
+
+
+def ours_lm(steps: int) -> dict:
+    from diag.cdas.dii import RotatedSubspace
+    from diag.cdas.lm import hidden_hook, residual_at
+    from diag.zoo import load_lm
+
+    model, _ = load_lm("smollm2-135m-instruct", "cpu")
+    model.requires_grad_(False)
+    batches = lm_batches(steps)
+    dii = RotatedSubspace(model.config.hidden_size, LM_RANK, seed=0)
+    optimiser = torch.optim.Adam(dii.parameters(), lr=0.01)
+    start = time.perf_counter()
+    for batch in batches:
+        source = residual_at(model, LM_LAYER, input_ids=batch["source"])  # stops at the layer: nothing above it
+        with hidden_hook(model, LM_LAYER, lambda h, s=source: dii(h, s)):
+            logits = model(input_ids=batch["base"]).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["source"][:, 1:].reshape(-1))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return {"steps_per_s": steps / (time.perf_counter() - start)}
+
+
+PYVENE_SIDE = r'''
+import json, sys, time, torch
+sys.path[:0] = [sys.argv[3], sys.argv[4]]  # benchmarks/ and the repo root (diag is not installed in this venv)
+import pyvene as pv
+from diag.cdas import toy
+import dii_vs_pyvene as bench
+
+which, path = sys.argv[1], sys.argv[2]
+args = torch.load(path, weights_only=False)
+steps = args["steps"]
+
+
+class Seq(torch.nn.Module):
+    """The toy MLP with a length-1 sequence axis, the shape pyvene's position units expect (same weights)."""
+    def __init__(self, mlp):
+        super().__init__()
+        from transformers import PretrainedConfig
+        self.config = PretrainedConfig()  # pyvene reads model.config and model.device
+        self.device = torch.device("cpu")
+        self.layers, self.head = mlp.layers, mlp.head
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+
+if which == "toy":
+    mlp = toy.ToyMLP()
+    mlp.load_state_dict(args["setup"]["state"])
+    model = Seq(mlp).eval().requires_grad_(False)
+    config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(
+        component="layers[0].output", unit="pos", max_number_of_units=1,
+        intervention=pv.LowRankRotatedSpaceIntervention(embed_dim=16, low_rank_dimension=bench.TOY_RANK))])
+    intervenable = pv.IntervenableModel(config, model)
+    intervenable.disable_model_gradients()
+    generator = torch.Generator().manual_seed(1)
+    data = [toy.interchange_pairs("wx", bench.TOY_BATCH, generator) for _ in range(steps)]
+    optimiser = torch.optim.Adam(intervenable.get_trainable_parameters(), lr=0.01)
+    start = time.perf_counter()
+    for base, source, _, label in data:
+        _, out = intervenable({"x": base.flatten(1).unsqueeze(1)}, [{"x": source.flatten(1).unsqueeze(1)}],
+                              unit_locations={"sources->base": 0})
+        loss = torch.nn.functional.cross_entropy(out[:, 0], label)
+        optimiser.zero_grad(); loss.backward(); optimiser.step()
+    elapsed = time.perf_counter() - start
+    base, source, _, label = toy.interchange_pairs("wx", 4000, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, out = intervenable({"x": base.flatten(1).unsqueeze(1)}, [{"x": source.flatten(1).unsqueeze(1)}],
+                              unit_locations={"sources->base": 0})
+    print(json.dumps({"steps_per_s": steps / elapsed, "iia": float((out[:, 0].argmax(-1) == label).float().mean())}))
+else:
+    from diag.zoo import load_lm
+    model, _ = load_lm("smollm2-135m-instruct", "cpu")
+    model.requires_grad_(False)
+    # keep_last_dim: rotate each position's d-vector (the default would concatenate positions into one vector).
+    config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(
+        layer=bench.LM_LAYER, component="block_output", max_number_of_units=bench.LM_TOKENS,
+        intervention=pv.LowRankRotatedSpaceIntervention(embed_dim=model.config.hidden_size,
+                                                        low_rank_dimension=bench.LM_RANK, keep_last_dim=True))])
+    intervenable = pv.IntervenableModel(config, model)
+    intervenable.disable_model_gradients()
+    optimiser = torch.optim.Adam(intervenable.get_trainable_parameters(), lr=0.01)
+    positions = list(range(bench.LM_TOKENS))
+    start = time.perf_counter()
+    for batch in args["batches"]:
+        locations = [[positions] * len(batch["base"])]
+        _, out = intervenable({"input_ids": batch["base"]}, [{"input_ids": batch["source"]}],
+                              unit_locations={"sources->base": (locations, locations)})
+        logits = out.logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 batch["source"][:, 1:].reshape(-1))
+        optimiser.zero_grad(); loss.backward(); optimiser.step()
+    print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}))
+'''
+
+
+def pyvene(python: Path, which: str, payload: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "payload.pt"
+        torch.save(payload, path)
+        script = Path(tmp) / "pyvene_side.py"
+        script.write_text(PYVENE_SIDE)
+        proc = subprocess.run([str(python), str(script), which, str(path), str(Path(__file__).parent),
+                               str(Path(__file__).resolve().parents[1])],
+                              capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"pyvene side failed ({which}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--toy-steps", type=int, default=300)
+    parser.add_argument("--lm-steps", type=int, default=6)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    python = ensure_pyvene_venv()
+    setup = toy_setup()
+    results = {"toy": {"ours": ours_toy(setup, args.toy_steps),
+                       "pyvene": pyvene(python, "toy", {"setup": setup, "steps": args.toy_steps})}}
+    batches = lm_batches(args.lm_steps)
+    results["smollm2"] = {"ours": ours_lm(args.lm_steps),
+                          "pyvene": pyvene(python, "lm", {"batches": batches, "steps": args.lm_steps})}
+    for name, r in results.items():
+        ratio = r["ours"]["steps_per_s"] / r["pyvene"]["steps_per_s"]
+        line = (f"{name}: ours {r['ours']['steps_per_s']:.2f} steps/s, pyvene {r['pyvene']['steps_per_s']:.2f} "
+                f"steps/s, ratio ours/pyvene {ratio:.2f}")
+        if "iia" in r["ours"]:
+            line += f"; IIA ours {r['ours']['iia']:.3f} pyvene {r['pyvene']['iia']:.3f}"
+        print(line)
+        r["ratio"] = ratio
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
