@@ -16,6 +16,7 @@ from diag.cdas.cli import app as cdas_app
 from diag.credit.cli import app as credit_app
 from diag.errors import DiagError
 from diag.report.cli import report_command
+from diag.tir.cli import app as tir_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Interpretability and policy diagnostics.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
@@ -25,6 +26,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(boundary_app, name="boundary")
 app.add_typer(cdas_app, name="cdas")
 app.add_typer(credit_app, name="credit")
+app.add_typer(tir_app, name="tir")
 app.command("report")(report_command)
 app.command("audit")(audit_command)
 app.command("serve")(serve_command)

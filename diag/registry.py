@@ -13,6 +13,7 @@ ANALYSES: dict[str, str] = {
     "boundary": "diag.boundary.analysis",
     "boundary_episodes": "diag.boundary.episodes",
     "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",
+    "tir": "diag.tir.analysis",
 }
 
 

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from typing import Any, Literal, Self
 from diag.errors import DiagError
 
 Status = Literal["ok", "error", "timeout", "killed", "output_truncated", "infra_error"]
+STATUSES: tuple[str, ...] = typing.get_args(Status)
 Isolation = Literal["bwrap", "rlimits"]
 
 WEAK_ISOLATION_WARNING = (

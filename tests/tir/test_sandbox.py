@@ -7,6 +7,7 @@ every hostile program a normal program must still give the exact answer.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 
@@ -83,12 +84,13 @@ def test_memory_bomb_incremental(pool):
 def test_infinite_loop(pool):
     r = run(pool, "while True:\n    pass\n")
     assert r.status == "timeout"
-    assert r.wall_s < LIMITS.wall_s + 0.5
+    assert r.wall_s < LIMITS.wall_s + 3.0  # stopped at the limit (generous: CI machines are shared)
 
 
 def test_cpu_limit_below_wall_clock(pool):
     r = run(pool, "while True:\n    pass\n", wall_s=5.0)  # cpu_s = 1 fires first (SIGXCPU)
-    assert r.status == "timeout" and r.signal is not None and r.wall_s < 3.5
+    # SIGXCPU (not the 5 s wall clock) stopped it, after about one CPU second.
+    assert r.status == "timeout" and r.signal == signal.SIGXCPU and 0.9 <= r.cpu_s < 2.0
 
 
 def test_sleep_past_timeout(pool):

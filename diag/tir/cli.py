@@ -1,0 +1,109 @@
+"""``diag tir sample|import|analyse``: sample tool/text rollouts, import them from JSONL, read a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="TIR support expansion: pass@k and support sets, tool vs text.")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+
+
+def _finish(module: object, config: object, result: object, as_json: bool) -> None:
+    from diag.analysis import config_to_dict
+    from diag.cli import emit
+    from diag.runs import RunStore
+
+    summary = result.summary()  # type: ignore[attr-defined]
+    if summary.get("warning"):
+        typer.echo(summary["warning"], err=True)
+    emit(summary, as_json, RunStore().open(module.ANALYSIS, config_to_dict(config)).run_id)  # type: ignore[attr-defined]
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Option(help="Named model, local HF directory or hub id.")] = "smollm2-135m-instruct",
+    per_cell: Annotated[int, typer.Option(help="Problems per (family, level); 10 gives 120.")] = 10,
+    n: Annotated[int, typer.Option("--n", help="Samples per problem per mode.")] = 32,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
+    max_new_tokens: Annotated[int, typer.Option(help="Sampled tokens per rollout.")] = 48,
+    max_tool_calls: Annotated[int, typer.Option(help="Tool calls per rollout.")] = 2,
+    problems_per_batch: Annotated[int, typer.Option(help="Problems sampled together (x n rows).")] = 2,
+    dtype: Annotated[str, typer.Option(help="float32, or bfloat16 (faster on CPU).")] = "float32",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill)."""
+    from diag.analysis import config_from_dict
+    from diag.progress import TqdmProgress
+    from diag.tir import analysis
+
+    config = config_from_dict(analysis.Config, {
+        "model": model, "per_cell": per_cell, "n_samples": n, "temperature": temperature,
+        "max_new_tokens": max_new_tokens, "max_tool_calls": max_tool_calls, "problems_per_batch": problems_per_batch,
+        "dtype": dtype, "seed": seed, "device": device,
+    })
+    progress = TqdmProgress()
+    result = analysis.run(config, progress=progress)
+    progress.close()
+    _finish(analysis, config, result, as_json)
+
+
+@app.command("import")
+def import_rollouts(
+    path: Path,
+    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates over problems.")] = 1000,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import rollouts from a JSONL file (schema in diag/tir/importer.py) and analyse them; all or nothing."""
+    from diag.tir import analysis
+
+    config = analysis.import_config(path, n_bootstrap=n_bootstrap)
+    result = analysis.run(config)
+    _finish(analysis, config, result, as_json)
+
+
+@app.command()
+def analyse(
+    run_id: str,
+    problem: Annotated[str | None, typer.Option(help="Show this problem's rollouts.")] = None,
+    drill: Annotated[str | None, typer.Option(help="expansion, shrinkage, preserved or jointly_unsolved: "
+                                                    "per-problem counts and one correct rollout each.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Read a finished tir run: its summary, a support set with its rollouts, or one problem's rollouts."""
+    from diag.cli import emit
+    from diag.errors import DiagError
+    from diag.runs import RunStore
+    from diag.tir.analysis import ANALYSIS, Result
+
+    run = RunStore().get(run_id)
+    if run.analysis != ANALYSIS or not run.finished:
+        raise DiagError(f"run {run_id} is not a finished {ANALYSIS} run")
+    result = Result.load(run)
+    if problem is not None:
+        rollouts = result.rollouts_of(problem)
+        if not rollouts:
+            raise DiagError(f"run {run.run_id} has no problem {problem!r}")
+        emit({"problem_id": problem, "rollouts": [r.to_dict() for r in rollouts]}, as_json, run.run_id)
+        return
+    if drill is not None:
+        sets = result.support_sets()
+        if drill not in sets:
+            raise DiagError(f"unknown set {drill!r}: choose one of {', '.join(sets)}")
+        meta = {p["problem_id"]: p for p in result.problems}
+        rows = []
+        for pid in sets[drill]:
+            rollouts = result.rollouts_of(pid)
+            correct = next((r.response for r in rollouts if r.correct), None)
+            rows.append({**meta[pid], **{f"correct_{m}": sum(r.correct for r in rollouts if r.mode == m)
+                                         for m in ("tool", "text")}, "a_correct_response": correct})
+        emit({"set": drill, "problems": rows}, as_json, run.run_id)
+        return
+    summary = run.summary
+    if summary.get("warning"):
+        typer.echo(summary["warning"], err=True)
+    emit(summary, as_json, run.run_id)

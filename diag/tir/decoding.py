@@ -1,0 +1,128 @@
+"""Batched multi-turn sampling for any HF causal LM, with text injected mid-generation (tool output).
+
+``model.generate`` cannot append a different tool output to each sequence and continue, and re-encoding every
+turn would pay the prompt again for each sample. This decoder keeps one KV cache for the whole batch: the
+shared prompt is encoded once and its cache copied to every sample, and each step feeds every live sequence
+either its next sampled token or its queue of injected tokens. Sequences that need fewer tokens in a step get
+masked filler slots, so rows stay aligned while positions stay exact; an explicit 4D mask keeps every token
+attending to its own sequence's real tokens only. Finished rows are dropped from the cache as they end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from diag.errors import DiagError
+
+
+@dataclass
+class Sequence:
+    """One sample: ``pending`` tokens are fed before sampling resumes; ``generated`` counts sampled tokens only."""
+
+    pending: list[int]
+    tokens: list[int] = field(default_factory=list)  # everything after the prompt, sampled and injected
+    generated: int = 0
+    done: bool = False
+
+
+# Called after every sampled token: may ``inject`` tokens (tool output) or set ``seq.done``.
+OnToken = Callable[[int, Sequence], None]
+
+
+def inject(seq: Sequence, token_ids: list[int]) -> None:
+    """Queue text the model did not write (tool output) to be fed before the next sampled token."""
+    seq.pending.extend(token_ids)
+    seq.tokens.extend(token_ids)
+
+
+class BatchDecoder:
+    """Sample continuations of one prompt per group, ``copies`` samples per group, in one batched cache."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float, max_generated: int, generator: torch.Generator,
+                 pad_id: int) -> None:
+        if temperature <= 0:
+            raise DiagError(f"temperature must be > 0 for pass@k (got {temperature}); greedy samples are all equal")
+        self.model = model
+        self.temperature = temperature
+        self.max_generated = max_generated
+        self.generator = generator
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def prefix_cache(self, prefix_ids: list[int]) -> tuple[object, torch.Tensor]:
+        """Encode the prompt part every sequence shares; returns (cache, last-position logits)."""
+        ids = torch.tensor([prefix_ids], device=self.device)
+        out = self.model(input_ids=ids, use_cache=True)
+        return out.cache, out.logits[:, -1]
+
+    @torch.no_grad()
+    def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
+            ) -> list[Sequence]:
+        """Feed ``prefix + group_ids[g]`` and sample ``copies`` continuations of each; returns G*copies sequences."""
+        cache, _ = self.prefix_cache(prefix_ids)
+        n_prefix = len(prefix_ids)
+        groups = [Sequence(pending=list(ids)) for ids in group_ids]
+        cache.batch_repeat_interleave(len(groups))
+        valid = torch.ones(len(groups), n_prefix, dtype=torch.bool, device=self.device)
+        positions = torch.full((len(groups),), n_prefix, dtype=torch.long, device=self.device)
+        # Encode each group's own prompt once, then copy its cache to its samples.
+        logits, valid, positions = self._step(groups, cache, valid, positions)
+        cache.batch_repeat_interleave(copies)
+        valid = valid.repeat_interleave(copies, 0)
+        positions = positions.repeat_interleave(copies, 0)
+        logits = logits.repeat_interleave(copies, 0)
+        seqs = [Sequence(pending=[]) for _ in groups for _ in range(copies)]
+        live = list(range(len(seqs)))  # row r of the cache holds seqs[live[r]]
+        while live:
+            self._sample_into([seqs[i] for i in live], logits, on_token)
+            keep = [r for r, i in enumerate(live) if not seqs[i].done]
+            if len(keep) < len(live):
+                if not keep:
+                    break
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                valid, positions = valid[index], positions[index]
+                live = [live[r] for r in keep]
+            logits, valid, positions = self._step([seqs[i] for i in live], cache, valid, positions)
+        return seqs
+
+    def _sample_into(self, rows: list[Sequence], logits: torch.Tensor, on_token: OnToken) -> None:
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        sampled = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).tolist()
+        for seq, token in zip(rows, sampled, strict=True):
+            # The sampled token is fed next step; on_token may queue injected text after it (see ``inject``).
+            seq.pending.append(token)
+            seq.tokens.append(token)
+            seq.generated += 1
+            on_token(token, seq)
+            if seq.generated >= self.max_generated:
+                seq.done = True
+
+    def _step(self, rows: list[Sequence], cache: object, valid: torch.Tensor, positions: torch.Tensor,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feed each row's pending tokens (right-aligned, filler on the left) and return next-token logits."""
+        width = max(1, max(len(s.pending) for s in rows))
+        batch = len(rows)
+        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        real = torch.zeros(batch, width, dtype=torch.bool)
+        for r, seq in enumerate(rows):
+            feed = seq.pending
+            if feed:
+                ids[r, width - len(feed):] = torch.tensor(feed)
+                real[r, width - len(feed):] = True
+            seq.pending = []
+        ids, real = ids.to(self.device), real.to(self.device)
+        offsets = real.long().cumsum(1) - 1
+        pos = torch.where(real, positions[:, None] + offsets, positions[:, None])
+        all_valid = torch.cat([valid, real], dim=1)
+        past = valid.shape[1]
+        # Query j may see past slots and current slots <= j, all restricted to real tokens of its row.
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        visible = torch.cat([torch.ones(width, past, dtype=torch.bool, device=self.device), causal], dim=1)
+        mask = (visible[None] & all_valid[:, None, :])[:, None]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+        return out.logits[:, -1], all_valid, positions + real.sum(1)

@@ -1,0 +1,105 @@
+"""Import rollouts sampled elsewhere (vLLM or any engine) from JSONL, all or nothing.
+
+Schema, one JSON object per line:
+
+    {"problem_id": str, "mode": "tool" | "text", "sample": int >= 0, "response": str, "correct": bool,
+     optional: "answer": int | null, "generated_tokens": int, "tool_calls": int, "tool_input_tokens": int,
+     "tool_output_tokens": int, "first_call_token": int | null, "exec_statuses": [str], "finish": str,
+     "family": str, "level": int}
+
+Every line is validated before anything is returned; the first bad line raises ``DiagError`` naming its line
+number. Each problem needs rollouts in both modes, and (problem, mode, sample) must be unique.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from diag.errors import DiagError
+from diag.tir.rollouts import MODES, Rollout
+from diag.tir.sandbox import STATUSES
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "problem_id": str, "mode": str, "sample": int, "response": str, "correct": bool,
+}
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "answer": (int, type(None)), "generated_tokens": int, "tool_calls": int, "tool_input_tokens": int,
+    "tool_output_tokens": int, "first_call_token": (int, type(None)), "exec_statuses": list, "finish": str,
+    "family": str, "level": int,
+}
+
+
+def _check_type(lineno: int, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in types:  # JSON true is not an integer count
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise DiagError(f"line {lineno}: field {key!r} must be {names}, got {json.dumps(value)}")
+
+
+def parse_line(lineno: int, line: str) -> tuple[Rollout, dict[str, Any]]:
+    """One validated rollout and its problem metadata (family, level) from one JSONL line."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DiagError(f"line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(obj, dict):
+        raise DiagError(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise DiagError(f"line {lineno}: missing field(s) {', '.join(missing)}")
+    unknown = sorted(set(obj) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise DiagError(f"line {lineno}: unknown field(s) {', '.join(unknown)}")
+    for key, value in obj.items():
+        _check_type(lineno, key, value, {**_REQUIRED, **_OPTIONAL}[key])
+    if obj["mode"] not in MODES:
+        raise DiagError(f"line {lineno}: mode must be one of {', '.join(MODES)}, got {obj['mode']!r}")
+    if obj["sample"] < 0 or not obj["problem_id"]:
+        raise DiagError(f"line {lineno}: sample must be >= 0 and problem_id non-empty")
+    for key in ("generated_tokens", "tool_calls", "tool_input_tokens", "tool_output_tokens"):
+        if obj.get(key, 0) < 0:
+            raise DiagError(f"line {lineno}: {key} must be >= 0")
+    bad = [s for s in obj.get("exec_statuses", []) if s not in STATUSES]
+    if bad:
+        raise DiagError(f"line {lineno}: unknown exec status {bad[0]!r}; known: {', '.join(STATUSES)}")
+    meta = {"family": obj.pop("family", "imported"), "level": obj.pop("level", 0)}
+    return Rollout(**obj), meta
+
+
+def read_rollouts(path: Path) -> tuple[list[Rollout], dict[str, dict[str, Any]]]:
+    """All rollouts of a JSONL file and per-problem metadata, or a ``DiagError`` naming the first bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DiagError(f"rollout file {path} does not exist")
+    rollouts: list[Rollout] = []
+    meta: dict[str, dict[str, Any]] = {}
+    first_line: dict[str, int] = {}
+    seen: dict[tuple[str, str, int], int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            rollout, problem_meta = parse_line(lineno, line)
+            key = (rollout.problem_id, rollout.mode, rollout.sample)
+            if key in seen:
+                raise DiagError(f"line {lineno}: duplicate rollout {key} (first on line {seen[key]})")
+            seen[key] = lineno
+            first_line.setdefault(rollout.problem_id, lineno)
+            meta.setdefault(rollout.problem_id, problem_meta)
+            rollouts.append(rollout)
+    if not rollouts:
+        raise DiagError(f"rollout file {path} has no rollouts")
+    modes: dict[str, set[str]] = {}
+    for r in rollouts:
+        modes.setdefault(r.problem_id, set()).add(r.mode)
+    for problem_id, present in modes.items():
+        if present != set(MODES):
+            raise DiagError(f"line {first_line[problem_id]}: problem {problem_id!r} has rollouts for mode "
+                            f"{', '.join(sorted(present))} only; both tool and text are needed")
+    return rollouts, meta
