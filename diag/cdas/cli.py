@@ -80,7 +80,7 @@ def steer(
     concepts: Annotated[str, typer.Option(help="Comma-separated concepts.")] = "dogs,music,space,ocean",
     layer: Annotated[int, typer.Option(help="Decoder layer to steer at.")] = 10,
     steps: Annotated[int, typer.Option(help="Training steps of the rank-1 DIIs.")] = 8,
-    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from.")] = "2,6",
+    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from.")] = "3,10,30",
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 6,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 20,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",

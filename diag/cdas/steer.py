@@ -44,7 +44,7 @@ class Config:
     train_tokens: int = 12  # response tokens per example the losses see
     lr: float = 0.01
     init: str = "diffmean"  # start DAS/CDAS from the DiffMean direction ("random": a seeded random unit vector)
-    alphas: tuple[float, ...] = (2.0, 6.0)
+    alphas: tuple[float, ...] = (3.0, 10.0, 30.0)
     eval_prompts: int = 6  # held-out prompts per concept, split into two halves (choose alpha / report)
     max_new_tokens: int = 20
     dataset: str = ""  # JSONL path; empty = the committed dataset

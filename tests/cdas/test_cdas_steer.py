@@ -66,3 +66,38 @@ def test_dataset_errors_are_one_line(tmp_path) -> None:
         load_pairs(one, ("dogs",))
     with pytest.raises(DiagError, match="unknown concept 'cats'"):
         load_pairs(one, ("cats",))
+
+
+def test_residual_at_matches_full_capture(smollm2) -> None:
+    from diag.cdas.lm import residual_at
+    from probes import Site, get_backend
+
+    model, tokenizer = smollm2
+    ids = tokenizer("The early exit must not change the activation.", return_tensors="pt")["input_ids"]
+    site = Site(5, "resid_post")
+    full = get_backend("torch", model).run({"input_ids": ids}, capture=[site]).activations[site]
+    assert torch.equal(residual_at(model, 5, input_ids=ids), full)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["steer", "--concepts", "cats"], "unknown concept 'cats'"),
+    (["steer", "--dataset", "EMPTY"], "is empty"),
+    (["steer", "--dataset", "TRAIN_ONLY", "--concepts", "dogs"], "no heldout examples"),
+    (["train", "--layer", "99"], "layer 99 out of range"),
+    (["train", "--rank", "1000"], "rank 1000 out of range"),
+])
+def test_cli_bad_inputs_exit_2(tmp_path, args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "empty.jsonl").write_text("")
+    row = {"concept": "dogs", "instruction": "a", "response": "b", "concept_instruction": "c",
+           "concept_response": "d", "split": "train"}
+    (tmp_path / "train_only.jsonl").write_text(json.dumps(row) + "\n")
+    args = [a.replace("EMPTY", str(tmp_path / "empty.jsonl")).replace("TRAIN_ONLY", str(tmp_path / "train_only.jsonl"))
+            for a in args]
+    proc = subprocess.run([sys.executable, "-m", "diag.cli", "cdas", *args, "--json"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
