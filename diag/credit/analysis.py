@@ -46,7 +46,7 @@ class Config:
     policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), or a model with `reference`
     reference: str | None = None
     beta: float | None = None  # None: the beta recorded with the adapter
-    data: str = "heldout"  # "heldout" (generated pairs), or a JSONL file of pairs or (prompt, response) lines
+    data: str = "heldout"  # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
     n_pairs: int = 32  # per seed, for generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # each seed: fresh held-out pairs and its own bootstrap
     captum_steps: int = 8  # LayerIntegratedGradients steps; 0 skips the captum baseline
@@ -202,14 +202,14 @@ def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:
     """(seed, record) for every pair or response the run scores."""
     from diag.credit.data import make_pairs
 
-    if config.data == "heldout":
-        return [(seed, p.to_dict()) for seed in config.seeds for p in make_pairs("heldout", config.n_pairs, seed)]
+    if config.data in ("heldout", "train"):  # "train": fresh draws from the training templates and entities
+        return [(seed, p.to_dict()) for seed in config.seeds for p in make_pairs(config.data, config.n_pairs, seed)]
     return [(0, r) for r in read_jsonl(Path(config.data))]
 
 
 def with_data_hash(config: Config) -> Config:
     """Record the JSONL file's hash in the config (and so in the run id)."""
-    if config.data == "heldout":
+    if config.data in ("heldout", "train"):
         return config
     path = Path(config.data)
     if not path.is_file():
@@ -330,7 +330,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
     config = with_data_hash(config)
-    if config.data != "heldout":
+    if config.data not in ("heldout", "train"):
         read_jsonl(Path(config.data))  # bad lines fail here, before a run directory exists
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 

@@ -55,7 +55,7 @@ def score(
         "smollm2-dpo-credit"),
     reference: Annotated[str | None, typer.Option(help="Reference model when POLICY is a full model.")] = None,
     beta: Annotated[float | None, typer.Option(help="Beta; default: the one recorded with the adapter.")] = None,
-    data: Annotated[str, typer.Option(help="'heldout' (generated pairs) or a JSONL file.")] = "heldout",
+    data: Annotated[str, typer.Option(help="'heldout' or 'train' (generated pairs), or a JSONL file.")] = "heldout",
     n_pairs: Annotated[int, typer.Option(help="Generated pairs per seed.")] = 32,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (data and bootstrap).")] = "0,1,2",
     captum_steps: Annotated[int, typer.Option(help="Integrated-gradients steps; 0 skips captum.")] = 8,
