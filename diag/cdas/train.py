@@ -196,7 +196,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         loss.backward()
         optimiser.step()
         return {"dii": {k: v.detach().clone() for k, v in dii.state_dict().items()},
-                "optimiser": optimiser.state_dict(), "curve": [*state["curve"], float(loss)]}
+                "optimiser": optimiser.state_dict(), "curve": [*state["curve"], float(loss.detach())]}
 
     state = run_steps(run, config.steps, {"dii": dii.state_dict(), "optimiser": optimiser.state_dict(), "curve": []},
                       step, every=5, progress=progress, message=f"train {config.objective} DII")
