@@ -11,7 +11,7 @@ on the same states as baselines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,7 +76,6 @@ class PolicyResult:
 class Result:
     policies: dict[str, PolicyResult]
     topk_fraction: float
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         from diag.boundary.nld import top_k_overlap
@@ -106,12 +105,13 @@ class Result:
                     "topk_overlap": top_k_overlap(g, a, self.topk_fraction)} for m, a in p.attributions.items()}
 
     def save(self, run: Run) -> None:
-        for name, p in self.policies.items():
-            run.write_arrays(f"{name}", {**{f"G_{c}": d for c, d in p.directions.items()},
+        for i, p in enumerate(self.policies.values()):  # policy names may be paths: files are numbered
+            run.write_arrays(f"policy{i}", {**{f"G_{c}": d for c, d in p.directions.items()},
                                          **{f"attr_{m}": a for m, a in p.attributions.items()},
                                          "traces": p.traces, "trace_episode": p.trace_episode})
-        run.write_json("tables.json", {n: {"game": p.game, "lambdas": p.lambdas, "scores": p.scores}
-                                       for n, p in self.policies.items()} | {"topk_fraction": self.topk_fraction})
+        run.write_json("tables.json", {"order": list(self.policies), "topk_fraction": self.topk_fraction,
+                                       "policies": {n: {"game": p.game, "lambdas": p.lambdas, "scores": p.scores}
+                                                    for n, p in self.policies.items()}})
         run.write_figure("lambda_table", self.lambda_figure())
         run.write_figure("principal_directions", self.direction_figure())
         run.write_figure("oscillation", self.oscillation_figure())
@@ -122,15 +122,14 @@ class Result:
     @classmethod
     def load(cls, run: Run) -> Result:
         tables = run.read_json("tables.json")
-        topk = tables.pop("topk_fraction")
         policies = {}
-        for name, t in tables.items():
-            arrays = run.read_arrays(name)
+        for i, name in enumerate(tables["order"]):  # json keys come back sorted; order matters for the figures
+            t, arrays = tables["policies"][name], run.read_arrays(f"policy{i}")
             policies[name] = PolicyResult(
                 t["game"], t["lambdas"], t["scores"],
                 {k[2:]: v for k, v in arrays.items() if k.startswith("G_")}, arrays["traces"],
                 arrays["trace_episode"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")})
-        return cls(policies, topk)
+        return cls(policies, tables["topk_fraction"])
 
     # -- figures ---------------------------------------------------------------------------------
     def lambda_figure(self) -> Figure:
