@@ -245,6 +245,30 @@ class Result:
         return fig
 
 
+def export_jsonl(run: Run, path: Path) -> dict[str, int]:
+    """Write a run's rollouts in the import schema; for an unfinished run, those of problems done in both modes.
+
+    This is how a killed or still-running sampling job can be analysed early: export, then ``diag tir import``.
+    """
+    if run.finished:
+        result = Result.load(run)
+        rollouts, problems = [r.to_dict() for r in result.rollouts], result.problems
+    else:
+        state = run.load_checkpoint()
+        if state is None or "state" not in state:
+            raise DiagError(f"run {run.run_id} has neither a result nor a checkpoint to export")
+        rollouts = state["state"]["rollouts"]
+        config = run.config
+        problems = [p.to_dict() for p in make_suite(config["per_cell"], config["suite_seed"])]
+    modes: dict[str, set[str]] = {}
+    for r in rollouts:
+        modes.setdefault(r["problem_id"], set()).add(r["mode"])
+    meta = {p["problem_id"]: {"family": p["family"], "level": p["level"]} for p in problems}
+    complete = [r for r in rollouts if modes[r["problem_id"]] == set(MODES)]
+    Path(path).write_text("".join(json.dumps({**r, **meta[r["problem_id"]]}) + "\n" for r in complete))
+    return {"rollouts": len(complete), "problems": len({r["problem_id"] for r in complete})}
+
+
 def _select_problems(config: Config) -> list[dict[str, Any]]:
     unknown = [f for f in config.families if f not in FAMILIES] + [str(v) for v in config.levels if v not in LEVELS]
     if unknown:

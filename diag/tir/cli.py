@@ -72,6 +72,8 @@ def analyse(
     problem: Annotated[str | None, typer.Option(help="Show this problem's rollouts.")] = None,
     drill: Annotated[str | None, typer.Option(help="expansion, shrinkage, preserved or jointly_unsolved: "
                                                     "per-problem counts and one correct rollout each.")] = None,
+    export_jsonl: Annotated[Path | None, typer.Option(help="Write the rollouts in the import schema; works on "
+                                                           "an unfinished run's checkpoint too.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Read a finished tir run: its summary, a support set with its rollouts, or one problem's rollouts."""
@@ -79,8 +81,12 @@ def analyse(
     from diag.errors import DiagError
     from diag.runs import RunStore
     from diag.tir.analysis import ANALYSIS, Result
+    from diag.tir.analysis import export_jsonl as export
 
     run = RunStore().get(run_id)
+    if run.analysis == ANALYSIS and export_jsonl is not None:
+        emit({"exported": str(export_jsonl), **export(run, export_jsonl)}, as_json, run.run_id)
+        return
     if run.analysis != ANALYSIS or not run.finished:
         raise DiagError(f"run {run_id} is not a finished {ANALYSIS} run")
     result = Result.load(run)

@@ -103,3 +103,27 @@ def test_unflagged_when_sandbox_is_healthy(tmp_path):
     lines = [line.replace("infra_error", "error") for line in _suite_lines()]
     result = analysis.run(analysis.import_config(_write(tmp_path, lines)))
     assert not result.summary()["execution_audit"]["flagged"] and result.summary()["warning"] is None
+
+
+def test_export_round_trip_and_partial_checkpoint(tmp_path):
+    from diag.tir.problems import make_suite
+
+    path = _write(tmp_path, _suite_lines())
+    store = RunStore()
+    config = analysis.import_config(path, n_bootstrap=200)
+    first = analysis.run(config, store=store)
+    run = store.open(analysis.ANALYSIS, config_to_dict(config))
+    exported = tmp_path / "exported.jsonl"
+    assert analysis.export_jsonl(run, exported) == {"rollouts": 24, "problems": 3}
+    again = analysis.run(analysis.import_config(exported, n_bootstrap=200), store=store)
+    assert again.summary()["pass@4"] == first.summary()["pass@4"]
+    # A killed sampling run: only problems finished in both modes are exported, with their family and level.
+    sampling = analysis.Config(per_cell=1)
+    partial = store.open(analysis.ANALYSIS, config_to_dict(sampling))
+    ids = [p.problem_id for p in make_suite(per_cell=1)]
+    rows = [{"problem_id": ids[0], "mode": m, "sample": s, "response": "Answer: 1", "correct": s == 0}
+            for m in ("tool", "text") for s in range(2)]
+    rows.append({"problem_id": ids[1], "mode": "tool", "sample": 0, "response": "", "correct": False})
+    partial.save_checkpoint({"loop_step": 3, "state": {"rollouts": rows}})
+    assert analysis.export_jsonl(partial, exported) == {"rollouts": 4, "problems": 1}
+    assert json.loads(exported.read_text().splitlines()[0])["family"] == "arithmetic"

@@ -1,0 +1,98 @@
+"""The batched multi-turn decoder against plain forward passes, the answer/tool protocol, and an end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diag.errors import DiagError
+from diag.tir import analysis
+from diag.tir.decoding import BatchDecoder, inject
+from diag.tir.rollouts import extract_answer, prompt_prefix, tool_feedback
+from diag.tir.sandbox import ExecResult
+
+
+def test_batched_decoding_with_injection_matches_unpadded_forward(smollm2):
+    """Every sampled token's logits equal a plain forward of that sequence alone, despite padding and injection."""
+    model, tok = smollm2
+    prefix = tok("Question: What is 2 + 3?\nAnswer: 5\n\n").input_ids
+    groups = [tok("Question: What is 17 + 25?\n").input_ids,
+              tok("Question: What is the remainder when 100 is divided by 7?\n").input_ids]
+    injected = tok("\n<interpreter>42</interpreter>\n", add_special_tokens=False).input_ids
+
+    def on_token(token, seq):
+        if seq.generated == 2:
+            inject(seq, injected)  # a different number of tokens than other rows feed in the same step
+        if seq.generated >= 5:
+            seq.done = True
+
+    decoder = BatchDecoder(model, 1.0, 20, torch.Generator().manual_seed(0), tok.eos_token_id)
+    seen: list[tuple[object, torch.Tensor]] = []
+    sample = decoder._sample_into
+
+    def recording(rows, logits, callback):
+        seen.extend((row, logits[i].clone()) for i, row in enumerate(rows))
+        sample(rows, logits, callback)
+
+    decoder._sample_into = recording
+    seqs = decoder.run(prefix, groups, 2, on_token)
+    assert [s.generated for s in seqs] == [5, 5, 5, 5]
+    worst = 0.0
+    for index, seq in enumerate(seqs):
+        start = len(prefix) + len(groups[index // 2])
+        with torch.no_grad():
+            reference = model(torch.tensor([prefix + groups[index // 2] + seq.tokens])).logits[0]
+        sampled_at = [i for i in range(len(seq.tokens)) if not 2 <= i < 2 + len(injected)]
+        mine = [logits for row, logits in seen if row is seq]
+        assert len(mine) == len(sampled_at) == 5
+        for logits, i in zip(mine, sampled_at, strict=True):
+            worst = max(worst, float((logits - reference[start + i - 1]).abs().max()))
+    assert worst < 1e-3  # float32 with a different summation order only
+
+
+def test_zero_temperature_is_rejected(smollm2):
+    model, tok = smollm2
+    with pytest.raises(DiagError, match="temperature must be > 0"):
+        BatchDecoder(model, 0.0, 8, torch.Generator(), tok.eos_token_id)
+
+
+def test_answer_extraction_ignores_tool_output():
+    assert extract_answer("<code>print(2)</code>\n<interpreter>Answer: 7</interpreter>\nAnswer: 1,024\n") == 1024
+    assert extract_answer("Answer: -12") == -12
+    assert extract_answer("<interpreter>Answer: 7</interpreter>") is None
+    assert extract_answer("the answer is 5") is None
+
+
+def test_tool_feedback_shows_what_a_terminal_would():
+    assert tool_feedback(ExecResult("ok", stdout="103\n")) == "103"
+    err = ExecResult("error", exit_code=1, stderr="Traceback ...\n  File x\nNameError: name 'y' is not defined\n")
+    assert tool_feedback(err) == "NameError: name 'y' is not defined"
+    assert "TimeoutError" in tool_feedback(ExecResult("timeout"))
+    assert tool_feedback(ExecResult("ok", stdout="9" * 1000)).endswith("...(truncated)")
+
+
+def test_prompts_document_the_format():
+    assert "<code>print(37 * 41)</code>\n<interpreter>1517</interpreter>\nAnswer: 1517" in prompt_prefix("tool")
+    assert "<code>" not in prompt_prefix("text") and "Answer: 1517" in prompt_prefix("text")
+
+
+@pytest.mark.slow
+def test_sampled_run_end_to_end(smollm2):
+    """Real SmolLM2 on 2 arithmetic problems, 3 samples per mode: counts, audit and reload are consistent."""
+    config = analysis.Config(per_cell=1, families=("arithmetic",), levels=(1, 2), n_samples=3, max_new_tokens=24,
+                             problems_per_batch=2, device="cpu")
+    result = analysis.run(config)
+    summary = result.summary()
+    assert len(result.rollouts) == 2 * 2 * 3 and summary["samples_per_problem_per_mode"] == 3
+    tool = [r for r in result.rollouts if r.mode == "tool"]
+    text = [r for r in result.rollouts if r.mode == "text"]
+    assert all(r.tool_calls == 0 and not r.exec_statuses for r in text)
+    assert sum(r.tool_calls for r in tool) == summary["execution_audit"]["executions"]
+    assert summary["execution_audit"]["infra_errors"] == 0 and summary["source"]["isolation"] in ("bwrap", "rlimits")
+    for r in result.rollouts:  # every label is the exact check of the extracted answer
+        answer = {p["problem_id"]: p["answer"] for p in result.problems}[r.problem_id]
+        assert r.correct == (extract_answer(r.response) == answer)
+    curve = summary["pass@3"]["tool"]
+    assert curve["low"] <= curve["value"] <= curve["high"]
+    assert summary["pass@1"]["tool"]["value"] == pytest.approx(sum(r.correct for r in tool) / len(tool))
+    assert analysis.run(config).summary()["expansion"] == summary["expansion"]  # reloaded, not resampled
