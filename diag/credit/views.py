@@ -118,5 +118,6 @@ def figures(items: list[Any]) -> dict[str, Any]:
     right.set_xticks(np.arange(len(types)) + 0.4 - width / 2, types, rotation=20)
     right.axhline(0, color="k", lw=0.6)
     right.set_ylabel("mean r_t")
+    right.legend()
     out["reward_by_position_and_type"] = fig
     return out
