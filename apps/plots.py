@@ -51,8 +51,8 @@ def lines_with_bands(x: np.ndarray, series: dict[str, tuple[np.ndarray, np.ndarr
         fig.line(x, y, line_color=colour, line_width=2, legend_label=name)
         fig.scatter(x, y, color=colour, size=5, legend_label=name)
     fig.add_tools(HoverTool(tooltips=[(x_label, "@x"), (y_label, "@y{0.000}")]))
-    fig.legend.location = "bottom_right"
     fig.legend.click_policy = "hide"
+    fig.add_layout(fig.legend[0], "right")  # beside the plot, never over the data
     return fig
 
 

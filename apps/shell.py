@@ -9,8 +9,10 @@ import panel as pn
 PAGES: list[tuple[str, str]] = [
     ("runs", "Runs"),
     ("capture", "Capture"),
+    ("cdas", "CDAS steering"),
     ("boundary", "Boundary"),
     ("credit", "Credit"),
+    ("tir", "TIR"),
 ]
 
 NAV_CSS = """

@@ -32,10 +32,10 @@ def headline(info: RunInfo, limit: int = 3) -> str:
 
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
     rows = [{
-        "run": info.run_id, "analysis": info.analysis, "status": info.status, "group": info.group_name or "",
-        "updated (UTC)": when(info.updated), "headline": headline(info), "report": report_link(info.run_id, "open"),
-    } for info in infos]
-    return pd.DataFrame(rows, columns=["run", "analysis", "status", "group", "updated (UTC)", "headline", "report"])
+        "run": info.run_id, "status": info.status, "group": info.group_name or "",
+        "updated, UTC": when(info.updated), "headline": headline(info), "report": report_link(info.run_id, "open"),
+    } for info in infos]  # the run id starts with the analysis name, so no separate column
+    return pd.DataFrame(rows, columns=["run", "status", "group", "updated, UTC", "headline", "report"])
 
 
 def comparison_frames(store: RunStore, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,8 +69,7 @@ def page() -> Any:
     refresh = pn.widgets.Button(name="Refresh", button_type="default", sizing_mode="stretch_width")
     runs_table = table(runs_frame([]), selectable="checkbox", layout="fit_columns",
                        formatters={"report": {"type": "html"}, "headline": {"type": "textarea"}},
-                       widths={"run": 245, "analysis": 135, "status": 80, "group": 70, "updated (UTC)": 150,
-                               "report": 75},
+                       widths={"run": 285, "status": 90, "group": 80, "updated, UTC": 150, "report": 80},
                        pagination="local", page_size=15, css_classes=["runs-table"])
     count = pn.pane.Markdown("", margin=(0, 10))
     detail = pn.Column(sizing_mode="stretch_width")

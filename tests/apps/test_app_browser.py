@@ -27,8 +27,10 @@ from apps.shell import PAGES
 from diag import capture
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
+from diag.cdas import steer, toy
 from diag.credit import analysis as credit
 from diag.runs import RunStore
+from diag.tir import analysis as tir
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +57,12 @@ def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> 
     boundary.run(boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
                                  attribution_states=2, ig_steps=2), store=store)
     episodes.run(episodes.Config(episodes=1, max_steps=20, random_baseline=False), store=store)
-    # Credit between two real models sharing a tokenizer (SmolLM2 against the tiny Llama as reference).
-    credit.run(credit.Config(policy="smollm2-135m-instruct", reference=str(tiny_llama_dir), beta=0.1, n_pairs=2,
-                             seeds=(0,), captum_steps=0, n_boot=50, device="cpu"), store=store)
+    credit.run(credit.Config(n_pairs=2, seeds=(0,), captum_steps=0, n_boot=50, device="cpu"), store=store)
+    steer.run(steer.Config(concepts=("dogs",), steps=1, alphas=(1.0,), eval_prompts=2, max_new_tokens=4,
+                           train_tokens=4), store=store)
+    toy.run(toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",)), store=store)
+    tir.run(tir.Config(per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2, max_new_tokens=24,
+                       problems_per_batch=1, workers=1, n_bootstrap=100), store=store)
     return home
 
 
@@ -102,7 +107,7 @@ class Watched:
         self.base = base
         self.errors: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and not m.text.startswith(BENIGN)
-                     and self.errors.append(f"console: {m.text}"))
+                     and self.errors.append(f"console: {m.text} ({m.location.get('url')})"))
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
 
@@ -131,6 +136,9 @@ EXPECTED = {
     "capture": ["predicts the next token", "mean token norm"],
     "boundary": ["Λ across shifts", "Step 0 of", "G_S overlay opacity"],
     "credit": ["rejected answer", "Localisation of the known span", "preference accuracy"],
+    "tir": ["Support sets", "With the tool", "Expected answer", "tool solved"],
+    "cdas": ["Held-out judge scores", "Stored held-out generations", "Ground truth: does DAS/CDAS",
+             "Generate with and without"],
 }
 
 
@@ -170,6 +178,24 @@ def test_capture_launched_from_the_ui_appears_with_its_stored_result(browser, se
     expect(page.get_by_text("predicts the next token")).to_contain_text(
         f"predicts the next token {runs[0].summary['next_token'].strip()}")
     expect(page.locator(".job-status")).to_contain_text("capture: done in")
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_live_steering_from_the_ui_shows_answers_with_and_without_the_clamp(browser, server) -> None:
+    base, log_path = server
+    watched = Watched(browser, base)
+    watched.open("cdas")
+    page = watched.page
+    page.get_by_label("Prompt", exact=True).fill("Write one sentence about your morning.")
+    page.get_by_label("New tokens", exact=True).fill("8")
+    page.get_by_role("button", name="Generate with and without steering").click()
+    answers = page.locator(".steer-answers")
+    expect(answers.get_by_text("Without steering")).to_be_visible(timeout=120000)
+    expect(answers.get_by_text("With steering: elicit dogs with cdas")).to_be_visible()
+    texts = [t.strip() for t in answers.locator(".answer p").all_inner_texts()]
+    assert len(texts) == 2 and all(texts)
+    expect(page.locator(".job-status").last).to_contain_text("steer: done in")
     assert watched.errors == [] and server_errors(log_path) == []
     page.close()
 
@@ -230,7 +256,8 @@ def test_eight_concurrent_sessions_are_served_without_errors(server) -> None:
         page = await context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("console", lambda m: m.type == "error" and errors.append(f"{m.text} ({m.location.get('url')})"))
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
         slug = slugs[index % len(slugs)]
         await page.goto(f"{base}/{slug}", wait_until="networkidle", timeout=120000)
         await page.locator("nav a.active").wait_for(timeout=120000)

@@ -1,0 +1,243 @@
+"""CDAS page: train (or load) rank-1 steering directions and steer a chat LM with an alpha slider.
+
+Training and the held-out evaluation are ``cdas-steer`` runs. A stored run gives, per concept and method, a
+unit direction v and the mean source projections m+ / m-; steering clamps h' = h + (alpha*m - v^T h) v at the
+run's layer on every generated step. The live panel generates with and without that clamp side by side for
+any prompt and alpha (new generations, on the worker thread); the stored held-out scores are only displayed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import panel as pn
+
+from apps import plots, shell
+from apps.jobs import JobPanel
+from apps.launch import Launcher
+from apps.views import RunPicker, report_link, stored_figures, table
+from diag.cdas import steer
+from diag.errors import DiagError
+from diag.runs import RunStore
+
+INTRO = (
+    "**Can one rank-1 direction trained with CDAS (Jensen-Shannon distribution matching on distributed "
+    "interchange interventions) steer a chat LM both ways?** Train directions for chosen concepts at one layer "
+    "(sidebar), or load a stored run; then steer any prompt with the alpha slider and compare the answers with "
+    "and without steering. Elicit clamps to α·m+ (mean projection on concept prompts), suppress to α·m−."
+)
+ANSWER_CSS = """
+.answer { border: 1px solid #d8dee6; border-radius: 6px; padding: 8px 12px; background: #fff; min-height: 90px; }
+.answer h4 { margin: 0 0 6px 0; font-size: 13px; color: #2f5d8a; }
+.answer p { white-space: pre-wrap; font-size: 14px; margin: 0; }
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _model(name: str, device: str) -> tuple[Any, Any]:
+    """The last model used for live steering stays in memory (only the worker thread calls this)."""
+    from diag.zoo import load_lm
+
+    return load_lm(name, device)
+
+
+def steer_prompt(config: dict[str, Any], vector: np.ndarray, target: float, prompt: str,
+                 max_new_tokens: int) -> tuple[str, str]:
+    """(unsteered answer, steered answer) of the run's model for ``prompt``; greedy decoding."""
+    import torch
+
+    from diag.cdas.lm import generate
+
+    if not prompt.strip():
+        raise DiagError("empty prompt")
+    model, tokenizer = _model(config["model"], config["device"])
+    plain = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]
+    clamp = steer._clamp_fn(torch.tensor(vector, dtype=torch.float32)[None], torch.tensor([target]))
+    steered = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, layer=config["layer"], fn=clamp)[0]
+    return plain, steered
+
+
+def answer_card(title: str, text: str) -> pn.pane.HTML:
+    import html
+
+    return pn.pane.HTML(f'<div class="answer"><h4>{html.escape(title)}</h4><p>{html.escape(text)}</p></div>',
+                        stylesheets=[ANSWER_CSS], sizing_mode="stretch_width")
+
+
+def sweep_figure(result: steer.Result, concept: str, direction: str) -> Any:
+    """Held-out half A: concept score and fluency against alpha, per method, for one concept and direction."""
+    rows = [r for r in result.alpha_sweep if r["concept"] == concept and r["direction"] == direction]
+    alphas = np.array(sorted({r["alpha"] for r in rows}), dtype=float)
+    series = {}
+    for method in steer.VECTOR_METHODS:
+        by_alpha = {r["alpha"]: r for r in rows if r["method"] == method}
+        if by_alpha:
+            series[f"{method} concept score"] = (np.array([by_alpha[a]["concept_score"] for a in alphas]), None, None)
+            series[f"{method} fluency"] = (np.array([by_alpha[a]["fluency"] for a in alphas]), None, None)
+    fig = plots.lines_with_bands(alphas, series, title=f"{concept}, {direction}: judge scores vs α (held-out half A)",
+                                 x_label="steering factor α", y_label="judge score (0–2)", height=300)
+    fig.y_range.start, fig.y_range.end = 0, 2.05
+    return fig
+
+
+def examples_frame(result: steer.Result, concept: str, direction: str) -> pd.DataFrame:
+    """Stored held-out generations: one row per prompt, one column per method (answer and score)."""
+    rows: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    for ex in result.examples:  # every method answers the same held-out pairs in the same order
+        if ex["concept"] != concept or ex["direction"] != direction:
+            continue
+        index = seen[ex["method"]] = seen.get(ex["method"], -1) + 1
+        if index == len(rows):
+            rows.append({})
+        if ex["method"] != "prompting":
+            rows[index]["prompt"] = ex["prompt"]
+        rows[index][ex["method"]] = f"{ex['answer']}  [score {ex['score']:.2f}, α={ex['alpha']:g}]"
+    return pd.DataFrame(rows, columns=["prompt", *steer.METHODS]).fillna("")
+
+
+def toy_view(store: RunStore) -> list[Any]:
+    """The newest hierarchical-equality ground-truth run: IIA of aligned DIIs against misaligned controls."""
+    from diag.cdas import toy
+
+    infos = store.list(analysis=toy.ANALYSIS, status="finished")
+    if not infos:
+        return [pn.pane.Markdown("_No ground-truth (cdas-toy) run stored yet: `diag cdas toy` makes one._")]
+    run = store.get(infos[0].run_id)
+    result = toy.Result.load(run)
+    summary = run.summary
+    rows = []
+    for objective, per_var in result.aligned.items():
+        for variable in per_var:
+            ci = summary[f"iia_{objective}_{variable}"]
+            rows.append({"intervention": f"{objective} on {variable}", "kind": "aligned",
+                         "IIA [95% Wilson CI]": f"{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"})
+    for name in result.controls:
+        ci = summary[f"control_iia_{name}"]
+        rows.append({"intervention": name, "kind": "control",
+                     "IIA [95% Wilson CI]": f"{ci['value']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"})
+    return [pn.pane.Markdown(f"Hierarchical equality O = (W==X) == (Y==Z), MLP accuracy {result.mlp_accuracy:.3f}, "
+                             f"{result.eval_pairs} interchange pairs. Aligned DIIs should be near 1, controls near "
+                             f"0.5–0.73 · {report_link(run.run_id)}"),
+            table(pd.DataFrame(rows), css_classes=["toy-table"])]
+
+
+class LiveSteer(pn.viewable.Viewer):
+    """Prompt, method, direction and alpha -> answers with and without the clamp, generated off the UI thread."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.concept = pn.widgets.Select(name="Concept", options=[], width=160)
+        self.method = pn.widgets.Select(name="Direction from", options=list(steer.VECTOR_METHODS), value="cdas",
+                                        width=140)
+        self.direction = pn.widgets.RadioButtonGroup(name="Steer", options=list(steer.DIRECTIONS), value="elicit",
+                                                     button_type="default")
+        self.alpha = pn.widgets.FloatSlider(name="α (steering factor)", start=0.0, end=8.0, step=0.25, value=2.0,
+                                            sizing_mode="stretch_width")
+        self.prompt = pn.widgets.TextAreaInput(name="Prompt", value="", height=70, sizing_mode="stretch_width")
+        self.tokens = pn.widgets.IntInput(name="New tokens", value=32, start=4, end=256, width=110)
+        self.button = pn.widgets.Button(name="Generate with and without steering", button_type="primary", width=300)
+        self.job = JobPanel()
+        self.answers = pn.Row(sizing_mode="stretch_width", css_classes=["steer-answers"])
+        self.run_config: dict[str, Any] | None = None
+        self.result: steer.Result | None = None
+        self.button.on_click(self._generate)
+        self._layout = pn.Column(
+            pn.Row(self.concept, self.method, pn.Column(pn.pane.Markdown("Steer", margin=(0, 5)), self.direction),
+                   self.tokens, sizing_mode="stretch_width"),
+            self.alpha, self.prompt, self.button, self.job, self.answers, sizing_mode="stretch_width")
+
+    def __panel__(self) -> pn.Column:
+        return self._layout
+
+    def set_run(self, config: dict[str, Any], result: steer.Result) -> None:
+        self.run_config, self.result = config, result
+        concepts = sorted({k.split("/")[0] for k in result.vectors})
+        self.concept.options = concepts
+        self.concept.value = concepts[0] if concepts else None
+        self.alpha.end = max(8.0, 2 * max(config["alphas"]))
+        chosen = result.alphas.get(f"{self.concept.value}/{self.method.value}/{self.direction.value}")
+        self.alpha.value = float(chosen) if chosen is not None else 2.0
+        neutral = [ex["prompt"] for ex in result.examples if ex["direction"] == "elicit" and ex["method"] == "cdas"]
+        self.prompt.value = neutral[0] if neutral else "Describe your favourite weekend."
+        self.answers[:] = []
+
+    async def _generate(self, _: Any) -> None:
+        if self.result is None or self.run_config is None or self.concept.value is None:
+            self.job.show_error("Load a stored cdas-steer run first (or train one from the sidebar).")
+            return
+        key = f"{self.concept.value}/{self.method.value}"
+        vector = self.result.vectors[key]
+        m = self.result.projections[key]["m_plus" if self.direction.value == "elicit" else "m_minus"]
+        target = self.alpha.value * m
+        config, prompt, tokens = self.run_config, self.prompt.value, self.tokens.value
+        label = f"{self.direction.value} {self.concept.value} with {self.method.value}, α={self.alpha.value:g}"
+        self.button.disabled = True
+        try:
+            out = await self.job.run("steer", lambda _progress: steer_prompt(config, vector, target, prompt, tokens))
+        finally:
+            self.button.disabled = False
+        if out is not None:
+            self.answers[:] = [answer_card("Without steering", out[0]),
+                               answer_card(f"With steering: {label} (target v·h = {target:.3g})", out[1])]
+
+
+def page() -> Any:
+    store = RunStore()
+    picker = RunPicker(steer.ANALYSIS, store, describe=lambda i: ", ".join(i.summary.get("concepts", [])))
+    live = LiveSteer()
+    stored = pn.Column(sizing_mode="stretch_width")
+    header = pn.pane.Markdown("", sizing_mode="stretch_width")
+
+    def show_stored(*_: Any) -> None:
+        if live.result is None or live.concept.value is None:
+            stored[:] = []
+            return
+        concept, direction = live.concept.value, live.direction.value
+        stored[:] = [
+            pn.pane.Bokeh(sweep_figure(live.result, concept, direction)),
+            pn.pane.Markdown(f"**Stored held-out generations** ({concept}, {direction}; α chosen on half A, "
+                             "scored by the offline judge on half B)"),
+            table(examples_frame(live.result, concept, direction), layout="fit_columns",
+                  formatters={m: {"type": "textarea"} for m in ("prompt", *steer.METHODS)}),
+        ]
+
+    def show(*_: Any) -> None:
+        if picker.value is None:
+            header.object = "_No cdas-steer runs yet: train directions from the sidebar._"
+            return
+        try:
+            run = store.get(picker.value)
+            result = steer.Result.load(run)
+        except DiagError as exc:
+            header.object = f"**Cannot load this run:** {exc}"
+            return
+        live.set_run(run.config, result)
+        scores = pd.DataFrame([{"method": m, **{d: f"{v:.3f}" for d, v in per.items()}}
+                               for m, per in result.table().items()])
+        header.object = (f"Model `{run.config['model']}`, layer {run.config['layer']}, concepts "
+                         f"{', '.join(run.config['concepts'])} · judge: {result.judge} · {report_link(run.run_id)}")
+        summary_table[:] = [table(scores, css_classes=["cdas-scores"])]
+        figures[:] = [stored_figures(run, width=560)]
+        show_stored()
+
+    summary_table = pn.Column(sizing_mode="stretch_width")
+    figures = pn.Column(sizing_mode="stretch_width")
+
+    def done(run_id: str) -> None:
+        picker.refresh(select=run_id)
+        show()
+
+    picker.select.param.watch(show, "value")
+    live.concept.param.watch(show_stored, "value")
+    live.direction.param.watch(show_stored, "value")
+    show()
+    launcher = Launcher(steer, store, done, title="Train steering directions", button="Train and evaluate")
+    main = [picker, header, pn.pane.Markdown("### Steer"), live,
+            pn.pane.Markdown("### Held-out judge scores (mean over concepts, 0–2)"), summary_table, stored,
+            pn.pane.Markdown("### Stored figures (as in the report)"), figures,
+            pn.pane.Markdown("### Ground truth: does DAS/CDAS find known variables?"), *toy_view(store)]
+    return shell.page("cdas", "CDAS steering", INTRO, main, [launcher])
