@@ -355,5 +355,5 @@ def audit_config(scale: float = 1.0) -> Config:
     """Two concepts, a few training steps and one alpha at scale 1 (CPU minutes); the full study at scale >= 8."""
     if scale >= 8:
         return Config()
-    return Config(concepts=("dogs", "music"), steps=max(2, int(4 * scale)), alphas=(2.0,), eval_prompts=4,
+    return Config(concepts=("dogs", "music"), steps=max(2, int(4 * scale)), alphas=(10.0,), eval_prompts=4,
                   max_new_tokens=16)

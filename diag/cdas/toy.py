@@ -304,7 +304,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 def _headline(summary: dict[str, Any]) -> list[Any]:
     from diag.report.sections import Metric
 
-    keys = [k for k in summary if k.startswith(("iia_", "control_iia_"))]
+    keys = [k for k, v in summary.items() if k.startswith(("iia_", "control_iia_")) and isinstance(v, dict)]
     return [Metric(k, summary[k]["value"], summary[k]["low"], summary[k]["high"]) for k in keys]
 
 
