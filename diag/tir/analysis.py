@@ -159,8 +159,9 @@ class Result:
         split = four_way_split(*self.pass_curves().values())
         k_report = sorted({1, self.k_max} | {k for k in (4, 16, 64, 256) if k < self.k_max})
         audit = self.audit()
+        warnings = [w for w in (audit["warning"], self.source.get("isolation_warning")) if w]
         summary: dict[str, Any] = {
-            "warning": audit["warning"],
+            "warning": " | ".join(warnings) if warnings else None,
             "problems": len(self.problems),
             "samples_per_problem_per_mode": self.k_max,
             "source": self.source,
