@@ -33,9 +33,9 @@ def headline(info: RunInfo, limit: int = 3) -> str:
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
     rows = [{
         "run": info.run_id, "status": info.status, "group": info.group_name or "",
-        "updated, UTC": when(info.updated), "headline": headline(info), "report": report_link(info.run_id, "open"),
+        "updated, UTC": when(info.updated), "headline": headline(info), "HTML": report_link(info.run_id, "report"),
     } for info in infos]  # the run id starts with the analysis name, so no separate column
-    return pd.DataFrame(rows, columns=["run", "status", "group", "updated, UTC", "headline", "report"])
+    return pd.DataFrame(rows, columns=["run", "status", "group", "updated, UTC", "headline", "HTML"])
 
 
 def comparison_frames(store: RunStore, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -68,8 +68,8 @@ def page() -> Any:
     group = pn.widgets.Select(name="Group", options=[ALL], value=ALL, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="Refresh", button_type="default", sizing_mode="stretch_width")
     runs_table = table(runs_frame([]), selectable="checkbox", layout="fit_columns",
-                       formatters={"report": {"type": "html"}, "headline": {"type": "textarea"}},
-                       widths={"run": 285, "status": 90, "group": 80, "updated, UTC": 150, "report": 80},
+                       formatters={"HTML": {"type": "html"}, "headline": {"type": "textarea"}},
+                       widths={"run": 285, "status": 90, "group": 80, "updated, UTC": 150, "HTML": 80},
                        pagination="local", page_size=15, css_classes=["runs-table"])
     count = pn.pane.Markdown("", margin=(0, 10))
     detail = pn.Column(sizing_mode="stretch_width")

@@ -99,8 +99,8 @@ def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
     k_max = summary["samples_per_problem_per_mode"]
     at_k = summary.get(f"split_at_k{k_max}", {})
     at_1 = summary.get("split_at_k1", {})
-    return pd.DataFrame([{"set": name.replace("_", " "), "share at k=1": f"{at_1.get(name, 0):.3f}",
-                          f"share at k={k_max}": f"{value:.3f}"} for name, value in at_k.items()])
+    return pd.DataFrame([{"set": name.replace("_", " "), "k=1": f"{at_1.get(name, 0):.3f}",
+                          f"k={k_max}": f"{value:.3f}"} for name, value in at_k.items()])
 
 
 class DrillDown(pn.viewable.Viewer):
@@ -110,8 +110,8 @@ class DrillDown(pn.viewable.Viewer):
         super().__init__(**params)
         self.table = table(pd.DataFrame(), selectable=1, pagination="local", page_size=10, layout="fit_columns",
                            formatters={"question": {"type": "textarea"}}, css_classes=["problems-table"],
-                           widths={"problem": 150, "family": 110, "level": 60, "tool solved": 95,
-                                   "text solved": 95, "support set": 130})
+                           widths={"problem": 160, "family": 120, "level": 75, "tool solved": 115,
+                                   "text solved": 115, "support set": 140})
         self.title = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.tool = pn.pane.HTML("", stylesheets=[ROLLOUT_CSS], sizing_mode="stretch_width",
                                  css_classes=["rollouts-tool"])
@@ -178,7 +178,7 @@ def page() -> Any:
                              f"per mode · sandbox: {summary['source'].get('isolation', 'n/a')} · "
                              f"{report_link(run.run_id)}"),
             pn.Row(pn.pane.Bokeh(curves_figure(run), sizing_mode="stretch_width"),
-                   pn.Column(pn.pane.Markdown("**Support sets** (expected share of problems)"),
+                   pn.Column(pn.pane.Markdown("**Support sets**: expected share of problems at k"),
                              table(split_frame(summary), css_classes=["split-table"]), width=360),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Headline numbers"), table(metrics_frame(summary, tir.ANALYSIS)),
