@@ -53,17 +53,16 @@ class BatchDecoder:
         self.device = next(model.parameters()).device
 
     @torch.no_grad()
-    def prefix_cache(self, prefix_ids: list[int]) -> tuple[object, torch.Tensor]:
-        """Encode the prompt part every sequence shares; returns (cache, last-position logits)."""
+    def prefix_cache(self, prefix_ids: list[int]) -> object:
+        """Encode the prompt part every sequence shares, once."""
         ids = torch.tensor([prefix_ids], device=self.device)
-        out = self.model(input_ids=ids, use_cache=True)
-        return out.cache, out.logits[:, -1]
+        return self.model(input_ids=ids, use_cache=True).cache
 
     @torch.no_grad()
     def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
             ) -> list[Sequence]:
         """Feed ``prefix + group_ids[g]`` and sample ``copies`` continuations of each; returns G*copies sequences."""
-        cache, _ = self.prefix_cache(prefix_ids)
+        cache = self.prefix_cache(prefix_ids)
         n_prefix = len(prefix_ids)
         groups = [Sequence(pending=list(ids)) for ids in group_ids]
         cache.batch_repeat_interleave(len(groups))

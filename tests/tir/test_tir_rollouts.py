@@ -20,10 +20,13 @@ def test_batched_decoding_with_injection_matches_unpadded_forward(smollm2):
               tok("Question: What is the remainder when 100 is divided by 7?\n").input_ids]
     injected = tok("\n<interpreter>42</interpreter>\n", add_special_tokens=False).input_ids
 
+    finish_at: dict[int, int] = {}
+
     def on_token(token, seq):
         if seq.generated == 2:
             inject(seq, injected)  # a different number of tokens than other rows feed in the same step
-        if seq.generated >= 5:
+        # Rows end at different steps, so finished rows are dropped from the cache mid-batch.
+        if seq.generated >= finish_at.setdefault(id(seq), 3 if len(finish_at) % 2 == 0 else 5):
             seq.done = True
 
     decoder = BatchDecoder(model, 1.0, 20, torch.Generator().manual_seed(0), tok.eos_token_id)
@@ -36,7 +39,7 @@ def test_batched_decoding_with_injection_matches_unpadded_forward(smollm2):
 
     decoder._sample_into = recording
     seqs = decoder.run(prefix, groups, 2, on_token)
-    assert [s.generated for s in seqs] == [5, 5, 5, 5]
+    assert [s.generated for s in seqs] == [3, 5, 3, 5]
     worst = 0.0
     for index, seq in enumerate(seqs):
         start = len(prefix) + len(groups[index // 2])
@@ -44,7 +47,7 @@ def test_batched_decoding_with_injection_matches_unpadded_forward(smollm2):
             reference = model(torch.tensor([prefix + groups[index // 2] + seq.tokens])).logits[0]
         sampled_at = [i for i in range(len(seq.tokens)) if not 2 <= i < 2 + len(injected)]
         mine = [logits for row, logits in seen if row is seq]
-        assert len(mine) == len(sampled_at) == 5
+        assert len(mine) == len(sampled_at) == seq.generated
         for logits, i in zip(mine, sampled_at, strict=True):
             worst = max(worst, float((logits - reference[start + i - 1]).abs().max()))
     assert worst < 1e-3  # float32 with a different summation order only
