@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,9 @@ class RootHandler(RequestHandler):
 def make_server(port: int, host: str, origins: list[str] | None = None) -> Any:
     """A started-on-demand Bokeh server with every page; ``origins`` extends the allowed websocket hosts."""
     pn.config.notifications = True
+    # Every page must load its CSS/JS from this server: offline machines cannot reach Panel's CDN, which
+    # Panel falls back to whenever the resource mode is not pinned (seen under 8 concurrent sessions).
+    os.environ["BOKEH_RESOURCES"] = "server"
     allowed = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(origins or [])}
     return pn.serve(
         {slug: page_builder(slug) for slug, _ in PAGES},

@@ -36,7 +36,7 @@ def result_view(store: RunStore, run_id: str) -> list[Any]:
                          f"token **`{result.next_token}`** · {report_link(run_id)}", css_classes=["capture-result"]),
         pn.pane.Bokeh(plots.heatmap(norms, tokens, layers, title="Activation norm per token and site",
                                     x_label="token (position:text)", y_label="site (layer.component)",
-                                    value_label="L2 norm", height=120 + 40 * len(layers))),
+                                    value_label="L2 norm", height=200 + 40 * len(layers))),
         pn.Row(pn.Column(pn.pane.Markdown("**Sites**"), table(shapes)),
                pn.Column(pn.pane.Markdown("**Configuration**"), table(config_frame(run.config))),
                sizing_mode="stretch_width"),
