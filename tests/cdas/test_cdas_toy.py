@@ -12,14 +12,15 @@ from diag.errors import DiagError
 
 
 def test_toy_aligned_beats_controls_and_reloads() -> None:
-    # A reduced budget (the CLI default trains 4x longer and reaches ~0.90 aligned IIA, controls ~0.5).
-    config = toy.Config(mlp_steps=2000, dii_steps=150, eval_pairs=1000, sweep_layers=(0,))
+    # Half the CLI's DII budget, no layer sweep (the CLI default reaches aligned IIA ~0.98, controls <= 0.59).
+    config = toy.Config(dii_steps=300, eval_pairs=1000, sweep_layers=(0,))
     result = toy.run(config)
     summary = result.summary()
     assert summary["mlp_accuracy"] >= 0.97
-    # With 1000 held-out pairs the 95% interval half-width is ~0.03: 0.8 and 0.65 leave room on both sides.
-    assert summary["aligned_iia_min"] >= 0.8, summary
-    assert summary["control_iia_max"] <= 0.65, summary
+    # The bars. Seeded, so the values are fixed on CPU; 1000 held-out pairs give a 95% half-width ~0.01
+    # at IIA 0.97 and ~0.03 at 0.6.
+    assert summary["aligned_iia_min"] >= 0.95, summary
+    assert summary["control_iia_max"] <= 0.75, summary
     again = toy.run(config)  # reuses the finished run: loaded, not recomputed
     assert again.summary() == summary
     assert set(again.bases) == set(result.bases)
