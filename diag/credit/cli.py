@@ -23,6 +23,7 @@ def train(
     n_train: Annotated[int, typer.Option(help="Training preference pairs.")] = 160,
     beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
     lr: Annotated[float, typer.Option(help="AdamW learning rate for the LoRA weights.")] = 8e-4,
+    nll_weight: Annotated[float, typer.Option(help="Weight of the NLL term on the chosen answer (0: plain DPO).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed (data, initialisation, batches).")] = 0,
     export: Annotated[Path | None, typer.Option(help="Copy the trained adapter to this directory.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -37,7 +38,7 @@ def train(
     from diag.runs import RunStore
 
     config = config_from_dict(dpo.Config, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
-                                           "device": device})
+                                           "nll_weight": nll_weight, "device": device})
     store = RunStore()
     progress = _progress()
     result = dpo.run(config, progress=progress, store=store)

@@ -36,6 +36,7 @@ class Config:
     batch_pairs: int = 4
     beta: float = 0.1
     lr: float = 8e-4
+    nll_weight: float = 1.0  # + weight * mean NLL per chosen token (RPO): keeps shared tokens near the reference
     lora_rank: int = 8
     lora_layers: int = 6  # LoRA on the top N decoder layers: steps run only these, from a cached residual
     seed: int = 0
@@ -78,7 +79,7 @@ class Result:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot(self.losses, lw=0.8, label="DPO loss")
+        ax.plot(self.losses, lw=0.8, label="DPO + NLL loss")
         ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
         ax.set_xlabel("step")
         ax.legend()
@@ -182,6 +183,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         policy_chosen, policy_rejected = policy.view(2, -1)
         losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
                                    config.beta)
+        chosen_tokens = torch.tensor([len(answers[j].response_ids) for j in idx.tolist()], dtype=torch.float32)
+        losses = losses - config.nll_weight * policy_chosen / chosen_tokens.to(policy_chosen.device)
         optimizer.zero_grad()
         losses.mean().backward()
         optimizer.step()

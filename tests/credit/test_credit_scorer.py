@@ -92,4 +92,4 @@ def test_committed_adapter_prefers_the_correct_answer_on_heldout_pairs() -> None
     pairs = make_pairs("heldout", 3, seed=7)
     scores = pair.score([encode(pair.tokenizer, p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)])
     margins = [scores[2 * i].reward.sum() - scores[2 * i + 1].reward.sum() for i in range(len(pairs))]
-    assert min(margins) > 0.2  # the model card measured margins >= 0.57 on 64 held-out pairs
+    assert min(margins) > 0.2  # the model card measured margins >= 0.28 on 64 held-out pairs
