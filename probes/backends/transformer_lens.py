@@ -1,4 +1,8 @@
-"""TransformerLens v4 backend: the HF model wrapped by a TransformerBridge (weights shared, booted offline)."""
+"""TransformerLens v4 backend: the HF model wrapped by a TransformerBridge (weights shared, booted offline).
+
+Booting adapts the HF model in place (eager attention, bridged modules): forward passes stay exact, but HF's
+``generate()`` with a KV cache on that same object degrades afterwards (measured on SmolLM2: greedy answers
+turn into repeated tokens). Generate from a separately loaded copy."""
 
 from __future__ import annotations
 

@@ -14,9 +14,11 @@ SITES = [Site(0), Site(1, "resid_pre"), Site(1, "attn_out"), Site(1, "mlp_out"),
 
 @pytest.fixture(scope="module", params=["smollm2", "tiny"])
 def model_and_inputs(request, smollm2, tiny_llama_dir):
-    model, tokenizer = smollm2 if request.param == "smollm2" else load_lm(str(tiny_llama_dir), device="cpu")
-    # Build every backend first: TransformerLens switches the shared model to eager attention, and the
-    # comparison must run the same attention kernel everywhere.
+    # A private copy, never the shared fixture: booting TransformerLens adapts the model in place (eager
+    # attention, bridged modules), after which HF's cached generate() on that object is no longer reliable.
+    name = "smollm2-135m-instruct" if request.param == "smollm2" else str(tiny_llama_dir)
+    model, tokenizer = load_lm(name, device="cpu")
+    # Build every backend first so the comparison runs the same (eager) attention kernel everywhere.
     backends = {name: get_backend(name, model, tokenizer) for name in BACKENDS_AVAILABLE}
     inputs = dict(tokenizer(["The capital of France is", "Probes read activations"], return_tensors="pt",
                             padding=True))
