@@ -73,6 +73,14 @@ def test_serial_sweep_records_a_group_and_reissue_recomputes_nothing(tiny_llama_
     assert [(r["layers"], r["prompt"]) for r in rows] == [(p["layers"], p["prompt"]) for p in spec.points()]
     assert all(r["status"] == "finished" and r["tokens"] > 0 for r in rows)
 
+    from diag.report.render import render_report, sweep_section
+
+    runs, table = sweep_section(store, spec.group)
+    html = render_report(runs, sweeps=[table])
+    assert f"Sweep {spec.group}" in html and len(runs) == 8
+    assert table.columns[:2] == ["layers", "prompt"] and len(table.rows) == 8
+    assert all(prompt in html for prompt in PROMPTS)
+
 
 def test_ray_backend_without_ray_says_how_to_install(tiny_llama_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)

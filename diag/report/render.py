@@ -222,14 +222,14 @@ def _machine() -> str:
 
 
 def render_report(runs: list[Run], title: str = "diag report", notes: list[str] | None = None,
-                  execution: list[Execution] | None = None) -> str:
+                  execution: list[Execution] | None = None, sweeps: list[Table] | None = None) -> str:
     """The report as one HTML string: inline CSS and figures, nothing loaded from elsewhere."""
     if not runs and not execution:
         raise DiagError("no runs to report on")
     failures = {e.run_id: e.note for e in execution or [] if e.status == "failed"}
     sections = [build_section(run, number, failures.get(run.run_id)) for number, run in enumerate(runs, start=1)]
     return _env().get_template("report.html.j2").render(
-        title=title, sections=sections, notes=notes or [], execution=execution or [],
+        title=title, sections=sections, notes=notes or [], execution=execution or [], sweeps=sweeps or [],
         generated=_utc(dt.datetime.now(dt.UTC).timestamp()), machine=_machine(),
     )
 
@@ -242,13 +242,29 @@ def default_report_path(runs: list[Run], prefix: str = "report") -> Path:
 
 
 def write_report(runs: list[Run], out: Path | str | None = None, title: str = "diag report",
-                 notes: list[str] | None = None, execution: list[Execution] | None = None) -> Path:
+                 notes: list[str] | None = None, execution: list[Execution] | None = None,
+                 sweeps: list[Table] | None = None) -> Path:
     """Render the report and write it atomically to ``out`` (default ``reports/...``); returns the path."""
     from diag.runs import write_bytes_atomic
 
     target = Path(out) if out is not None else default_report_path(runs)
     if target.suffix.lower() not in {".html", ".htm"}:
         raise DiagError(f"report path {target} must end in .html")
-    write_bytes_atomic(target, render_report(runs, title, notes, execution).encode())
+    write_bytes_atomic(target, render_report(runs, title, notes, execution, sweeps).encode())
     target.chmod(0o644)  # an archive document: readable by whoever it is shared with, unlike the temp file
     return target
+
+
+def sweep_section(store: RunStore, group: str) -> tuple[list[Run], Table]:
+    """A sweep group's runs and its table over the axes (``diag.sweep.sweep_table``), for ``diag report --group``."""
+    from diag.sweep import sweep_table
+
+    rows = sweep_table(store, group)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    runs = [store.get(row["run_id"]) for row in rows if row["status"] == "finished"]
+    table = Table(f"Sweep {group}", columns, [[_cell(row.get(c)) for c in columns] for row in rows])
+    return runs, table
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
