@@ -92,14 +92,19 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
     return value
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse a JSON file a user wrote; a missing file or bad JSON is one line naming the file and the line."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise DiagError(f"{what} {path} does not exist") from exc
+    except json.JSONDecodeError as exc:
+        raise DiagError(f"{what} {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
 def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
     """Read ``{"analysis": NAME, ...fields}`` from a JSON file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise DiagError(f"config file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise DiagError(f"config file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    data = read_json_file(path, "config file")
     if not isinstance(data, dict) or "analysis" not in data:
         raise DiagError(f"config file {path}: expected an object with an \"analysis\" field")
     analysis = data.pop("analysis")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from diag.analysis import config_from_dict, config_to_dict
+from diag.analysis import config_from_dict, config_to_dict, read_json_file
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.registry import analysis_module
@@ -59,13 +59,7 @@ class SweepSpec:
 
 def load_sweep(path: Path) -> SweepSpec:
     """Read and validate a sweep file; every problem is one line naming the file and the field."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise DiagError(f"sweep file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise DiagError(f"sweep file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-    return sweep_from_dict(data, source=str(path))
+    return sweep_from_dict(read_json_file(path, "sweep file"), source=str(path))
 
 
 def sweep_from_dict(data: Any, source: str = "sweep") -> SweepSpec:
