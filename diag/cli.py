@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -43,6 +44,21 @@ def emit(summary: dict[str, Any], as_json: bool, run_id: str | None = None) -> N
         return
     for key, value in summary.items():
         typer.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+def run_and_emit(module: ModuleType, fields: dict[str, Any], as_json: bool) -> None:
+    """Validate ``fields`` into the analysis' Config, run it into the store with a tqdm bar, print its summary."""
+    from diag.analysis import config_from_dict, config_to_dict
+    from diag.progress import TqdmProgress
+    from diag.runs import RunStore
+
+    config = config_from_dict(module.Config, fields)
+    store, progress = RunStore(), TqdmProgress()
+    try:
+        result = module.run(config, progress=progress, store=store)
+    finally:
+        progress.close()
+    emit(result.summary(), as_json, store.open(module.ANALYSIS, config_to_dict(config)).run_id)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -100,41 +116,21 @@ def capture(
 ) -> None:
     """Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run."""
     from diag import capture as analysis
-    from diag.analysis import config_from_dict
 
-    config = config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "model": model, "prompt": prompt, "layers": list(parse_ints(layers, "--layers")),
         "component": component, "backend": backend, "device": device,
-    })
-    from diag.runs import RunStore
-
-    store = RunStore()
-    result = analysis.run(config, store=store)
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, _as_dict(config)).run_id)
-
-
-def _as_dict(config: Any) -> dict[str, Any]:
-    from diag.analysis import config_to_dict
-
-    return config_to_dict(config)
+    }, as_json)
 
 
 @app.command("run")
 def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
-    from diag.analysis import config_from_dict, load_config_file
-    from diag.progress import TqdmProgress
+    from diag.analysis import load_config_file
     from diag.registry import analysis_module
-    from diag.runs import RunStore
 
     name, fields = load_config_file(config_file)
-    module = analysis_module(name)
-    config = config_from_dict(module.Config, fields)
-    store = RunStore()
-    progress = TqdmProgress()
-    result = module.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(module.ANALYSIS, _as_dict(config)).run_id)
+    run_and_emit(analysis_module(name), fields, as_json)
 
 
 @app.command()

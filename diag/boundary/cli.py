@@ -71,19 +71,12 @@ def record(
     as_json: JsonFlag = False,
 ) -> None:
     """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
-    from diag.analysis import config_from_dict, config_to_dict
     from diag.boundary import episodes as analysis
-    from diag.cli import emit
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
+    from diag.cli import run_and_emit
 
-    config = config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
-        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames})
-    store, progress = RunStore(), TqdmProgress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames}, as_json)
 
 
 @app.command()
@@ -100,16 +93,9 @@ def analyse(
     as_json: JsonFlag = False,
 ) -> None:
     """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
-    from diag.analysis import config_from_dict, config_to_dict
     from diag.boundary import analysis
-    from diag.cli import emit
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
+    from diag.cli import run_and_emit
 
-    config = config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
-        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed})
-    store, progress = RunStore(), TqdmProgress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed}, as_json)

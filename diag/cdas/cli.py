@@ -34,18 +34,11 @@ def toy(
     as_json: JsonFlag = False,
 ) -> None:
     """Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls."""
-    from diag.analysis import config_from_dict, config_to_dict
     from diag.cdas import toy as analysis
-    from diag.cli import emit
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
+    from diag.cli import run_and_emit
 
-    config = config_from_dict(analysis.Config, {"seed": seed, "rank": rank, "layer": layer, "dii_steps": dii_steps,
-                                                "objectives": _names(objectives)})
-    store, progress = RunStore(), TqdmProgress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+    run_and_emit(analysis, {"seed": seed, "rank": rank, "layer": layer, "dii_steps": dii_steps,
+                                                "objectives": _names(objectives)}, as_json)
 
 
 @app.command()
@@ -60,18 +53,11 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss."""
-    from diag.analysis import config_from_dict, config_to_dict
     from diag.cdas import train as analysis
-    from diag.cli import emit
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
+    from diag.cli import run_and_emit
 
-    config = config_from_dict(analysis.Config, {"model": model, "concept": concept, "layer": layer, "rank": rank,
-                                                "objective": objective, "steps": steps, "dataset": dataset})
-    store, progress = RunStore(), TqdmProgress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+    run_and_emit(analysis, {"model": model, "concept": concept, "layer": layer, "rank": rank,
+                                                "objective": objective, "steps": steps, "dataset": dataset}, as_json)
 
 
 @app.command()
@@ -87,18 +73,11 @@ def steer(
     as_json: JsonFlag = False,
 ) -> None:
     """Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores."""
-    from diag.analysis import config_from_dict, config_to_dict
     from diag.cdas import steer as analysis
-    from diag.cli import emit
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
+    from diag.cli import run_and_emit
 
-    config = config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "model": model, "concepts": _names(concepts), "layer": layer, "steps": steps,
         "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts, "max_new_tokens": max_new_tokens,
         "dataset": dataset,
-    })
-    store, progress = RunStore(), TqdmProgress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+    }, as_json)
