@@ -102,6 +102,32 @@ def read_json_file(path: Path, what: str) -> Any:
         raise DiagError(f"{what} {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
 
 
+def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file a user wrote, all or nothing.
+
+    The first bad line raises ``DiagError`` as ``PATH:LINE: problem``, so callers that validate fields use the
+    same prefix and an import never stops half-way.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DiagError(f"{what} {path} does not exist")
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DiagError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(record, dict):
+                raise DiagError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            records.append((number, record))
+    if not records:
+        raise DiagError(f"{what} {path} is empty")
+    return records
+
+
 def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
     """Read ``{"analysis": NAME, ...fields}`` from a JSON file."""
     data = read_json_file(path, "config file")

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from diag.analysis import read_json_lines
 from diag.errors import DiagError
 
 DATA_PATH = Path(__file__).parent / "data" / "concepts.jsonl"
@@ -119,26 +120,16 @@ class Pair:
 def load_pairs(path: Path | None = None, concepts: tuple[str, ...] | None = None) -> list[Pair]:
     """Read and validate the JSONL dataset; one clear line for a malformed row or a concept without examples."""
     path = Path(path or DATA_PATH)
-    if not path.exists():
-        raise DiagError(f"concept dataset {path} does not exist")
     pairs = []
     fields = set(Pair.__dataclass_fields__)
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DiagError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict) or set(row) != fields:
+    for number, row in read_json_lines(path, "concept dataset"):
+        if set(row) != fields:
             raise DiagError(f"{path}:{number}: expected fields {', '.join(sorted(fields))}")
         if not all(isinstance(v, str) and v.strip() for v in row.values()):
             raise DiagError(f"{path}:{number}: every field must be a non-empty string")
         if row["split"] not in ("train", "heldout"):
             raise DiagError(f"{path}:{number}: split must be train or heldout, got {row['split']!r}")
         pairs.append(Pair(**row))
-    if not pairs:
-        raise DiagError(f"concept dataset {path} is empty")
     for name in concepts or ():
         if name not in CONCEPTS:
             raise DiagError(f"unknown concept {name!r}: choose from {', '.join(CONCEPTS)}")

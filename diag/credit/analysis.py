@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from diag.analysis import execute
+from diag.analysis import execute, read_json_lines
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -167,34 +167,21 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
     Every line is checked before anything is used; the first bad line fails the whole import.
     """
-    import json
-
-    if not path.is_file():
-        raise DiagError(f"data file {path} does not exist")
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DiagError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise DiagError(f"{path}:{number}: expected an object, got {type(record).__name__}")
+    for number, record in read_json_lines(path, "data file"):
+        where = f"{path}:{number}"
         is_pair = "chosen" in record or "rejected" in record
         needed = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
         for key in needed:
             if not isinstance(record.get(key), str) or not record[key].strip():
-                raise DiagError(f"{path}:{number}: field {key!r} must be a non-empty string")
+                raise DiagError(f"{where}: field {key!r} must be a non-empty string")
         for key in ("span_chosen", "span_rejected"):
             if key in record:
                 span, text = record[key], record["chosen" if key == "span_chosen" else "rejected"]
                 if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
                         and 0 <= span[0] < span[1] <= len(text)):
-                    raise DiagError(f"{path}:{number}: {key} must be [start, end) character offsets inside the text")
+                    raise DiagError(f"{where}: {key} must be [start, end) character offsets inside the text")
         records.append(record)
-    if not records:
-        raise DiagError(f"{path}: no records")
     return records
 
 

@@ -43,15 +43,15 @@ def _suite_lines() -> list[str]:
 
 
 @pytest.mark.parametrize(("bad", "message"), [
-    ("{not json\n", "line 3: invalid JSON"),
-    ('["a list"]\n', "line 3: expected a JSON object"),
-    (json.dumps({"problem_id": "p9", "mode": "tool", "sample": 0, "response": ""}) + "\n", "line 3: missing field"),
-    (_line("p9", "voice", 0, True), "line 3: mode must be one of"),
-    (_line("p9", "tool", 0, True, tool_calls=True), "line 3: field 'tool_calls' must be int"),
-    (_line("p9", "tool", -1, True), "line 3: sample must be >= 0"),
-    (_line("p0", "tool", 0, True), r"line 3: duplicate rollout \('p0', 'tool', 0\) \(first on line 1\)"),
-    (_line("p9", "tool", 0, True, colour="red"), "line 3: unknown field"),
-    (_line("p9", "tool", 0, True, exec_statuses=["exploded"]), "line 3: unknown exec status"),
+    ("{not json\n", ":3: invalid JSON"),
+    ('["a list"]\n', ":3: expected a JSON object"),
+    (json.dumps({"problem_id": "p9", "mode": "tool", "sample": 0, "response": ""}) + "\n", ":3: missing field"),
+    (_line("p9", "voice", 0, True), ":3: mode must be one of"),
+    (_line("p9", "tool", 0, True, tool_calls=True), ":3: field 'tool_calls' must be int"),
+    (_line("p9", "tool", -1, True), ":3: sample must be >= 0"),
+    (_line("p0", "tool", 0, True), r":3: duplicate rollout \('p0', 'tool', 0\) \(first on line 1\)"),
+    (_line("p9", "tool", 0, True, colour="red"), ":3: unknown field"),
+    (_line("p9", "tool", 0, True, exec_statuses=["exploded"]), ":3: unknown exec status"),
 ])
 def test_bad_lines_are_named_and_nothing_is_imported(tmp_path, bad, message):
     lines = [_line("p0", "tool", 0, True), _line("p0", "text", 0, False), bad]
@@ -66,7 +66,7 @@ def test_bad_lines_are_named_and_nothing_is_imported(tmp_path, bad, message):
 
 def test_problem_missing_a_mode_is_rejected(tmp_path):
     path = _write(tmp_path, [_line("p0", "tool", 0, True), _line("p0", "text", 0, True), _line("p1", "tool", 0, True)])
-    with pytest.raises(DiagError, match="line 3: problem 'p1' has rollouts for mode tool only"):
+    with pytest.raises(DiagError, match=":3: problem 'p1' has rollouts for mode tool only"):
         read_rollouts(path)
 
 
