@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -46,19 +48,32 @@ def emit(summary: dict[str, Any], as_json: bool, run_id: str | None = None) -> N
         typer.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
 
 
-def run_and_emit(module: ModuleType, fields: dict[str, Any], as_json: bool) -> None:
-    """Validate ``fields`` into the analysis' Config, run it into the store with a tqdm bar, print its summary."""
+def run_and_emit(
+    module: ModuleType,
+    config: Any,
+    as_json: bool,
+    after: Callable[[Any], dict[str, Any]] | None = None,
+) -> None:
+    """Run an analysis into the store with a tqdm bar and print its summary (a "warning" in it also goes to stderr).
+
+    ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
+    result (an export, say) and returns keys to add to the printed summary.
+    """
     from diag.analysis import config_from_dict, config_to_dict
     from diag.progress import TqdmProgress
     from diag.runs import RunStore
 
-    config = config_from_dict(module.Config, fields)
+    if not dataclasses.is_dataclass(config):
+        config = config_from_dict(module.Config, config)
     store, progress = RunStore(), TqdmProgress()
     try:
         result = module.run(config, progress=progress, store=store)
     finally:
         progress.close()
-    emit(result.summary(), as_json, store.open(module.ANALYSIS, config_to_dict(config)).run_id)
+    summary = result.summary() | (after(result) if after is not None else {})
+    if summary.get("warning"):
+        typer.echo(summary["warning"], err=True)
+    emit(summary, as_json, store.open(module.ANALYSIS, config_to_dict(config)).run_id)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:

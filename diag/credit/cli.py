@@ -11,12 +11,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary
 app = typer.Typer(no_args_is_help=True, help="DPO implicit reward as token-level credit assignment.")
 
 
-def _progress():
-    from diag.progress import TqdmProgress
-
-    return TqdmProgress()
-
-
 @app.command()
 def train(
     steps: Annotated[int, typer.Option(help="DPO steps.")] = 150,
@@ -32,22 +26,17 @@ def train(
     """Train a LoRA DPO adapter on SmolLM2 (resumes a killed run from its checkpoint)."""
     import shutil
 
-    from diag.analysis import config_from_dict, config_to_dict
-    from diag.cli import emit
+    from diag.cli import run_and_emit
     from diag.credit import dpo
-    from diag.runs import RunStore
 
-    config = config_from_dict(dpo.Config, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
-                                           "nll_weight": nll_weight, "device": device})
-    store = RunStore()
-    progress = _progress()
-    result = dpo.run(config, progress=progress, store=store)
-    progress.close()
-    summary = result.summary()
-    if export is not None:
+    def export_adapter(result: dpo.Result) -> dict[str, str]:
+        if export is None:
+            return {}
         shutil.copytree(result.adapter_dir, export, dirs_exist_ok=True)
-        summary["exported_to"] = str(export)
-    emit(summary, as_json, store.open(dpo.ANALYSIS, config_to_dict(config)).run_id)
+        return {"exported_to": str(export)}
+
+    run_and_emit(dpo, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
+                       "nll_weight": nll_weight, "device": device}, as_json, after=export_adapter)
 
 
 @app.command()
@@ -66,21 +55,14 @@ def score(
     as_json: JsonFlag = False,
 ) -> None:
     """Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines."""
-    from diag.analysis import config_from_dict, config_to_dict
-    from diag.cli import emit, parse_ints
+    from diag.analysis import config_from_dict
+    from diag.cli import parse_ints, run_and_emit
     from diag.credit import analysis
-    from diag.runs import RunStore
 
-    config = analysis.with_data_hash(config_from_dict(analysis.Config, {
+    run_and_emit(analysis, analysis.with_data_hash(config_from_dict(analysis.Config, {
         "policy": policy, "reference": reference, "beta": beta, "data": data, "n_pairs": n_pairs,
         "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps,
-        "captum_pairs": captum_pairs, "n_boot": n_boot,
-        "device": device}))
-    store = RunStore()
-    progress = _progress()
-    result = analysis.run(config, progress=progress, store=store)
-    progress.close()
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+        "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device})), as_json)
 
 
 @app.command()
@@ -106,12 +88,7 @@ def tabular(
     as_json: JsonFlag = False,
 ) -> None:
     """Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP."""
-    from diag.analysis import config_from_dict, config_to_dict
-    from diag.cli import emit, parse_ints
-    from diag.credit import tabular as analysis
-    from diag.runs import RunStore
+    from diag.cli import parse_ints, run_and_emit
+    from diag.credit import tabular
 
-    config = config_from_dict(analysis.Config, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs})
-    store = RunStore()
-    result = analysis.run(config, store=store)
-    emit(result.summary(), as_json, store.open(analysis.ANALYSIS, config_to_dict(config)).run_id)
+    run_and_emit(tabular, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs}, as_json)

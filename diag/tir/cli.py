@@ -11,17 +11,6 @@ app = typer.Typer(no_args_is_help=True, help="TIR support expansion: pass@k and 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
 
 
-def _finish(module: object, config: object, result: object, as_json: bool) -> None:
-    from diag.analysis import config_to_dict
-    from diag.cli import emit
-    from diag.runs import RunStore
-
-    summary = result.summary()  # type: ignore[attr-defined]
-    if summary.get("warning"):
-        typer.echo(summary["warning"], err=True)
-    emit(summary, as_json, RunStore().open(module.ANALYSIS, config_to_dict(config)).run_id)  # type: ignore[attr-defined]
-
-
 @app.command()
 def sample(
     model: Annotated[str, typer.Option(help="Named model, local HF directory or hub id.")] = "smollm2-135m-instruct",
@@ -37,19 +26,14 @@ def sample(
     as_json: JsonFlag = False,
 ) -> None:
     """Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill)."""
-    from diag.analysis import config_from_dict
-    from diag.progress import TqdmProgress
+    from diag.cli import run_and_emit
     from diag.tir import analysis
 
-    config = config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "model": model, "per_cell": per_cell, "n_samples": n, "temperature": temperature,
         "max_new_tokens": max_new_tokens, "max_tool_calls": max_tool_calls, "problems_per_batch": problems_per_batch,
         "dtype": dtype, "seed": seed, "device": device,
-    })
-    progress = TqdmProgress()
-    result = analysis.run(config, progress=progress)
-    progress.close()
-    _finish(analysis, config, result, as_json)
+    }, as_json)
 
 
 @app.command("import")
@@ -59,11 +43,10 @@ def import_rollouts(
     as_json: JsonFlag = False,
 ) -> None:
     """Import rollouts from a JSONL file (schema in diag/tir/importer.py) and analyse them; all or nothing."""
+    from diag.cli import run_and_emit
     from diag.tir import analysis
 
-    config = analysis.import_config(path, n_bootstrap=n_bootstrap)
-    result = analysis.run(config)
-    _finish(analysis, config, result, as_json)
+    run_and_emit(analysis, analysis.import_config(path, n_bootstrap=n_bootstrap), as_json)
 
 
 @app.command()
