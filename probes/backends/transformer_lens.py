@@ -1,11 +1,14 @@
 """TransformerLens v4 backend: the HF model wrapped by a TransformerBridge (weights shared, booted offline).
 
-Booting adapts the HF model in place (eager attention, bridged modules): forward passes stay exact, but HF's
-``generate()`` with a KV cache on that same object degrades afterwards (measured on SmolLM2: greedy answers
-turn into repeated tokens). Generate from a separately loaded copy."""
+Booting swaps the HF model's submodules for bridge wrappers in place, after which HF's ``generate()`` with a KV
+cache degrades (measured on SmolLM2: greedy answers turn into repeated tokens). So the bridge boots on a twin:
+new module objects holding the very same parameter and buffer tensors, which costs no weight memory and leaves
+the caller's model untouched."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -32,7 +35,9 @@ class TransformerLensBackend:
 
         self.model = model
         name = getattr(model.config, "_name_or_path", "") or type(model).__name__
-        self.bridge = boot(name, hf_model=model, tokenizer=tokenizer, device=next(model.parameters()).device)
+        shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+        twin = copy.deepcopy(model, shared)
+        self.bridge = boot(name, hf_model=twin, tokenizer=tokenizer, device=next(model.parameters()).device)
         self.n_layers = model.config.num_hidden_layers
 
     def hook_name(self, site: Site) -> str:
