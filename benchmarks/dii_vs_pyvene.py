@@ -1,15 +1,22 @@
 """Training steps/s of our rank-k DII against pyvene 0.1.8's LowRankRotatedSpaceIntervention, same model/site/data.
 
-Two models: the hierarchical-equality toy MLP (rank 8 at layer 0, DAS cross-entropy on counterfactual labels,
-batch 256; also IIA of both on the same held-out pairs) and SmolLM2-135M-Instruct (rank 4 at the residual output
-of layer 10, all positions, cross-entropy on the source's next tokens, batch 4 x 32 tokens). Each step is: source
-forward, intervened base forward, backward, Adam step.
+Two models: the hierarchical-equality toy MLP (the network ``diag cdas toy`` trains at seed 0; rank 8 at layer 0,
+DAS cross-entropy on counterfactual labels, the toy's batch 1024 and lr 0.01; also IIA of both on the same held-out
+pairs) and SmolLM2-135M-Instruct (rank 4 at the residual output of layer 10, all positions, cross-entropy on the
+source's next tokens, batch 4 x 32 tokens). Each step is: source forward, intervened base forward, backward, Adam
+step. Like for like: both sides get the same batches, the same initial basis (pyvene's rotate_layer is assigned our
+seed-0 basis through its orthogonal parametrisation), the same optimiser and learning rate, so the IIA gap measures
+the implementations, not the draw of the initial subspace.
 
 pyvene 0.1.8 pins nothing against transformers 5 but is not a dependency of diag, so it runs in its OWN virtual
 environment, in a subprocess: ``$PYVENE_VENV`` (default ``~/.cache/diag/pyvene-venv``) is created if missing,
 layered over this interpreter's site-packages (same torch/transformers) with ``pyvene==0.1.8`` installed
-``--no-deps`` from the package index. Run: ``python benchmarks/dii_vs_pyvene.py [--steps N]``; prints steps/s for
-both and the ratio ours / pyvene per model, plus toy IIA for both.
+``--no-deps`` from the package index. To recreate it by hand: ``python -m venv $PYVENE_VENV``, write this
+interpreter's purelib path into ``$PYVENE_VENV/lib/python3.11/site-packages/zz_diag_parent.pth``, then
+``$PYVENE_VENV/bin/pip install --no-deps pyvene==0.1.8`` (what ``ensure_pyvene_venv`` does). On the workbench
+machine it lives at ``/work/notes/cdas/pyvene-venv``. Run:
+``OMP_NUM_THREADS=1 PYVENE_VENV=... python benchmarks/dii_vs_pyvene.py [--toy-steps N] [--lm-steps N]``; prints
+steps/s for both and the ratio ours / pyvene per model, plus toy IIA for both and their gap.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pathlib import Path
 import torch
 
 LM_LAYER, LM_RANK, LM_BATCH, LM_TOKENS = 10, 4, 4, 32
-TOY_RANK, TOY_BATCH = 8, 256
+TOY_RANK = 8
 
 
 def ensure_pyvene_venv() -> Path:
@@ -46,10 +53,14 @@ def ensure_pyvene_venv() -> Path:
 
 def toy_setup(seed: int = 0) -> dict:
     from diag.cdas import toy
+    from diag.cdas.dii import RotatedSubspace
 
+    config = toy.Config(seed=seed)  # the network `diag cdas toy` trains (same recipe, steps and batch)
     generator = torch.Generator().manual_seed(seed)
-    model, _ = toy.train_mlp(toy.Config(mlp_steps=2000, seed=seed), generator)
-    return {"state": model.state_dict(), "seed": seed}
+    model, _ = toy.train_mlp(config, generator)
+    return {"state": model.state_dict(), "seed": seed, "batch": config.batch, "lr": config.lr,
+            "init_basis": RotatedSubspace(config.hidden, TOY_RANK, seed=0).basis().detach().clone(),
+            "data_seed": 1}
 
 
 def lm_batches(steps: int) -> list[dict]:
@@ -74,10 +85,11 @@ def ours_toy(setup: dict, steps: int) -> dict:
     model = toy.ToyMLP()
     model.load_state_dict(setup["state"])
     model.eval().requires_grad_(False)
-    generator = torch.Generator().manual_seed(1)
-    data = [toy.interchange_pairs("wx", TOY_BATCH, generator) for _ in range(steps)]
-    dii = RotatedSubspace(16, TOY_RANK, seed=0)
-    optimiser = torch.optim.Adam(dii.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(setup["data_seed"])
+    data = [toy.interchange_pairs("wx", setup["batch"], generator) for _ in range(steps)]
+    dii = RotatedSubspace(16, TOY_RANK)
+    dii.set_basis(setup["init_basis"])
+    optimiser = torch.optim.Adam(dii.parameters(), lr=setup["lr"])
     start = time.perf_counter()
     for base, source, _, label in data:
         loss = das_loss(toy.intervened_logits(model, 0, dii, base, source), label)
@@ -149,9 +161,12 @@ if which == "toy":
         intervention=pv.LowRankRotatedSpaceIntervention(embed_dim=16, low_rank_dimension=bench.TOY_RANK))])
     intervenable = pv.IntervenableModel(config, model)
     intervenable.disable_model_gradients()
-    generator = torch.Generator().manual_seed(1)
-    data = [toy.interchange_pairs("wx", bench.TOY_BATCH, generator) for _ in range(steps)]
-    optimiser = torch.optim.Adam(intervenable.get_trainable_parameters(), lr=0.01)
+    intervention = next(iter(intervenable.interventions.values()))
+    with torch.no_grad():  # the same starting subspace as ours, set through the orthogonal parametrisation
+        intervention.rotate_layer.weight = args["setup"]["init_basis"]
+    generator = torch.Generator().manual_seed(args["setup"]["data_seed"])
+    data = [toy.interchange_pairs("wx", args["setup"]["batch"], generator) for _ in range(steps)]
+    optimiser = torch.optim.Adam(intervenable.get_trainable_parameters(), lr=args["setup"]["lr"])
     start = time.perf_counter()
     for base, source, _, label in data:
         _, out = intervenable({"x": base.flatten(1).unsqueeze(1)}, [{"x": source.flatten(1).unsqueeze(1)}],
@@ -207,7 +222,7 @@ def pyvene(python: Path, which: str, payload: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy-steps", type=int, default=300)
-    parser.add_argument("--lm-steps", type=int, default=6)
+    parser.add_argument("--lm-steps", type=int, default=20)
     args = parser.parse_args()
     torch.manual_seed(0)
     python = ensure_pyvene_venv()
@@ -222,7 +237,8 @@ def main() -> None:
         line = (f"{name}: ours {r['ours']['steps_per_s']:.2f} steps/s, pyvene {r['pyvene']['steps_per_s']:.2f} "
                 f"steps/s, ratio ours/pyvene {ratio:.2f}")
         if "iia" in r["ours"]:
-            line += f"; IIA ours {r['ours']['iia']:.3f} pyvene {r['pyvene']['iia']:.3f}"
+            r["iia_gap"] = abs(r["ours"]["iia"] - r["pyvene"]["iia"])
+            line += f"; IIA ours {r['ours']['iia']:.3f} pyvene {r['pyvene']['iia']:.3f} (gap {r['iia_gap']:.3f})"
         print(line)
         r["ratio"] = ratio
     print(json.dumps(results))

@@ -1,8 +1,9 @@
 """CDAS page: train (or load) rank-1 steering directions and steer a chat LM with an alpha slider.
 
 Training and the held-out evaluation are ``cdas-steer`` runs. A stored run gives, per concept and method, a
-unit direction v and the mean source projections m+ / m-; steering clamps h' = h + (alpha*m - v^T h) v at the
-run's layer on every generated step. The live panel generates with and without that clamp side by side for
+unit direction v, the mean source projections m+ / m- and the residual norm rho at its layer; steering clamps
+h' = h + (t - v^T h) v, t = (m+ + m-)/2 +/- alpha*rho (``steer.clamp_target``), at the run's layer on every
+generated step. A ``cdas-steer-sweep`` run (the same study at several layers) is shown as its layer plot. The live panel generates with and without that clamp side by side for
 any prompt and alpha (new generations, on the worker thread); the stored held-out scores are only displayed.
 """
 
@@ -27,7 +28,8 @@ INTRO = (
     "**Can one rank-1 direction trained with CDAS (Jensen-Shannon distribution matching on distributed "
     "interchange interventions) steer a chat LM both ways?** Train directions for chosen concepts at one layer "
     "(sidebar), or load a stored run; then steer any prompt with the alpha slider and compare the answers with "
-    "and without steering. Elicit clamps to α·m+ (mean projection on concept prompts), suppress to α·m−."
+    "and without steering. Elicit clamps v·h to α residual norms above the midpoint of m+ and m− (mean projections "
+    "on concept / neutral prompts), suppress to α residual norms below it."
 )
 ANSWER_CSS = """
 .answer { border: 1px solid #d8dee6; border-radius: 6px; padding: 8px 12px; background: #fff; min-height: 90px; }
@@ -125,6 +127,23 @@ def toy_view(store: RunStore) -> list[Any]:
             table(pd.DataFrame(rows), css_classes=["toy-table"])]
 
 
+def layer_sweep_view(store: RunStore) -> list[Any]:
+    """The newest cdas-steer-sweep run: mean held-out score per layer, method and direction, and its plot."""
+    from diag.cdas import sweep
+
+    infos = store.list(analysis=sweep.ANALYSIS, status="finished")
+    if not infos:
+        return [pn.pane.Markdown("_No layer sweep (cdas-steer-sweep) run stored yet: `diag cdas sweep` makes one._")]
+    run = store.get(infos[0].run_id)
+    result = sweep.Result.load(run)
+    rows = [{"layer": layer, **{f"{m} {d}": f"{result.scores[str(layer)][m][d]:.2f}"
+                                for m in steer.METHODS for d in steer.DIRECTIONS}} for layer in result.layers]
+    concepts = ", ".join(run.config["concepts"])
+    return [pn.pane.Markdown(f"Concepts {concepts}; {run.config['steps']} training steps and α from "
+                             f"{run.config['alphas']} residual norms per layer · {report_link(run.run_id)}"),
+            table(pd.DataFrame(rows), css_classes=["layer-sweep-table"]), stored_figures(run, width=760)]
+
+
 class LiveSteer(pn.viewable.Viewer):
     """Prompt, method, direction and alpha -> answers with and without the clamp, generated off the UI thread."""
 
@@ -135,8 +154,8 @@ class LiveSteer(pn.viewable.Viewer):
                                         width=140)
         self.direction = pn.widgets.RadioButtonGroup(name="Steer", options=list(steer.DIRECTIONS), value="elicit",
                                                      button_type="default")
-        self.alpha = pn.widgets.FloatSlider(name="α (steering factor)", start=0.0, end=8.0, step=0.25, value=2.0,
-                                            sizing_mode="stretch_width")
+        self.alpha = pn.widgets.FloatSlider(name="α (clamp offset, residual norms)", start=0.0, end=1.0, step=0.05,
+                                            value=0.2, sizing_mode="stretch_width")
         self.prompt = pn.widgets.TextAreaInput(name="Prompt", value="", height=70, sizing_mode="stretch_width")
         self.tokens = pn.widgets.IntInput(name="New tokens", value=32, start=4, end=256, width=110)
         self.button = pn.widgets.Button(name="Generate with and without steering", button_type="primary", width=300)
@@ -158,9 +177,9 @@ class LiveSteer(pn.viewable.Viewer):
         concepts = sorted({k.split("/")[0] for k in result.vectors})
         self.concept.options = concepts
         self.concept.value = concepts[0] if concepts else None
-        self.alpha.end = max(8.0, 2 * max(config["alphas"]))
+        self.alpha.end = max(1.0, 2 * max(config["alphas"]))
         chosen = result.alphas.get(f"{self.concept.value}/{self.method.value}/{self.direction.value}")
-        self.alpha.value = float(chosen) if chosen is not None else 2.0
+        self.alpha.value = float(chosen) if chosen is not None else 0.2
         neutral = [ex["prompt"] for ex in result.examples if ex["direction"] == "elicit" and ex["method"] == "cdas"]
         self.prompt.value = neutral[0] if neutral else "Describe your favourite weekend."
         self.answers[:] = []
@@ -171,8 +190,9 @@ class LiveSteer(pn.viewable.Viewer):
             return
         key = f"{self.concept.value}/{self.method.value}"
         vector = self.result.vectors[key]
-        m = self.result.projections[key]["m_plus" if self.direction.value == "elicit" else "m_minus"]
-        target = self.alpha.value * m
+        m = self.result.projections[key]
+        target = steer.clamp_target(m["m_plus"], m["m_minus"], self.direction.value, self.alpha.value,
+                                    self.result.residual_norm)
         config, prompt, tokens = self.run_config, self.prompt.value, self.tokens.value
         label = f"{self.direction.value} {self.concept.value} with {self.method.value}, α={self.alpha.value:g}"
         self.button.disabled = True
@@ -239,5 +259,6 @@ def page() -> Any:
     main = [picker, header, pn.pane.Markdown("### Steer"), live,
             pn.pane.Markdown("### Held-out judge scores (mean over concepts, 0–2)"), summary_table, stored,
             pn.pane.Markdown("### Stored figures (as in the report)"), figures,
+            pn.pane.Markdown("### Layer sweep: held-out steering score per layer"), *layer_sweep_view(store),
             pn.pane.Markdown("### Ground truth: does DAS/CDAS find known variables?"), *toy_view(store)]
     return shell.page("cdas", "CDAS steering", INTRO, main, [launcher])

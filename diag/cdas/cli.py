@@ -1,4 +1,4 @@
-"""``diag cdas toy|train|steer``: ground-truth validation, rank-k DII training and bi-directional steering."""
+"""``diag cdas toy|train|steer|sweep``: ground truth, rank-k DII training, steering both ways, layer sweep."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ def _floats(text: str, what: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
         raise DiagError(f"{what} must be comma-separated numbers, got {text!r}") from exc
+
+
+def _ints(text: str, what: str) -> list[int]:
+    from diag.errors import DiagError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise DiagError(f"{what} must be comma-separated integers, got {text!r}") from exc
 
 
 def _names(text: str) -> list[str]:
@@ -66,7 +75,8 @@ def steer(
     concepts: Annotated[str, typer.Option(help="Comma-separated concepts.")] = "dogs,music,space,ocean",
     layer: Annotated[int, typer.Option(help="Decoder layer to steer at.")] = 10,
     steps: Annotated[int, typer.Option(help="Training steps of the rank-1 DIIs.")] = 8,
-    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from.")] = "3,10,30",
+    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors to choose from (clamp offset in "
+                                               "residual norms at the layer).")] = "0.1,0.2,0.4",
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 6,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 20,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
@@ -80,4 +90,27 @@ def steer(
         "model": model, "concepts": _names(concepts), "layer": layer, "steps": steps,
         "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts, "max_new_tokens": max_new_tokens,
         "dataset": dataset,
+    }, as_json)
+
+
+@app.command()
+def sweep(
+    layers: Annotated[str, typer.Option(help="Comma-separated decoder layers to steer at.")] = "3,6,10,14",
+    model: Annotated[str, typer.Option(help="Named model, HF id or local directory.")] = "smollm2-135m-instruct",
+    concepts: Annotated[str, typer.Option(help="Comma-separated concepts.")] = "dogs,music,space,ocean",
+    steps: Annotated[int, typer.Option(help="Training steps of the rank-1 DIIs per layer.")] = 4,
+    alphas: Annotated[str, typer.Option(help="Comma-separated steering factors (residual norms).")] = "0.1,0.25",
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 16,
+    dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer."""
+    from diag.cdas import sweep as analysis
+    from diag.cli import run_and_emit
+
+    run_and_emit(analysis, {
+        "layers": _ints(layers, "--layers"), "model": model, "concepts": _names(concepts),
+        "steps": steps, "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts,
+        "max_new_tokens": max_new_tokens, "dataset": dataset,
     }, as_json)
