@@ -10,6 +10,7 @@ from diag.errors import DiagError
 ANALYSES: dict[str, str] = {
     "capture": "diag.capture",
     "cdas-toy": "diag.cdas.toy", "cdas-train": "diag.cdas.train", "cdas-steer": "diag.cdas.steer",
+    "cdas-steer-sweep": "diag.cdas.sweep",
     "boundary": "diag.boundary.analysis",
     "boundary_episodes": "diag.boundary.episodes",
     "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",
