@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from probes import input_gradient
+
 
 def boundary_gradients(model: nn.Module, obs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Per-state gradients v(s), ``[n, *obs.shape[1:]]``, with one backward pass per batch.
@@ -27,14 +29,12 @@ def boundary_gradients(model: nn.Module, obs: torch.Tensor, batch_size: int = 25
     The loss of state i depends only on input i, so the gradient of the batch sum with respect to the batch is
     exactly the stack of per-state gradients: no per-sample machinery is needed.
     """
-    grads = []
-    for chunk in obs.split(batch_size):
-        chunk = chunk.detach().clone().requires_grad_(True)
-        q_values = model(chunk)  # one forward serves both the greedy action and the loss
-        loss = F.cross_entropy(q_values, q_values.argmax(dim=1), reduction="sum")
-        (grad,) = torch.autograd.grad(loss, chunk)
-        grads.append(grad)
-    return torch.cat(grads)
+
+    def greedy_cross_entropy(q_values: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        # One forward serves both the greedy action and the loss.
+        return F.cross_entropy(q_values, q_values.argmax(dim=1), reduction="none")
+
+    return torch.cat([input_gradient(model, chunk, greedy_cross_entropy) for chunk in obs.split(batch_size)])
 
 
 def principal_direction(grads: torch.Tensor, seed: int = 0, rank: int = 6, iters: int = 6) -> tuple[

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -55,6 +56,41 @@ def apply_edits(site_edits: Sequence[Edit], h: torch.Tensor) -> torch.Tensor:
     for edit in site_edits:
         h = edit.site.replace(h, edit.fn(edit.site.select(h)))
     return h
+
+
+class PassPlan:
+    """What one forward pass does at each site: run its edits in order, then capture the edited value if asked.
+
+    Every backend walks the same plan, which is why they agree exactly; ``save`` wraps a captured value in what
+    the backend needs to keep it past the pass (nnsight's ``.save()``; plain tensors otherwise).
+    """
+
+    def __init__(self, edits: Sequence[Edit], capture: Sequence[Site], keep_graph: bool,
+                 save: Callable[[torch.Tensor], Any] = lambda t: t) -> None:
+        self.edits_at: dict[Site, list[Edit]] = defaultdict(list)
+        for edit in edits:
+            self.edits_at[edit.site].append(edit)
+        self.capture = list(capture)
+        self._wanted = set(capture)
+        self.keep_graph = keep_graph
+        self.save = save
+        self.captured: dict[Site, Any] = {}
+        # Edited sites first, then the ones only read.
+        self.sites = list(self.edits_at) + [s for s in self.capture if s not in self.edits_at]
+
+    def visit(self, site: Site, h: torch.Tensor) -> torch.Tensor:
+        """Edit ``h`` at ``site``, record the capture, and return the tensor the model continues with."""
+        h = apply_edits(self.edits_at.get(site, ()), h)
+        if site in self._wanted:
+            selected = site.select(h)
+            if self.keep_graph:  # route the rest of the pass through the captured tensor, so grads reach it
+                h = site.replace(h, selected)
+            self.captured[site] = self.save(selected)
+        return h
+
+    def trace(self, logits: torch.Tensor) -> Trace:
+        return Trace(logits, {s: self.captured[s] if self.keep_graph else self.captured[s].detach()
+                              for s in self.capture})
 
 
 def split_inputs(inputs: Inputs) -> tuple[tuple, dict]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probes.backends import Inputs, Trace, apply_edits, logits_of, split_inputs
+from probes.backends import Inputs, PassPlan, Trace, logits_of, split_inputs
 from probes.edits import Edit
 from probes.site import Site, locate
 
@@ -28,29 +28,18 @@ class TorchHooksBackend:
         capture: Sequence[Site] = (),
         keep_graph: bool = False,
     ) -> Trace:
+        plan = PassPlan(edits, capture, keep_graph)
         # Group work per hooked module: several sites (positions, components) may share one module.
-        edits_at: dict[Site, list[Edit]] = defaultdict(list)
-        for edit in edits:
-            edits_at[edit.site].append(edit)
         sites_at: dict[tuple[int, bool], list[Site]] = defaultdict(list)
         modules: dict[tuple[int, bool], nn.Module] = {}
-        for site in list(edits_at) + [s for s in capture if s not in edits_at]:
+        for site in plan.sites:
             module, on_input = locate(self.model, site)
             sites_at[(id(module), on_input)].append(site)
             modules[(id(module), on_input)] = module
-        captured: dict[Site, torch.Tensor] = {}
-        wanted = set(capture)
 
         def transform(sites: list[Site], h: torch.Tensor) -> torch.Tensor:
             for site in sites:
-                h = apply_edits(edits_at.get(site, ()), h)
-                if site in wanted:
-                    selected = site.select(h)
-                    if keep_graph:
-                        h = site.replace(h, selected)
-                        captured[site] = selected
-                    else:
-                        captured[site] = selected.detach()
+                h = plan.visit(site, h)
             return h
 
         handles = []
@@ -66,7 +55,7 @@ class TorchHooksBackend:
         finally:
             for handle in handles:
                 handle.remove()
-        return Trace(logits_of(output), {s: captured[s] for s in capture})
+        return plan.trace(logits_of(output))
 
 
 def _post_hook(sites: list[Site], transform: Any) -> Any:

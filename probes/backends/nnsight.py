@@ -10,14 +10,13 @@ The key and the connection are checked when the backend is built, so nothing run
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from functools import reduce
 
 import torch
 from torch import nn
 
-from probes.backends import COMPONENT_ORDER, Inputs, Trace, apply_edits
+from probes.backends import COMPONENT_ORDER, Inputs, PassPlan, Trace
 from probes.edits import Edit
 from probes.errors import RemoteUnavailable
 from probes.site import Site, block_list, locate, module_path
@@ -53,13 +52,8 @@ class NNsightBackend:
         capture: Sequence[Site] = (),
         keep_graph: bool = False,
     ) -> Trace:
-        edits_at: dict[Site, list[Edit]] = defaultdict(list)
-        for edit in edits:
-            edits_at[edit.site].append(edit)
-        sites = list(edits_at) + [s for s in capture if s not in edits_at]
-        sites.sort(key=lambda s: (s.layer % self.n_layers, COMPONENT_ORDER[s.component]))
-        wanted = set(capture)
-        saved: dict[Site, object] = {}
+        plan = PassPlan(edits, capture, keep_graph, save=lambda t: t.save())
+        sites = sorted(plan.sites, key=lambda s: (s.layer % self.n_layers, COMPONENT_ORDER[s.component]))
         feed = {"input_ids": inputs} if isinstance(inputs, torch.Tensor) else dict(inputs)
         with self.lm.trace(feed, remote=self.remote):
             for site in sites:
@@ -67,22 +61,15 @@ class NNsightBackend:
                 envoy = self._envoy(module_path(self.model, module))
                 value = envoy.input if on_input else envoy.output
                 is_tuple = isinstance(value, tuple)
-                h = value[0] if is_tuple else value
-                new = apply_edits(edits_at.get(site, ()), h)
-                if site in wanted:
-                    selected = site.select(new)
-                    if keep_graph:
-                        new = site.replace(new, selected)
-                    saved[site] = selected.save()
-                if site in edits_at or keep_graph:
+                new = plan.visit(site, value[0] if is_tuple else value)
+                if site in plan.edits_at or keep_graph:
                     replacement = (new, *value[1:]) if is_tuple else new
                     if on_input:
                         envoy.input = replacement
                     else:
                         envoy.output = replacement
             output = self.lm.output.save()
-        activations = {s: saved[s] if keep_graph else saved[s].detach() for s in capture}
-        return Trace(output.logits, activations)
+        return plan.trace(output.logits)
 
 
 def check_remote_ready(model: nn.Module, timeout_s: float = 3.0) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from probes.backends import Inputs, Trace, apply_edits
+from probes.backends import Inputs, PassPlan, Trace
 from probes.edits import Edit
 from probes.site import Site
 
@@ -52,25 +52,16 @@ class TransformerLensBackend:
         capture: Sequence[Site] = (),
         keep_graph: bool = False,
     ) -> Trace:
-        edits_at: dict[Site, list[Edit]] = defaultdict(list)
-        for edit in edits:
-            edits_at[edit.site].append(edit)
+        plan = PassPlan(edits, capture, keep_graph)
         sites_by_hook: dict[str, list[Site]] = defaultdict(list)
-        for site in list(edits_at) + [s for s in capture if s not in edits_at]:
+        for site in plan.sites:
             sites_by_hook[self.hook_name(site)].append(site)
-        captured: dict[Site, torch.Tensor] = {}
-        wanted = set(capture)
 
         def make_hook(sites: list[Site]):
             def hook(act, hook):
                 first = act[0] if isinstance(act, tuple) else act
                 for site in sites:
-                    first = apply_edits(edits_at.get(site, ()), first)
-                    if site in wanted:
-                        selected = site.select(first)
-                        if keep_graph:
-                            first = site.replace(first, selected)
-                        captured[site] = selected if keep_graph else selected.detach()
+                    first = plan.visit(site, first)
                 return (first, *act[1:]) if isinstance(act, tuple) else first
 
             return hook
@@ -82,4 +73,4 @@ class TransformerLensBackend:
             kwargs = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs else {}
         hooks = [(name, make_hook(sites)) for name, sites in sites_by_hook.items()]
         logits = self.bridge.run_with_hooks(input_ids, fwd_hooks=hooks, **kwargs)
-        return Trace(logits, {s: captured[s] for s in capture})
+        return plan.trace(logits)
