@@ -58,7 +58,7 @@ class Result:
             for direction in steer.DIRECTIONS:
                 by_layer = {str(la): self.scores[str(la)][method][direction] for la in self.layers}
                 out[f"{method}_{direction}_by_layer"] = by_layer
-                if method != "prompting":
+                if method != "prompting":  # argmax: the first listed layer when layers tie
                     out[f"best_layer_{method}_{direction}"] = int(max(by_layer, key=by_layer.__getitem__))
         out["steer_runs"] = self.runs
         return out
@@ -112,6 +112,20 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     return Result(list(config.layers), runs, scores)
 
 
+def _headline(summary: dict[str, Any]) -> list[Any]:
+    """Per method and direction, the best layer's held-out score (or that every layer scored the same)."""
+    from diag.report.sections import Metric
+
+    out = []
+    for method in steer.METHODS:
+        for direction in steer.DIRECTIONS:
+            by_layer = summary[f"{method}_{direction}_by_layer"]
+            best = max(by_layer, key=by_layer.__getitem__)
+            where = "every layer" if len(set(by_layer.values())) == 1 else f"best layer {best}"
+            out.append(Metric(f"{method} {direction} ({where})", by_layer[best]))
+    return out
+
+
 def _baselines(summary: dict[str, Any]) -> list[Any]:
     from diag.report.sections import Table
 
@@ -131,6 +145,7 @@ GUIDE = Guide(
          "its line is flat up to batch-padding numerics; it marks what an instruction alone achieves."),
         "The judge is offline (lexicon + MiniLM similarity + perplexity buckets), as in cdas-steer.",
     ],
+    headline=_headline,
     baselines=_baselines,
     captions={"layer_sweep": "Mean held-out judge score over concepts against the steered layer, per method."},
 )
