@@ -47,7 +47,7 @@ class Config:
     conditions: tuple[str, ...] = ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm",
                                    "pgd")
     eps: float = 1 / 255
-    pgd_steps: int = 5
+    pgd_steps: int = 10  # Madry et al.: 10 steps of 2.5 eps / 10, random start
     topk_fraction: float = 0.01  # share of pixels counted as "most sensitive" for disjointness
     attribution_states: int = 32  # states (evenly spaced over the clean set) given to the captum baselines
     ig_steps: int = 16

@@ -88,7 +88,7 @@ def analyse(
     conditions: Annotated[str, typer.Option(help="Comma-separated shifts and attacks.")] = (
         "brightness,contrast,blur,rotation,perspective,jpeg,fgsm,pgd"),
     eps: float = 1 / 255,
-    pgd_steps: int = 5,
+    pgd_steps: int = 10,
     seed: int = 0,
     as_json: JsonFlag = False,
 ) -> None:
