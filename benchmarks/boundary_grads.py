@@ -11,20 +11,13 @@ Usage: python benchmarks/boundary_grads.py [--frames 128] [--repeats 5]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved_medians
 
 from diag.boundary.nld import boundary_gradients
 from diag.boundary.policy.load import load_policy
 from diag.boundary.policy.play import play
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bare_forward_backward(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
@@ -50,14 +43,8 @@ def main() -> None:
     looped = lambda: [boundary_gradients(model, frames[i:i + 1]) for i in range(n)]
     bare = lambda: bare_forward_backward(model, frames)
     torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-7)  # same numbers
-    times: dict[str, list[float]] = {"batched": [], "per-frame loop": [], "bare forward+backward": []}
-    for fn in (batched, looped, bare):  # warm-up
-        fn()
-    for _ in range(args.repeats):
-        times["batched"].append(timed(batched))
-        times["per-frame loop"].append(timed(looped))
-        times["bare forward+backward"].append(timed(bare))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians({"batched": batched, "per-frame loop": looped, "bare forward+backward": bare},
+                              args.repeats)
     print(f"{n} frames of {policy.game}, Nature-CNN dueling Q-network, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
     for name, seconds in med.items():

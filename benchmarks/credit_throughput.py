@@ -13,22 +13,13 @@ Usage: python benchmarks/credit_throughput.py [--pairs 16] [--repeats 3] [--batc
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved_medians
 
 from diag.credit.analysis import resolve_policy
 from diag.credit.data import make_pairs
 from diag.credit.scorer import collate, encode, load_pair
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -66,13 +57,8 @@ def main() -> None:
             with pair.as_reference() as reference:
                 reference(input_ids=ids, attention_mask=attention, position_ids=positions)
 
-    times: dict[str, list[float]] = {"ours": [], "naive": [], "floor": []}
     with torch.no_grad():
-        ours(), floor()  # warm-up
-        for _ in range(args.repeats):
-            for name, fn in (("ours", ours), ("naive", naive), ("floor", floor)):
-                times[name].append(timed(fn))
-    median = {k: statistics.median(v) for k, v in times.items()}
+        median = interleaved_medians({"ours": ours, "naive": naive, "floor": floor}, args.repeats)
     print(f"device={device} sequences={len(encoded)} response_tokens={n_tokens} batch={args.batch} "
           f"threads={torch.get_num_threads()}")
     for name, seconds in median.items():

@@ -11,33 +11,19 @@ Usage: python benchmarks/probe_overhead.py [--repeats 7]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import interleaved_medians
 
 from diag.zoo import load_lm
 from probes import Site, get_backend
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def ratio(backend, model, inputs, sites, repeats: int) -> tuple[float, float, float]:
-    bare, probed = [], []
     with torch.no_grad():
-        for _ in range(2):  # warm-up
-            model(**inputs)
-            backend.run(inputs, capture=sites)
-        for _ in range(repeats):
-            bare.append(timed(lambda: model(**inputs)))
-            probed.append(timed(lambda: backend.run(inputs, capture=sites)))
-    b, p = statistics.median(bare), statistics.median(probed)
+        medians = interleaved_medians({"bare": lambda: model(**inputs),
+                                       "probed": lambda: backend.run(inputs, capture=sites)}, repeats, warmup=2)
+    b, p = medians["bare"], medians["probed"]
     return p / b, b, p
 
 
