@@ -5,8 +5,9 @@ DAS cross-entropy on counterfactual labels, the toy's batch 1024 and lr 0.01; al
 pairs) and SmolLM2-135M-Instruct (rank 4 at the residual output of layer 10, all positions, cross-entropy on the
 source's next tokens, batch 4 x 32 tokens). Each step is: source forward, intervened base forward, backward, Adam
 step. Like for like: both sides get the same batches, the same initial basis (pyvene's rotate_layer is assigned our
-seed-0 basis through its orthogonal parametrisation), the same optimiser and learning rate, so the IIA gap measures
-the implementations, not the draw of the initial subspace.
+seed-0 basis through its orthogonal parametrisation, after the same torch seed: assigning a d x k basis completes it
+to a d x d base with ``torch.randn``, and that completion steers training), the same optimiser and learning rate, so
+the IIA gap measures the implementations, not the draw of the initial subspace.
 
 pyvene 0.1.8 pins nothing against transformers 5 but is not a dependency of diag, so it runs in its OWN virtual
 environment, in a subprocess: ``$PYVENE_VENV`` (default ``~/.cache/diag/pyvene-venv``) is created if missing,
@@ -88,6 +89,7 @@ def ours_toy(setup: dict, steps: int) -> dict:
     generator = torch.Generator().manual_seed(setup["data_seed"])
     data = [toy.interchange_pairs("wx", setup["batch"], generator) for _ in range(steps)]
     dii = RotatedSubspace(16, TOY_RANK)
+    torch.manual_seed(setup["data_seed"])  # torch's orthogonal parametrisation completes the basis with randn
     dii.set_basis(setup["init_basis"])
     optimiser = torch.optim.Adam(dii.parameters(), lr=setup["lr"])
     start = time.perf_counter()
@@ -162,6 +164,7 @@ if which == "toy":
     intervenable = pv.IntervenableModel(config, model)
     intervenable.disable_model_gradients()
     intervention = next(iter(intervenable.interventions.values()))
+    torch.manual_seed(args["setup"]["data_seed"])  # the same randn completion of the basis as ours
     with torch.no_grad():  # the same starting subspace as ours, set through the orthogonal parametrisation
         intervention.rotate_layer.weight = args["setup"]["init_basis"]
     generator = torch.Generator().manual_seed(args["setup"]["data_seed"])
