@@ -57,7 +57,7 @@ def steer_prompt(config: dict[str, Any], vector: np.ndarray, target: float, prom
         raise DiagError("empty prompt")
     model, tokenizer = _model(config["model"], config["device"])
     plain = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]
-    clamp = steer._clamp_fn(torch.tensor(vector, dtype=torch.float32)[None], torch.tensor([target]))
+    clamp = steer.row_clamp(torch.tensor(vector, dtype=torch.float32)[None], torch.tensor([target]))
     steered = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, layer=config["layer"], fn=clamp)[0]
     return plain, steered
 

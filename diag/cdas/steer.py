@@ -160,8 +160,9 @@ def clamp_target(m_plus: float, m_minus: float, direction: str, alpha: float, re
     return (m_plus + m_minus) / 2 + sign * alpha * residual_norm
 
 
-def _clamp_fn(vectors: torch.Tensor, targets: torch.Tensor) -> Any:
-    """Per-row clamp h' = h + (t - v^T h) v; a zero vector leaves the row untouched (prompting rows)."""
+def row_clamp(vectors: torch.Tensor, targets: torch.Tensor) -> Any:
+    """Per-row clamp h' = h + (t - v^T h) v for batched steering (``probes.clamp`` is the one-vector form); a zero
+    vector leaves the row untouched (prompting rows)."""
 
     def fn(h: torch.Tensor) -> torch.Tensor:
         v = vectors.to(h.device, h.dtype).unsqueeze(1)  # [b, 1, d]
@@ -272,7 +273,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                             else torch.zeros(width) for j in jobs])
         targets = torch.tensor([target(j) for j in jobs])
         answers = generate(model, tokenizer, [j["prompt"] for j in jobs], max_new_tokens=config.max_new_tokens,
-                           layer=config.layer, fn=_clamp_fn(vecs, targets))
+                           layer=config.layer, fn=row_clamp(vecs, targets))
         nll = response_nll(model, tokenizer, [j["instruction"] for j in jobs], answers)
         for j, a, n in zip(jobs, answers, nll, strict=True):
             j["answer"], j["nll"] = a, n

@@ -49,6 +49,20 @@ def test_harmonic_mean_is_zero_when_any_part_is_zero() -> None:
         [2.0, 0.0, 1.5])
 
 
+def test_row_clamp_sets_each_rows_projection_and_leaves_zero_rows_alone() -> None:
+    torch.manual_seed(0)
+    h = torch.randn(3, 5, 8, dtype=torch.float64)
+    v = torch.nn.functional.normalize(torch.randn(3, 8, dtype=torch.float64), dim=-1)
+    v[2] = 0  # a prompting row: no vector
+    targets = torch.tensor([1.5, -2.0, 7.0], dtype=torch.float64)
+    out = steer.row_clamp(v, targets)(h)
+    torch.testing.assert_close(out[:2] @ v[:2].unsqueeze(-1), targets[:2].view(2, 1, 1).expand(2, 5, 1))
+    # Only the component along v changes.
+    rest = out[:2] - (out[:2] @ v[:2].unsqueeze(-1)) * v[:2].unsqueeze(1)
+    torch.testing.assert_close(rest, h[:2] - (h[:2] @ v[:2].unsqueeze(-1)) * v[:2].unsqueeze(1))
+    assert torch.equal(out[2], h[2])
+
+
 def test_dataset_errors_are_one_line(tmp_path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
