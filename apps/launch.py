@@ -10,7 +10,7 @@ import panel as pn
 
 from apps.forms import ConfigForm
 from apps.jobs import JobPanel
-from diag.analysis import config_to_dict
+from diag.analysis import config_to_dict, pinned
 from diag.errors import DiagError
 from diag.runs import RunStore, config_hash
 
@@ -36,7 +36,7 @@ class Launcher(pn.viewable.Viewer):
 
     async def _start(self, _: Any) -> None:
         try:
-            config = self.form.config()
+            config = pinned(self.module, self.form.config())
         except DiagError as exc:
             self.job.show_error(str(exc))
             return

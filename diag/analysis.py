@@ -9,6 +9,7 @@ resuming a killed one, and computing a new one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import types
 import typing
@@ -100,6 +101,40 @@ def read_json_file(path: Path, what: str) -> Any:
         raise DiagError(f"{what} {path} does not exist") from exc
     except json.JSONDecodeError as exc:
         raise DiagError(f"{what} {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+
+
+_HASHED_FILE_LIMIT = 1 << 30  # bigger files (full model weights) are fingerprinted by size and mtime instead
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 over a file's bytes, or a directory's files (relative names and bytes, hidden files skipped).
+
+    Analyses put it in their config for the local files they read (checkpoints, adapters, data), so a replaced
+    file gives a new run id instead of silently reusing a run made from the old one.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
+                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+        stat = file.stat()
+        if stat.st_size > _HASHED_FILE_LIMIT:
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            continue
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def pinned(module: types.ModuleType, config: Any) -> Any:
+    """The config with the fingerprints of the local files it reads filled in (the module's ``pin_inputs``).
+
+    Every place that derives a run id from a config goes through here, so it names the same run ``run()`` does.
+    """
+    pin = getattr(module, "pin_inputs", None)
+    return pin(config) if pin is not None else config
 
 
 def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:

@@ -64,7 +64,7 @@ def audit(
 
     from tqdm import tqdm
 
-    from diag.analysis import config_to_dict
+    from diag.analysis import config_to_dict, pinned
     from diag.errors import DiagError
     from diag.progress import TqdmProgress, no_progress
     from diag.registry import ANALYSES, analysis_module
@@ -86,7 +86,7 @@ def audit(
         progress = TqdmProgress() if show_progress else no_progress
         t0, cpu0 = time.monotonic(), _cpu_seconds()
         try:
-            config = module.audit_config(scale)
+            config = pinned(module, module.audit_config(scale))
             run = store.open(module.ANALYSIS, config_to_dict(config))
             if run.finished:
                 how = "reused"

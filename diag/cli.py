@@ -59,12 +59,13 @@ def run_and_emit(
     ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
     result (an export, say) and returns keys to add to the printed summary.
     """
-    from diag.analysis import config_from_dict, config_to_dict
+    from diag.analysis import config_from_dict, config_to_dict, pinned
     from diag.progress import TqdmProgress
     from diag.runs import RunStore
 
     if not dataclasses.is_dataclass(config):
         config = config_from_dict(module.Config, config)
+    config = pinned(module, config)
     store, progress = RunStore(), TqdmProgress()
     try:
         result = module.run(config, progress=progress, store=store)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from diag.analysis import config_from_dict, config_to_dict, read_json_file
+from diag.analysis import config_from_dict, config_to_dict, pinned, read_json_file
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.registry import analysis_module
@@ -119,7 +119,7 @@ def run_sweep(
     """Execute every point of the sweep that is not already finished in the store, then write the manifest."""
     store = store or RunStore()
     module = analysis_module(spec.analysis)
-    configs = spec.configs()
+    configs = [pinned(module, c) for c in spec.configs()]
     runs = [store.open(module.ANALYSIS, config_to_dict(c), group=spec.group) for c in configs]
     reused = [run.finished for run in runs]
     _write_manifest(store, spec, [run.run_id for run in runs])
@@ -179,7 +179,7 @@ def _run_on_ray(
 def run_one(analysis: str, fields: dict[str, Any], store_root: str) -> str:
     """One sweep point, as a Ray task: rebuild the config, run it into the shared store, return its run id."""
     module = analysis_module(analysis)
-    config = config_from_dict(module.Config, fields)
+    config = pinned(module, config_from_dict(module.Config, fields))
     store = RunStore(store_root)
     module.run(config, store=store)
     return store.open(module.ANALYSIS, config_to_dict(config)).run_id

@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from diag.analysis import config_from_dict, config_to_dict
+from diag.analysis import config_from_dict, config_to_dict, fingerprint
 from diag.errors import DiagError
 
 
@@ -40,3 +40,20 @@ def test_roundtrip_and_coercion() -> None:
 def test_bad_fields_are_named(data: dict, needle: str) -> None:
     with pytest.raises(DiagError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         config_from_dict(Example, data)
+
+
+def test_fingerprint_follows_content_not_location(tmp_path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"\x00\x01\x02")
+        (folder / "sub" / "config.json").write_text("{}")
+    assert fingerprint(a) == fingerprint(b)  # same files elsewhere: same run
+    (b / ".cache").write_text("ignored")  # hidden files (tool caches) do not count
+    assert fingerprint(a) == fingerprint(b)
+    (b / "weights.bin").write_bytes(b"\x00\x01\x03")  # a retrained checkpoint: a new run
+    assert fingerprint(a) != fingerprint(b)
+    (b / "weights.bin").write_bytes(b"\x00\x01\x02")
+    (b / "sub" / "config.json").rename(b / "config.json")  # same bytes under another name: a new run
+    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(a / "weights.bin") != fingerprint(a / "sub" / "config.json")

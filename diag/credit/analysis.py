@@ -12,14 +12,13 @@ from the first differing token onward (shared prefix tokens get no direct DPO gr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from diag.analysis import execute, read_json_lines
+from diag.analysis import execute, fingerprint, read_json_lines
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -54,7 +53,10 @@ class Config:
     n_boot: int = 1000
     batch_size: int = 16
     device: str = "auto"
-    data_sha256: str | None = None  # filled in from the JSONL file, so a changed file is a new run
+    # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
+    data_sha256: str | None = None
+    policy_sha256: str | None = None
+    reference_sha256: str | None = None
 
 
 @dataclass
@@ -194,14 +196,24 @@ def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:
     return [(0, r) for r in read_jsonl(Path(config.data))]
 
 
-def with_data_hash(config: Config) -> Config:
-    """Record the JSONL file's hash in the config (and so in the run id)."""
-    if config.data in ("heldout", "train"):
-        return config
-    path = Path(config.data)
-    if not path.is_file():
-        raise DiagError(f"data file {path} does not exist")
-    return dataclasses.replace(config, data_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+def _local_fingerprint(model: str | None) -> str | None:
+    """Fingerprint of a local model or adapter directory; None for hub ids (their revision is the hub's)."""
+    if model is None:
+        return None
+    path = Path(resolve_policy(model))
+    return fingerprint(path) if path.exists() else None
+
+
+def pin_inputs(config: Config) -> Config:
+    """Record the hashes of the JSONL file and of local policy/reference weights in the config (and run id)."""
+    data_sha256 = None
+    if config.data not in ("heldout", "train"):
+        path = Path(config.data)
+        if not path.is_file():
+            raise DiagError(f"data file {path} does not exist")
+        data_sha256 = fingerprint(path)
+    return dataclasses.replace(config, data_sha256=data_sha256, policy_sha256=_local_fingerprint(config.policy),
+                               reference_sha256=_local_fingerprint(config.reference))
 
 
 def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np.ndarray]:
@@ -316,7 +328,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    config = with_data_hash(config)
+    config = pin_inputs(config)
     if config.data not in ("heldout", "train"):
         read_jsonl(Path(config.data))  # bad lines fail here, before a run directory exists
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

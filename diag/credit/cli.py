@@ -55,14 +55,13 @@ def score(
     as_json: JsonFlag = False,
 ) -> None:
     """Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines."""
-    from diag.analysis import config_from_dict
     from diag.cli import parse_ints, run_and_emit
     from diag.credit import analysis
 
-    run_and_emit(analysis, analysis.with_data_hash(config_from_dict(analysis.Config, {
+    run_and_emit(analysis, {
         "policy": policy, "reference": reference, "beta": beta, "data": data, "n_pairs": n_pairs,
         "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps,
-        "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device})), as_json)
+        "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device}, as_json)
 
 
 @app.command()

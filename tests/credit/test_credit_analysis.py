@@ -73,3 +73,19 @@ def test_dpo_loop_starts_at_log2_and_lowers_the_loss(tiny_llama_dir: Path) -> No
     assert result.losses[-1] < result.losses[0]
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert json.loads((result.adapter_dir / "diag_dpo.json").read_text())["beta"] == 0.1
+
+
+def test_a_retrained_adapter_is_a_new_run_not_a_stale_reuse(tmp_path) -> None:
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(analysis.committed_adapter_dir(), adapter)
+    config = analysis.Config(policy=str(adapter))
+    before = analysis.pin_inputs(config)
+    assert before.policy_sha256 is not None and before.reference_sha256 is None and before.data_sha256 is None
+    assert analysis.pin_inputs(before) == before  # pinning twice names the same run
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    after = analysis.pin_inputs(config)
+    assert after.policy_sha256 != before.policy_sha256
+    assert analysis.pin_inputs(analysis.Config(policy="HuggingFaceTB/not-local")).policy_sha256 is None
