@@ -103,29 +103,46 @@ def read_json_file(path: Path, what: str) -> Any:
         raise DiagError(f"{what} {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
 
 
-_HASHED_FILE_LIMIT = 1 << 30  # bigger files (full model weights) are fingerprinted by size and mtime instead
+_HASHED_FILE_LIMIT = 1 << 30  # bigger files inside a directory (full model weights) count by size and mtime
 
 
 def fingerprint(path: Path) -> str:
-    """sha256 over a file's bytes, or a directory's files (relative names and bytes, hidden files skipped).
+    """sha256 of a file's bytes, or over a directory's files (relative names and bytes, hidden files skipped).
 
-    Analyses put it in their config for the local files they read (checkpoints, adapters, data), so a replaced
-    file gives a new run id instead of silently reusing a run made from the old one.
+    Analyses put it in their config for the local files they read (checkpoints, adapters, models, data), so a
+    replaced file gives a new run id instead of silently reusing a run made from the old one.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()
-                                                 and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if path.is_file():
+        return _hash_into(hashlib.sha256(), path).hexdigest()
     digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(path)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        digest.update(str(relative).encode() + b"\0")
         stat = file.stat()
         if stat.st_size > _HASHED_FILE_LIMIT:
             digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-            continue
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        else:
+            _hash_into(digest, file)
     return digest.hexdigest()
+
+
+def _hash_into(digest: Any, file: Path) -> Any:
+    with open(file, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def pin_model(config: Any) -> Any:
+    """Fill ``model_sha256`` (for configs that have it) from the local model directory ``model`` names, else None."""
+    if "model_sha256" not in {f.name for f in dataclasses.fields(config)}:
+        return config
+    from diag.zoo.lm import local_model_fingerprint
+
+    return dataclasses.replace(config, model_sha256=local_model_fingerprint(config.model))
 
 
 def pinned(module: types.ModuleType, config: Any) -> Any:
@@ -134,6 +151,7 @@ def pinned(module: types.ModuleType, config: Any) -> Any:
     Every place that derives a run id from a config goes through here, so it names the same run ``run()`` does.
     """
     pin = getattr(module, "pin_inputs", None)
+    config = pin_model(config)
     return pin(config) if pin is not None else config
 
 
@@ -188,7 +206,7 @@ def execute(
     run finished until the result has been saved completely.
     """
     store = store or RunStore()
-    run = store.open(analysis, config_to_dict(config), group=group)
+    run = store.open(analysis, config_to_dict(pin_model(config)), group=group)
     if run.finished:
         return result_type.load(run)
     try:

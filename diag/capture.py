@@ -26,6 +26,7 @@ ANALYSIS = "capture"
 @dataclass(frozen=True)
 class Config:
     model: str = "smollm2-135m-instruct"
+    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     prompt: str = "The capital of France is"
     layers: tuple[int, ...] = (0,)
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"

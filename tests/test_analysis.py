@@ -57,3 +57,19 @@ def test_fingerprint_follows_content_not_location(tmp_path) -> None:
     (b / "sub" / "config.json").rename(b / "config.json")  # same bytes under another name: a new run
     assert fingerprint(a) != fingerprint(b)
     assert fingerprint(a / "weights.bin") != fingerprint(a / "sub" / "config.json")
+
+
+def test_a_changed_local_model_is_a_new_run(tiny_llama_dir, tmp_path) -> None:
+    import shutil
+
+    from diag import capture
+    from diag.analysis import pinned
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, model_dir)
+    config = capture.Config(model=str(model_dir))
+    first = pinned(capture, config)
+    assert first.model_sha256 == fingerprint(model_dir)
+    assert pinned(capture, capture.Config()).model_sha256 is None  # the embedded model is fixed by its name
+    (model_dir / "config.json").write_text((model_dir / "config.json").read_text().replace("}", ' , "x": 1}', 1))
+    assert pinned(capture, config).model_sha256 != first.model_sha256

@@ -11,6 +11,7 @@ on the same states as baselines.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ ATTRIBUTIONS = ("saliency", "integrated_gradients", "occlusion")
 @dataclass(frozen=True)
 class Config:
     policies: tuple[str, ...] = ("roadrunner-vanilla", "roadrunner-robust")
+    policies_sha256: tuple[str | None, ...] = ()  # set by pin_inputs: retrained checkpoints make a new run
     episodes: int = 10  # per state set, as in the paper
     max_steps: int = 300  # agent steps recorded per episode
     conditions: tuple[str, ...] = ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm",
@@ -353,5 +355,12 @@ GUIDE = Guide(
 )
 
 
+def pin_inputs(config: Config) -> Config:
+    from diag.boundary.policy.load import policy_fingerprint
+
+    return dataclasses.replace(config, policies_sha256=tuple(policy_fingerprint(p) for p in config.policies))
+
+
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    config = pin_inputs(config)
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

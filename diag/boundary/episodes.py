@@ -6,6 +6,7 @@ under a shift or an attack, beside a uniformly random policy under the same sett
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ ANALYSIS = "boundary_episodes"
 @dataclass(frozen=True)
 class Config:
     policy: str = "roadrunner-vanilla"
+    policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
     episodes: int = 20
     max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
     condition: str = "clean"  # clean, a shift (brightness, contrast, blur, rotation, perspective, jpeg), fgsm, pgd
@@ -145,5 +147,12 @@ GUIDE = Guide(
 )
 
 
+def pin_inputs(config: Config) -> Config:
+    from diag.boundary.policy.load import policy_fingerprint
+
+    return dataclasses.replace(config, policy_sha256=policy_fingerprint(config.policy))
+
+
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    config = pin_inputs(config)
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

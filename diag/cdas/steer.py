@@ -42,6 +42,7 @@ DIRECTIONS = ("elicit", "suppress")
 @dataclass(frozen=True)
 class Config:
     model: str = "smollm2-135m-instruct"
+    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     concepts: tuple[str, ...] = ("dogs", "music", "space", "ocean")
     layer: int = 10
     steps: int = 8

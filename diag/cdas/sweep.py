@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from diag.analysis import config_to_dict, execute
+from diag.analysis import config_to_dict, execute, pin_model
 from diag.cdas import steer
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -25,6 +25,7 @@ ANALYSIS = "cdas-steer-sweep"
 class Config:
     layers: tuple[int, ...] = (3, 6, 10, 14)
     model: str = "smollm2-135m-instruct"
+    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     concepts: tuple[str, ...] = ("dogs", "music", "space", "ocean")
     steps: int = 4
     alphas: tuple[float, ...] = (0.1, 0.25)
@@ -106,7 +107,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
         steer_config = config.steer_config(layer)
         result = steer.run(steer_config, progress=inner, store=run.store)
-        runs[str(layer)] = f"{steer.ANALYSIS}-{config_hash(steer.ANALYSIS, config_to_dict(steer_config))}"
+        runs[str(layer)] = f"{steer.ANALYSIS}-{config_hash(steer.ANALYSIS, config_to_dict(pin_model(steer_config)))}"
         scores[str(layer)] = result.table()
     progress(len(config.layers), len(config.layers), "done")
     return Result(list(config.layers), runs, scores)

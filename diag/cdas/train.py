@@ -97,6 +97,7 @@ def intervened_losses(model: torch.nn.Module, tokenizer: object, layer: int, exa
 @dataclass(frozen=True)
 class Config:
     model: str = "smollm2-135m-instruct"
+    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     concept: str = "dogs"
     layer: int = 10
     rank: int = 1

