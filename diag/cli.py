@@ -120,6 +120,28 @@ def runs_show(run_id: str, as_json: JsonFlag = False) -> None:
     emit({"analysis": run.analysis, "config": run.config, "summary": summary}, as_json, run.run_id)
 
 
+@runs_app.command("rm")
+def runs_rm(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (or unique prefixes).")] = None,
+    analysis: Annotated[str | None, typer.Option(help="Every run of this analysis.")] = None,
+    status: Annotated[str | None, typer.Option(help="Every run with this status (with --analysis: both).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Delete runs: their directories and index rows (e.g. runs made by an older version of an analysis)."""
+    from diag.runs import RunStore
+
+    store = RunStore()
+    if not run_ids and analysis is None and status is None:
+        raise DiagError("name the runs to delete, or select them with --analysis and/or --status")
+    targets = [store.get(run_id).run_id for run_id in run_ids or []]  # all resolved before any is deleted
+    if analysis is not None or status is not None:
+        targets += [r.run_id for r in store.list(analysis=analysis, status=status)]
+    removed = list(dict.fromkeys(targets))
+    for run_id in removed:
+        store.remove(run_id)
+    emit({"removed": removed}, as_json)
+
+
 @app.command()
 def capture(
     model: str,

@@ -16,7 +16,7 @@ def diag(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*DIAG, *args], check=False, capture_output=True, text=True, timeout=300)
 
 
-def test_capture_prints_shapes_norms_and_saves_a_run(smollm2) -> None:
+def test_capture_prints_shapes_norms_and_saves_a_run(smollm2, diag_home: Path) -> None:
     out = diag("capture", "smollm2-135m-instruct", "--prompt", "The capital of France is",
                "--layers", "0,15,29", "--json")
     assert out.returncode == 0, out.stderr
@@ -28,6 +28,10 @@ def test_capture_prints_shapes_norms_and_saves_a_run(smollm2) -> None:
     assert [r["run_id"] for r in listed] == [summary["run_id"]]
     shown = json.loads(diag("runs", "show", summary["run_id"], "--json").stdout)
     assert shown["config"]["layers"] == [0, 15, 29]
+    removed = json.loads(diag("runs", "rm", summary["run_id"][:14], "--json").stdout)["removed"]
+    assert removed == [summary["run_id"]]
+    assert json.loads(diag("runs", "list", "--json").stdout)["runs"] == []
+    assert not [p for p in (diag_home / "runs").iterdir() if p.is_dir()]
 
 
 @pytest.mark.parametrize(
@@ -38,6 +42,8 @@ def test_capture_prints_shapes_norms_and_saves_a_run(smollm2) -> None:
         (("capture", "smollm2-135m-instruct", "--layers", "x"), "comma-separated"),
         (("capture", "smollm2-135m-instruct", "--component", "nope"), "component"),
         (("runs", "show", "nothing-here"), "no run"),
+        (("runs", "rm", "nothing-here"), "no run"),
+        (("runs", "rm"), "name the runs to delete"),
         (("run", "/nonexistent/config.json"), "does not exist"),
     ],
 )
