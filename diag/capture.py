@@ -79,13 +79,11 @@ class Result:
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.zoo import load_lm
+    from diag.zoo.lm import check_layers
     from probes import Site, get_backend
 
     model, tokenizer = load_lm(config.model, config.device)
-    n_layers = model.config.num_hidden_layers
-    bad = [layer for layer in config.layers if not 0 <= layer < n_layers]
-    if bad:
-        raise DiagError(f"layer(s) {bad} out of range: {config.model} has layers 0..{n_layers - 1}")
+    check_layers(model, config.model, config.layers)
     if not config.prompt.strip():
         raise DiagError("empty prompt")
     sites = [Site(layer, config.component) for layer in config.layers]  # type: ignore[arg-type]

@@ -93,12 +93,10 @@ class Result:
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.zoo import load_lm
+    from diag.zoo.lm import check_layers
 
     model, _ = load_lm(config.model, config.device)
-    n_layers = model.config.num_hidden_layers
-    bad = [la for la in config.layers if not 0 <= la < n_layers]
-    if bad:
-        raise DiagError(f"layers {bad} out of range: {config.model} has layers 0..{n_layers - 1}")
+    check_layers(model, config.model, config.layers)
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):

@@ -159,13 +159,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.dii import RotatedSubspace, orthonormality_error
     from diag.checkpoint import run_steps
     from diag.zoo import load_lm
+    from diag.zoo.lm import check_layers
 
     pairs = load_pairs(config.dataset or None, (config.concept,))
     model, tokenizer = load_lm(config.model, config.device)
     model.requires_grad_(False)
-    n_layers, width = model.config.num_hidden_layers, model.config.hidden_size
-    if not 0 <= config.layer < n_layers:
-        raise DiagError(f"layer {config.layer} out of range: {config.model} has layers 0..{n_layers - 1}")
+    check_layers(model, config.model, [config.layer])
+    width = model.config.hidden_size
     if not 1 <= config.rank <= width:
         raise DiagError(f"rank {config.rank} out of range: the residual stream has width {width}")
 

@@ -130,6 +130,14 @@ def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module,
     return model.to(resolve_device(device)), tokenizer
 
 
+def check_layers(model: torch.nn.Module, name: str, layers: list[int] | tuple[int, ...]) -> None:
+    """One line naming the valid range when a requested block index does not exist in the model."""
+    n_layers = model.config.num_hidden_layers
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise DiagError(f"layer(s) {bad} out of range: {name} has layers 0..{n_layers - 1}")
+
+
 def local_model_fingerprint(name: str) -> str | None:
     """Content fingerprint of a local model directory; None for the embedded model and hub ids (fixed by name)."""
     source = resolve_lm_source(name)

@@ -97,7 +97,7 @@ def test_residual_at_matches_full_capture(smollm2) -> None:
     (["steer", "--concepts", "cats"], "unknown concept 'cats'"),
     (["steer", "--dataset", "EMPTY"], "is empty"),
     (["steer", "--dataset", "TRAIN_ONLY", "--concepts", "dogs"], "no heldout examples"),
-    (["train", "--layer", "99"], "layer 99 out of range"),
+    (["train", "--layer", "99"], "layer(s) [99] out of range"),
     (["train", "--rank", "1000"], "rank 1000 out of range"),
 ])
 def test_cli_bad_inputs_exit_2(tmp_path, args: list[str], message: str) -> None:

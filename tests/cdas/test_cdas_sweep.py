@@ -42,7 +42,7 @@ def test_sweep_runs_one_steer_study_per_layer(smollm2) -> None:
 
 
 def test_sweep_rejects_out_of_range_layers_without_leaving_a_run(smollm2) -> None:
-    with pytest.raises(DiagError, match=r"layers \[30\] out of range"):
+    with pytest.raises(DiagError, match=r"layer\(s\) \[30\] out of range"):
         sweep.run(sweep.Config(layers=(3, 30), concepts=("dogs",)))
     assert RunStore().list(analysis=sweep.ANALYSIS) == []
 
