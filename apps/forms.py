@@ -84,7 +84,10 @@ def _parse(name: str, hint: Any, widget: pn.widgets.Widget) -> Any:
 
 
 class ConfigForm(pn.viewable.Viewer):
-    """Widgets for every field of a Config dataclass, prefilled from ``defaults``."""
+    """Widgets for every field of a Config dataclass, prefilled from ``defaults``.
+
+    Content hashes (``*_sha256``) are filled in when the run starts (``diag.analysis.pinned``), never typed.
+    """
 
     def __init__(self, config_cls: type, defaults: Any, hidden: tuple[str, ...] = (), **params: Any) -> None:
         super().__init__(**params)
@@ -93,7 +96,7 @@ class ConfigForm(pn.viewable.Viewer):
         self._defaults = config_to_dict(defaults)
         self.widgets: dict[str, pn.widgets.Widget] = {
             f.name: _widget(f.name, self._hints[f.name], self._defaults[f.name])
-            for f in dataclasses.fields(config_cls) if f.name not in hidden
+            for f in dataclasses.fields(config_cls) if f.name not in hidden and not f.name.endswith("_sha256")
         }
         for widget in self.widgets.values():
             widget.sizing_mode = "stretch_width"
