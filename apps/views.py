@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import panel as pn
 
+from diag.errors import DiagError
 from diag.report.sections import Metric, format_value, guide_for, metrics_from_summary
 from diag.runs import Run, RunInfo, RunStore
 
@@ -102,3 +104,32 @@ class RunPicker(pn.viewable.Viewer):
     @property
     def value(self) -> str | None:
         return self.select.value
+
+
+class PickedRunView:
+    """Keeps ``view`` showing the run chosen in ``picker`` (pages lay both out): ``render(run_id)`` builds the view;
+    with no run it is one info line, and a run that fails to load (``DiagError``) is one danger alert."""
+
+    def __init__(self, picker: RunPicker, render: Callable[[str], list[Any]], empty: str,
+                 on_empty: Callable[[], None] | None = None) -> None:
+        self.picker = picker
+        self._render, self._empty, self._on_empty = render, empty, on_empty
+        self.view = pn.Column(sizing_mode="stretch_width")
+        picker.select.param.watch(self.show, "value")
+        self.show()
+
+    def show(self, *_: Any) -> None:
+        if self.picker.value is None:
+            self.view[:] = [pn.pane.Alert(self._empty, alert_type="info")]
+            if self._on_empty is not None:
+                self._on_empty()
+            return
+        try:
+            self.view[:] = self._render(self.picker.value)
+        except DiagError as exc:
+            self.view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
+
+    def select(self, run_id: str) -> None:
+        """Show a run that just finished (a Launcher's ``on_done``)."""
+        self.picker.refresh(select=run_id)
+        self.show()

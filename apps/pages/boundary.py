@@ -18,11 +18,10 @@ from bokeh.plotting import figure
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import RunPicker, report_link, stored_figures, table
+from apps.views import PickedRunView, RunPicker, report_link, stored_figures, table
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
 from diag.boundary.nld import fourier_spectrum
-from diag.errors import DiagError
 from diag.runs import RunStore
 
 INTRO = (
@@ -262,27 +261,12 @@ def page() -> Any:
     picker = RunPicker(boundary.ANALYSIS, store, describe=lambda i: ", ".join(
         k for k, v in i.summary.items() if isinstance(v, dict) and "lambda" in v))
     scrubber = Scrubber(store)
-    view = pn.Column(sizing_mode="stretch_width")
-
-    def show(*_: Any) -> None:
-        if picker.value is None:
-            view[:] = [pn.pane.Alert("No boundary runs yet: launch one from the sidebar.", alert_type="info")]
-            return
-        try:
-            view[:] = result_view(store, picker.value, scrubber)
-        except DiagError as exc:
-            view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
-
-    def analysis_done(run_id: str) -> None:
-        picker.refresh(select=run_id)
-        show()
-
-    picker.select.param.watch(show, "value")
     scrubber.refresh()
-    show()
+    shown = PickedRunView(picker, lambda run_id: result_view(store, run_id, scrubber),
+                          "No boundary runs yet: launch one from the sidebar.")
     sidebar = [
-        Launcher(boundary, store, analysis_done, title="New RA-NLD run", button="Run boundary analysis"),
+        Launcher(boundary, store, shown.select, title="New RA-NLD run", button="Run boundary analysis"),
         Launcher(episodes, store, scrubber.refresh, title="Record episodes", button="Record episodes"),
     ]
-    main = [pn.pane.Markdown("### Episode scrubber"), scrubber, pn.layout.Divider(), picker, view]
+    main = [pn.pane.Markdown("### Episode scrubber"), scrubber, pn.layout.Divider(), picker, shown.view]
     return shell.page("boundary", "Boundary", INTRO, main, sidebar)

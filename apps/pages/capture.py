@@ -10,9 +10,8 @@ import panel as pn
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import RunPicker, config_frame, metrics_frame, report_link, table
+from apps.views import PickedRunView, RunPicker, config_frame, metrics_frame, report_link, table
 from diag import capture
-from diag.errors import DiagError
 from diag.runs import RunStore
 
 INTRO = (
@@ -47,23 +46,8 @@ def result_view(store: RunStore, run_id: str) -> list[Any]:
 def page() -> Any:
     store = RunStore()
     picker = RunPicker(capture.ANALYSIS, store, describe=lambda info: info.summary.get("next_token", "").strip())
-    view = pn.Column(sizing_mode="stretch_width")
-
-    def show(*_: Any) -> None:
-        if picker.value is None:
-            view[:] = [pn.pane.Alert("No capture runs yet: launch one from the sidebar.", alert_type="info")]
-            return
-        try:
-            view[:] = result_view(store, picker.value)
-        except DiagError as exc:
-            view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
-
-    def done(run_id: str) -> None:
-        picker.refresh(select=run_id)
-        show()
-
-    launcher = Launcher(capture, store, done, title="New capture run", button="Run capture",
+    shown = PickedRunView(picker, lambda run_id: result_view(store, run_id),
+                          "No capture runs yet: launch one from the sidebar.")
+    launcher = Launcher(capture, store, shown.select, title="New capture run", button="Run capture",
                         defaults=capture.Config(layers=(0, 15, 29)))
-    picker.select.param.watch(show, "value")
-    show()
-    return shell.page("capture", "Capture", INTRO, [picker, view], [launcher])
+    return shell.page("capture", "Capture", INTRO, [picker, shown.view], [launcher])

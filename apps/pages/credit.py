@@ -18,9 +18,8 @@ from bokeh.plotting import figure
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import RunPicker, metrics_frame, report_link, stored_figures, table
+from apps.views import PickedRunView, RunPicker, metrics_frame, report_link, stored_figures, table
 from diag.credit import analysis as credit
-from diag.errors import DiagError
 from diag.runs import RunStore
 
 INTRO = (
@@ -173,22 +172,13 @@ def page() -> Any:
     store = RunStore()
     picker = RunPicker(credit.ANALYSIS, store, describe=lambda i: f"{i.summary.get('n_pairs', '?')} pairs")
     pair_view = PairView()
-    view = pn.Column(sizing_mode="stretch_width")
 
-    def show(*_: Any) -> None:
-        if picker.value is None:
-            view[:] = [pn.pane.Alert("No credit runs yet: launch one from the sidebar.", alert_type="info")]
-            pair_view.set_items([])
-            return
-        try:
-            run = store.get(picker.value)
-            result = credit.Result.load(run)
-        except DiagError as exc:
-            view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
-            return
+    def render(run_id: str) -> list[Any]:
+        run = store.get(run_id)
+        result = credit.Result.load(run)
         pair_view.set_items(result.items)
         summary = run.summary
-        view[:] = [
+        return [
             pn.pane.Markdown(f"### Headline numbers · {report_link(run.run_id)}  \nβ = {summary.get('beta')}, "
                              f"policy `{summary.get('policy')}`, reference: {summary.get('reference')}, "
                              f"{summary.get('n_pairs')} pairs."),
@@ -199,12 +189,8 @@ def page() -> Any:
             pn.pane.Markdown("### Stored figures (as in the report)"), stored_figures(run, width=520),
         ]
 
-    def done(run_id: str) -> None:
-        picker.refresh(select=run_id)
-        show()
-
-    picker.select.param.watch(show, "value")
-    show()
-    launcher = Launcher(credit, store, done, title="New credit run", button="Score pairs")
-    main = [picker, pn.pane.Markdown("### Token heatmaps"), pair_view, view]
+    shown = PickedRunView(picker, render, "No credit runs yet: launch one from the sidebar.",
+                          on_empty=lambda: pair_view.set_items([]))
+    launcher = Launcher(credit, store, shown.select, title="New credit run", button="Score pairs")
+    main = [picker, pn.pane.Markdown("### Token heatmaps"), pair_view, shown.view]
     return shell.page("credit", "Credit", INTRO, main, [launcher])

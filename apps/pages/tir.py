@@ -17,8 +17,7 @@ import panel as pn
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import RunPicker, metrics_frame, report_link, stored_figures, table
-from diag.errors import DiagError
+from apps.views import PickedRunView, RunPicker, metrics_frame, report_link, stored_figures, table
 from diag.runs import Run, RunStore
 from diag.tir import analysis as tir
 
@@ -155,18 +154,10 @@ def page() -> Any:
     picker = RunPicker(tir.ANALYSIS, store, describe=lambda i: f"{i.summary.get('problems', '?')} problems, "
                        f"n={i.summary.get('samples_per_problem_per_mode', '?')}")
     drill = DrillDown()
-    view = pn.Column(sizing_mode="stretch_width")
 
-    def show(*_: Any) -> None:
-        if picker.value is None:
-            view[:] = [pn.pane.Alert("No TIR runs yet: launch one from the sidebar.", alert_type="info")]
-            return
-        try:
-            run = store.get(picker.value)
-            result = tir.Result.load(run)
-        except DiagError as exc:
-            view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
-            return
+    def render(run_id: str) -> list[Any]:
+        run = store.get(run_id)
+        result = tir.Result.load(run)
         summary = run.summary
         items: list[Any] = []
         if summary.get("warning"):
@@ -185,14 +176,9 @@ def page() -> Any:
             pn.pane.Markdown("### Problems: pick one to read its rollouts"), drill,
             pn.pane.Markdown("### Stored figures (as in the report)"), stored_figures(run, width=520),
         ]
-        view[:] = items
         drill.set_run(run, result)
+        return items
 
-    def done(run_id: str) -> None:
-        picker.refresh(select=run_id)
-        show()
-
-    picker.select.param.watch(show, "value")
-    show()
-    launcher = Launcher(tir, store, done, title="New TIR run", button="Sample rollouts")
-    return shell.page("tir", "TIR", INTRO, [picker, view], [launcher])
+    shown = PickedRunView(picker, render, "No TIR runs yet: launch one from the sidebar.")
+    launcher = Launcher(tir, store, shown.select, title="New TIR run", button="Sample rollouts")
+    return shell.page("tir", "TIR", INTRO, [picker, shown.view], [launcher])
