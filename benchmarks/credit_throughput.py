@@ -3,9 +3,13 @@
 Same model (SmolLM2 + the committed DPO adapter; reference = adapter disabled) and the same held-out
 responses for all three, timed interleaved in one process (median of repeats), because shared machines drift:
 
-- ours: ``ModelPair.score`` (left-padded batches, LM head on response positions only);
+- ours: ``ModelPair.score``: each batch is one token tree (the system turn, each prompt and the words a chosen
+  and a rejected answer share are computed once), the reference pass starts from the policy's residual stream
+  below the adapter, and the LM head runs only where a response token is predicted;
 - naive: one example at a time, full logits, log-softmax over the whole sequence, policy then reference;
-- floor: two bare batched forward passes (policy, reference) over the same padded batches, nothing else.
+- floor: two bare batched forward passes (policy, reference) over the same sequences, left-padded, nothing
+  else. It is the floor for scoring every sequence in full; sharing prefixes and the trunk does less work,
+  so ours can run below it.
 
 Usage: python benchmarks/credit_throughput.py [--pairs 16] [--repeats 3] [--batch 16]
 """

@@ -7,11 +7,9 @@ The same ``dpo_loss`` trains the tabular ground-truth policy in ``diag.credit.ta
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,9 @@ class Config:
     beta: float = 0.1
     lr: float = 8e-4
     nll_weight: float = 1.0  # + weight * mean NLL per chosen token (RPO): keeps shared tokens near the reference
+    # + weight * mean per-token KL(pi_ref || pi) over both answers (as in token-level DPO): moving a token the
+    # reference finds likely costs more than moving an unlikely one, so the margin is bought at the wrong token
+    token_kl_weight: float = 0.0
     lora_rank: int = 8
     lora_layers: int = 6  # LoRA on the top N decoder layers: steps run only these, from a cached residual
     seed: int = 0
@@ -96,7 +97,16 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     from diag.checkpoint import run_steps
     from diag.credit.data import make_pairs
-    from diag.credit.scorer import ADAPTER_META, ModelPair, collate, encode, response_logps
+    from diag.credit.scorer import (
+        ADAPTER_META,
+        ModelPair,
+        capture_block_input,
+        collate,
+        encode,
+        from_block,
+        response_log_probs,
+        response_logps,
+    )
     from diag.device import seed_everything
     from diag.zoo import load_lm
 
@@ -121,51 +131,44 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     # 3. one pass of the frozen model over every training answer: its reference log-probs, and the residual
     #    stream entering the first LoRA layer (everything below it is frozen, so steps start from there)
     first_lora = n_layers - config.lora_layers
-    decoder = model.get_base_model().model
     answers = [c for c, _ in train] + [r for _, r in train]  # answer j: pair j % n_train, chosen if j < n_train
     if run.path("frozen_pass.pt").exists():
         frozen = torch.load(run.path("frozen_pass.pt"))
     else:
         frozen = {"reference": torch.zeros(len(train), 2), "hidden": [None] * len(answers)}
-        captured = {}
-        hook = decoder.layers[first_lora].register_forward_pre_hook(
-            lambda _m, args, kwargs: captured.update(h=(args[0] if args else kwargs["hidden_states"]).detach()),
-            with_kwargs=True)
         for start in range(0, len(answers), 16):
             chunk = answers[start:start + 16]
             ids, attention, positions, targets, mask = collate(chunk, tokenizer.pad_token_id, pair.device)
-            with torch.no_grad(), pair.as_reference() as reference:
+            with torch.no_grad(), pair.as_reference() as reference, capture_block_input(model, first_lora) as got:
                 logps = (response_logps(reference, ids, attention, positions, targets) * mask).sum(-1)
             for row, encoded in enumerate(chunk):
                 j = start + row
                 frozen["reference"][j % len(train), j // len(train)] = float(logps[row])
-                frozen["hidden"][j] = captured["h"][row, -len(encoded.ids):].cpu().clone()
+                frozen["hidden"][j] = got["h"][row, -len(encoded.ids):].cpu().clone()
             progress(start + len(chunk), len(answers), "frozen pass")
-        hook.remove()
         buffer = io.BytesIO()
         torch.save(frozen, buffer)
         write_bytes_atomic(run.path("frozen_pass.pt"), buffer.getvalue())
     ref_logps = frozen["reference"]
 
-    @contextlib.contextmanager
-    def top_layers_only() -> Iterator[None]:
-        """Run the decoder from the first LoRA layer on, fed with the cached residual stream."""
-        all_layers = decoder.layers
-        decoder.layers = torch.nn.ModuleList(list(all_layers)[first_lora:])
-        try:
-            yield
-        finally:
-            decoder.layers = all_layers
-
-    def policy_logps_from_cache(rows: list[int]) -> torch.Tensor:
+    def policy_logps_from_cache(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs of the answers ``rows``, and each answer's mean per-token KL(ref || policy)."""
         encoded = [answers[j] for j in rows]
         ids, attention, positions, targets, mask = collate(encoded, tokenizer.pad_token_id, pair.device)
         hidden = torch.zeros(len(rows), ids.shape[1], base.config.hidden_size, device=pair.device)
         for row, j in enumerate(rows):
             h = frozen["hidden"][j]
             hidden[row, -len(h):] = h
-        with top_layers_only():
-            return (response_logps(model, ids, attention, positions, targets, inputs_embeds=hidden) * mask).sum(-1)
+        n = targets.shape[1]
+        with from_block(model, first_lora):
+            log_probs = response_log_probs(model, ids, attention, positions, n, inputs_embeds=hidden)
+            kl = torch.zeros(len(rows), device=pair.device)
+            if config.token_kl_weight > 0:
+                with torch.no_grad(), pair.as_reference() as reference:
+                    ref_log_probs = response_log_probs(reference, ids, attention, positions, n, inputs_embeds=hidden)
+                per_token = (ref_log_probs.exp() * (ref_log_probs - log_probs)).sum(-1)
+                kl = (per_token * mask).sum(-1) / mask.sum(-1)
+        return (log_probs.gather(-1, targets[..., None]).squeeze(-1) * mask).sum(-1), kl
 
     # 4. the loop: sample pairs, DPO loss on summed response log-probs, AdamW on the LoRA weights
     loaded = {"step": None}
@@ -179,12 +182,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         model.train()
         idx = torch.randint(len(train), (config.batch_pairs,), generator=torch.Generator().manual_seed(
             config.seed * 1_000_003 + i))
-        policy = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
+        policy, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
         policy_chosen, policy_rejected = policy.view(2, -1)
         losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
                                    config.beta)
         chosen_tokens = torch.tensor([len(answers[j].response_ids) for j in idx.tolist()], dtype=torch.float32)
         losses = losses - config.nll_weight * policy_chosen / chosen_tokens.to(policy_chosen.device)
+        losses = losses + config.token_kl_weight * kl.view(2, -1).sum(0)
         optimizer.zero_grad()
         losses.mean().backward()
         optimizer.step()

@@ -2,13 +2,20 @@
 
 The pair is either two causal LMs sharing one tokenizer, or one PEFT model whose reference is the same
 weights with the adapter disabled (no second copy in memory). Prompts go through the policy tokenizer's chat
-template; only response tokens (the answer and the end-of-turn token) are scored. Sequences are left-padded
-so every response ends at the last position and the LM head runs only on the response positions.
+template; only response tokens (the answer and the end-of-turn token) are scored. A batch runs as one token
+tree (``TokenTree``): shared prefixes are computed once, and the LM head runs only where a response token is
+predicted.
+
+Shared trunk: when the adapter sits only on the top blocks (ours: the top 6 of 30), the blocks below it are the
+same network with the adapter on or off, so the reference pass starts from the residual stream the policy pass
+left at the first adapted block. A one-time check on a short input confirms the shortcut reproduces the full
+reference pass for this architecture before it is used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -97,34 +104,63 @@ class ModelPair:
             with self.policy.disable_adapter():
                 yield self.policy
 
-    def token_logps(self, batch: Sequence[Encoded], grad: bool = False,
-                    reference: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``.
-
-        ``reference=False`` skips the reference pass (training precomputes it once).
-        """
-        ids, attention, positions, targets, mask = collate(batch, self.tokenizer.pad_token_id, self.device)
-        with torch.set_grad_enabled(grad):
-            policy = response_logps(self.policy, ids, attention, positions, targets) * mask
-        if not reference:
-            return policy, None, mask
+    @functools.cached_property
+    def shared_blocks(self) -> int:
+        """How many bottom blocks the reference pass can take from the policy pass (0: run it in full)."""
+        if self.reference is not None:
+            return 0
+        first = first_adapted_block(self.policy)
+        if first == 0:
+            return 0
+        probe = torch.tensor([[self.tokenizer.pad_token_id or 0, 1, 2, 3]], device=self.device)
+        attention, positions = torch.ones_like(probe), torch.arange(4, device=self.device)[None]
+        targets = probe[:, 1:]
         with torch.no_grad(), self.as_reference() as model:
-            ref = response_logps(model, ids, attention, positions, targets) * mask
-        return policy, ref, mask
+            full = response_logps(model, probe, attention, positions, targets)
+            with capture_block_input(self.policy, first) as captured:
+                model(input_ids=probe, attention_mask=attention, position_ids=positions, logits_to_keep=1)
+            with from_block(self.policy, first):
+                short = response_logps(model, probe, attention, positions, targets, inputs_embeds=captured["h"])
+        return first if torch.allclose(full, short, atol=1e-4, rtol=0) else 0
+
+    def token_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``, left-aligned.
+
+        The batch runs as one token tree: shared prefixes are computed once (see ``TokenTree``).
+        """
+        tree = build_tree(batch, self.device, next(self.policy.parameters()).dtype)
+        shared = self.shared_blocks
+        with torch.no_grad():
+            with capture_block_input(self.policy, shared) as captured:
+                policy = tree_logps(self.policy, tree)
+            with self.as_reference() as model, from_block(self.policy, shared):
+                ref = tree_logps(model, tree, inputs_embeds=captured.get("h"))
+        return policy, ref, tree.mask
 
     def score(self, encoded: Sequence[Encoded], batch_size: int = 16,
               progress: Progress = no_progress) -> list[TokenScores]:
-        """Per-token policy/reference log-probs and rewards for each sequence (batched, order kept)."""
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))  # similar lengths, less padding
+        """Per-token policy/reference log-probs and rewards for each sequence (batched, order kept).
+
+        Batches hold whole prompt groups (up to ``batch_size`` sequences, at least one group) of similar length.
+        """
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, e in enumerate(encoded):
+            groups.setdefault(e.ids[:e.response_start], []).append(i)
+        ordered = sorted(groups.values(), key=lambda g: max(len(encoded[i].ids) for i in g))
+        batches: list[list[int]] = []
+        for group in ordered:
+            if batches and len(batches[-1]) + len(group) <= batch_size:
+                batches[-1].extend(group)
+            else:
+                batches.append(list(group))
         scored: dict[int, TokenScores] = {}
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in batches:
             policy, ref, _ = self.token_logps([encoded[i] for i in chunk])
             for row, i in enumerate(chunk):
                 n = len(encoded[i].response_ids)
-                p, r = policy[row, -n:].double(), ref[row, -n:].double()
+                p, r = policy[row, :n].double(), ref[row, :n].double()
                 scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
-            progress(min(start + batch_size, len(order)), len(order), "scoring")
+            progress(len(scored), len(encoded), "scoring")
         return [scored[i] for i in range(len(encoded))]
 
 
@@ -153,14 +189,141 @@ def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device) -> tupl
     return ids.to(device), attention.to(device), positions.to(device), targets.to(device), mask.to(device)
 
 
+@dataclass(frozen=True)
+class TokenTree:
+    """A batch of sequences merged into one prefix tree, laid out as a single row in insertion order.
+
+    Each token attends to its ancestors and itself only and sits at position = its depth, so every sequence is
+    scored exactly as if alone, while shared prefixes (the chat template's system turn, a prompt answered twice,
+    the words a chosen and a rejected answer share before they differ) are computed once.
+    """
+
+    ids: torch.Tensor  # [1, nodes]
+    attention: torch.Tensor  # [1, 1, nodes, nodes] additive mask (0 = attend)
+    positions: torch.Tensor  # [1, nodes]
+    scored_nodes: torch.Tensor  # [k] nodes whose logits predict some response token
+    sources: torch.Tensor  # [sequences, max_response_len] index into scored_nodes predicting each response token
+    targets: torch.Tensor  # [sequences, max_response_len]
+    mask: torch.Tensor  # [sequences, max_response_len] 1 for real response tokens
+
+
+def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtype) -> TokenTree:
+    """Merge ``batch`` into a ``TokenTree``; a node's parent always comes before it, so order stays causal."""
+    tokens: list[int] = []
+    parents: list[int] = []
+    child: dict[tuple[int, int], int] = {}  # (parent node, token id) -> node
+    paths = []
+    for e in batch:
+        node, path = -1, []
+        for token in e.ids:
+            if (node, token) not in child:
+                child[(node, token)] = len(tokens)
+                tokens.append(token)
+                parents.append(node)
+            node = child[(node, token)]
+            path.append(node)
+        paths.append(path)
+    n = len(tokens)
+    ancestry = torch.zeros((n, n), dtype=torch.bool)
+    depth = torch.zeros(n, dtype=torch.long)
+    for node, parent in enumerate(parents):
+        if parent >= 0:
+            ancestry[node] = ancestry[parent]
+            depth[node] = depth[parent] + 1
+        ancestry[node, node] = True
+    n_resp = max(len(e.response_ids) for e in batch)
+    predicting = torch.zeros((len(batch), n_resp), dtype=torch.long)  # node predicting each response token
+    targets = torch.zeros((len(batch), n_resp), dtype=torch.long)
+    mask = torch.zeros((len(batch), n_resp), dtype=torch.float32)
+    for i, (e, path) in enumerate(zip(batch, paths, strict=True)):
+        k = len(e.response_ids)
+        predicting[i, :k] = torch.tensor(path[e.response_start - 1:len(e.ids) - 1])
+        targets[i, :k] = torch.tensor(e.response_ids)
+        mask[i, :k] = 1
+    scored_nodes, sources = torch.unique(predicting[mask.bool()], return_inverse=True)
+    source_index = torch.zeros_like(predicting)
+    source_index[mask.bool()] = sources
+    attention = torch.zeros((n, n), dtype=dtype).masked_fill(~ancestry, torch.finfo(dtype).min)[None, None]
+    return TokenTree(torch.tensor([tokens], device=device), attention.to(device), depth[None].to(device),
+                     scored_nodes.to(device), source_index.to(device), targets.to(device), mask.to(device))
+
+
+def tree_logps(model: torch.nn.Module, tree: TokenTree, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """log p of every response token, ``[sequences, max_response_len]`` (0 at padding); logits only where needed."""
+    tokens = {"input_ids": tree.ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    logits = model(**tokens, attention_mask=tree.attention, position_ids=tree.positions,
+                   logits_to_keep=tree.scored_nodes, use_cache=False).logits[0]
+    picked = logits[tree.sources].float()
+    return (picked.gather(-1, tree.targets[..., None]).squeeze(-1) - torch.logsumexp(picked, dim=-1)) * tree.mask
+
+
+def response_log_probs(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
+                       n: int, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """log-softmax over the vocabulary predicting each of the last ``n`` tokens, ``[batch, n, vocab]``, float32.
+
+    Logits are computed only at those positions (the LM head is a fifth of SmolLM2's per-token cost).
+    """
+    tokens = {"input_ids": ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    logits = model(**tokens, attention_mask=attention, position_ids=positions, logits_to_keep=n + 1,
+                   use_cache=False).logits
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1)
+
+
 def response_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
                    targets: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(target) at the last ``targets.shape[1]`` positions; logits are computed only there."""
-    n = targets.shape[1]
-    tokens = {"input_ids": ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-    logits = model(**tokens, attention_mask=attention, position_ids=positions,
-                   logits_to_keep=n + 1).logits[:, :-1].float()
-    return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    """log p(target) at the last ``targets.shape[1]`` positions."""
+    log_probs = response_log_probs(model, ids, attention, positions, targets.shape[1], inputs_embeds)
+    return log_probs.gather(-1, targets[..., None]).squeeze(-1)
+
+
+def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The block stack with a ``layers`` list (LlamaModel for SmolLM2), looked up through a PEFT wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if decoder is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
+        raise DiagError(f"{type(base).__name__} has no decoder with a 'layers' list")
+    return decoder
+
+
+def first_adapted_block(model: torch.nn.Module) -> int:
+    """Index of the lowest block holding an adapter; 0 when there is none or it also touches other modules."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    blocks = decoder_of(model).layers
+    owner = {id(module): i for i, block in enumerate(blocks) for module in block.modules()}
+    adapted = [owner.get(id(module), -1) for module in model.modules()
+               if isinstance(module, BaseTunerLayer) or "ModulesToSave" in type(module).__name__]
+    return max(0, min(adapted)) if adapted else 0
+
+
+@contextlib.contextmanager
+def capture_block_input(model: torch.nn.Module, block: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the residual stream entering ``block`` as ``captured["h"]`` (nothing is recorded for block 0)."""
+    captured: dict[str, torch.Tensor] = {}
+    if block == 0:
+        yield captured
+        return
+    hook = decoder_of(model).layers[block].register_forward_pre_hook(
+        lambda _m, args, kwargs: captured.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
+    try:
+        yield captured
+    finally:
+        hook.remove()
+
+
+@contextlib.contextmanager
+def from_block(model: torch.nn.Module, block: int) -> Iterator[None]:
+    """Run only blocks ``block`` and up; the caller passes the residual stream entering it as ``inputs_embeds``."""
+    if block == 0:
+        yield
+        return
+    decoder = decoder_of(model)
+    all_blocks = decoder.layers
+    decoder.layers = torch.nn.ModuleList(list(all_blocks)[block:])
+    try:
+        yield
+    finally:
+        decoder.layers = all_blocks
 
 
 def is_adapter(path: str) -> bool:

@@ -14,7 +14,11 @@ from diag.zoo import load_lm
 
 PAIRS = [("Memo: Ana moved to Oslo.\nRestate it.", "Ana lives in Oslo now."),
          ("What is 25K plus 5K?", "It is 30K dollars, which is a lot more text to make this answer longer."),
-         ("Say hi.", "Hi!")]
+         ("Say hi.", "Hi!"),
+         # more answers to the first two prompts: they share one pass over their prompt (segments of a row)
+         ("Memo: Ana moved to Oslo.\nRestate it.", "Ana moved to Bergen, then stayed there for a very long time."),
+         ("Memo: Ana moved to Oslo.\nRestate it.", "Oslo."),
+         ("What is 25K plus 5K?", "30K.")]
 
 
 def test_encode_follows_the_chat_template(smollm2) -> None:
@@ -28,11 +32,14 @@ def test_encode_follows_the_chat_template(smollm2) -> None:
     assert "".join(PAIRS[0][1][a:b] for a, b in e.offsets) == PAIRS[0][1]  # offsets tile the response text
 
 
-def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(adapter_dir: Path) -> None:
-    pair = load_pair(str(adapter_dir), device="cpu")
+@pytest.mark.parametrize(("adapter", "shared_blocks"), [("adapter_dir", 0), ("top_adapter_dir", 1)])
+def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(
+        adapter: str, shared_blocks: int, request: pytest.FixtureRequest) -> None:
+    pair = load_pair(str(request.getfixturevalue(adapter)), device="cpu")
     assert pair.beta == 0.25 and pair.reference is None
+    assert pair.shared_blocks == shared_blocks  # a top-block adapter: the reference starts from the policy's trunk
     encoded = [encode(pair.tokenizer, p, r) for p, r in PAIRS]
-    batched = pair.score(encoded, batch_size=3)
+    batched = pair.score(encoded, batch_size=4)
     single = [pair.score([e], batch_size=1)[0] for e in encoded]
     for b, s, e in zip(batched, single, encoded, strict=True):
         assert len(b.reward) == len(e.response_ids)
