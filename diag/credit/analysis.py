@@ -71,7 +71,7 @@ class Item:
     reward: list[float]
     policy_logp: list[float]
     reference_logp: list[float]
-    span: list[bool]  # tokens overlapping the differing fact (empty when unknown)
+    span: list[bool]  # the differing fact's tokens from the first differing one (see corrupted_tokens; empty: unknown)
     first_diff: int  # index of the first token that differs from the other answer of the pair
     kind: str = ""
     seed: int = 0
@@ -105,10 +105,16 @@ class Result:
         return cls(items, stored["metrics"], stored["per_seed"], stored["extra"])
 
 
-def span_mask(offsets: tuple[tuple[int, int], ...], span: tuple[int, int]) -> list[bool]:
-    """Tokens whose characters overlap ``[start, end)``."""
+def corrupted_tokens(offsets: tuple[tuple[int, int], ...], span: tuple[int, int], first_diff: int) -> list[bool]:
+    """Tokens of the known span ``[start, end)`` (in characters), counted from the pair's first differing token.
+
+    Tokens before ``first_diff`` are the same in both answers after the same context, so no per-token score
+    can tell them apart (in "34K" vs "32K" the "3"). The first differing token always counts: it is where the
+    answers part, and when the corruption deletes characters ("35 meters" vs "3 meters") it is the only one.
+    """
     start, end = span
-    return [o_start < end and o_end > start for o_start, o_end in offsets]
+    return [(o_start < end and o_end > start and k >= first_diff) or k == first_diff
+            for k, (o_start, o_end) in enumerate(offsets)]
 
 
 def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -294,7 +300,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             pair=index, side=side, prompt=record["prompt"], response=text,
             tokens=[tok.decode([t]) for t in encoded[k].response_ids], reward=scores[k].reward.tolist(),
             policy_logp=scores[k].policy.tolist(), reference_logp=scores[k].reference.tolist(),
-            span=span_mask(encoded[k].offsets, tuple(span)) if span is not None else [], first_diff=diff,
+            span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [], first_diff=diff,
             kind=record.get("kind", ""), seed=seed, captum=captum[k].tolist()))
 
     # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass

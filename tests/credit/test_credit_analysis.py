@@ -89,3 +89,24 @@ def test_a_retrained_adapter_is_a_new_run_not_a_stale_reuse(tmp_path) -> None:
     after = analysis.pin_inputs(config)
     assert after.policy_sha256 != before.policy_sha256
     assert analysis.pin_inputs(analysis.Config(policy="HuggingFaceTB/not-local")).policy_sha256 is None
+
+
+def test_corrupted_tokens_start_at_the_first_differing_token(smollm2) -> None:
+    from diag.credit.analysis import corrupted_tokens, first_difference
+    from diag.credit.scorer import encode
+
+    _, tok = smollm2
+    prompt = "Log: 35 meters."
+
+    def labelled(chosen: str, rejected: str, span: tuple[int, int]) -> list[str]:
+        a, b = encode(tok, prompt, chosen), encode(tok, prompt, rejected)
+        diff = first_difference(a.response_ids, b.response_ids)
+        mask = corrupted_tokens(b.offsets, span, diff)
+        return [tok.decode([t]) for t, m in zip(b.response_ids, mask, strict=True) if m]
+
+    # "34K" -> "32K": the shared "3" cannot be told apart; "2" and the "K" after it are the corrupted value
+    assert labelled("It was 34K dollars.", "It was 32K dollars.", (7, 10)) == ["2", "K"]
+    # a deletion ("35" -> "3"): the only token where the answers part is the one after the shortened number
+    assert labelled("It was 35 meters.", "It was 3 meters.", (7, 8)) == [" meters"]
+    # an entity swap: the whole name
+    assert labelled("Ana went to Oslo.", "Ana went to Lima.", (12, 16)) == [" Lima"]
