@@ -2,7 +2,8 @@
 
 The first test pins the projection: a pixel at 0 must still be pushed up when its gradient says so (a random start
 below 0 that is only clipped inside the loss has zero gradient and stays frozen; 45% of RoadRunner's pixels are
-black). The second checks the attack against the shipped policies on states they actually visit.
+black). The second checks the attack against the shipped policies on states they actually visit. The last two run
+ART's DeepFool and Carlini-Wagner L2 on the vanilla policy's visited states.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diag.boundary.attacks import pgd
+from diag.boundary.attacks import carlini_wagner, deepfool, pgd
 from diag.boundary.policy.load import load_policy
 from diag.boundary.policy.play import play
 
@@ -52,3 +53,51 @@ def test_pgd_flips_the_vanilla_policy_on_visited_states_and_not_the_robust_one()
     # measured on these 120 states: vanilla 0.82 (Q-value gaps ~0.006), robust 0.00 (gaps ~0.1 after the hinge)
     assert flips["roadrunner-vanilla"] >= 0.5
     assert flips["roadrunner-robust"] <= 0.05
+
+
+@pytest.fixture(scope="module")
+def vanilla_visited() -> tuple[nn.Module, torch.Tensor]:
+    """The vanilla policy and the 120 states it sees in two 60-step greedy episodes (as in the PGD test)."""
+    policy = load_policy("roadrunner-vanilla")
+    return policy.network, play(policy.network, policy.game, 2, 60, seed=0, keep_states=True).states
+
+
+def _greedy_and_adversarial(network: nn.Module, states: torch.Tensor, adv: torch.Tensor):
+    assert adv.shape == states.shape and adv.dtype == states.dtype and adv.device == states.device
+    assert adv.min() >= 0 and adv.max() <= 1
+    with torch.no_grad():
+        return network(states).argmax(dim=1), network(adv)
+
+
+@pytest.mark.slow
+def test_deepfool_crosses_the_vanilla_policys_boundary_on_visited_states(vanilla_visited) -> None:
+    network, states = vanilla_visited
+    adv = deepfool(network, states)
+    greedy, q_adv = _greedy_and_adversarial(network, states, adv)
+    flipped = float((q_adv.argmax(dim=1) != greedy).float().mean())
+    delta = (adv - states).flatten(1)
+    l2, linf = float(delta.norm(dim=1).median()), float(delta.abs().max(dim=1).values.median())
+    # DeepFool walks to the nearest boundary until the action changes; measured 0.98 with 5 steps (the [0, 1] clip
+    # cuts each step short, so fewer steps leave states just short of it: 0.72 after 4)
+    assert flipped >= 0.9, f"DeepFool flipped {flipped:.2f}; median L2 {l2:.3f}, median Linf {linf:.4f}"
+
+
+@pytest.mark.slow
+def test_carlini_wagner_flips_more_than_random_signs_of_the_same_l2_size(vanilla_visited) -> None:
+    network, states = vanilla_visited
+    adv = carlini_wagner(network, states)
+    greedy, q_adv = _greedy_and_adversarial(network, states, adv)
+    delta = adv - states
+    l2 = delta.flatten(1).norm(dim=1)
+    # C&W L2 has no radius; what bounds it is ART keeping only successes: a state comes back changed only where its
+    # hinge max(Q_greedy - max_other Q, 0) reached 0 (the network's own float32 output, hence the tolerance)
+    others = q_adv.scatter(1, greedy[:, None], float("-inf")).max(dim=1).values
+    margin = q_adv.gather(1, greedy[:, None]).squeeze(1) - others
+    assert float(margin[l2 > 0].max()) <= 1e-5
+    flipped = float((q_adv.argmax(dim=1) != greedy).float().mean())
+    torch.manual_seed(0)
+    noise = torch.randn_like(states).sign() * (l2 / states[0].numel() ** 0.5).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        random_flipped = float((network((states + noise).clamp(0, 1)).argmax(dim=1) != greedy).float().mean())
+    # measured: C&W 0.84 (median L2 0.11), random signs of each state's C&W L2 norm 0.00
+    assert flipped > random_flipped + 0.3, f"C&W {flipped:.2f} vs random {random_flipped:.2f}; median L2 {l2.median():.3f}"
