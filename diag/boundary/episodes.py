@@ -55,7 +55,7 @@ class Result:
 
         out = {"game": self.game, "condition": self.condition, "score": mean_interval(self.returns),
                "episodes": len(self.returns), "capped_episodes": int(self.capped.sum()),
-               "mean_length": float(self.lengths.mean())}
+               "mean_length": float(self.lengths.mean()), **action_use(self.steps["actions"])}
         if self.random_returns is not None:
             out["random_score"] = mean_interval(self.random_returns)
         return out
@@ -89,6 +89,17 @@ class Result:
         meta, ep = run.read_json("meta.json"), run.read_arrays("episodes")
         return cls(meta["game"], meta["condition"], ep["returns"], ep["lengths"], ep["capped"],
                    ep.get("random_returns"), run.read_arrays("steps"))
+
+
+def action_use(actions: np.ndarray) -> dict[str, Any]:
+    """How often the most frequent action is pressed, and how many actions take >= 1% of steps.
+
+    A policy that nearly always presses one button scores like that constant action; check this before
+    reading its score or its robustness.
+    """
+    shares = np.bincount(actions) / max(len(actions), 1)
+    return {"most_frequent_action": {"action": int(shares.argmax()), "share": float(shares.max())},
+            "actions_above_1pct": int((shares >= 0.01).sum())}
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:

@@ -25,6 +25,9 @@ def test_record_stores_steps_and_scores_with_a_random_baseline() -> None:
     assert np.isclose(result.steps["rewards"].sum(), result.returns.sum())
     assert summary["score"]["low"] <= summary["score"]["value"] <= summary["score"]["high"]
     assert "random_score" in summary
+    shares = np.bincount(result.steps["actions"]) / n  # the action histogram, checked against the raw actions
+    assert summary["most_frequent_action"] == {"action": int(shares.argmax()), "share": float(shares.max())}
+    assert summary["actions_above_1pct"] == int((shares >= 0.01).sum()) >= 1
     again = episodes.run(config)  # reused from the run store, not recomputed
     np.testing.assert_array_equal(again.steps["actions"], result.steps["actions"])
 
