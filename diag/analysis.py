@@ -208,6 +208,7 @@ def execute(
     store = store or RunStore()
     run = store.open(analysis, config_to_dict(pin_model(config)), group=group)
     if run.finished:
+        store.last_run_id = run.run_id
         return result_type.load(run)
     try:
         result = compute(run, progress)
@@ -221,4 +222,5 @@ def execute(
         run.fail(f"{type(exc).__name__}: {exc}")
         raise
     run.finish(result.summary())
+    store.last_run_id = run.run_id  # set after compute, so an analysis that runs others still names its own run
     return result

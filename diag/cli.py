@@ -59,13 +59,12 @@ def run_and_emit(
     ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
     result (an export, say) and returns keys to add to the printed summary.
     """
-    from diag.analysis import config_from_dict, config_to_dict, pinned
+    from diag.analysis import config_from_dict
     from diag.progress import TqdmProgress
     from diag.runs import RunStore
 
     if not dataclasses.is_dataclass(config):
         config = config_from_dict(module.Config, config)
-    config = pinned(module, config)
     store, progress = RunStore(), TqdmProgress()
     try:
         result = module.run(config, progress=progress, store=store)
@@ -74,7 +73,7 @@ def run_and_emit(
     summary = result.summary() | (after(result) if after is not None else {})
     if summary.get("warning"):
         typer.echo(summary["warning"], err=True)
-    emit(summary, as_json, store.open(module.ANALYSIS, config_to_dict(config)).run_id)
+    emit(summary, as_json, store.last_run_id)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:

@@ -206,6 +206,7 @@ class RunStore:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else diag_home() / "runs"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.last_run_id: str | None = None  # the run the latest diag.analysis.execute on this store returned
         self._db_path = self.root / "index.sqlite"
         with self._connect() as db:
             db.execute(

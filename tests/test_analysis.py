@@ -73,3 +73,35 @@ def test_a_changed_local_model_is_a_new_run(tiny_llama_dir, tmp_path) -> None:
     assert pinned(capture, capture.Config()).model_sha256 is None  # the embedded model is fixed by its name
     (model_dir / "config.json").write_text((model_dir / "config.json").read_text().replace("}", ' , "x": 1}', 1))
     assert pinned(capture, config).model_sha256 != first.model_sha256
+
+
+def test_execute_names_its_own_run_even_when_it_runs_another(tmp_path) -> None:
+    from diag.analysis import execute
+    from diag.runs import RunStore
+
+    @dataclass
+    class Done:
+        value: int
+
+        def summary(self) -> dict:
+            return {"value": self.value}
+
+        def save(self, run) -> None:
+            run.write_json("value.json", {"value": self.value})
+
+        @classmethod
+        def load(cls, run) -> Done:
+            return cls(run.read_json("value.json")["value"])
+
+    store = RunStore(tmp_path)
+
+    def outer(run, progress) -> Done:  # an analysis that runs a child analysis on the same store first
+        child = execute("child", Example(steps=1), lambda r, p: Done(1), Done, store=store)
+        return Done(child.value + 1)
+
+    assert execute("outer", Example(), outer, Done, store=store).value == 2
+    assert store.last_run_id is not None and store.last_run_id.startswith("outer-")
+    first = store.last_run_id
+    execute("child", Example(steps=1), lambda r, p: Done(1), Done, store=store)  # reused: still named
+    assert store.last_run_id.startswith("child-")
+    assert execute("outer", Example(), outer, Done, store=store).value == 2 and store.last_run_id == first
