@@ -335,9 +335,9 @@ GUIDE = Guide(
     limitations=[
         ("Our policies are small CPU-trained DQNs on RoadRunner, far from the paper's agents: numbers compare "
          "trends, not values."),
-        ("The shipped roadrunner-robust policy presses one action (UPLEFTFIRE) in every visited state (see its "
-         "model card): its Lambda, oscillation and disjointness describe a network whose boundary is far from "
-         "every state, not a robust policy that still reads the screen."),
+        ("The shipped roadrunner-robust policy is much simpler than the vanilla one: it uses 2 actions for >= 1% "
+         "of steps (vanilla: 10) and had 19% more TD training (see its model card), so vanilla-vs-robust "
+         "differences mix adversarial training with a change of playing style."),
         "Each state set is the first max_steps agent steps of each episode, so late-game states are missing.",
         "Lambda compares principal directions only; two sets can share G_S yet differ in every other direction.",
         ("Saliency, Integrated Gradients and Occlusion are per-state maps of Q(s, a*) averaged in absolute value; "
