@@ -62,7 +62,8 @@ def record(
     policy: Annotated[str, typer.Option(help="Shipped policy name or policy file.")] = "roadrunner-vanilla",
     episodes: int = 20,
     max_steps: Annotated[int, typer.Option(help="Agent steps per episode before it is capped.")] = 2000,
-    condition: Annotated[str, typer.Option(help="clean, a shift, or an attack: fgsm, pgd, cw (C&W L2) or deepfool.")] = "clean",
+    condition: Annotated[str, typer.Option(
+        help="clean, a shift, or an attack: fgsm, pgd, cw (C&W L2) or deepfool.")] = "clean",
     eps: Annotated[float, typer.Option(help="Attack radius in [0, 1] pixel units.")] = 1 / 255,
     pgd_steps: int = 10,
     seed: int = 0,

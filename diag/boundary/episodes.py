@@ -32,7 +32,7 @@ class Config:
     policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
     episodes: int = 20
     max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
-    condition: str = "clean"  # clean, a shift (brightness, contrast, blur, rotation, perspective, jpeg), fgsm, pgd
+    condition: str = "clean"  # clean, a shift or an attack (see diag.boundary.condition.CONDITIONS)
     eps: float = 1 / 255
     pgd_steps: int = 10
     seed: int = 0

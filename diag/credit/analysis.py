@@ -71,7 +71,7 @@ class Item:
     reward: list[float]
     policy_logp: list[float]
     reference_logp: list[float]
-    span: list[bool]  # the differing fact's tokens from the first differing one (see corrupted_tokens; empty: unknown)
+    span: list[bool]  # the fact's tokens from the first differing one (corrupted_tokens); empty: unknown
     first_diff: int  # index of the first token that differs from the other answer of the pair
     kind: str = ""
     seed: int = 0
@@ -300,7 +300,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             pair=index, side=side, prompt=record["prompt"], response=text,
             tokens=[tok.decode([t]) for t in encoded[k].response_ids], reward=scores[k].reward.tolist(),
             policy_logp=scores[k].policy.tolist(), reference_logp=scores[k].reference.tolist(),
-            span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [], first_diff=diff,
+            span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [],
+            first_diff=diff,
             kind=record.get("kind", ""), seed=seed, captum=captum[k].tolist()))
 
     # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass

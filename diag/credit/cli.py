@@ -38,7 +38,8 @@ def train(
         return {"exported_to": str(export)}
 
     run_and_emit(dpo, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
-                       "nll_weight": nll_weight, "token_kl_weight": token_kl_weight, "device": device}, as_json, after=export_adapter)
+                       "nll_weight": nll_weight, "token_kl_weight": token_kl_weight, "device": device}, as_json,
+                 after=export_adapter)
 
 
 @app.command()

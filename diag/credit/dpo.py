@@ -104,7 +104,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         collate,
         encode,
         from_block,
-        response_log_probs,
+        response_logits,
         response_logps,
     )
     from diag.device import seed_everything
@@ -161,11 +161,12 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             hidden[row, -len(h):] = h
         n = targets.shape[1]
         with from_block(model, first_lora):
-            log_probs = response_log_probs(model, ids, attention, positions, n, inputs_embeds=hidden)
+            log_probs = torch.log_softmax(response_logits(model, ids, attention, positions, n, inputs_embeds=hidden), -1)
             kl = torch.zeros(len(rows), device=pair.device)
             if config.token_kl_weight > 0:
                 with torch.no_grad(), pair.as_reference() as reference:
-                    ref_log_probs = response_log_probs(reference, ids, attention, positions, n, inputs_embeds=hidden)
+                    ref_log_probs = torch.log_softmax(
+                        response_logits(reference, ids, attention, positions, n, inputs_embeds=hidden), -1)
                 per_token = (ref_log_probs.exp() * (ref_log_probs - log_probs)).sum(-1)
                 kl = (per_token * mask).sum(-1) / mask.sum(-1)
         return (log_probs.gather(-1, targets[..., None]).squeeze(-1) * mask).sum(-1), kl

@@ -116,9 +116,8 @@ class ModelPair:
         attention, positions = torch.ones_like(probe), torch.arange(4, device=self.device)[None]
         targets = probe[:, 1:]
         with torch.no_grad(), self.as_reference() as model:
-            full = response_logps(model, probe, attention, positions, targets)
             with capture_block_input(self.policy, first) as captured:
-                model(input_ids=probe, attention_mask=attention, position_ids=positions, logits_to_keep=1)
+                full = response_logps(model, probe, attention, positions, targets)
             with from_block(self.policy, first):
                 short = response_logps(model, probe, attention, positions, targets, inputs_embeds=captured["h"])
         return first if torch.allclose(full, short, atol=1e-4, rtol=0) else 0
@@ -253,27 +252,30 @@ def tree_logps(model: torch.nn.Module, tree: TokenTree, inputs_embeds: torch.Ten
     tokens = {"input_ids": tree.ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     logits = model(**tokens, attention_mask=tree.attention, position_ids=tree.positions,
                    logits_to_keep=tree.scored_nodes, use_cache=False).logits[0]
-    picked = logits[tree.sources].float()
-    return (picked.gather(-1, tree.targets[..., None]).squeeze(-1) - torch.logsumexp(picked, dim=-1)) * tree.mask
+    return target_logps(logits[tree.sources].float(), tree.targets) * tree.mask
 
 
-def response_log_probs(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
-                       n: int, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """log-softmax over the vocabulary predicting each of the last ``n`` tokens, ``[batch, n, vocab]``, float32.
+def target_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log-softmax of ``logits`` at ``targets`` without materialising the whole log-softmax."""
+    return logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def response_logits(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
+                    n: int, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits predicting each of the last ``n`` tokens, ``[batch, n, vocab]``, float32.
 
     Logits are computed only at those positions (the LM head is a fifth of SmolLM2's per-token cost).
     """
     tokens = {"input_ids": ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     logits = model(**tokens, attention_mask=attention, position_ids=positions, logits_to_keep=n + 1,
                    use_cache=False).logits
-    return torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logits[:, :-1].float()
 
 
 def response_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, positions: torch.Tensor,
                    targets: torch.Tensor, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """log p(target) at the last ``targets.shape[1]`` positions."""
-    log_probs = response_log_probs(model, ids, attention, positions, targets.shape[1], inputs_embeds)
-    return log_probs.gather(-1, targets[..., None]).squeeze(-1)
+    return target_logps(response_logits(model, ids, attention, positions, targets.shape[1], inputs_embeds), targets)
 
 
 def decoder_of(model: torch.nn.Module) -> torch.nn.Module:

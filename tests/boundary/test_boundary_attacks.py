@@ -101,4 +101,5 @@ def test_carlini_wagner_flips_more_than_random_signs_of_the_same_l2_size(vanilla
     with torch.no_grad():
         random_flipped = float((network((states + noise).clamp(0, 1)).argmax(dim=1) != greedy).float().mean())
     # measured: C&W 0.84 (median L2 0.11), random signs of each state's C&W L2 norm 0.00
-    assert flipped > random_flipped + 0.3, f"C&W {flipped:.2f} vs random {random_flipped:.2f}; median L2 {l2.median():.3f}"
+    assert flipped > random_flipped + 0.3, (
+        f"C&W {flipped:.2f} vs random {random_flipped:.2f}; median L2 {l2.median():.3f}")
