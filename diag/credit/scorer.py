@@ -189,6 +189,15 @@ def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device) -> tupl
 
 
 @dataclass(frozen=True)
+class AttentionSegment:
+    """Query nodes one prompt's sequences added, the nodes they can see (their paths), and the mask between them."""
+
+    queries: torch.Tensor  # [q] node indices
+    keys: torch.Tensor  # [k] node indices, ascending
+    attention: torch.Tensor  # [1, 1, q, k] additive mask
+
+
+@dataclass(frozen=True)
 class TokenTree:
     """A batch of sequences merged into one prefix tree, laid out as a single row in insertion order.
 
@@ -204,21 +213,24 @@ class TokenTree:
     sources: torch.Tensor  # [sequences, max_response_len] index into scored_nodes predicting each response token
     targets: torch.Tensor  # [sequences, max_response_len]
     mask: torch.Tensor  # [sequences, max_response_len] 1 for real response tokens
+    segments: tuple[AttentionSegment, ...]  # one per prompt: the same attention in pieces (``segment_attention``)
 
 
 def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtype) -> TokenTree:
     """Merge ``batch`` into a ``TokenTree``; a node's parent always comes before it, so order stays causal."""
     tokens: list[int] = []
     parents: list[int] = []
+    creators: list[int] = []  # the sequence that added each node
     child: dict[tuple[int, int], int] = {}  # (parent node, token id) -> node
     paths = []
-    for e in batch:
+    for i, e in enumerate(batch):
         node, path = -1, []
         for token in e.ids:
             if (node, token) not in child:
                 child[(node, token)] = len(tokens)
                 tokens.append(token)
                 parents.append(node)
+                creators.append(i)
             node = child[(node, token)]
             path.append(node)
         paths.append(path)
@@ -243,18 +255,73 @@ def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtyp
     source_index = torch.zeros_like(predicting)
     source_index[mask.bool()] = sources
     attention = torch.zeros((n, n), dtype=dtype).masked_fill(~ancestry, torch.finfo(dtype).min)[None, None]
+    prompts: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(batch):
+        prompts.setdefault(e.ids[:e.response_start], []).append(i)
+    segments = []
+    for members in prompts.values():
+        queries = torch.tensor([node for node, creator in enumerate(creators) if creator in members])
+        if len(queries):
+            keys = torch.tensor(sorted(set().union(*(paths[i] for i in members))))
+            segments.append(AttentionSegment(queries.to(device), keys.to(device),
+                                             attention[:, :, queries][..., keys].to(device)))
     return TokenTree(torch.tensor([tokens], device=device), attention.to(device), depth[None].to(device),
-                     scored_nodes.to(device), source_index.to(device), targets.to(device), mask.to(device))
+                     scored_nodes.to(device), source_index.to(device), targets.to(device), mask.to(device),
+                     tuple(segments))
 
 
 def tree_logps(model: torch.nn.Module, tree: TokenTree, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """log p of every response token, ``[sequences, max_response_len]`` (0 at padding); logits only where needed."""
     tokens = {"input_ids": tree.ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
-    logits = model(**tokens, attention_mask=tree.attention, position_ids=tree.positions,
-                   logits_to_keep=tree.scored_nodes, use_cache=False).logits[0].float()
+    with segment_attention(model) as supported:
+        segments = {"tree_segments": tree.segments} if supported else {}
+        logits = model(**tokens, attention_mask=tree.attention, position_ids=tree.positions,
+                       logits_to_keep=tree.scored_nodes, use_cache=False, **segments).logits[0].float()
     # Normalise each scored node once, then look up scalars: a node predicting two sequences' tokens (where a
     # chosen and a rejected answer part) is not copied, and no [sequences, length, vocab] tensor is made.
     return torch.log_softmax(logits, dim=-1)[tree.sources, tree.targets] * tree.mask
+
+
+SEGMENT_ATTENTION = "diag_tree_segments"
+
+
+def _segmented_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, tree_segments: Sequence[AttentionSegment] | None = None,
+                    **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA over a token tree one prompt at a time: each prompt's nodes see only their own paths.
+
+    The dense tree mask hides all but ~1/6 of the node pairs, and CPU attention kernels do not skip masked
+    blocks; the pieces compute the same softmax over the same visible keys (the mask is exact in both forms).
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if tree_segments is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])  # [b, nodes, heads, d]
+    for segment in tree_segments:
+        part, _ = sdpa_attention_forward(module, query[:, :, segment.queries], key[:, :, segment.keys],
+                                         value[:, :, segment.keys], segment.attention, **kwargs)
+        out[:, segment.queries] = part
+    return out, None
+
+
+@contextlib.contextmanager
+def segment_attention(model: torch.nn.Module) -> Iterator[bool]:
+    """Switch ``model`` to segmented tree attention for one call; yields False (dense mask) if it cannot switch."""
+    from transformers import AttentionInterface
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    previous = getattr(config, "_attn_implementation", None)
+    if previous != "sdpa" or not hasattr(base, "set_attn_implementation"):
+        yield False
+        return
+    AttentionInterface.register(SEGMENT_ATTENTION, _segmented_sdpa)
+    base.set_attn_implementation(SEGMENT_ATTENTION)
+    try:
+        yield True
+    finally:
+        base.set_attn_implementation(previous)
 
 
 def target_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diag.credit.scorer import ModelPair, encode, load_pair
+from diag.credit.scorer import ModelPair, build_tree, encode, load_pair, segment_attention
 from diag.errors import DiagError
 from diag.zoo import load_lm
 
@@ -55,6 +55,22 @@ def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(
         target = ids[0, -n:, None]
         sequence = 0.25 * float(lp.gather(-1, target).sum() - lr.gather(-1, target).sum())
         assert abs(b.reward.sum() - sequence) < 1e-4
+
+
+def test_tree_attention_runs_per_prompt_and_restores_the_model(adapter_dir: Path) -> None:
+    """The batched test above scores through these segments; here: they partition the nodes, one per prompt."""
+    pair = load_pair(str(adapter_dir), device="cpu")
+    tree = build_tree([encode(pair.tokenizer, p, r) for p, r in PAIRS], pair.device, torch.float32)
+    assert len(tree.segments) == 3  # three distinct prompts
+    queries = torch.cat([s.queries for s in tree.segments]).sort().values
+    assert torch.equal(queries, torch.arange(tree.ids.shape[1]))  # every node is computed exactly once
+    for s in tree.segments:
+        assert set(s.queries.tolist()) <= set(s.keys.tolist())
+        assert torch.equal(s.attention, tree.attention[:, :, s.queries][..., s.keys])
+    config = pair.policy.get_base_model().config
+    with segment_attention(pair.policy) as switched:
+        assert switched and config._attn_implementation != "sdpa"
+    assert config._attn_implementation == "sdpa"
 
 
 def test_reward_is_exactly_zero_when_policy_equals_reference(tiny_llama_dir: Path) -> None:
