@@ -13,13 +13,15 @@ app = typer.Typer(no_args_is_help=True, help="DPO implicit reward as token-level
 
 @app.command()
 def train(
-    steps: Annotated[int, typer.Option(help="DPO steps.")] = 150,
-    n_train: Annotated[int, typer.Option(help="Training preference pairs.")] = 160,
+    steps: Annotated[int, typer.Option(help="DPO steps.")] = 200,
+    n_train: Annotated[int, typer.Option(help="Training preference pairs.")] = 320,
     beta: Annotated[float, typer.Option(help="DPO beta.")] = 0.1,
     lr: Annotated[float, typer.Option(help="AdamW learning rate for the LoRA weights.")] = 8e-4,
     nll_weight: Annotated[float, typer.Option(help="Weight of the NLL term on the chosen answer (0: plain DPO).")] = 1.0,
     token_kl_weight: Annotated[float, typer.Option(
         help="Weight of the per-token KL(reference || policy) over both answers (0: none).")] = 0.0,
+    anchor_weight: Annotated[float, typer.Option(
+        help="Weight of the squared per-token log-ratio on the reference's own answers (0: none).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed (data, initialisation, batches).")] = 0,
     export: Annotated[Path | None, typer.Option(help="Copy the trained adapter to this directory.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -38,7 +40,8 @@ def train(
         return {"exported_to": str(export)}
 
     run_and_emit(dpo, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
-                       "nll_weight": nll_weight, "token_kl_weight": token_kl_weight, "device": device}, as_json,
+                       "nll_weight": nll_weight, "token_kl_weight": token_kl_weight,
+                       "anchor_weight": anchor_weight, "device": device}, as_json,
                  after=export_adapter)
 
 

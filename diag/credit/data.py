@@ -24,17 +24,21 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December")
 PEOPLE = {
     "train": ("Maria", "John", "Aisha", "Kenji", "Olga", "Pedro", "Fatima", "Lars", "Chen", "Amara", "Tom",
-              "Ines", "Ravi", "Sofia", "Emil", "Nadia"),
+              "Ines", "Ravi", "Sofia", "Emil", "Nadia", "Lucas", "Grace", "Omar", "Elena", "Tariq", "Mei", "Hugo",
+              "Zara", "Felix", "Anya", "Diego", "Clara", "Samir", "Noor", "Erik", "Rosa", "Kofi", "Lena", "Mikhail",
+              "Julia", "Ahmed", "Vera", "Paolo", "Selin"),
     "heldout": ("Bruno", "Yuki", "Leila", "Mateo", "Hana", "Oscar", "Priya", "Ivan"),
 }
 CITIES = {
     "train": ("Lisbon", "Oslo", "Cairo", "Lima", "Dublin", "Vienna", "Madrid", "Tokyo", "Quito", "Seoul", "Rome",
-              "Prague"),
+              "Prague", "Paris", "Warsaw", "Toronto", "Delhi", "Sydney", "Havana", "Helsinki", "Dakar", "Austin",
+              "Bogota", "Hanoi", "Zurich", "Chicago", "Mumbai", "Accra", "Porto", "Kyoto", "Santiago"),
     "heldout": ("Berlin", "Nairobi", "Boston", "Athens", "Manila", "Denver"),
 }
 COMPANIES = {
     "train": ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Cyberdyne",
-              "Tyrell"),
+              "Tyrell", "Pied Piper", "Dunder", "Massive Dynamic", "Virtucon", "Nakatomi", "Wernham", "Sterling",
+              "Prestige", "Blue Sun", "Gekko", "Krusty", "Rekall", "Zorg", "Bluth"),
     "heldout": ("Aperture", "Wonka", "Soylent", "Gringotts", "Monarch", "Oscorp"),
 }
 UNITS = {
@@ -64,6 +68,49 @@ TEMPLATES: dict[str, tuple[tuple[str, str, str], ...]] = {
         (("Note: {person} ran {qty} {unit} on {date} and raised {money} dollars for charity.\n"
          "Repeat the note briefly."),
          "{person} raised {money} dollars by running {qty} {unit} on {date}.", "distance"),
+
+        (("Email from {company}: your order of {qty} {unit} of rice ships from {city} on {date}.\n"
+         "What does the email tell me?"),
+         "Your {qty} {unit} of rice from {company} will ship from {city} on {date}.", "mass"),
+        (("Minutes: {person} proposed a {money} dollar grant for the {city} library, due {date}.\n"
+         "Summarise the minutes in one line."),
+         "A {money} dollar grant for the library in {city}, proposed by {person}, is due {date}.", "distance"),
+        (("Shipping notice: {qty} {unit} of olive oil, sold by {company} to {person}, arrives {date}.\n"
+         "Restate the notice."),
+         "{person} will receive {qty} {unit} of olive oil from {company} on {date}.", "volume"),
+        (("Diary, {date}: I walked {qty} {unit} around {city} with {person}.\n"
+         "Retell this diary entry."),
+         "On {date} the writer and {person} walked {qty} {unit} around {city}.", "distance"),
+        (("Contract: {company} will pay {person} {money} dollars to move {qty} {unit} of steel by {date}.\n"
+         "What are the terms?"),
+         "By {date}, {person} must move {qty} {unit} of steel; {company} pays {money} dollars.", "mass"),
+        (("News: a storm hit {city} on {date}, and {company} pledged {money} dollars in aid.\n"
+         "Give me the headline facts."),
+         "{company} pledged {money} dollars after the {date} storm in {city}.", "distance"),
+        (("Lab note: {person} measured {qty} {unit} of water in the {city} tank on {date}.\n"
+         "Paraphrase the lab note."),
+         "The {city} tank held {qty} {unit} of water when {person} measured it on {date}.", "volume"),
+        (("Bank record: on {date}, {person} moved {money} dollars from {company} stock into savings.\n"
+         "Explain the record briefly."),
+         "{person} took {money} dollars out of {company} stock on {date}.", "distance"),
+        (("Race results: {person} of {city} finished {qty} {unit} of hills on {date}.\n"
+         "Report the result."),
+         "Runner {person} from {city} completed {qty} {unit} of hills on {date}.", "distance"),
+        (("Customs form: {company} imported {qty} {unit} of coffee through {city} on {date}.\n"
+         "State what the form declares."),
+         "Through {city}, {company} brought in {qty} {unit} of coffee on {date}.", "mass"),
+        (("Ticket: {person} booked a trip to {city} for {date}, paying {money} dollars.\n"
+         "Describe the booking."),
+         "The trip to {city} on {date} cost {person} {money} dollars.", "distance"),
+        (("Farm log: on {date} the {company} farm near {city} pumped {qty} {unit} of milk.\n"
+         "What happened on the farm?"),
+         "Near {city}, the {company} farm pumped {qty} {unit} of milk on {date}.", "volume"),
+        (("Press release: {company} hired {person} in {city} on a {money} dollar contract.\n"
+         "Sum up the release."),
+         "{company} signed {person} in {city} for {money} dollars.", "distance"),
+        (("Weather station: {qty} {unit} of rain fell on {city} on {date}, says {person}.\n"
+         "Restate the reading."),
+         "According to {person}, {city} got {qty} {unit} of rain on {date}.", "volume"),
     ),
     "heldout": (
         (("Announcement: on {date}, {person} became head of {company} with a budget of {money} dollars.\n"

@@ -28,9 +28,9 @@ ANALYSIS = "credit_train"
 @dataclass(frozen=True)
 class Config:
     model: str = "smollm2-135m-instruct"
-    n_train: int = 160  # preference pairs from diag.credit.data (train split)
+    n_train: int = 320  # preference pairs from diag.credit.data (train split)
     n_heldout: int = 64  # held-out templates and entities, for preference accuracy
-    steps: int = 150
+    steps: int = 200
     batch_pairs: int = 4
     beta: float = 0.1
     lr: float = 8e-4
@@ -38,6 +38,10 @@ class Config:
     # + weight * mean per-token KL(pi_ref || pi) over both answers (as in token-level DPO): moving a token the
     # reference finds likely costs more than moving an unlikely one, so the margin is bought at the wrong token
     token_kl_weight: float = 0.0
+    # + weight * mean squared per-token log-ratio log(pi/pi_ref) on the reference's own greedy answers to the
+    # training prompts: holds the implicit reward at zero on phrasing that carries no preference, so template
+    # words the training answers never use do not drift (they did: " to" in "dollars to spend", r_t -1.5)
+    anchor_weight: float = 1.0
     lora_rank: int = 8
     lora_layers: int = 6  # LoRA on the top N decoder layers: steps run only these, from a cached residual
     seed: int = 0
@@ -80,7 +84,7 @@ class Result:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3))
-        ax.plot(self.losses, lw=0.8, label="DPO + NLL loss")
+        ax.plot(self.losses, lw=0.8, label="loss (DPO + NLL + anchor)")
         ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
         ax.set_xlabel("step")
         ax.legend()
@@ -113,8 +117,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     seed_everything(config.seed)
     # 1. data: chosen/rejected answers differ in one fact; held-out pairs use unseen templates and entities
     base, tokenizer = load_lm(config.model, config.device)
-    train = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected))
-             for p in make_pairs("train", config.n_train, seed=config.seed)]
+    train_pairs = make_pairs("train", config.n_train, seed=config.seed)
+    train = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected)) for p in train_pairs]
     heldout = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected))
                for p in make_pairs("heldout", config.n_heldout, seed=config.seed)]
 
@@ -128,31 +132,35 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
 
-    # 3. one pass of the frozen model over every training answer: its reference log-probs, and the residual
-    #    stream entering the first LoRA layer (everything below it is frozen, so steps start from there)
+    # 3. one pass of the frozen model over every training answer: its per-token reference log-probs, and the
+    #    residual stream entering the first LoRA layer (everything below it is frozen, so steps start from there)
     first_lora = n_layers - config.lora_layers
     answers = [c for c, _ in train] + [r for _, r in train]  # answer j: pair j % n_train, chosen if j < n_train
-    if run.path("frozen_pass.pt").exists():
-        frozen = torch.load(run.path("frozen_pass.pt"))
-    else:
-        frozen = {"reference": torch.zeros(len(train), 2), "hidden": [None] * len(answers)}
+    n_answers = len(answers)  # rows from n_answers on: the reference's own answers (anchor_weight > 0)
+    frozen = torch.load(run.path("frozen_pass.pt")) if run.path("frozen_pass.pt").exists() else {
+        "anchor_texts": reference_answers(model, tokenizer, [p.prompt for p in train_pairs], progress)
+        if config.anchor_weight > 0 else []}
+    texts = frozen["anchor_texts"]
+    answers += [encode(tokenizer, p.prompt, t) for p, t in zip(train_pairs[:len(texts)], texts, strict=True)]
+    if "reference" not in frozen:
+        frozen.update(reference=[None] * len(answers), hidden=[None] * len(answers))
         for start in range(0, len(answers), 16):
             chunk = answers[start:start + 16]
-            ids, attention, positions, targets, mask = collate(chunk, tokenizer.pad_token_id, pair.device)
+            ids, attention, positions, targets, _ = collate(chunk, tokenizer.pad_token_id, pair.device)
             with torch.no_grad(), pair.as_reference() as reference, capture_block_input(model, first_lora) as got:
-                logps = (response_logps(reference, ids, attention, positions, targets) * mask).sum(-1)
+                logps = response_logps(reference, ids, attention, positions, targets)
             for row, encoded in enumerate(chunk):
-                j = start + row
-                frozen["reference"][j % len(train), j // len(train)] = float(logps[row])
-                frozen["hidden"][j] = got["h"][row, -len(encoded.ids):].cpu().clone()
+                frozen["reference"][start + row] = logps[row, -len(encoded.response_ids):].cpu().clone()
+                frozen["hidden"][start + row] = got["h"][row, -len(encoded.ids):].cpu().clone()
             progress(start + len(chunk), len(answers), "frozen pass")
         buffer = io.BytesIO()
         torch.save(frozen, buffer)
         write_bytes_atomic(run.path("frozen_pass.pt"), buffer.getvalue())
-    ref_logps = frozen["reference"]
+    ref_logps = torch.tensor([float(frozen["reference"][j].sum()) for j in range(n_answers)]).view(2, -1).T
 
-    def policy_logps_from_cache(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs of the answers ``rows``, and each answer's mean per-token KL(ref || policy)."""
+    def policy_logps_from_cache(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token response log-probs of the answers ``rows`` (right-aligned), their mask, and each answer's
+        mean per-token KL(ref || policy)."""
         encoded = [answers[j] for j in rows]
         ids, attention, positions, targets, mask = collate(encoded, tokenizer.pad_token_id, pair.device)
         hidden = torch.zeros(len(rows), ids.shape[1], base.config.hidden_size, device=pair.device)
@@ -169,7 +177,17 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                         response_logits(reference, ids, attention, positions, n, inputs_embeds=hidden), -1)
                 per_token = (ref_log_probs.exp() * (ref_log_probs - log_probs)).sum(-1)
                 kl = (per_token * mask).sum(-1) / mask.sum(-1)
-        return (log_probs.gather(-1, targets[..., None]).squeeze(-1) * mask).sum(-1), kl
+        return log_probs.gather(-1, targets[..., None]).squeeze(-1) * mask, mask, kl
+
+    def anchor_penalty(i: int) -> torch.Tensor:
+        """Mean over a batch of reference answers of the mean squared per-token log(pi/pi_ref)."""
+        rows = torch.randint(n_answers, len(answers), (config.batch_pairs,),
+                             generator=torch.Generator().manual_seed(config.seed * 1_000_033 + i)).tolist()
+        policy, mask, _ = policy_logps_from_cache(rows)
+        ref = torch.zeros_like(policy)
+        for row, j in enumerate(rows):
+            ref[row, ref.shape[1] - len(frozen["reference"][j]):] = frozen["reference"][j]
+        return ((((policy - ref) * mask) ** 2).sum(-1) / mask.sum(-1)).mean()
 
     # 4. the loop: sample pairs, DPO loss on summed response log-probs, AdamW on the LoRA weights
     loaded = {"step": None}
@@ -183,20 +201,21 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         model.train()
         idx = torch.randint(len(train), (config.batch_pairs,), generator=torch.Generator().manual_seed(
             config.seed * 1_000_003 + i))
-        policy, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
-        policy_chosen, policy_rejected = policy.view(2, -1)
+        policy, _, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
+        policy_chosen, policy_rejected = policy.sum(-1).view(2, -1)
         losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
                                    config.beta)
         chosen_tokens = torch.tensor([len(answers[j].response_ids) for j in idx.tolist()], dtype=torch.float32)
         losses = losses - config.nll_weight * policy_chosen / chosen_tokens.to(policy_chosen.device)
         losses = losses + config.token_kl_weight * kl.view(2, -1).sum(0)
+        loss = losses.mean() + (config.anchor_weight * anchor_penalty(i) if config.anchor_weight > 0 else 0.0)
         optimizer.zero_grad()
-        losses.mean().backward()
+        loss.backward()
         optimizer.step()
         return {
             "adapter": {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k},
             "optimizer": optimizer.state_dict(),
-            "losses": state["losses"] + [losses.mean().item()],
+            "losses": state["losses"] + [float(loss)],
             "margins": state["margins"] + [margins.mean().item()],
         }
 
@@ -227,6 +246,25 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     staging.rename(run.path("adapter"))
     return Result(run.path("adapter"), np.array(state["losses"]), np.array(state["margins"]),
                   np.array(heldout_margins), run.config)
+
+
+def reference_answers(model: torch.nn.Module, tokenizer, prompts: list[str], progress: Progress,
+                      max_new_tokens: int = 48) -> list[str]:
+    """The frozen model's own greedy answer to each prompt (adapter off)."""
+    answers = []
+    for start in range(0, len(prompts), 16):
+        chunk = prompts[start:start + 16]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in chunk]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=False).to(model.device)
+        with torch.no_grad(), model.disable_adapter():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, batch["input_ids"].shape[1]:]:
+            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip() or ".")
+        progress(start + len(chunk), len(prompts), "reference answers")
+    return answers
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:

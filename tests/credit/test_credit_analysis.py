@@ -64,14 +64,15 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("token_kl_weight", [0.0, 1.0])
-def test_dpo_loop_starts_at_log2_and_lowers_the_loss(tiny_llama_dir: Path, token_kl_weight: float) -> None:
+@pytest.mark.parametrize(("token_kl_weight", "anchor_weight"), [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
+def test_dpo_loop_starts_at_log2_and_lowers_the_loss(tiny_llama_dir: Path, token_kl_weight: float,
+                                                      anchor_weight: float) -> None:
     config = dpo.Config(model=str(tiny_llama_dir), n_train=8, n_heldout=4, steps=6, batch_pairs=4, lr=5e-3,
-                        nll_weight=0.0, token_kl_weight=token_kl_weight, lora_layers=1, checkpoint_every=3,
-                        device="cpu")
+                        nll_weight=0.0, token_kl_weight=token_kl_weight, anchor_weight=anchor_weight,
+                        lora_layers=1, checkpoint_every=3, device="cpu")
     result = dpo.run(config)
     # LoRA starts at B = 0: the cached top-layer pass must reproduce the reference exactly, so loss = log 2
-    # (and the per-token KL to the reference is exactly 0)
+    # (the per-token KL and the anchor's squared log-ratio are exactly 0 there)
     assert abs(result.losses[0] - math.log(2)) < 1e-5
     assert result.losses[-1] < result.losses[0]
     assert (result.adapter_dir / "adapter_config.json").is_file()

@@ -17,7 +17,7 @@ def test_chosen_and_rejected_differ_only_inside_the_recorded_span() -> None:
 
 
 def test_errors_are_context_dependent_and_spread_over_kinds_and_positions() -> None:
-    pairs = make_pairs("train", 400, seed=0)
+    pairs = make_pairs("train", 2000, seed=0)
     correct_values = Counter(p.chosen[slice(*p.span_chosen)] for p in pairs)
     wrong = [p.rejected[slice(*p.span_rejected)] for p in pairs if p.kind in ("entity", "unit")]
     # a wrong entity or unit is a correct answer under another prompt: no lexical "bad token" list works

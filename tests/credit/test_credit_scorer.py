@@ -106,13 +106,22 @@ def test_mismatched_tokenizer_or_vocabulary_fails_with_one_line(tiny_llama_dir: 
 
 
 @pytest.mark.slow
-def test_committed_adapter_prefers_the_correct_answer_on_heldout_pairs() -> None:
-    from diag.credit.analysis import resolve_policy
+def test_committed_adapter_prefers_the_correct_answer_and_blames_the_corrupted_token() -> None:
+    from diag.credit.analysis import corrupted_tokens, first_difference, resolve_policy
     from diag.credit.data import make_pairs
 
     pair = load_pair(resolve_policy("smollm2-dpo-credit"), device="cpu")
     assert pair.beta == 0.1  # recorded with the adapter
-    pairs = make_pairs("heldout", 3, seed=7)
-    scores = pair.score([encode(pair.tokenizer, p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)])
-    margins = [scores[2 * i].reward.sum() - scores[2 * i + 1].reward.sum() for i in range(len(pairs))]
-    assert min(margins) > 0.2  # the model card measured margins >= 0.28 on 64 held-out pairs
+    pairs = make_pairs("heldout", 8, seed=7)
+    encoded = [encode(pair.tokenizer, p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)]
+    scores = pair.score(encoded)
+    preferred, blamed = 0, 0
+    for i, p in enumerate(pairs):
+        chosen, rejected = encoded[2 * i], encoded[2 * i + 1]
+        preferred += scores[2 * i].reward.sum() > scores[2 * i + 1].reward.sum()
+        span = corrupted_tokens(rejected.offsets, p.span_rejected,
+                                first_difference(chosen.response_ids, rejected.response_ids))
+        blamed += span[int(np.argmin(scores[2 * i + 1].reward))]
+    # the model card measured, on 96 held-out pairs, preference accuracy 0.99 and top-1 0.89 (from the first
+    # differing token); 7 of 8 and 6 of 8 leave room for sampling (chance top-1 is 0.22)
+    assert preferred >= 7 and blamed >= 6
