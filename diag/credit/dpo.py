@@ -215,7 +215,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         return {
             "adapter": {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k},
             "optimizer": optimizer.state_dict(),
-            "losses": state["losses"] + [float(loss)],
+            "losses": state["losses"] + [loss.item()],
             "margins": state["margins"] + [margins.mean().item()],
         }
 
