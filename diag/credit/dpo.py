@@ -201,12 +201,12 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         model.train()
         idx = torch.randint(len(train), (config.batch_pairs,), generator=torch.Generator().manual_seed(
             config.seed * 1_000_003 + i))
-        policy, _, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
+        policy, mask, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
         policy_chosen, policy_rejected = policy.sum(-1).view(2, -1)
         losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
                                    config.beta)
-        chosen_tokens = torch.tensor([len(answers[j].response_ids) for j in idx.tolist()], dtype=torch.float32)
-        losses = losses - config.nll_weight * policy_chosen / chosen_tokens.to(policy_chosen.device)
+        chosen_tokens = mask.sum(-1).view(2, -1)[0]
+        losses = losses - config.nll_weight * policy_chosen / chosen_tokens
         losses = losses + config.token_kl_weight * kl.view(2, -1).sum(0)
         loss = losses.mean() + (config.anchor_weight * anchor_penalty(i) if config.anchor_weight > 0 else 0.0)
         optimizer.zero_grad()

@@ -142,10 +142,7 @@ class ModelPair:
 
         Batches hold whole prompt groups (up to ``batch_size`` sequences, at least one group) of similar length.
         """
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, e in enumerate(encoded):
-            groups.setdefault(e.ids[:e.response_start], []).append(i)
-        ordered = sorted(groups.values(), key=lambda g: max(len(encoded[i].ids) for i in g))
+        ordered = sorted(prompt_groups(encoded), key=lambda g: max(len(encoded[i].ids) for i in g))
         batches: list[list[int]] = []
         for group in ordered:
             if batches and len(batches[-1]) + len(group) <= batch_size:
@@ -161,6 +158,14 @@ class ModelPair:
                 scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
             progress(len(scored), len(encoded), "scoring")
         return [scored[i] for i in range(len(encoded))]
+
+
+def prompt_groups(encoded: Sequence[Encoded]) -> list[list[int]]:
+    """Indices of the sequences that share each prompt (the tokens before the response), in first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(encoded):
+        groups.setdefault(e.ids[:e.response_start], []).append(i)
+    return list(groups.values())
 
 
 @dataclass
@@ -255,11 +260,8 @@ def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtyp
     source_index = torch.zeros_like(predicting)
     source_index[mask.bool()] = sources
     attention = torch.zeros((n, n), dtype=dtype).masked_fill(~ancestry, torch.finfo(dtype).min)[None, None]
-    prompts: dict[tuple[int, ...], list[int]] = {}
-    for i, e in enumerate(batch):
-        prompts.setdefault(e.ids[:e.response_start], []).append(i)
     segments = []
-    for members in prompts.values():
+    for members in prompt_groups(batch):
         queries = torch.tensor([node for node, creator in enumerate(creators) if creator in members])
         if len(queries):
             keys = torch.tensor(sorted(set().union(*(paths[i] for i in members))))
