@@ -79,13 +79,13 @@ class Result:
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.zoo import load_lm
-    from diag.zoo.lm import check_layers
+    from diag.zoo.sources import check_layer_range
     from probes import Site, get_backend
 
-    model, tokenizer = load_lm(config.model, config.device)
-    check_layers(model, config.model, config.layers)
+    check_layer_range(config.model, config.layers)
     if not config.prompt.strip():
         raise DiagError("empty prompt")
+    model, tokenizer = load_lm(config.model, config.device)
     sites = [Site(layer, config.component) for layer in config.layers]  # type: ignore[arg-type]
     backend = get_backend(config.backend, model, tokenizer)
     device = next(model.parameters()).device

@@ -181,12 +181,12 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.train import Example, examples_for, intervened_losses, source_states
     from diag.checkpoint import run_steps
     from diag.zoo import load_lm
-    from diag.zoo.lm import check_layers
+    from diag.zoo.sources import check_layer_range
 
+    check_layer_range(config.model, [config.layer])
     pairs = load_pairs(config.dataset or None, config.concepts)
     model, tokenizer = load_lm(config.model, config.device)
     model.requires_grad_(False)
-    check_layers(model, config.model, [config.layer])
     width = model.config.hidden_size
     train = {c: [p for p in pairs if p.concept == c and p.split == "train"] for c in config.concepts}
     heldout = {c: [p for p in pairs if p.concept == c and p.split == "heldout"][:config.eval_prompts]

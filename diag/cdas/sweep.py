@@ -92,11 +92,9 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from diag.zoo import load_lm
-    from diag.zoo.lm import check_layers
+    from diag.zoo.sources import check_layer_range
 
-    model, _ = load_lm(config.model, config.device)
-    check_layers(model, config.model, config.layers)
+    check_layer_range(config.model, config.layers)
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):

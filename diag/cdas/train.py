@@ -159,12 +159,12 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.dii import RotatedSubspace, orthonormality_error
     from diag.checkpoint import run_steps
     from diag.zoo import load_lm
-    from diag.zoo.lm import check_layers
+    from diag.zoo.sources import check_layer_range
 
+    check_layer_range(config.model, [config.layer])
     pairs = load_pairs(config.dataset or None, (config.concept,))
     model, tokenizer = load_lm(config.model, config.device)
     model.requires_grad_(False)
-    check_layers(model, config.model, [config.layer])
     width = model.config.hidden_size
     if not 1 <= config.rank <= width:
         raise DiagError(f"rank {config.rank} out of range: the residual stream has width {width}")

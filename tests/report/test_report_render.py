@@ -80,7 +80,7 @@ def test_report_of_a_capture_run_is_self_contained_and_complete(capture_run) -> 
     from diag import capture
     from diag.analysis import fingerprint
     from diag.report.render import render_report
-    from diag.zoo.lm import _smollm2_gguf
+    from diag.zoo.sources import _smollm2_gguf
 
     html = render_report([capture_run], title="capture audit")
     page = parse(html)

