@@ -38,6 +38,8 @@ SHOTS = ROOT / "reports" / "screenshots"
 pytestmark = pytest.mark.slow
 # Messages Chromium prints for every Bokeh page that are not errors of ours.
 BENIGN = ("[bokeh",)
+# A resource a page would fetch from outside this server (Panel's and Bokeh's CDNs, any other).
+CDN_URL = re.compile(r"https?://(?:cdn\.holoviz\.org|cdn\.bokeh\.org|cdn\.jsdelivr\.net|unpkg\.com)[^\s\"')]*")
 
 
 def free_port() -> int:
@@ -258,12 +260,23 @@ def test_eight_concurrent_sessions_are_served_without_errors(server) -> None:
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: m.type == "error" and errors.append(f"{m.text} ({m.location.get('url')})"))
         page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.on("request", lambda r: external(r.url) and errors.append(f"external request: {r.url}"))
+        bodies: list[str] = []  # the page, its CSS/JSON and the websocket frames that carry the document
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: bodies.append(str(frame))))
+        responses = []
+        page.on("response", lambda r: responses.append(r))
         slug = slugs[index % len(slugs)]
         await page.goto(f"{base}/{slug}", wait_until="networkidle", timeout=120000)
         await page.locator("nav a.active").wait_for(timeout=120000)
         text = await page.locator("body").inner_text()
+        for response in responses:
+            kind = response.headers.get("content-type", "")
+            if any(k in kind for k in ("html", "css", "json")):
+                bodies.append(await response.text())
         await context.close()
         assert not errors and "Traceback" not in text, (slug, errors)
+        leaks = sorted({m.group(0) for body in bodies for m in CDN_URL.finditer(body)})
+        assert not leaks, (slug, leaks)
         return slug
 
     async def main() -> list[str]:
@@ -274,8 +287,14 @@ def test_eight_concurrent_sessions_are_served_without_errors(server) -> None:
             finally:
                 await browser.close()
 
+    def external(url: str) -> bool:
+        return url.startswith(("http:", "https:", "ws:", "wss:")) and not url.split("//", 1)[1].startswith(
+            base.split("//", 1)[1])
+
     # The module's sync Playwright owns this thread's event loop: drive the async sessions from another thread.
-    with ThreadPoolExecutor(1) as pool:
-        visited = pool.submit(asyncio.run, main()).result(timeout=240)
-    assert len(visited) == 8
+    # Repeated: a CDN link showed up in one session of eight, once in a while.
+    for _ in range(2):
+        with ThreadPoolExecutor(1) as pool:
+            visited = pool.submit(asyncio.run, main()).result(timeout=240)
+        assert len(visited) == 8
     assert server_errors(log_path) == []
