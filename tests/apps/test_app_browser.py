@@ -298,3 +298,22 @@ def test_eight_concurrent_sessions_are_served_without_errors(server) -> None:
             visited = pool.submit(asyncio.run, main()).result(timeout=240)
         assert len(visited) == 8
     assert server_errors(log_path) == []
+
+
+def test_no_report_element_is_wider_than_its_section_at_1400px(browser, app_home, tmp_path) -> None:
+    """Every stored run in one report, opened from disk as an auditor would: nothing overflows its card."""
+    from diag.report.render import render_report
+
+    store = RunStore(app_home / "runs")
+    runs = [store.get(info.run_id) for info in store.list(status="finished")]
+    path = tmp_path / "all.html"
+    path.write_text(render_report(runs, title="every run"))
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(path.as_uri())
+    overflowing = page.evaluate("""() => [...document.querySelectorAll('main .panel')]
+        .filter(p => p.scrollWidth > p.clientWidth + 1)
+        .map(p => `${p.id || p.querySelector('h2')?.innerText}: ${p.scrollWidth} > ${p.clientWidth}`)""")
+    sections = page.locator("main .panel").count()
+    page.close()
+    assert sections > len(runs), sections  # one card per run at least, plus the rest
+    assert overflowing == [], overflowing
