@@ -11,7 +11,10 @@ from diag.cdas import toy
 from diag.errors import DiagError
 
 
-def test_toy_aligned_beats_controls_and_reloads() -> None:
+def test_toy_aligned_beats_controls_and_reloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    computed = []
+    compute = toy.compute
+    monkeypatch.setattr(toy, "compute", lambda *args: computed.append(1) or compute(*args))
     # Half the CLI's DII budget, no layer sweep (the CLI default reaches aligned IIA ~0.98, controls <= 0.59).
     config = toy.Config(dii_steps=300, eval_pairs=1000, sweep_layers=(0,))
     result = toy.run(config)
@@ -22,6 +25,7 @@ def test_toy_aligned_beats_controls_and_reloads() -> None:
     assert summary["aligned_iia_min"] >= 0.95, summary
     assert summary["control_iia_max"] <= 0.75, summary
     again = toy.run(config)  # reuses the finished run: loaded, not recomputed
+    assert len(computed) == 1
     assert again.summary() == summary
     assert set(again.bases) == set(result.bases)
 

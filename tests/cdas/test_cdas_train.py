@@ -12,13 +12,17 @@ from diag.cdas.dii import RotatedSubspace
 
 
 @pytest.mark.slow
-def test_train_rank2_orthonormal_and_reload_identical(smollm2) -> None:
+def test_train_rank2_orthonormal_and_reload_identical(smollm2, monkeypatch: pytest.MonkeyPatch) -> None:
+    computed = []
+    compute = train.compute
+    monkeypatch.setattr(train, "compute", lambda *args: computed.append(1) or compute(*args))
     config = train.Config(concept="dogs", rank=2, steps=2, pairs_per_step=1)
     result = train.run(config)
     assert result.orthonormality_error < 1e-5
     assert math.isfinite(result.heldout_loss_before) and math.isfinite(result.heldout_loss_after)
     assert len(result.curve) == 2
     reloaded = train.run(config)  # finished run: loaded from disk, not recomputed
+    assert len(computed) == 1
 
     def rebuild(state: dict) -> RotatedSubspace:
         module = RotatedSubspace(576, 2)
