@@ -8,6 +8,11 @@ from typing import Annotated
 import typer
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+GameOption = Annotated[str | None, typer.Option(
+    help="Game of policy files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, PongNoFrameskip-v4.")]
+FullActionsFlag = Annotated[bool, typer.Option(help="Play with all 18 ALE actions, not the game's minimal set.")]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")]
+Tf32Flag = Annotated[bool, typer.Option(help="Allow TF32 for gradients on CUDA (off: exact float32).")]
 app = typer.Typer(no_args_is_help=True, help="Decision-boundary instability of ALE policies (RA-NLD).")
 
 
@@ -69,6 +74,10 @@ def record(
     seed: int = 0,
     random_baseline: Annotated[bool, typer.Option(help="Also score a uniformly random policy.")] = True,
     keep_frames: Annotated[bool, typer.Option(help="Store every frame in the run.")] = True,
+    game: GameOption = None,
+    full_action_space: FullActionsFlag = False,
+    device: DeviceOption = "auto",
+    allow_tf32: Tf32Flag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
@@ -77,7 +86,8 @@ def record(
 
     run_and_emit(analysis, {
         "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
-        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames}, as_json)
+        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames,
+        "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
 
 
 @app.command()
@@ -91,6 +101,10 @@ def analyse(
     eps: float = 1 / 255,
     pgd_steps: int = 10,
     seed: int = 0,
+    game: GameOption = None,
+    full_action_space: FullActionsFlag = False,
+    device: DeviceOption = "auto",
+    allow_tf32: Tf32Flag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
@@ -99,4 +113,5 @@ def analyse(
 
     run_and_emit(analysis, {
         "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
-        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed}, as_json)
+        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed,
+        "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
