@@ -101,6 +101,7 @@ def analyse(
     eps: float = 1 / 255,
     pgd_steps: int = 10,
     seed: int = 0,
+    attribution_states: Annotated[int, typer.Option(help="Clean states given to the captum baselines.")] = 32,
     game: GameOption = None,
     full_action_space: FullActionsFlag = False,
     device: DeviceOption = "auto",
@@ -114,4 +115,5 @@ def analyse(
     run_and_emit(analysis, {
         "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
         "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed,
-        "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
+        "attribution_states": attribution_states, "game": game, "full_action_space": full_action_space,
+        "device": device, "allow_tf32": allow_tf32}, as_json)
