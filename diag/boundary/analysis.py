@@ -87,7 +87,7 @@ class Result:
     topk_fraction: float
     action_set: str = ""  # which of the game's action sets the policies played with
     device: str = "cpu"
-    tf32: bool = False  # whether TF32 was allowed for gradients and attributions
+    tf32: bool = False  # whether gradients and attributions ran with TF32 allowed (CUDA only)
 
     def summary(self) -> dict[str, Any]:
         from diag.boundary.nld import top_k_overlap
@@ -313,7 +313,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         policy.network.to(device)
     with exact_matmul(config.allow_tf32):
         results = {name: analyse_policy(name, policy, config, run, progress) for name, policy in policies.items()}
-    return Result(results, config.topk_fraction, actions.describe(), str(device), config.allow_tf32)
+    tf32 = config.allow_tf32 and device.type == "cuda"  # TF32 exists on CUDA only
+    return Result(results, config.topk_fraction, actions.describe(), str(device), tf32)
 
 
 def audit_config(scale: float = 1.0) -> Config:

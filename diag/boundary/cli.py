@@ -19,7 +19,7 @@ app = typer.Typer(no_args_is_help=True, help="Decision-boundary instability of A
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Directory for train_state.pt and train.jsonl (resumes if present).")],
-    game: Annotated[str, typer.Option(help="ALE ROM id, e.g. road_runner, pong.")] = "road_runner",
+    game: Annotated[str, typer.Option(help="ALE game: road_runner, pong, Pong, ALE/Pong-v5, ...")] = "road_runner",
     seed: int = 1,
     total_steps: Annotated[int, typer.Option(help="Agent steps to train for.")] = 1_000_000,
     max_minutes: Annotated[float, typer.Option(help="Stop with a checkpoint after this many minutes.")] = 1e9,
@@ -27,6 +27,7 @@ def train(
     adv_eps: Annotated[float, typer.Option(help="PGD radius for adversarial fine-tuning (0: vanilla).")] = 0.0,
     eps_start: Annotated[float, typer.Option(help="Initial exploration epsilon.")] = 1.0,
     learning_starts: int = 5_000,
+    device: DeviceOption = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Train (or adversarially fine-tune) a double + dueling DQN; resumable, see policy/train_dqn.py."""
@@ -37,8 +38,8 @@ def train(
 
     main(Args(out=str(out), game=game, seed=seed, total_steps=total_steps, max_minutes=max_minutes,
               init_from=init_from, adv_eps=adv_eps, eps_start=eps_start, eps_end=min(eps_start, 0.01),
-              learning_starts=learning_starts))
-    state = torch.load(out / "train_state.pt", weights_only=False)
+              learning_starts=learning_starts, device=device))
+    state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=False)
     recent = [r for _, r in state["episodes"][-20:]]
     emit({"agent_steps": int(state["global_step"]), "updates": int(state["updates"]),
           "training_return_last20": sum(recent) / len(recent) if recent else None}, as_json)

@@ -213,9 +213,11 @@ def _load_sb3(path: Path) -> tuple[ImportedQNetwork, str, dict[str, Any]]:
     if shape is not None and tuple(shape) != OBS_SHAPE:
         raise DiagError(f"policy file {path} was trained on observations of shape {tuple(shape)}; the ALE "
                         f"environment here gives {OBS_SHAPE} (grey 84x84, 4 stacked frames, channels first)")
-    n_actions = int(_readable(data.get("action_space")).get("n", 0))
     indices = _linear_indices(path, state, head)
     out = state[f"{head}.{indices[-1]}.weight"].shape[0]
+    n_actions = int(_readable(data.get("action_space")).get("n", 0))
+    if n_actions <= 0:  # a save without the readable space: the head's size and sb3-contrib's default tell
+        n_actions = out // (int(kwargs.get("n_quantiles", 200)) if fmt == "sb3-qrdqn" else 1)
     if n_actions <= 0 or out % n_actions:
         raise DiagError(f"policy file {path}: its action space ({n_actions} actions) does not divide the "
                         f"{out} outputs of its head")
