@@ -97,8 +97,8 @@ class Result:
                                "tf32": self.tf32, "lambda_formula": LAMBDA_FORMULA,
                                "paper_lambda_vanilla": PAPER_LAMBDA.get(game, {})}
         for name, p in self.policies.items():
-            out[name] = {"format": p.format, "lambda": p.lambdas, "score_within_cap": p.scores, "oscillation": p.oscillation(),
-                         "attribution_agreement": self._agreement(p)}
+            out[name] = {"format": p.format, "lambda": p.lambdas, "score_within_cap": p.scores,
+                         "oscillation": p.oscillation(), "attribution_agreement": self._agreement(p)}
         names = list(self.policies)
         if len(names) == 2:
             a, b = (self.policies[n].directions["clean"] for n in names)
@@ -287,15 +287,16 @@ def analyse_policy(name: str, policy: Policy, config: Config, run: Run, progress
         saved[name] = done
         run.save_checkpoint(saved)
     grads, _, episodes = base
-    pick = torch.linspace(0, len(episodes.states) - 1, min(config.attribution_states, len(episodes.states)))
+    pick = np.linspace(0, len(episodes.states) - 1, min(config.attribution_states, len(episodes.states)))
     return PolicyResult(
         game=policy.game,
         lambdas={("clean" if c == "clean_independent" else c): done[c]["lambda"] for c in sets[1:]},
         scores={c: done[c]["score"] for c in sets},
         directions={c: done[c]["direction"] for c in sets},
         traces=nld.gradient_norm_trace(grads), trace_episode=episodes.episode,
-        attributions=attribution_maps(policy.network, episodes.states[pick.round().long().to(grads.device)],
-                                      config.ig_steps),
+        attributions=attribution_maps(
+            policy.network, episodes.states[torch.from_numpy(pick.round().astype(int)).to(grads.device)],
+            config.ig_steps),
         format=policy.format)
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from diag.boundary.games import action_set, resolve_game
-from diag.boundary.policy.load import load_for_play, load_policy
+from diag.boundary.policy.load import FORMATS, load_for_play, load_policy
 from diag.boundary.policy.network import QNetwork
 from diag.errors import DiagError
 
@@ -184,7 +184,7 @@ def test_every_policy_is_checked_against_one_game_before_play(saved_policies: di
                                                               tmp_path: Path) -> None:
     sources = [str(p) for p in saved_policies.values()]
     policies, actions = load_for_play(sources, "Pong")
-    assert {p.format for p in policies.values()} == set(saved_policies) and not actions.full
+    assert {p.format for p in policies.values()} == set(saved_policies) == set(FORMATS) and not actions.full
     torch.save(QNetwork(18).state_dict(), tmp_path / "eighteen.pt")
     with pytest.raises(DiagError, match="has 18 actions but pong's minimal action set has 6"):
         load_for_play([*sources, str(tmp_path / "eighteen.pt")], "pong")
