@@ -21,6 +21,7 @@ import torch
 from diag.analysis import execute
 from diag.boundary.condition import CONDITIONS, perturbation
 from diag.boundary.policy.load import Policy, load_for_play
+from diag.boundary.policy.play import EnvironmentStuck, play
 from diag.device import exact_matmul, resolve_device
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -261,7 +262,6 @@ def attribution_maps(network: torch.nn.Module, states: torch.Tensor, ig_steps: i
 def analyse_policy(name: str, policy: Policy, config: Config, run: Run, progress: Progress) -> PolicyResult:
     """All state sets of one policy; each finished condition is checkpointed so a killed run resumes there."""
     from diag.boundary import nld
-    from diag.boundary.policy.play import play
 
     saved = run.load_checkpoint() or {}
     done: dict[str, Any] = saved.get(name, {})
@@ -312,8 +312,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     policies, actions = load_for_play(config.policies, config.game, config.full_action_space)
     for policy in policies.values():
         policy.network.to(device)
-    with exact_matmul(config.allow_tf32):
-        results = {name: analyse_policy(name, policy, config, run, progress) for name, policy in policies.items()}
+    try:
+        with exact_matmul(config.allow_tf32):
+            results = {name: analyse_policy(name, policy, config, run, progress)
+                       for name, policy in policies.items()}
+    except EnvironmentStuck as exc:  # not bad input: a checkpointed run must read failed, not running
+        run.fail(str(exc))
+        raise
     tf32 = config.allow_tf32 and device.type == "cuda"  # TF32 exists on CUDA only
     return Result(results, config.topk_fraction, actions.describe(), str(device), tf32)
 

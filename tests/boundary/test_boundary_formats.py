@@ -284,8 +284,14 @@ def test_cli_analyses_a_pong_policy_of_every_format_end_to_end(saved_policies: d
         assert result["format"] == fmt
         assert all(0.0 <= v <= 1.0 + 1e-6 for v in result["lambda"].values())
         assert result["lambda"]["clean"] > 0 and result["oscillation"]["mean_norm"] > 0
+    out, _ = diag("boundary", "record", "--policy", str(saved_policies["cleanrl-dqn"]), "--game", "pong",
+                  "--episodes", "2", "--max-steps", "5", "--no-random-baseline", "--no-keep-frames", "--json")
+    assert out.returncode == 0, out.stderr
+    recorded = json.loads(out.stdout)
+    assert (recorded["format"], recorded["game"], recorded["episodes"]) == ("cleanrl-dqn", "pong", 2)
     listed = json.loads(diag("runs", "list", "--json")[0].stdout)["runs"]
-    assert [(r["analysis"], r["status"]) for r in listed] == [("boundary", "finished")]
+    assert sorted((r["analysis"], r["status"]) for r in listed) == [("boundary", "finished"),
+                                                                     ("boundary_episodes", "finished")]
 
 
 def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_policies: dict[str, Path]) -> None:

@@ -82,7 +82,7 @@ def load_policy(source: str, game: str | None = None) -> Policy:
     if _is_sb3_zip(path):
         network, fmt, meta = _load_sb3(path)
     else:
-        blob = _torch_load(path, io.BytesIO(path.read_bytes()))
+        blob = _torch_load(path, path)
         if blob.get("format") == FORMAT:
             network, fmt = _load_ours(path, blob["state_dict"]), FORMAT
             recorded, meta = blob["game"], blob.get("meta", {})
@@ -97,7 +97,7 @@ def load_policy(source: str, game: str | None = None) -> Policy:
     if game is None and recorded is None:
         raise DiagError(f"policy file {path} ({fmt}) does not record its game: pass the game it was trained on "
                         "(--game / game, e.g. pong or PongNoFrameskip-v4)")
-    resolved = resolve_game(game) if game is not None else resolve_game(recorded)
+    resolved = resolve_game(game if game is not None else recorded)
     if recorded is not None and resolve_game(recorded) != resolved:
         raise DiagError(f"policy file {path} was trained on {recorded}, not {resolved}")
     for name, tensor in network.state_dict().items():
@@ -134,7 +134,8 @@ def _is_sb3_zip(path: Path) -> bool:
         return "policy.pth" in archive.namelist()
 
 
-def _torch_load(path: Path, data: io.BytesIO) -> dict[str, Any]:
+def _torch_load(path: Path, data: Path | io.BytesIO) -> dict[str, Any]:
+    """``torch.load`` of tensors only (``weights_only``); anything else is one line naming ``path``."""
     try:
         blob = torch.load(data, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
