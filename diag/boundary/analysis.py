@@ -366,6 +366,8 @@ GUIDE = Guide(
          "of steps (vanilla: 10) and had 19% more TD training (see its model card), so vanilla-vs-robust "
          "differences mix adversarial training with a change of playing style."),
         "Each state set is the first max_steps agent steps of each episode, so late-game states are missing.",
+        ("Episodes use ALE's own grey conversion and resize: a policy trained on OpenCV-processed frames (SB3's "
+         "AtariWrapper, CleanRL's wrappers) may see slightly different pixels than it was trained on."),
         "Lambda compares principal directions only; two sets can share G_S yet differ in every other direction.",
         ("Saliency, Integrated Gradients and Occlusion are per-state maps of Q(s, a*) averaged in absolute value; "
          "G_S is one signed direction for the whole set, so only their spatial support is comparable."),
