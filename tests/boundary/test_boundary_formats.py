@@ -9,6 +9,7 @@ is CleanRL's ``dqn_atari.QNetwork`` class copied below, saved as ``dqn_atari`` s
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -211,21 +212,23 @@ def test_out_of_range_actions_are_refused_and_a_stuck_step_is_abandoned() -> Non
         "import time, numpy as np\n"
         "from diag.boundary.policy.play import EnvironmentStuck, guarded, open_envs, step\n"
         "from diag.errors import DiagError\n"
-        "with open_envs('pong', 2) as envs:\n"
-        "    envs.reset(seed=0)\n"
-        "    try:\n"
-        "        step(envs, np.array([17, 0]), 'pong')\n"
-        "    except DiagError as exc:\n"
-        "        print('refused:', exc)\n"
-        "    start = time.perf_counter()\n"
-        "    try:\n"
+        "start = time.perf_counter()\n"
+        "try:\n"
+        "    with open_envs('pong', 2) as envs:\n"
+        "        envs.reset(seed=0)\n"
+        "        try:\n"
+        "            step(envs, np.array([17, 0]), 'pong')\n"
+        "        except DiagError as exc:\n"
+        "            print('refused:', exc)\n"
+        "        start = time.perf_counter()\n"
         "        guarded(lambda: envs.step(np.array([17, 0])), 'pong: a vector step', timeout_s=1.0)\n"
-        "    except EnvironmentStuck as exc:\n"
-        "        print(f'abandoned after {time.perf_counter() - start:.1f} s:', exc)\n"
+        "except EnvironmentStuck as exc:  # open_envs leaves the stuck env unclosed (closing would block)\n"
+        "    print(f'abandoned after {time.perf_counter() - start:.3f} s:', exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert "refused: action 17 is outside pong's 6 actions" in out.stdout, out.stderr
-    assert "abandoned after 1.0 s: pong: a vector step did not return within 1 s" in out.stdout, out.stderr
+    abandoned = re.search(r"abandoned after ([\d.]+) s: pong: a vector step did not return within 1 s", out.stdout)
+    assert abandoned and 1.0 <= float(abandoned.group(1)) < 10.0, (out.stdout, out.stderr)
 
 
 def diag(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
