@@ -3,9 +3,10 @@
 Same policy (the shipped RoadRunner vanilla Q-network) and the same frames (a short greedy rollout), one process;
 each measurement is interleaved with the others and the median of repeats is reported, because shared machines
 drift. The bare baseline is one batched forward and a backward of the summed Q-values to the input: the least
-any input-gradient method can cost.
+any input-gradient method can cost. On CUDA everything runs with TF32 off (``exact_matmul``), as the analysis
+does, and the batched gradients use the device's chunk size (``nld.gradient_chunk``: the whole set on a GPU).
 
-Usage: python benchmarks/boundary_grads.py [--frames 128] [--repeats 5]
+Usage: python benchmarks/boundary_grads.py [--frames 128] [--repeats 5] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import argparse
 import torch
 from timing import interleaved_medians
 
-from diag.boundary.nld import boundary_gradients
+from diag.boundary.nld import boundary_gradients, gradient_chunk
 from diag.boundary.policy.load import load_policy
 from diag.boundary.policy.play import play
+from diag.device import exact_matmul, resolve_device
 
 
 def bare_forward_backward(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
@@ -31,25 +33,31 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     policy = load_policy("roadrunner-vanilla")
-    model = policy.network
+    model = policy.network.to(device)
     episodes = play(model, policy.game, 4, args.frames // 4, seed=0, keep_states=True)
     frames = episodes.states[: args.frames]
     n = len(frames)
     batched = lambda: boundary_gradients(model, frames)
     looped = lambda: [boundary_gradients(model, frames[i:i + 1]) for i in range(n)]
     bare = lambda: bare_forward_backward(model, frames)
-    torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-7)  # same numbers
-    med = interleaved_medians({"batched": batched, "per-frame loop": looped, "bare forward+backward": bare},
-                              args.repeats)
-    print(f"{n} frames of {policy.game}, Nature-CNN dueling Q-network, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+    with exact_matmul(False):
+        torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-6)  # same numbers
+        med = interleaved_medians({"batched": batched, "per-frame loop": looped, "bare forward+backward": bare},
+                                  args.repeats)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"{n} frames of {policy.game}, Nature-CNN dueling Q-network, {device} ({where}), TF32 off, "
+          f"chunks of {min(n, gradient_chunk(frames))} frames, median of {args.repeats}")
     for name, seconds in med.items():
         print(f"{name:22s} {n / seconds:9.1f} frames/s  ({seconds * 1e3:8.1f} ms)")
-    print(f"batched vs per-frame loop:        {med['per-frame loop'] / med['batched']:.2f}x faster (target >= 5x)")
+    loop_target = 50 if device.type == "cuda" else 5
+    print(f"batched vs per-frame loop:        {med['per-frame loop'] / med['batched']:.2f}x faster "
+          f"(target >= {loop_target}x)")
     print(f"batched vs bare forward+backward: {med['batched'] / med['bare forward+backward']:.2f}x the time "
           f"(target <= 1.3x)")
 

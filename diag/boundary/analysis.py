@@ -20,6 +20,9 @@ import torch
 
 from diag.analysis import execute
 from diag.boundary.condition import CONDITIONS, perturbation
+from diag.boundary.policy.load import Policy, load_for_play
+from diag.boundary.policy.play import EnvironmentStuck, play
+from diag.device import exact_matmul, resolve_device
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -44,6 +47,10 @@ ATTRIBUTIONS = ("saliency", "integrated_gradients", "occlusion")
 class Config:
     policies: tuple[str, ...] = ("roadrunner-vanilla", "roadrunner-robust")
     policies_sha256: tuple[str | None, ...] = ()  # set by pin_inputs: retrained checkpoints make a new run
+    game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
+    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
+    device: str = "auto"  # auto = CUDA when present
+    allow_tf32: bool = False  # TF32 moved RA-NLD gradients by 3% on an H200: off unless allowed
     episodes: int = 10  # per state set, as in the paper
     max_steps: int = 300  # agent steps recorded per episode
     conditions: tuple[str, ...] = ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm",
@@ -65,6 +72,7 @@ class PolicyResult:
     traces: np.ndarray  # [n] gradient norm per clean state
     trace_episode: np.ndarray  # [n] episode index of each clean state
     attributions: dict[str, np.ndarray]  # method -> mean |attribution| map [4, 84, 84]
+    format: str = "diag-qnet-v1"  # the policy file's format (see diag.boundary.policy.load.FORMATS)
 
     def oscillation(self) -> dict[str, float]:
         """Mean over episodes of the variance of the gradient-norm trace, raw and relative to its mean^2."""
@@ -78,16 +86,20 @@ class PolicyResult:
 class Result:
     policies: dict[str, PolicyResult]
     topk_fraction: float
+    action_set: str = ""  # which of the game's action sets the policies played with
+    device: str = "cpu"
+    tf32: bool = False  # whether gradients and attributions ran with TF32 allowed (CUDA only)
 
     def summary(self) -> dict[str, Any]:
         from diag.boundary.nld import top_k_overlap
 
         game = next(iter(self.policies.values())).game
-        out: dict[str, Any] = {"game": game, "lambda_formula": LAMBDA_FORMULA,
+        out: dict[str, Any] = {"game": game, "action_set": self.action_set, "device": self.device,
+                               "tf32": self.tf32, "lambda_formula": LAMBDA_FORMULA,
                                "paper_lambda_vanilla": PAPER_LAMBDA.get(game, {})}
         for name, p in self.policies.items():
-            out[name] = {"lambda": p.lambdas, "score_within_cap": p.scores, "oscillation": p.oscillation(),
-                         "attribution_agreement": self._agreement(p)}
+            out[name] = {"format": p.format, "lambda": p.lambdas, "score_within_cap": p.scores,
+                         "oscillation": p.oscillation(), "attribution_agreement": self._agreement(p)}
         names = list(self.policies)
         if len(names) == 2:
             a, b = (self.policies[n].directions["clean"] for n in names)
@@ -112,7 +124,9 @@ class Result:
                                          **{f"attr_{m}": a for m, a in p.attributions.items()},
                                          "traces": p.traces, "trace_episode": p.trace_episode})
         run.write_json("tables.json", {"order": list(self.policies), "topk_fraction": self.topk_fraction,
-                                       "policies": {n: {"game": p.game, "lambdas": p.lambdas, "scores": p.scores}
+                                       "action_set": self.action_set, "device": self.device, "tf32": self.tf32,
+                                       "policies": {n: {"game": p.game, "lambdas": p.lambdas, "scores": p.scores,
+                                                        "format": p.format}
                                                     for n, p in self.policies.items()}})
         run.write_figure("lambda_table", self.lambda_figure())
         run.write_figure("principal_directions", self.direction_figure())
@@ -130,8 +144,10 @@ class Result:
             policies[name] = PolicyResult(
                 t["game"], t["lambdas"], t["scores"],
                 {k[2:]: v for k, v in arrays.items() if k.startswith("G_")}, arrays["traces"],
-                arrays["trace_episode"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")})
-        return cls(policies, tables["topk_fraction"])
+                arrays["trace_episode"], {k[5:]: v for k, v in arrays.items() if k.startswith("attr_")},
+                t.get("format", "diag-qnet-v1"))
+        return cls(policies, tables["topk_fraction"], tables.get("action_set", ""), tables.get("device", "cpu"),
+                   tables.get("tf32", False))
 
     # -- figures ---------------------------------------------------------------------------------
     def lambda_figure(self) -> Figure:
@@ -232,7 +248,7 @@ def attribution_maps(network: torch.nn.Module, states: torch.Tensor, ig_steps: i
     from captum.attr import IntegratedGradients, Occlusion, Saliency
 
     with torch.no_grad():
-        target = network(states).argmax(dim=1)
+        target = network(states).argmax(dim=1)  # captum runs on the states' device; maps come back to the host
     maps = {
         "saliency": Saliency(network).attribute(states, target=target, abs=True),
         "integrated_gradients": IntegratedGradients(network).attribute(
@@ -240,16 +256,13 @@ def attribution_maps(network: torch.nn.Module, states: torch.Tensor, ig_steps: i
         "occlusion": Occlusion(network).attribute(states, target=target, sliding_window_shapes=(4, 6, 6),
                                                    strides=(4, 3, 3), baselines=0.0, perturbations_per_eval=64),
     }
-    return {k: v.abs().mean(dim=0).detach().numpy() for k, v in maps.items()}
+    return {k: v.abs().mean(dim=0).detach().cpu().numpy() for k, v in maps.items()}
 
 
-def analyse_policy(name: str, config: Config, run: Run, progress: Progress) -> PolicyResult:
+def analyse_policy(name: str, policy: Policy, config: Config, run: Run, progress: Progress) -> PolicyResult:
     """All state sets of one policy; each finished condition is checkpointed so a killed run resumes there."""
     from diag.boundary import nld
-    from diag.boundary.policy.load import load_policy
-    from diag.boundary.policy.play import play
 
-    policy = load_policy(name)
     saved = run.load_checkpoint() or {}
     done: dict[str, Any] = saved.get(name, {})
     base = None
@@ -262,12 +275,13 @@ def analyse_policy(name: str, config: Config, run: Run, progress: Progress) -> P
         perturb = perturbation("clean" if condition == "clean_independent" else condition, policy.network,
                                config.eps, config.pgd_steps)
         episodes = play(policy.network, policy.game, config.episodes, config.max_steps, seed, perturb,
-                        keep_states=True, progress=progress, message=f"{name}: {condition}")
+                        keep_states=True, progress=progress, message=f"{name}: {condition}",
+                        full_action_space=config.full_action_space)
         grads = nld.boundary_gradients(policy.network, episodes.states)
         direction, lam_max = nld.principal_direction(grads, seed=config.seed)
         if condition == "clean":
             base = (grads, lam_max, episodes)
-        done[condition] = {"direction": direction.reshape(grads.shape[1:]).numpy(),
+        done[condition] = {"direction": direction.reshape(grads.shape[1:]).cpu().numpy(),
                            "lambda": nld.correlation_quotient(direction, base[0], base[1]),
                            "score": float(episodes.returns.mean())}
         saved[name] = done
@@ -280,8 +294,10 @@ def analyse_policy(name: str, config: Config, run: Run, progress: Progress) -> P
         scores={c: done[c]["score"] for c in sets},
         directions={c: done[c]["direction"] for c in sets},
         traces=nld.gradient_norm_trace(grads), trace_episode=episodes.episode,
-        attributions=attribution_maps(policy.network, episodes.states[torch.from_numpy(pick.round().astype(int))],
-                                      config.ig_steps))
+        attributions=attribution_maps(
+            policy.network, episodes.states[torch.from_numpy(pick.round().astype(int)).to(grads.device)],
+            config.ig_steps),
+        format=policy.format)
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
@@ -292,8 +308,19 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         raise DiagError("no policies given")
     if config.episodes < 2 or config.max_steps < 2:
         raise DiagError("need at least 2 episodes of at least 2 steps for a principal direction")
-    return Result({name: analyse_policy(name, config, run, progress) for name in config.policies},
-                  config.topk_fraction)
+    device = resolve_device(config.device)
+    policies, actions = load_for_play(config.policies, config.game, config.full_action_space)
+    for policy in policies.values():
+        policy.network.to(device)
+    try:
+        with exact_matmul(config.allow_tf32):
+            results = {name: analyse_policy(name, policy, config, run, progress)
+                       for name, policy in policies.items()}
+    except EnvironmentStuck as exc:  # not bad input: a checkpointed run must read failed, not running
+        run.fail(str(exc))
+        raise
+    tf32 = config.allow_tf32 and device.type == "cuda"  # TF32 exists on CUDA only
+    return Result(results, config.topk_fraction, actions.describe(), str(device), tf32)
 
 
 def audit_config(scale: float = 1.0) -> Config:
@@ -339,6 +366,8 @@ GUIDE = Guide(
          "of steps (vanilla: 10) and had 19% more TD training (see its model card), so vanilla-vs-robust "
          "differences mix adversarial training with a change of playing style."),
         "Each state set is the first max_steps agent steps of each episode, so late-game states are missing.",
+        ("Episodes use ALE's own grey conversion and resize: a policy trained on OpenCV-processed frames (SB3's "
+         "AtariWrapper, CleanRL's wrappers) may see slightly different pixels than it was trained on."),
         "Lambda compares principal directions only; two sets can share G_S yet differ in every other direction.",
         ("Saliency, Integrated Gradients and Occlusion are per-state maps of Q(s, a*) averaged in absolute value; "
          "G_S is one signed direction for the whole set, so only their spatial support is comparable."),
@@ -356,9 +385,12 @@ GUIDE = Guide(
 
 
 def pin_inputs(config: Config) -> Config:
+    """Fingerprint the policy files, and spell the game as ale-py does (Pong and pong are one run)."""
+    from diag.boundary.games import resolve_game
     from diag.boundary.policy.load import policy_fingerprint
 
-    return dataclasses.replace(config, policies_sha256=tuple(policy_fingerprint(p) for p in config.policies))
+    return dataclasses.replace(config, policies_sha256=tuple(policy_fingerprint(p) for p in config.policies),
+                               game=resolve_game(config.game) if config.game is not None else None)
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:

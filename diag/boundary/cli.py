@@ -8,13 +8,18 @@ from typing import Annotated
 import typer
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+GameOption = Annotated[str | None, typer.Option(
+    help="Game of policy files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, PongNoFrameskip-v4.")]
+FullActionsFlag = Annotated[bool, typer.Option(help="Play with all 18 ALE actions, not the game's minimal set.")]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")]
+Tf32Flag = Annotated[bool, typer.Option(help="Allow TF32 for gradients on CUDA (off: exact float32).")]
 app = typer.Typer(no_args_is_help=True, help="Decision-boundary instability of ALE policies (RA-NLD).")
 
 
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Directory for train_state.pt and train.jsonl (resumes if present).")],
-    game: Annotated[str, typer.Option(help="ALE ROM id, e.g. road_runner, pong.")] = "road_runner",
+    game: Annotated[str, typer.Option(help="ALE game: road_runner, pong, Pong, ALE/Pong-v5, ...")] = "road_runner",
     seed: int = 1,
     total_steps: Annotated[int, typer.Option(help="Agent steps to train for.")] = 1_000_000,
     max_minutes: Annotated[float, typer.Option(help="Stop with a checkpoint after this many minutes.")] = 1e9,
@@ -22,6 +27,7 @@ def train(
     adv_eps: Annotated[float, typer.Option(help="PGD radius for adversarial fine-tuning (0: vanilla).")] = 0.0,
     eps_start: Annotated[float, typer.Option(help="Initial exploration epsilon.")] = 1.0,
     learning_starts: int = 5_000,
+    device: DeviceOption = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Train (or adversarially fine-tune) a double + dueling DQN; resumable, see policy/train_dqn.py."""
@@ -32,8 +38,8 @@ def train(
 
     main(Args(out=str(out), game=game, seed=seed, total_steps=total_steps, max_minutes=max_minutes,
               init_from=init_from, adv_eps=adv_eps, eps_start=eps_start, eps_end=min(eps_start, 0.01),
-              learning_starts=learning_starts))
-    state = torch.load(out / "train_state.pt", weights_only=False)
+              learning_starts=learning_starts, device=device))
+    state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=False)
     recent = [r for _, r in state["episodes"][-20:]]
     emit({"agent_steps": int(state["global_step"]), "updates": int(state["updates"]),
           "training_return_last20": sum(recent) / len(recent) if recent else None}, as_json)
@@ -69,6 +75,10 @@ def record(
     seed: int = 0,
     random_baseline: Annotated[bool, typer.Option(help="Also score a uniformly random policy.")] = True,
     keep_frames: Annotated[bool, typer.Option(help="Store every frame in the run.")] = True,
+    game: GameOption = None,
+    full_action_space: FullActionsFlag = False,
+    device: DeviceOption = "auto",
+    allow_tf32: Tf32Flag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
@@ -77,7 +87,8 @@ def record(
 
     run_and_emit(analysis, {
         "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
-        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames}, as_json)
+        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames,
+        "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
 
 
 @app.command()
@@ -91,6 +102,11 @@ def analyse(
     eps: float = 1 / 255,
     pgd_steps: int = 10,
     seed: int = 0,
+    attribution_states: Annotated[int, typer.Option(help="Clean states given to the captum baselines.")] = 32,
+    game: GameOption = None,
+    full_action_space: FullActionsFlag = False,
+    device: DeviceOption = "auto",
+    allow_tf32: Tf32Flag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
@@ -99,4 +115,6 @@ def analyse(
 
     run_and_emit(analysis, {
         "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
-        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed}, as_json)
+        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed,
+        "attribution_states": attribution_states, "game": game, "full_action_space": full_action_space,
+        "device": device, "allow_tf32": allow_tf32}, as_json)

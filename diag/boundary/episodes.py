@@ -30,6 +30,10 @@ ANALYSIS = "boundary_episodes"
 class Config:
     policy: str = "roadrunner-vanilla"
     policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
+    game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
+    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
+    device: str = "auto"  # auto = CUDA when present
+    allow_tf32: bool = False  # attacks take gradients: TF32 off unless allowed
     episodes: int = 20
     max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
     condition: str = "clean"  # clean, a shift or an attack (see diag.boundary.condition.CONDITIONS)
@@ -49,11 +53,14 @@ class Result:
     capped: np.ndarray
     random_returns: np.ndarray | None
     steps: dict[str, np.ndarray]  # episode, frames (if kept), actions, q_values, rewards
+    format: str = "diag-qnet-v1"  # the policy file's format
+    action_set: str = ""  # which of the game's action sets the policy played with
 
     def summary(self) -> dict[str, Any]:
         from diag.boundary.policy.play import mean_interval
 
-        out = {"game": self.game, "condition": self.condition, "score": mean_interval(self.returns),
+        out = {"game": self.game, "format": self.format, "action_set": self.action_set,
+               "condition": self.condition, "score": mean_interval(self.returns),
                "episodes": len(self.returns), "capped_episodes": int(self.capped.sum()),
                "mean_length": float(self.lengths.mean()), **action_use(self.steps["actions"])}
         if self.random_returns is not None:
@@ -65,7 +72,8 @@ class Result:
                                       **({"random_returns": self.random_returns}
                                          if self.random_returns is not None else {})})
         run.write_arrays("steps", self.steps)
-        run.write_json("meta.json", {"game": self.game, "condition": self.condition})
+        run.write_json("meta.json", {"game": self.game, "condition": self.condition, "format": self.format,
+                                     "action_set": self.action_set})
         run.write_figure("q_values", self.q_value_figure())
 
     def q_value_figure(self) -> Figure:
@@ -88,7 +96,8 @@ class Result:
     def load(cls, run: Run) -> Result:
         meta, ep = run.read_json("meta.json"), run.read_arrays("episodes")
         return cls(meta["game"], meta["condition"], ep["returns"], ep["lengths"], ep["capped"],
-                   ep.get("random_returns"), run.read_arrays("steps"))
+                   ep.get("random_returns"), run.read_arrays("steps"), meta.get("format", "diag-qnet-v1"),
+                   meta.get("action_set", ""))
 
 
 def action_use(actions: np.ndarray) -> dict[str, Any]:
@@ -103,23 +112,30 @@ def action_use(actions: np.ndarray) -> dict[str, Any]:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from diag.boundary.policy.load import load_policy
+    from diag.boundary.policy.load import load_for_play
     from diag.boundary.policy.play import play, random_returns
+    from diag.device import exact_matmul, resolve_device
 
     if config.condition not in CONDITIONS:
         raise DiagError(f"unknown condition {config.condition!r}: choose from {', '.join(CONDITIONS)}")
     if config.episodes < 1 or config.max_steps < 1:
         raise DiagError("episodes and max_steps must be positive")
-    policy = load_policy(config.policy)
+    device = resolve_device(config.device)
+    policies, actions = load_for_play([config.policy], config.game, config.full_action_space)
+    policy = policies[config.policy]
+    policy.network.to(device)
     torch.manual_seed(config.seed)
     perturb = perturbation(config.condition, policy.network, config.eps, config.pgd_steps)
-    episodes = play(policy.network, policy.game, config.episodes, config.max_steps, config.seed, perturb,
-                    progress=progress, message=f"{config.condition} episodes")
-    rand = random_returns(policy.game, config.episodes, config.max_steps, config.seed) \
+    with exact_matmul(config.allow_tf32):
+        episodes = play(policy.network, policy.game, config.episodes, config.max_steps, config.seed, perturb,
+                        progress=progress, message=f"{config.condition} episodes",
+                        full_action_space=config.full_action_space)
+    rand = random_returns(policy.game, config.episodes, config.max_steps, config.seed, config.full_action_space) \
         if config.random_baseline else None
     steps = {"episode": episodes.episode, "actions": episodes.actions, "q_values": episodes.q_values,
              "rewards": episodes.rewards, **({"frames": episodes.frames} if config.keep_frames else {})}
-    return Result(policy.game, config.condition, episodes.returns, episodes.lengths, episodes.capped, rand, steps)
+    return Result(policy.game, config.condition, episodes.returns, episodes.lengths, episodes.capped, rand, steps,
+                  policy.format, actions.describe())
 
 
 def audit_config(scale: float = 1.0) -> Config:
@@ -159,9 +175,12 @@ GUIDE = Guide(
 
 
 def pin_inputs(config: Config) -> Config:
+    """Fingerprint the policy file, and spell the game as ale-py does (Pong and pong are one run)."""
+    from diag.boundary.games import resolve_game
     from diag.boundary.policy.load import policy_fingerprint
 
-    return dataclasses.replace(config, policy_sha256=policy_fingerprint(config.policy))
+    return dataclasses.replace(config, policy_sha256=policy_fingerprint(config.policy),
+                               game=resolve_game(config.game) if config.game is not None else None)
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:

@@ -30,7 +30,7 @@ def contrast(obs: torch.Tensor, factor: float = 0.6) -> torch.Tensor:
 
 def blur(obs: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     radius = max(1, math.ceil(2 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=obs.dtype)
+    x = torch.arange(-radius, radius + 1, dtype=obs.dtype, device=obs.device)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     n, c, h, w = obs.shape
@@ -45,17 +45,18 @@ def _warp(obs: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
                          padding_mode="border", align_corners=False)
 
 
-def _pixel_grid(h: int, w: int) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.linspace(-1 + 1 / h, 1 - 1 / h, h), torch.linspace(-1 + 1 / w, 1 - 1 / w, w),
-                            indexing="ij")
+def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device),
+                            torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device), indexing="ij")
     return torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # [h, w, 3] homogeneous output coordinates
 
 
 def rotation(obs: torch.Tensor, degrees: float = 3.0) -> torch.Tensor:
     """Rotate about the screen centre; each output pixel samples the input at the inversely rotated point."""
     t = math.radians(degrees)
-    inverse = torch.tensor([[math.cos(t), math.sin(t), 0.0], [-math.sin(t), math.cos(t), 0.0], [0, 0, 1.0]])
-    grid = _pixel_grid(*obs.shape[-2:]) @ inverse.T
+    inverse = torch.tensor([[math.cos(t), math.sin(t), 0.0], [-math.sin(t), math.cos(t), 0.0], [0, 0, 1.0]],
+                           device=obs.device)
+    grid = _pixel_grid(*obs.shape[-2:], obs.device) @ inverse.T
     return _warp(obs, grid[None, ..., :2])
 
 
@@ -74,20 +75,20 @@ def perspective(obs: torch.Tensor, shift: float = 0.08) -> torch.Tensor:
     """Tilt the screen: the top edge shrinks inwards by ``shift`` (normalised units) on each side."""
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
     moved = corners + np.array([[shift, 0], [-shift, 0], [0, 0], [0, 0]])
-    output_to_input = torch.tensor(_homography(moved, corners), dtype=torch.float32)
-    grid = _pixel_grid(*obs.shape[-2:]) @ output_to_input.T
+    output_to_input = torch.tensor(_homography(moved, corners), dtype=torch.float32, device=obs.device)
+    grid = _pixel_grid(*obs.shape[-2:], obs.device) @ output_to_input.T
     return _warp(obs, grid[None, ..., :2] / grid[None, ..., 2:])
 
 
 def jpeg(obs: torch.Tensor, quality: int = 20) -> torch.Tensor:
-    """Encode and decode every frame as a greyscale JPEG at ``quality``."""
-    frames = (obs.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, *obs.shape[-2:]).numpy()
+    """Encode and decode every frame as a greyscale JPEG at ``quality`` (on the host: PIL codes JPEG)."""
+    frames = (obs.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, *obs.shape[-2:]).cpu().numpy()
     out = np.empty_like(frames)
     for i, frame in enumerate(frames):
         buf = io.BytesIO()
         Image.fromarray(frame, mode="L").save(buf, format="JPEG", quality=quality)
         out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
-    return torch.from_numpy(out).reshape(obs.shape).to(obs.dtype) / 255.0
+    return torch.from_numpy(out).reshape(obs.shape).to(obs.device, obs.dtype) / 255.0
 
 
 SHIFTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

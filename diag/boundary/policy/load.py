@@ -1,34 +1,53 @@
-"""Load a Q-network: a named checkpoint we ship, a policy file exported from training, or a plain state dict.
+"""Load an Atari Q-network in the formats people have; the format is detected from the file, never asked for.
 
-Accepted files (``torch.load`` with ``weights_only=True``):
+Accepted files:
 
-* our policy file: ``{"format": "diag-qnet-v1", "game": str, "n_actions": int, "state_dict": {...}, "meta": {...}}``
-  (written by ``export_policy`` from a training state; what ``diag/zoo/assets/atari/*.pt`` holds);
-* a plain ``state_dict`` of ``QNetwork``: keys ``trunk.{0,2,4}.{weight,bias}`` (Nature CNN convolutions
-  32x8x8/4, 64x4x4/2, 64x3x3/1), ``trunk.7`` (3136 -> 512), ``value`` (512 -> 1), ``advantage`` (512 -> A).
-  A plain state dict carries no game, so ``game`` must then be given.
+* ``diag-qnet-v1`` (ours): ``torch.save`` of ``{"format": "diag-qnet-v1", "game": str, "n_actions": int,
+  "state_dict": {...}, "meta": {...}}`` (written by ``export_policy``; what ``diag/zoo/assets/atari/*.pt`` holds),
+  or the bare ``state_dict`` of ``QNetwork`` (keys ``trunk.*``, ``value.*``, ``advantage.*``);
+* ``cleanrl-dqn``: CleanRL ``dqn_atari``'s ``torch.save(q_network.state_dict())``, keys ``network.{0,2,4,7,9}``
+  (non-dueling Nature CNN, frames scaled by 1/255 inside ``forward``);
+* ``sb3-dqn`` / ``sb3-qrdqn``: a Stable-Baselines3 (rl-zoo) DQN or sb3-contrib QR-DQN ``.zip``. Its
+  ``policy.pth`` state dict (``q_net.*`` or ``quantile_net.*``: ``features_extractor.cnn``, ``.linear``, then the
+  head) and its ``data`` JSON (action and observation spaces, ``policy_kwargs``) are read without importing SB3
+  and without unpickling anything: only the JSON's readable fields are used.
+
+Only ``diag-qnet-v1`` wrappers record their game; for the others it must be given (``game``).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
-from diag.boundary.policy.network import QNetwork
+from diag.boundary.policy.network import OBS_SHAPE, ImportedQNetwork, QNetwork
 from diag.errors import DiagError
+
+if TYPE_CHECKING:
+    from diag.boundary.games import ActionSet
 
 ASSETS = Path(__file__).resolve().parents[2] / "zoo" / "assets" / "atari"
 FORMAT = "diag-qnet-v1"
+FORMATS = (FORMAT, "cleanrl-dqn", "sb3-dqn", "sb3-qrdqn")
 
 
 @dataclass
 class Policy:
-    network: QNetwork
-    game: str
+    network: nn.Module  # maps [B, 4, 84, 84] frames (uint8, or floats in [0, 1]) to Q-values [B, n_actions]
+    game: str  # ale-py ROM id
     meta: dict[str, Any]
+    format: str  # one of FORMATS
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.network.n_actions)
 
 
 def known_policies() -> list[str]:
@@ -49,37 +68,180 @@ def policy_fingerprint(source: str) -> str | None:
 
 
 def load_policy(source: str, game: str | None = None) -> Policy:
-    """``source``: a shipped name (see ``known_policies``) or a path to a checkpoint or state dict."""
+    """``source``: a shipped name (see ``known_policies``) or a policy file in one of ``FORMATS``.
+
+    ``game`` (any spelling ``resolve_game`` accepts) is required for files that do not record their game and must
+    agree with the game a ``diag-qnet-v1`` file records.
+    """
+    from diag.boundary.games import resolve_game
+
     path = policy_path(source)
-    if not path.exists():
+    if not path.is_file():
         raise DiagError(f"unknown policy {source!r}: not a file and not one of {', '.join(known_policies())}")
+    recorded, meta = None, {}
+    if _is_sb3_zip(path):
+        network, fmt, meta = _load_sb3(path)
+    else:
+        blob = _torch_load(path, path)
+        if blob.get("format") == FORMAT:
+            network, fmt = _load_ours(path, blob["state_dict"]), FORMAT
+            recorded, meta = blob["game"], blob.get("meta", {})
+        elif "advantage.weight" in blob:
+            network, fmt = _load_ours(path, blob), FORMAT
+        elif any(isinstance(k, str) and k.startswith("network.") for k in blob):
+            network, fmt = _load_cleanrl(path, blob), "cleanrl-dqn"
+        else:
+            keys = ", ".join(map(str, list(blob)[:4]))
+            raise DiagError(f"policy file {path}: unrecognised layout (keys {keys}, ...): expected a {FORMAT} file, "
+                            "a CleanRL dqn_atari state dict or a Stable-Baselines3 DQN/QR-DQN .zip")
+    if game is None and recorded is None:
+        raise DiagError(f"policy file {path} ({fmt}) does not record its game: pass the game it was trained on "
+                        "(--game / game, e.g. pong or PongNoFrameskip-v4)")
+    resolved = resolve_game(game if game is not None else recorded)
+    if recorded is not None and resolve_game(recorded) != resolved:
+        raise DiagError(f"policy file {path} was trained on {recorded}, not {resolved}")
+    for name, tensor in network.state_dict().items():
+        if not torch.isfinite(tensor).all():
+            raise DiagError(f"policy file {path} has non-finite values in {name}")
+    return Policy(network.eval(), resolved, meta, fmt)
+
+
+def load_for_play(sources: tuple[str, ...] | list[str], game: str | None,
+                  full_action_space: bool = False) -> tuple[dict[str, Policy], ActionSet]:
+    """Load every policy and check all against one game's action set, before any episode is played.
+
+    Policies of different games in one analysis are refused: the summary, the paper's reference values and the
+    pixel overlap all assume one game.
+    """
+    from diag.boundary.games import action_set, check_actions
+
+    policies = {source: load_policy(source, game) for source in sources}
+    games = {p.game for p in policies.values()}
+    if len(games) > 1:
+        listing = ", ".join(f"{s} plays {p.game}" for s, p in policies.items())
+        raise DiagError(f"policies of different games in one analysis ({listing}): analyse each game separately")
+    actions = action_set(games.pop(), full_action_space)
+    for source, policy in policies.items():
+        check_actions(source, policy.n_actions, actions)
+    return policies, actions
+
+
+def _is_sb3_zip(path: Path) -> bool:
+    """SB3 saves a zip with ``data`` and ``policy.pth`` at its root (``torch.save`` files are zips too)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "policy.pth" in archive.namelist()
+
+
+def _torch_load(path: Path, data: Path | io.BytesIO) -> dict[str, Any]:
+    """``torch.load`` of tensors only (``weights_only``); anything else is one line naming ``path``."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(data, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise DiagError(f"policy file {path} is not a readable torch checkpoint ({type(exc).__name__})") from exc
     if not isinstance(blob, dict):
         raise DiagError(f"policy file {path} holds a {type(blob).__name__}, expected a dict")
-    meta: dict[str, Any] = {}
-    if blob.get("format") == FORMAT:
-        state, game, meta = blob["state_dict"], blob["game"], blob.get("meta", {})
-    else:
-        state = blob
-    if game is None:
-        raise DiagError(f"policy file {path} is a plain state dict: pass the game it was trained on")
-    advantage = state.get("advantage.weight")
-    if not isinstance(advantage, torch.Tensor) or advantage.ndim != 2:
-        raise DiagError(f"policy file {path} has no advantage.weight matrix: not a Nature-CNN dueling Q-network")
-    network = QNetwork(advantage.shape[0])
+    return blob
+
+
+def _fill(path: Path, network: nn.Module, state: dict[str, Any], layout: str) -> nn.Module:
     try:
         network.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise DiagError(f"policy file {path} does not fit the Nature-CNN dueling Q-network: {first[-1].strip()}") \
-            from exc
-    for name, tensor in network.state_dict().items():
-        if not torch.isfinite(tensor).all():
-            raise DiagError(f"policy file {path} has non-finite values in {name}")
-    return Policy(network.eval(), game, meta)
+        raise DiagError(f"policy file {path} does not fit the {layout}: {first[-1].strip()}") from exc
+    return network
+
+
+def _load_ours(path: Path, state: dict[str, Any]) -> QNetwork:
+    advantage = state.get("advantage.weight")
+    if not isinstance(advantage, torch.Tensor) or advantage.ndim != 2:
+        raise DiagError(f"policy file {path} has no advantage.weight matrix: not a Nature-CNN dueling Q-network")
+    return _fill(path, QNetwork(advantage.shape[0]), state, "Nature-CNN dueling Q-network")
+
+
+def _linear_indices(path: Path, state: dict[str, Any], prefix: str) -> list[int]:
+    """Indices ``i`` of ``prefix.{i}.weight`` matrices in order (a Sequential of Linear and activation layers)."""
+    found = sorted(int(k[len(prefix) + 1:].split(".")[0]) for k in state
+                   if k.startswith(prefix + ".") and k.endswith(".weight"))
+    if not found or any(state[f"{prefix}.{i}.weight"].ndim != 2 for i in found):
+        raise DiagError(f"policy file {path} has no linear layers under {prefix}.*")
+    return found
+
+
+def _load_cleanrl(path: Path, state: dict[str, Any]) -> ImportedQNetwork:
+    expected = {f"network.{i}.{p}" for i in (0, 2, 4, 7, 9) for p in ("weight", "bias")}
+    if set(state) != expected:
+        extra = sorted(set(state) ^ expected)[:3]
+        raise DiagError(f"policy file {path} looks like a CleanRL state dict but its keys differ from dqn_atari's "
+                        f"network.{{0,2,4,7,9}} (e.g. {', '.join(extra)})")
+    out = state["network.9.weight"]
+    network = ImportedQNetwork(out.shape[0], features_dim=out.shape[1])
+    renamed = {k.replace("network.9.", "head.0.").replace("network.", "features."): v for k, v in state.items()}
+    return _fill(path, network, renamed, "CleanRL dqn_atari Q-network")
+
+
+def _readable(entry: Any) -> dict[str, Any]:
+    """An SB3 ``data`` entry: a plain JSON value, or a cloudpickled object whose readable fields sit beside it."""
+    return entry if isinstance(entry, dict) else {}
+
+
+def _load_sb3(path: Path) -> tuple[ImportedQNetwork, str, dict[str, Any]]:
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "data" not in names:
+            raise DiagError(f"policy file {path} is a zip with policy.pth but no data: not a Stable-Baselines3 save")
+        try:
+            data = json.loads(archive.read("data"))
+        except json.JSONDecodeError as exc:
+            raise DiagError(f"policy file {path}: its data entry is not JSON ({exc.msg})") from exc
+        state = _torch_load(path, io.BytesIO(archive.read("policy.pth")))
+        version = archive.read("_stable_baselines3_version").decode().strip() \
+            if "_stable_baselines3_version" in names else None
+    if any(k.startswith("quantile_net.") for k in state):
+        fmt, prefix, head = "sb3-qrdqn", "quantile_net", "quantile_net.quantile_net"
+    elif any(k.startswith("q_net.") for k in state):
+        fmt, prefix, head = "sb3-dqn", "q_net", "q_net.q_net"
+    else:
+        raise DiagError(f"policy file {path} is a Stable-Baselines3 save without q_net.* or quantile_net.* "
+                        "weights: only DQN and QR-DQN policies hold Q-values")
+    kwargs = _readable(data.get("policy_kwargs"))
+    for key, wanted in (("activation_fn", "ReLU"), ("features_extractor_class", "NatureCNN")):
+        if key in kwargs and wanted not in str(kwargs[key]):
+            raise DiagError(f"policy file {path} uses {key} {kwargs[key]}; only {wanted} is supported")
+    shape = _readable(data.get("observation_space")).get("_shape")
+    if shape is not None and tuple(shape) != OBS_SHAPE:
+        raise DiagError(f"policy file {path} was trained on observations of shape {tuple(shape)}; the ALE "
+                        f"environment here gives {OBS_SHAPE} (grey 84x84, 4 stacked frames, channels first)")
+    indices = _linear_indices(path, state, head)
+    out = state[f"{head}.{indices[-1]}.weight"].shape[0]
+    n_actions = int(_readable(data.get("action_space")).get("n", 0))
+    if n_actions <= 0:  # a save without the readable space: the head's size and sb3-contrib's default tell
+        n_actions = out // (int(kwargs.get("n_quantiles", 200)) if fmt == "sb3-qrdqn" else 1)
+    if n_actions <= 0 or out % n_actions:
+        raise DiagError(f"policy file {path}: its action space ({n_actions} actions) does not divide the "
+                        f"{out} outputs of its head")
+    n_quantiles = out // n_actions
+    if fmt == "sb3-dqn" and n_quantiles != 1:
+        raise DiagError(f"policy file {path}: a DQN head with {out} outputs for {n_actions} actions")
+    hidden = tuple(state[f"{head}.{i}.weight"].shape[0] for i in indices[:-1])
+    features = f"{prefix}.features_extractor"
+    if f"{features}.linear.0.weight" not in state:
+        raise DiagError(f"policy file {path} has no {features}.linear layer: not a NatureCNN CnnPolicy")
+    network = ImportedQNetwork(n_actions, hidden, state[f"{features}.linear.0.weight"].shape[0], n_quantiles,
+                               bool(kwargs.get("normalize_images", True)))
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith(f"{features}.cnn."):
+            renamed["features." + key[len(features) + 5:]] = value
+        elif key.startswith(f"{features}.linear.0."):
+            renamed["features.7." + key[len(features) + 10:]] = value
+        elif key.startswith(f"{head}."):
+            renamed["head." + key[len(head) + 1:]] = value
+    meta = {"sb3_version": version, "num_timesteps": data.get("num_timesteps"),
+            **({"n_quantiles": n_quantiles} if fmt == "sb3-qrdqn" else {})}
+    return _fill(path, network, renamed, f"Stable-Baselines3 {fmt[4:].upper()} Nature-CNN policy"), fmt, meta
 
 
 def export_policy(train_state: Path, target: Path, meta: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
-"""The Nature-CNN dueling Q-network (Mnih et al. 2015; Wang et al. 2016) on 4x84x84 uint8 ALE frame stacks."""
+"""Nature-CNN Q-networks on 4x84x84 ALE frame stacks: ours (dueling) and the plain ones CleanRL and SB3 train."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -33,3 +35,48 @@ class QNetwork(nn.Module):
         hidden = self.trunk(x)
         advantage = self.advantage(hidden)
         return self.value(hidden) + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+def nature_trunk(in_channels: int = 4, features_dim: int = 512) -> nn.Sequential:
+    """Nature CNN up to the hidden layer; indices 0, 2, 4 (convolutions) and 7 (linear) as in CleanRL's layout."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 8, stride=4), nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, features_dim), nn.ReLU(),
+    )
+
+
+class ImportedQNetwork(nn.Module):
+    """Nature CNN with a plain (non-dueling) head, as other libraries train it.
+
+    Covers CleanRL's ``dqn_atari`` (head = one linear layer), Stable-Baselines3's DQN ``CnnPolicy`` (a linear
+    head after optional ReLU hidden layers) and sb3-contrib's QR-DQN, whose head emits ``n_quantiles x n_actions``
+    values viewed as ``[batch, n_quantiles, n_actions]`` and averaged over quantiles into Q-values, exactly as
+    its ``_predict`` does. Inputs follow ``QNetwork``'s convention (uint8 frames, or floats in [0, 1]);
+    ``normalize_images=False`` (an SB3 option) means the original network saw raw 0..255 values.
+    """
+
+    def __init__(self, n_actions: int, head_hidden: tuple[int, ...] = (), features_dim: int = 512,
+                 n_quantiles: int = 1, normalize_images: bool = True) -> None:
+        super().__init__()
+        self.n_actions = n_actions
+        self.n_quantiles = n_quantiles
+        self.normalize_images = normalize_images
+        self.features = nature_trunk(OBS_SHAPE[0], features_dim)
+        sizes = (features_dim, *head_hidden)
+        layers: list[nn.Module] = []
+        for size_in, size_out in itertools.pairwise(sizes):
+            layers += [nn.Linear(size_in, size_out), nn.ReLU()]
+        self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], n_actions * n_quantiles))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.dtype == torch.uint8:
+            x = obs.float() / 255.0 if self.normalize_images else obs.float()
+        else:
+            x = obs if self.normalize_images else obs * 255.0
+        out = self.head(self.features(x))
+        if self.n_quantiles > 1:
+            out = out.view(-1, self.n_quantiles, self.n_actions).mean(dim=1)
+        return out

@@ -53,6 +53,7 @@ class Args:
     checkpoint_minutes: float = 3.0
     log_every: int = 5_000  # agent steps
     threads: int = 1
+    device: str = "auto"  # auto = CUDA when present; the replay buffer stays in host memory
     # adversarial fine-tuning (SA-DQN-style hinge on PGD states); adv_eps = 0 trains a vanilla agent
     init_from: str = ""  # a train_state.pt to start from (weights only; fresh optimiser and counters)
     adv_eps: float = 0.0  # L-infinity radius in [0, 1] pixel units, e.g. 1/255
@@ -126,6 +127,11 @@ def epsilon(args: Args, step: int) -> float:
 def main(args: Args) -> None:
     from ale_py.vector_env import AtariVectorEnv
 
+    from diag.boundary.games import resolve_game
+    from diag.device import resolve_device
+
+    args = dataclasses.replace(args, game=resolve_game(args.game))  # before any file is written
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / "train_state.pt"
@@ -138,12 +144,12 @@ def main(args: Args) -> None:
     envs = AtariVectorEnv(args.game, args.num_envs, num_threads=1, reward_clipping=False,
                           repeat_action_probability=0.0)
     n_actions = envs.single_action_space.n
-    q_network = QNetwork(n_actions)
-    target_network = QNetwork(n_actions)
+    q_network = QNetwork(n_actions).to(device)
+    target_network = QNetwork(n_actions).to(device)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, eps=args.adam_eps)
     global_step, updates, episodes = 0, 0, []
     if state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, map_location=device, weights_only=False)
         q_network.load_state_dict(saved["q_network"])
         target_network.load_state_dict(saved["target_network"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -154,7 +160,7 @@ def main(args: Args) -> None:
         print(f"resumed at agent step {global_step}, {updates} updates", flush=True)
     else:
         if args.init_from:
-            q_network.load_state_dict(torch.load(args.init_from, weights_only=False)["q_network"])
+            q_network.load_state_dict(torch.load(args.init_from, map_location=device, weights_only=False)["q_network"])
         target_network.load_state_dict(q_network.state_dict())
     resume_step = global_step
     rb = FrameReplay(args.buffer_size, args.num_envs)
@@ -178,7 +184,7 @@ def main(args: Args) -> None:
     while global_step < args.total_steps and (time.time() - started) < args.max_minutes * 60:
         # act: epsilon-greedy over the online network
         with torch.no_grad():
-            actions = q_network(torch.from_numpy(obs)).argmax(dim=1).numpy()
+            actions = q_network(torch.from_numpy(obs).to(device)).argmax(dim=1).cpu().numpy()
         explore = np.random.rand(args.num_envs) < epsilon(args, global_step)
         actions = np.where(explore, np.random.randint(0, n_actions, size=args.num_envs), actions)
         next_obs, rewards, terminated, truncated, info = envs.step(actions)
@@ -199,13 +205,13 @@ def main(args: Args) -> None:
         if global_step - resume_step > args.learning_starts:
             for _ in range(args.updates_per_vector_step):
                 b_obs, b_act, b_ret, b_boot, b_next = rb.sample(args.batch_size, args.n_step, args.gamma)
-                b_obs, b_next = torch.from_numpy(b_obs), torch.from_numpy(b_next)
+                b_obs, b_next = torch.from_numpy(b_obs).to(device), torch.from_numpy(b_next).to(device)
                 with torch.no_grad():
                     next_action = q_network(b_next).argmax(dim=1, keepdim=True)
                     next_value = target_network(b_next).gather(1, next_action).squeeze(1)
-                    target = torch.from_numpy(b_ret) + args.gamma**args.n_step * torch.from_numpy(
-                        b_boot.astype(np.float32)) * next_value
-                q_taken = q_network(b_obs).gather(1, torch.from_numpy(b_act)[:, None]).squeeze(1)
+                    target = torch.from_numpy(b_ret).to(device) + args.gamma**args.n_step * torch.from_numpy(
+                        b_boot.astype(np.float32)).to(device) * next_value
+                q_taken = q_network(b_obs).gather(1, torch.from_numpy(b_act).to(device)[:, None]).squeeze(1)
                 loss = F.smooth_l1_loss(q_taken, target)
                 if args.adv_eps > 0:  # keep the clean greedy action best everywhere in the eps-ball
                     clean = b_obs.float() / 255.0
