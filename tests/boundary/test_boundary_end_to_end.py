@@ -15,7 +15,10 @@ from diag.boundary.policy.network import QNetwork
 
 
 @pytest.mark.slow
-def test_record_stores_steps_and_scores_with_a_random_baseline() -> None:
+def test_record_stores_steps_and_scores_with_a_random_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    computed = []
+    compute = episodes.compute
+    monkeypatch.setattr(episodes, "compute", lambda *args: computed.append(1) or compute(*args))
     config = episodes.Config(episodes=2, max_steps=40, seed=0)
     result = episodes.run(config)
     summary = result.summary()
@@ -29,11 +32,15 @@ def test_record_stores_steps_and_scores_with_a_random_baseline() -> None:
     assert summary["most_frequent_action"] == {"action": int(shares.argmax()), "share": float(shares.max())}
     assert summary["actions_above_1pct"] == int((shares >= 0.01).sum()) >= 1
     again = episodes.run(config)  # reused from the run store, not recomputed
+    assert len(computed) == 1
     np.testing.assert_array_equal(again.steps["actions"], result.steps["actions"])
 
 
 @pytest.mark.slow
-def test_analysis_on_two_policies_gives_quotients_in_range_and_reloads(tmp_path) -> None:
+def test_analysis_on_two_policies_gives_quotients_in_range_and_reloads(tmp_path, monkeypatch) -> None:
+    computed = []
+    compute = analysis.compute
+    monkeypatch.setattr(analysis, "compute", lambda *args: computed.append(1) or compute(*args))
     torch.manual_seed(0)
     fresh = tmp_path / "fresh.pt"
     torch.save({"format": "diag-qnet-v1", "game": "road_runner", "n_actions": 18,
@@ -52,6 +59,7 @@ def test_analysis_on_two_policies_gives_quotients_in_range_and_reloads(tmp_path)
         assert g.shape == (4, 84, 84) and np.isclose(np.linalg.norm(g), 1.0, atol=1e-4)
     assert 0.0 <= summary["disjointness"]["disjointness"] <= 1.0
     reloaded = analysis.run(config)
+    assert len(computed) == 1
     assert json.dumps(reloaded.summary(), sort_keys=True) == json.dumps(summary, sort_keys=True)
 
 
