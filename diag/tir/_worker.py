@@ -55,7 +55,7 @@ BOX = "/tmp/box"  # where each program's tmpfs is mounted before it becomes /tmp
 
 CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
 CLONE_NAMESPACES = 0x7E020080  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 4, 24, 28, 38, 22
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 SECBIT_NOROOT_AND_LOCKED = 0x3  # uid 0 (inside a user namespace) gains no capabilities by exec
@@ -136,7 +136,7 @@ def _fresh_world(limits: dict, uid: int | None) -> None:
     program's last process exits."""
     _check(LIBC.unshare(ctypes.c_int(CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    dev_flags = os.statvfs("/dev").f_flag & (MS_NOSUID | MS_NODEV | 8)  # keep nosuid/nodev/noexec as they are
+    dev_flags = os.statvfs("/dev").f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)  # keep these as they are
     _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | dev_flags)
     _mount("tmpfs", BOX, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(limits['tmp_bytes'])},mode=0755")
     for sub, target in (("shm", "/dev/shm"), ("work", "/tmp")):  # /tmp last: it hides BOX
@@ -145,13 +145,18 @@ def _fresh_world(limits: dict, uid: int | None) -> None:
         if uid is not None:
             os.chown(f"{BOX}/{sub}", uid, uid)
         _mount(f"{BOX}/{sub}", target, None, MS_BIND)
+    # The quota files below are the program's own IPC namespace's; /proc/sys then turns read-only for it, so a
+    # program whose uid owns them (uid 0 of a user namespace) can neither raise them nor touch the host's.
+    _mount("/proc/sys", "/proc/sys", None, MS_BIND)
     page = os.sysconf("SC_PAGE_SIZE")
     # Per-IPC-namespace quotas (the defaults allow ~all of RAM in SysV shm and 512 MB of SysV messages).
-    for key, value in (("kernel/shmmax", limits["memory_bytes"]), ("kernel/shmall", limits["memory_bytes"] // page),
+    shm = int(limits["memory_bytes"]) // 4  # SysV segments outlive detaching: a quarter of the memory limit
+    for key, value in (("kernel/shmmax", shm), ("kernel/shmall", shm // page),
                        ("kernel/shmmni", 64), ("kernel/msgmni", 16), ("kernel/sem", "64 1024 64 32"),
                        ("fs/mqueue/queues_max", 16)):
         with open(f"/proc/sys/{key}", "w") as f:
             f.write(str(value))
+    _mount(None, "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir("/tmp")
 
 
@@ -353,42 +358,34 @@ def run_one(req: dict, counter: int) -> dict:
             _exit(127)
     for fd in (out_w, err_w, setup_w):
         os.close(fd)
+    pidfd = os.pidfd_open(pid)  # readable once the child has exited: no polling for its exit
     bufs = {out_r: bytearray(), err_r: bytearray()}
     open_fds = [out_r, err_r]
     deadline = t0 + float(limits["wall_s"])
-    next_watch = t0 + WATCH_S
+    next_watch = t0 + WATCH_S if SETTINGS["isolate"] else deadline
     cap = int(limits["max_output_bytes"])
     timed_out = truncated = False
     over: tuple[str, str] | None = None
     wstatus = None
     rusage = None
     wall = 0.0
-    nap = 0.0001  # after the pipes close the child is reaped microseconds later: poll with backoff
     while True:
-        if wstatus is None:
-            done, st, ru = os.wait4(pid, os.WNOHANG)
-            if done == pid:
-                wstatus, rusage, wall = st, ru, time.monotonic() - t0
-        if wstatus is not None and not open_fds:
-            break
         now = time.monotonic()
         if now >= deadline:
             timed_out = wstatus is None
             break
-        if SETTINGS["isolate"] and wstatus is None and now >= next_watch:
+        if wstatus is None and now >= next_watch:
             over = _over_limit(limits)
             if over is not None:
                 break
             next_watch = now + WATCH_S
-        wait = min(deadline - now, WATCH_S if open_fds else nap)
-        if wstatus is not None:
-            wait = 0  # exited: take what is buffered; grandchildren holding the pipes don't count
-        if open_fds:
-            ready = select.select(open_fds, [], [], wait)[0]
-        else:
-            time.sleep(wait)
-            nap = min(nap * 2, 0.01)
-            ready = []
+        # Once the program has exited only what is already buffered counts (grandchildren may hold the pipes).
+        wait = min(deadline, next_watch) - now if wstatus is None else 0
+        ready = select.select(open_fds + ([pidfd] if wstatus is None else []), [], [], wait)[0]
+        if pidfd in ready:
+            _, wstatus, rusage = os.wait4(pid, 0)
+            wall = time.monotonic() - t0
+            ready.remove(pidfd)
         for fd in ready:
             chunk = os.read(fd, 65536)
             if not chunk:
@@ -397,7 +394,7 @@ def run_one(req: dict, counter: int) -> dict:
             bufs[fd] += chunk
             if len(bufs[out_r]) + len(bufs[err_r]) > cap:
                 truncated = True
-        if truncated or (wstatus is not None and not ready):
+        if truncated or (wstatus is not None and (not open_fds or not ready)):
             break
     if wstatus is None:
         wall = time.monotonic() - t0
@@ -405,7 +402,7 @@ def run_one(req: dict, counter: int) -> dict:
     if wstatus is None and reaped is not None:
         wstatus, rusage = reaped
     set_up = bool(select.select([setup_r], [], [], 0)[0]) and os.read(setup_r, 1) == SETUP_OK
-    for fd in (out_r, err_r, setup_r):
+    for fd in (out_r, err_r, setup_r, pidfd):
         os.close(fd)
     if not SETTINGS["isolate"]:
         try:

@@ -229,10 +229,10 @@ class _Worker:
         # The worker enforces wall_s itself; the grace covers killing, reaping and cleaning up.
         reply = self._read_line(time.monotonic() + limits.wall_s + 10)
         if reply is None:
-            alive = self.alive()
+            alive, tail = self.alive(), self._stderr_tail()
             self.close()
             what = "stopped answering" if alive else f"died (exit {self.proc.returncode})"
-            return {"status": "infra_error", "stderr": f"sandbox worker {what}: {self._stderr_tail()}"}
+            return {"status": "infra_error", "stderr": f"sandbox worker {what}: {tail}"}
         return reply
 
     def close(self) -> None:
