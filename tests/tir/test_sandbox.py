@@ -364,7 +364,8 @@ LEAKS = {
         ("import os\nfor path in ('/tmp/leak', 'leak', '/dev/shm/leak', '/dev/leak', '/tmp/work/leak'):\n"
         "    try:\n        open(path, 'w').write('SECRET-file')\n    except OSError as e:\n        print(e)\n"),
         ("import os\nfor top in ('/tmp', '/dev', os.getcwd()):\n    for d, _, files in os.walk(top):\n"
-        "        for f in files:\n            try:\n                print(os.path.join(d, f), open(os.path.join(d, f)).read(20))\n"
+        "        for f in files:\n            try:\n                if os.path.isfile(os.path.join(d, f)):  # devices would block\n"
+        "                    print(os.path.join(d, f), open(os.path.join(d, f)).read(20))\n"
         "            except OSError:\n                pass\n")),
     "abstract_unix_socket_daemon": (
         ("import os, socket\nif os.fork() == 0:\n    os.setsid()\n    s = socket.socket(socket.AF_UNIX)\n"
