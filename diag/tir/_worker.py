@@ -19,6 +19,7 @@ nothing a program started outlives it. One JSON line answers.
 import bisect  # noqa: F401
 import builtins
 import collections  # noqa: F401
+import contextlib
 import ctypes
 import decimal  # noqa: F401
 import fractions  # noqa: F401
@@ -44,7 +45,8 @@ import traceback
 
 PROTOCOL_IN = sys.stdin.buffer
 PROTOCOL_OUT = sys.stdout.buffer
-# {"isolate": bool (bubblewrap: fresh namespaces per program, sweep, watchdog), "uid": int | None, "tmp": str}
+# {"isolate": bool (bubblewrap: fresh namespaces per program, sweep, watchdog), "uid": int | None, "tmp": str,
+#  "limits": the pool's limits (tmp_bytes and memory_bytes size each program's world before its request)}
 SETTINGS = json.loads(sys.argv[1])
 LIBC = ctypes.CDLL(None, use_errno=True)
 _exit = os._exit  # bound here: a program may replace os._exit in the child it shares this module with
@@ -131,43 +133,52 @@ def _mount(source: str | None, target: str, fstype: str | None, flags: int, data
 
 
 def _fresh_world(limits: dict, uid: int | None) -> None:
-    """New IPC and mount namespaces with one empty tmpfs as /tmp and /dev/shm, a read-only /dev and small
-    IPC quotas: nothing an earlier program left in any of them is visible, and all of it is freed when the
-    program's last process exits."""
+    """New IPC and mount namespaces with one empty tmpfs as /tmp and /dev/shm and small IPC quotas: nothing an
+    earlier program left in any of them is visible, and all of it is freed when the program's last process
+    exits. With ``uid`` (root mode) the program cannot write /dev or /proc/sys anyway; in user-namespace mode
+    its uid 0 owns them, so both turn read-only (the IPC quota files would otherwise be its to raise)."""
     _check(LIBC.unshare(ctypes.c_int(CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    dev_flags = os.statvfs("/dev").f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)  # keep these as they are
-    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | dev_flags)
     _mount("tmpfs", BOX, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(limits['tmp_bytes'])},mode=0755")
-    for sub, target in (("shm", "/dev/shm"), ("work", "/tmp")):  # /tmp last: it hides BOX
-        os.mkdir(f"{BOX}/{sub}", 0o1777)
+    for sub in ("shm", "work"):
+        os.mkdir(f"{BOX}/{sub}")
         os.chmod(f"{BOX}/{sub}", 0o1777)
         if uid is not None:
             os.chown(f"{BOX}/{sub}", uid, uid)
-        _mount(f"{BOX}/{sub}", target, None, MS_BIND)
-    # The quota files below are the program's own IPC namespace's; /proc/sys then turns read-only for it, so a
-    # program whose uid owns them (uid 0 of a user namespace) can neither raise them nor touch the host's.
-    _mount("/proc/sys", "/proc/sys", None, MS_BIND)
+    if uid is None:
+        dev_flags = os.statvfs("/dev").f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)  # kept as they are
+        _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | dev_flags)
+    _mount(f"{BOX}/shm", "/dev/shm", None, MS_BIND)
+    _mount(f"{BOX}/work", "/tmp", None, MS_BIND)  # last: it hides BOX
     page = os.sysconf("SC_PAGE_SIZE")
     # Per-IPC-namespace quotas (the defaults allow ~all of RAM in SysV shm and 512 MB of SysV messages).
     shm = int(limits["memory_bytes"]) // 4  # SysV segments outlive detaching: a quarter of the memory limit
     for key, value in (("kernel/shmmax", shm), ("kernel/shmall", shm // page),
                        ("kernel/shmmni", 64), ("kernel/msgmni", 16), ("kernel/sem", "64 1024 64 32"),
                        ("fs/mqueue/queues_max", 16)):
-        with open(f"/proc/sys/{key}", "w") as f:
-            f.write(str(value))
-    _mount(None, "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.chdir("/tmp")
+        fd = os.open(f"/proc/sys/{key}", os.O_WRONLY)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    if uid is None:
+        _mount("/proc/sys", "/proc/sys", None, MS_BIND)
+        _mount(None, "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def _drop_privileges(uid: int | None) -> None:
-    """Empty the capability bounding set, leave root mode's uid 0, clear every capability set, no_new_privs."""
+def _limit_inheritance() -> None:
+    """Once, in the worker (it never execs, so it keeps its own capabilities): empty the bounding set, clear
+    the ambient set and make uid 0 gain nothing by exec. Every program's child inherits all three."""
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last_cap = int(f.read())
     for cap in range(last_cap + 1):
         _prctl(PR_CAPBSET_DROP, cap)
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     _prctl(PR_SET_SECUREBITS, SECBIT_NOROOT_AND_LOCKED)
+
+
+def _drop_privileges(uid: int | None) -> None:
+    """Leave root mode's uid 0 for the program's own uid and clear every capability set."""
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
@@ -176,16 +187,19 @@ def _drop_privileges(uid: int | None) -> None:
     _check(LIBC.capset(header, (ctypes.c_uint32 * 6)()), "capset")
 
 
-def _set_up(req: dict, limits: dict) -> str:
-    """Everything before the program's first line: its world, rlimits, privileges, seccomp; its work dir."""
-    uid = SETTINGS["uid"]
+def _set_up(workdir: str) -> None:
+    """Everything that does not depend on the request, done before it arrives: the program's world (isolated
+    modes), its privileges dropped, no_new_privs and the seccomp filter."""
     if SETTINGS["isolate"]:
-        _fresh_world(limits, uid)
-        _drop_privileges(uid)
-        workdir = "/tmp"
-    else:
-        workdir = req["workdir"]
-        os.chdir(workdir)
+        _fresh_world(SETTINGS["limits"], SETTINGS["uid"])
+        _drop_privileges(SETTINGS["uid"])
+    os.chdir(workdir)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if SECCOMP is not None:
+        _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(SECCOMP))  # SECCOMP_MODE_FILTER
+
+
+def _set_limits(limits: dict) -> None:
     cpu = int(limits["cpu_s"])
     for res, soft, hard in (
         (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -200,25 +214,24 @@ def _set_up(req: dict, limits: dict) -> str:
         if ceiling != resource.RLIM_INFINITY:
             soft, hard = min(soft, ceiling), min(hard, ceiling)
         resource.setrlimit(res, (soft, hard))
-    _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    if SECCOMP is not None:
-        _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(SECCOMP))  # SECCOMP_MODE_FILTER
-    return workdir
 
 
-def _child(req: dict, out_w: int, err_w: int, setup_w: int) -> None:
+def _child(workdir: str, req_r: int, out_w: int, err_w: int, setup_w: int) -> None:
+    """Build the program's world, say so, wait for the request, then run the program in this process."""
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_w, 1)
     os.dup2(err_w, 2)
-    limits = req["limits"]
     try:
-        workdir = _set_up(req, limits)
+        _set_up(workdir)
     except BaseException as exc:  # noqa: BLE001 - the world could not be built: the worker reports infra_error
         os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         _exit(127)
     os.write(setup_w, SETUP_OK)
+    with open(req_r, "rb") as f:
+        req = json.loads(f.read())
+    _set_limits(req["limits"])
     os.closerange(3, 4096)  # the protocol pipes and everything else the worker holds
     os.environ.clear()
     os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
@@ -289,33 +302,23 @@ def _over_limit(limits: dict) -> tuple[str, str] | None:
     return None
 
 
-def _sweep(pid: int) -> tuple[int, object] | None:
-    """Kill the program and everything it started, reap them; the program's (status, rusage) if reaped."""
-    for target in (-pid, pid):
-        try:
-            os.kill(target, signal.SIGKILL)
-        except OSError:
-            pass
-    found = None
+def _sweep(pid: int) -> None:
+    """Kill and reap everything the program started: every process in our PID namespace but us (rlimits mode:
+    only the program's process group, which setsid escapes; that mode is flagged weak)."""
     if not SETTINGS["isolate"]:
-        try:
-            _, st, ru = os.wait4(pid, 0)
-            found = (st, ru)
-        except ChildProcessError:
-            pass
-        return found
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        return
     while True:  # kill again until no child is left: a process forked mid-sweep is caught on the next round
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
         try:
-            os.kill(-1, signal.SIGKILL)  # every process in our PID namespace but us
-        except OSError:
-            pass
-        try:
-            done, st, ru = os.wait4(-1, os.WNOHANG)
+            done, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return found
-        if done == pid:
-            found = (st, ru)
-        elif done == 0:
+            return
+        if done == 0:
             time.sleep(0.0005)
 
 
@@ -341,24 +344,52 @@ def _remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-def run_one(req: dict, counter: int) -> dict:
-    if not SETTINGS["isolate"]:
-        req["workdir"] = os.path.join(SETTINGS["tmp"], f"p{counter}")
-        os.mkdir(req["workdir"], 0o700)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    setup_r, setup_w = os.pipe()
+class _Child:
+    """A forked child that has built its program's world and waits for the request (pipes on our side)."""
+
+    def __init__(self, counter: int) -> None:
+        self.workdir = "/tmp" if SETTINGS["isolate"] else os.path.join(SETTINGS["tmp"], f"p{counter}")
+        if not SETTINGS["isolate"]:
+            os.mkdir(self.workdir, 0o700)
+        req_r, self.req_w = os.pipe()
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        self.setup_r, setup_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                for fd in (self.req_w, self.out_r, self.err_r, self.setup_r):
+                    os.close(fd)  # the request pipe ends only when no copy of its write end is left
+                _child(self.workdir, req_r, out_w, err_w, setup_w)
+            finally:
+                _exit(127)
+        for fd in (req_r, out_w, err_w, setup_w):
+            os.close(fd)
+        self.pidfd = os.pidfd_open(self.pid)  # readable once the child has exited: no polling for its exit
+
+    def close(self) -> None:
+        for fd in (self.req_w, self.out_r, self.err_r, self.setup_r, self.pidfd):
+            try:
+                os.close(fd)
+            except OSError:  # req_w is closed once the request is sent
+                pass
+        if not SETTINGS["isolate"]:
+            try:
+                _remove_tree(self.workdir)
+            except OSError:  # weak mode: what a program made unremovable goes when the pool closes
+                pass
+
+
+def run_one(req: dict, child: _Child) -> dict:
     limits = req["limits"]
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _child(req, out_w, err_w, setup_w)
-        finally:
-            _exit(127)
-    for fd in (out_w, err_w, setup_w):
-        os.close(fd)
-    pidfd = os.pidfd_open(pid)  # readable once the child has exited: no polling for its exit
+    try:
+        with open(child.req_w, "wb", closefd=False) as f:
+            f.write(json.dumps(req).encode())
+    except BrokenPipeError:  # the child died building the world: its stderr says why
+        pass
+    os.close(child.req_w)
+    pid, pidfd, out_r, err_r = child.pid, child.pidfd, child.out_r, child.err_r
     bufs = {out_r: bytearray(), err_r: bytearray()}
     open_fds = [out_r, err_r]
     deadline = t0 + float(limits["wall_s"])
@@ -396,26 +427,18 @@ def run_one(req: dict, counter: int) -> dict:
                 truncated = True
         if truncated or (wstatus is not None and (not open_fds or not ready)):
             break
-    if wstatus is None:
+    if wstatus is None:  # still running: stop it now for its rusage; what it started goes in the sweep
         wall = time.monotonic() - t0
-    reaped = _sweep(pid)
-    if wstatus is None and reaped is not None:
-        wstatus, rusage = reaped
-    set_up = bool(select.select([setup_r], [], [], 0)[0]) and os.read(setup_r, 1) == SETUP_OK
-    for fd in (out_r, err_r, setup_r, pidfd):
-        os.close(fd)
-    if not SETTINGS["isolate"]:
-        try:
-            _remove_tree(req["workdir"])
-        except OSError:  # weak mode: what a program made unremovable goes when the pool closes
-            pass
+        os.kill(pid, signal.SIGKILL)
+        _, wstatus, rusage = os.wait4(pid, 0)
+    set_up = bool(select.select([child.setup_r], [], [], 0)[0]) and os.read(child.setup_r, 1) == SETUP_OK
     if not set_up:
         return {"status": "infra_error", "stderr": bytes(bufs[err_r][-2000:]).decode("utf-8", "replace")}
-    cpu = (rusage.ru_utime + rusage.ru_stime) if rusage is not None else 0.0
+    cpu = rusage.ru_utime + rusage.ru_stime
     exit_code, sig = None, None
-    if wstatus is not None and os.WIFEXITED(wstatus):
+    if os.WIFEXITED(wstatus):
         exit_code = os.WEXITSTATUS(wstatus)
-    elif wstatus is not None and os.WIFSIGNALED(wstatus):
+    elif os.WIFSIGNALED(wstatus):
         sig = os.WTERMSIG(wstatus)
     if over is not None:
         status, note = over
@@ -447,6 +470,8 @@ def run_one(req: dict, counter: int) -> dict:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # no handler: init ignores what it does not handle
     _prctl(PR_SET_DUMPABLE, 0)  # refuse ptrace and /proc/1/mem to programs running under our uid
+    if SETTINGS["isolate"]:
+        _limit_inheritance()
     os.umask(0o022)
     os.makedirs(BOX if SETTINGS["isolate"] else SETTINGS["tmp"], exist_ok=True)
 
@@ -454,13 +479,18 @@ def main() -> None:
         PROTOCOL_OUT.write(json.dumps(obj).encode() + b"\n")
         PROTOCOL_OUT.flush()
 
+    # The next program's child is forked and builds its world while we wait for its request.
+    child = _Child(0)
     send({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "seccomp": SECCOMP is not None})
     for counter, line in enumerate(PROTOCOL_IN, 1):
         try:
-            reply = run_one(json.loads(line), counter)
+            reply = run_one(json.loads(line), child)
         except Exception as exc:  # noqa: BLE001 - a bug or resource failure of the worker itself: infrastructure
             reply = {"status": "infra_error", "stderr": f"worker: {type(exc).__name__}: {exc}"}
         send(reply)
+        _sweep(child.pid)  # after the answer, before the next child: nothing of this program outlives it
+        child.close()
+        child = _Child(counter)
 
 
 main()

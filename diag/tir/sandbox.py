@@ -122,7 +122,9 @@ def _python_paths() -> tuple[str, list[str]]:
     return str(exe), mounts
 
 
-def _bwrap_argv(limits: Limits, root_mode: bool) -> list[str]:
+def _bwrap_argv(limits: Limits, root_mode: bool, worker: bool = True) -> list[str]:
+    """bubblewrap flags for a worker (the capabilities it needs to build program worlds) or, ``worker=False``,
+    for a bare capability-free process (the benchmark's baseline)."""
     argv = ["bwrap", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         path = Path(top)
@@ -143,8 +145,8 @@ def _bwrap_argv(limits: Limits, root_mode: bool) -> list[str]:
              "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     # The worker builds each program's namespaces and mounts (SYS_ADMIN), empties its bounding set (SETPCAP) and
     # reads its processes' PSS (SYS_PTRACE); the program itself gets none of them.
-    caps = ["SYS_ADMIN", "SETPCAP", "SYS_PTRACE"]
-    if root_mode:
+    caps = ["SYS_ADMIN", "SETPCAP", "SYS_PTRACE"] if worker else []
+    if root_mode and worker:
         caps += ["SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"]
     else:
         # uid 0 inside owns the per-program IPC namespaces' quota files; nested user namespaces are refused.
@@ -174,12 +176,13 @@ class _Worker:
         self.isolation = isolation
         exe, _ = _python_paths()
         if isolation == "bwrap":
-            settings = {"isolate": True, "uid": _UID_BASE + index if root_mode else None, "tmp": "/tmp"}
+            settings = {"isolate": True, "uid": _UID_BASE + index if root_mode else None, "tmp": "/tmp",
+                        "limits": asdict(limits)}
             argv = _bwrap_argv(limits, root_mode=root_mode)
             cwd = None
         else:
             self._tmp = tempfile.mkdtemp(prefix="diag-tir-")
-            settings = {"isolate": False, "uid": None, "tmp": self._tmp}
+            settings = {"isolate": False, "uid": None, "tmp": self._tmp, "limits": asdict(limits)}
             argv, cwd = [], self._tmp
         argv += [exe, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(settings)]
         env = {"PATH": "/usr/bin:/bin"} if isolation == "rlimits" else None
@@ -371,12 +374,14 @@ class Sandbox:
 
 
 def run_fresh(code: str, limits: Limits | None = None, isolation: Isolation = "bwrap") -> ExecResult:
-    """Baseline without the pool: a fresh ``python -I -S -c`` under the same bwrap flags per program."""
+    """Benchmark baseline: a fresh ``python -I -S -c`` per program under bubblewrap with the workers' namespaces
+    and no capabilities, which gives each program a fresh world by construction. It has none of the pool's
+    per-program seccomp filter, uid or process-tree limits: not for untrusted code."""
     import resource
 
     limits = limits or Limits()
     exe, _ = _python_paths()
-    argv = (_bwrap_argv(limits, root_mode=os.geteuid() == 0) if isolation == "bwrap" else []) + [
+    argv = (_bwrap_argv(limits, root_mode=os.geteuid() == 0, worker=False) if isolation == "bwrap" else []) + [
         exe, "-I", "-S", "-c", code]
 
     def set_limits() -> None:

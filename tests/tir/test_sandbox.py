@@ -597,8 +597,8 @@ def test_snooping_on_a_concurrent_program(pool):
                "        for f in ('cmdline', 'environ', 'mem'):\n            try:\n"
                "                found.append(open(f'/proc/{p}/{f}', 'rb').read(4096))\n"
                "            except OSError:\n                pass\nprint(b'SECRET-snoop' in b''.join(found))")
-    results = pool.run_many([holder, snooper])
-    assert results[0].stdout == "held\n" and results[1].stdout == "False\n"
+    results = pool.run_many([holder, snooper], wall_s=5.0)
+    assert results[0].stdout == "held\n" and results[1].stdout == "False\n", results
 
 
 def test_a_worker_killed_from_outside_is_the_only_infra_error():
