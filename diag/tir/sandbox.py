@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import typing
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,11 @@ WEAK_ISOLATION_WARNING = (
     "WARNING: bubblewrap is unavailable, programs ran with rlimits only: no filesystem, network, IPC or "
     "process isolation, and memory, CPU and process limits hold per process, not per program. Do not run "
     "untrusted code this way."
+)
+TREE_LIMITS_WARNING = (
+    "sandbox: memory, CPU and process limits over a program's whole process tree are enforced by the worker's "
+    "10 ms watchdog (summed PSS, CPU seconds, process count), not by cgroups: a fork-and-allocate burst can "
+    "overshoot memory_bytes for up to one interval before the whole tree is killed."
 )
 NO_SECCOMP_WARNING = ("WARNING: no seccomp filter for this CPU architecture: programs may create namespaces "
                       "(rlimits mode) and use keyrings, ptrace, bpf and io_uring.")
@@ -301,6 +307,8 @@ class Sandbox:
         for i in range(workers):
             self._workers[i] = self._spawn(i)
             self._idle.put(i)
+        if self.isolation == "bwrap":
+            warnings.warn(TREE_LIMITS_WARNING, RuntimeWarning, stacklevel=2)  # shown once per call site
         if any(w is not None and not w.seccomp for w in self._workers):
             self.warning = NO_SECCOMP_WARNING if self.warning is None else f"{self.warning} {NO_SECCOMP_WARNING}"
 
