@@ -304,6 +304,9 @@ class Sandbox:
         self._idle: queue.Queue[int] = queue.Queue()
         self._workers: list[_Worker | None] = [None] * workers
         self._closed = False
+        # bubblewrap's --die-with-parent follows the *thread* that started it: workers are started from this
+        # one long-lived thread, never from run_many's short-lived ones (their exit would SIGKILL the worker).
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-starter")
         for i in range(workers):
             self._workers[i] = self._spawn(i)
             self._idle.put(i)
@@ -314,7 +317,7 @@ class Sandbox:
 
     def _spawn(self, index: int) -> _Worker | None:
         try:
-            worker = _Worker(index, self.isolation, self.limits, self.root_mode)
+            worker = self._starter.submit(_Worker, index, self.isolation, self.limits, self.root_mode).result()
         except (RuntimeError, OSError):
             return None
         with self._lock:
@@ -373,6 +376,7 @@ class Sandbox:
         for worker in self._workers:
             if worker is not None:
                 worker.close()
+        self._starter.shutdown()
 
     def __enter__(self) -> Self:
         return self

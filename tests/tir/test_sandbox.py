@@ -681,3 +681,21 @@ def test_soak_thousand_programs_leave_nothing_on_the_host():
     # 500 programs left 1.5 GiB behind between them; a shared machine moves Shmem by a few MiB on its own.
     assert abs(shmem1 - shmem0) < 16 * 2**20
     assert (procs1, fds1) == (procs0, fds0)
+
+
+def test_workers_started_in_a_passing_thread_survive_it():
+    # A replacement started inside run_many's thread used to die with that thread (bwrap --die-with-parent).
+    with Sandbox(workers=1, limits=LIMITS) as sandbox:
+        holder: list[Sandbox] = []
+        os.killpg(sandbox.worker_pids()[0], signal.SIGKILL)
+        sandbox._workers[0].proc.wait()
+        assert [r.status for r in sandbox.run_many(["print(1)"])] == ["ok"]  # replaced inside a pool thread
+        time.sleep(0.5)  # that thread has exited by now
+        r = sandbox.run("print(2)")
+        assert r.status == "ok" and sandbox.stats.workers_replaced == 1 and sandbox.stats.infra_errors == 0
+        made_in_thread = threading.Thread(target=lambda: holder.append(Sandbox(workers=1, limits=LIMITS)))
+        made_in_thread.start()
+        made_in_thread.join()
+        time.sleep(0.5)
+        with holder[0] as other:
+            assert other.run("print(3)").stdout == "3\n" and other.stats.workers_replaced == 0
