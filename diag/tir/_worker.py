@@ -45,7 +45,8 @@ import traceback
 
 PROTOCOL_IN = sys.stdin.buffer
 PROTOCOL_OUT = sys.stdout.buffer
-# {"isolate": bool (bubblewrap: fresh namespaces per program, sweep, watchdog), "uid": int | None, "tmp": str,
+# {"isolate": bool (bubblewrap: fresh namespaces per program, sweep, watchdog), "uid": int | None,
+#  "tmp": str (rlimits mode: where work dirs go),
 #  "limits": the pool's limits (tmp_bytes and memory_bytes size each program's world before its request)}
 SETTINGS = json.loads(sys.argv[1])
 LIBC = ctypes.CDLL(None, use_errno=True)

@@ -182,7 +182,7 @@ class _Worker:
         self.isolation = isolation
         exe, _ = _python_paths()
         if isolation == "bwrap":
-            settings = {"isolate": True, "uid": _UID_BASE + index if root_mode else None, "tmp": "/tmp",
+            settings = {"isolate": True, "uid": _UID_BASE + index if root_mode else None,
                         "limits": asdict(limits)}
             argv = _bwrap_argv(limits, root_mode=root_mode)
             cwd = None
