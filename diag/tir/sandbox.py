@@ -1,21 +1,27 @@
-"""Run untrusted, model-written Python: bubblewrap isolation, rlimits, and a pool of warm workers.
+"""Run untrusted, model-written Python: bubblewrap isolation, a fresh kernel-object world per program, limits
+over each program's whole process tree, and a pool of warm workers.
 
-Isolation (``bwrap`` mode): each worker is ``python -I -S`` inside bubblewrap with new PID, network,
-IPC, UTS and cgroup namespaces (no network at all, not even loopback), a read-only view of ``/usr`` and
-the Python install only (no home, no project files, no ``/etc``), a size-capped private tmpfs ``/tmp``,
-an empty environment, ``--die-with-parent`` and ``--new-session``. The worker is the PID namespace's init,
-which programs cannot kill; each program runs in a forked child with rlimits on CPU seconds, address space,
-processes, file size and open files, under a wall-clock limit and an output cap, and everything it started
-is SIGKILLed when it ends. When the host runs as root the worker keeps only the capabilities it needs
-(setuid/setgid, kill, file ownership overrides for cleanup) and each program drops to its own unprivileged
-uid; otherwise bubblewrap also unshares the user namespace and the program runs capability-free.
+Isolation (``bwrap`` mode): each worker is ``python -I -S`` inside bubblewrap with new PID, network, IPC, UTS
+and cgroup namespaces (no network at all, not even loopback), a read-only view of ``/usr`` and the Python
+install only (no home, no project files, no ``/etc``), an empty environment, ``--die-with-parent`` and
+``--new-session``. The worker is the PID namespace's init, which programs cannot kill. Each program runs in a
+forked child that first gets its own IPC and mount namespaces, one fresh size-capped tmpfs as ``/tmp`` (its work
+directory) and ``/dev/shm``, a read-only ``/dev`` and small IPC quotas, then rlimits, an empty capability
+bounding set, ``no_new_privs`` and a seccomp filter (no new namespaces, mounts, keyrings, ptrace, bpf,
+io_uring). The worker watches the program's whole process tree (memory as summed PSS, CPU seconds, process
+count) and SIGKILLs everything in the namespace when the program ends. The guarantees and their mechanisms are
+tabled in the README (TIR part).
 
-Without bubblewrap (``rlimits`` mode) only the rlimits, the wall clock, a clean environment and a private
-working directory remain; every result then carries ``WEAK_ISOLATION_WARNING``.
+Two bubblewrap modes: as root (``root_mode``) each worker's programs run under their own unprivileged uid and
+the worker keeps only the capabilities it needs; otherwise bubblewrap also unshares the user namespace, with
+nested user namespaces disabled. Without bubblewrap (``rlimits`` mode) only per-process rlimits, the wall
+clock, a clean environment, seccomp and a private working directory remain; every result then carries
+``WEAK_ISOLATION_WARNING``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -27,6 +33,7 @@ import tempfile
 import threading
 import time
 import typing
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -40,9 +47,17 @@ STATUSES: tuple[str, ...] = typing.get_args(Status)
 Isolation = Literal["bwrap", "rlimits"]
 
 WEAK_ISOLATION_WARNING = (
-    "WARNING: bubblewrap is unavailable, programs ran with rlimits only: no filesystem, network or "
-    "process isolation. Do not run untrusted code this way."
+    "WARNING: bubblewrap is unavailable, programs ran with rlimits only: no filesystem, network, IPC or "
+    "process isolation, and memory, CPU and process limits hold per process, not per program. Do not run "
+    "untrusted code this way."
 )
+TREE_LIMITS_WARNING = (
+    "sandbox: memory, CPU and process limits over a program's whole process tree are enforced by the worker's "
+    "10 ms watchdog (summed PSS, CPU seconds, process count), not by cgroups: a fork-and-allocate burst can "
+    "overshoot memory_bytes for up to one interval before the whole tree is killed."
+)
+NO_SECCOMP_WARNING = ("WARNING: no seccomp filter for this CPU architecture: programs may create namespaces "
+                      "(rlimits mode) and use keyrings, ptrace, bpf and io_uring.")
 _WORKER_SOURCE = (Path(__file__).parent / "_worker.py").read_text()
 _UID_BASE = 60000  # root mode: worker i runs its programs as uid/gid _UID_BASE + i
 
@@ -92,7 +107,7 @@ def bwrap_available() -> tuple[bool, str]:
     """Whether bubblewrap exists and can build our namespace set here (and if not, why)."""
     if shutil.which("bwrap") is None:
         return False, "bwrap not found on PATH"
-    argv = _bwrap_argv(Limits(), uid_mode=os.geteuid() == 0) + ["/bin/true" if Path("/bin/true").exists()
+    argv = _bwrap_argv(Limits(), root_mode=os.geteuid() == 0) + ["/bin/true" if Path("/bin/true").exists()
                                                                  else "/usr/bin/true"]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=20, check=False)
@@ -113,7 +128,9 @@ def _python_paths() -> tuple[str, list[str]]:
     return str(exe), mounts
 
 
-def _bwrap_argv(limits: Limits, uid_mode: bool) -> list[str]:
+def _bwrap_argv(limits: Limits, root_mode: bool, worker: bool = True) -> list[str]:
+    """bubblewrap flags for a worker (the capabilities it needs to build program worlds) or, ``worker=False``,
+    for a bare capability-free process (the benchmark's baseline)."""
     argv = ["bwrap", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
         path = Path(top)
@@ -132,12 +149,17 @@ def _bwrap_argv(limits: Limits, uid_mode: bool) -> list[str]:
              "--remount-ro", "/", "--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
              "--die-with-parent", "--new-session", "--as-pid-1",
              "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if uid_mode:
-        argv += ["--cap-drop", "ALL"]
-        for cap in ("SETUID", "SETGID", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"):
-            argv += ["--cap-add", f"CAP_{cap}"]
+    # The worker builds each program's namespaces and mounts (SYS_ADMIN), empties its bounding set (SETPCAP) and
+    # reads its processes' PSS (SYS_PTRACE); the program itself gets none of them.
+    caps = ["SYS_ADMIN", "SETPCAP", "SYS_PTRACE"] if worker else []
+    if root_mode and worker:
+        caps += ["SETUID", "SETGID", "CHOWN", "KILL", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"]
     else:
-        argv += ["--unshare-user", "--disable-userns"]
+        # uid 0 inside owns the per-program IPC namespaces' quota files; nested user namespaces are refused.
+        argv += ["--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns"]
+    argv += ["--cap-drop", "ALL"]
+    for cap in caps:
+        argv += ["--cap-add", f"CAP_{cap}"]
     return argv
 
 
@@ -156,17 +178,17 @@ def _user_process_count() -> int:
 class _Worker:
     """One warm sandboxed interpreter, speaking one JSON line per request and per reply."""
 
-    def __init__(self, index: int, isolation: Isolation, limits: Limits) -> None:
+    def __init__(self, index: int, isolation: Isolation, limits: Limits, root_mode: bool) -> None:
         self.isolation = isolation
         exe, _ = _python_paths()
-        root = os.geteuid() == 0
         if isolation == "bwrap":
-            settings = {"sweep": True, "uid": _UID_BASE + index if root else None, "tmp": "/tmp/work"}
-            argv = _bwrap_argv(limits, uid_mode=root)
+            settings = {"isolate": True, "uid": _UID_BASE + index if root_mode else None,
+                        "limits": asdict(limits)}
+            argv = _bwrap_argv(limits, root_mode=root_mode)
             cwd = None
         else:
             self._tmp = tempfile.mkdtemp(prefix="diag-tir-")
-            settings = {"sweep": False, "uid": None, "tmp": self._tmp}
+            settings = {"isolate": False, "uid": None, "tmp": self._tmp, "limits": asdict(limits)}
             argv, cwd = [], self._tmp
         argv += [exe, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(settings)]
         env = {"PATH": "/usr/bin:/bin"} if isolation == "rlimits" else None
@@ -178,6 +200,7 @@ class _Worker:
             detail = self._stderr_tail()
             self.close()
             raise RuntimeError(f"sandbox worker failed to start: {detail or 'no greeting'}")
+        self.seccomp = bool(hello.get("seccomp"))
 
     def _read_line(self, deadline: float) -> dict[str, Any] | None:
         fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
@@ -215,10 +238,10 @@ class _Worker:
         # The worker enforces wall_s itself; the grace covers killing, reaping and cleaning up.
         reply = self._read_line(time.monotonic() + limits.wall_s + 10)
         if reply is None:
-            alive = self.alive()
+            alive, tail = self.alive(), self._stderr_tail()
             self.close()
             what = "stopped answering" if alive else f"died (exit {self.proc.returncode})"
-            return {"status": "infra_error", "stderr": f"sandbox worker {what}: {self._stderr_tail()}"}
+            return {"status": "infra_error", "stderr": f"sandbox worker {what}: {tail}"}
         return reply
 
     def close(self) -> None:
@@ -235,7 +258,8 @@ class _Worker:
             if stream is not None:
                 stream.close()
         if self.isolation == "rlimits":
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            with contextlib.suppress(RecursionError):  # a program's directories nested past the stack: left behind
+                shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 @dataclass
@@ -253,20 +277,25 @@ class Sandbox:
     """A pool of warm sandboxed workers. Thread-safe; ``run_many`` runs programs in parallel.
 
     ``isolation="auto"`` uses bubblewrap when it works here and falls back to rlimits-only otherwise
-    (with ``WEAK_ISOLATION_WARNING`` in every result); ``"bwrap"`` insists on it.
+    (with ``WEAK_ISOLATION_WARNING`` in every result); ``"bwrap"`` insists on it. ``root_mode`` (default: when
+    we are root) gives each worker's programs their own uid; ``False`` runs the user-namespace configuration
+    that non-root hosts get, which lets a root machine test it.
     """
 
     def __init__(self, workers: int = 2, limits: Limits | None = None,
-                 isolation: Literal["auto", "bwrap", "rlimits"] = "auto") -> None:
+                 isolation: Literal["auto", "bwrap", "rlimits"] = "auto", root_mode: bool | None = None) -> None:
         if workers < 1:
             raise DiagError(f"sandbox needs at least one worker, got {workers}")
+        if root_mode and os.geteuid() != 0:
+            raise DiagError("sandbox root_mode needs root (programs get their own uids)")
         self.limits = limits or Limits()
+        self.root_mode = os.geteuid() == 0 if root_mode is None else root_mode
         ok, why = bwrap_available() if isolation != "rlimits" else (False, "rlimits mode requested")
         if isolation == "bwrap" and not ok:
             raise DiagError(f"bubblewrap isolation requested but unusable: {why}")
         self.isolation: Isolation = "bwrap" if ok else "rlimits"
         self.warning = None if ok else f"{WEAK_ISOLATION_WARNING} ({why})"
-        if self.isolation == "rlimits" or os.geteuid() != 0:
+        if self.isolation == "rlimits" or not self.root_mode:
             # Programs keep our uid, so RLIMIT_NPROC must leave room for the processes we already own.
             self.limits = Limits(**{**asdict(self.limits),
                                     "processes": self.limits.processes + _user_process_count()})
@@ -275,18 +304,34 @@ class Sandbox:
         self._idle: queue.Queue[int] = queue.Queue()
         self._workers: list[_Worker | None] = [None] * workers
         self._closed = False
+        # bubblewrap's --die-with-parent follows the *thread* that started it: workers are started from this
+        # one long-lived thread, never from run_many's short-lived ones (their exit would SIGKILL the worker).
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-starter")
         for i in range(workers):
             self._workers[i] = self._spawn(i)
             self._idle.put(i)
+        if self.isolation == "bwrap":
+            warnings.warn(TREE_LIMITS_WARNING, RuntimeWarning, stacklevel=2)  # shown once per call site
+        if any(w is not None and not w.seccomp for w in self._workers):
+            self.warning = NO_SECCOMP_WARNING if self.warning is None else f"{self.warning} {NO_SECCOMP_WARNING}"
 
     def _spawn(self, index: int) -> _Worker | None:
         try:
-            worker = _Worker(index, self.isolation, self.limits)
+            worker = self._starter.submit(_Worker, index, self.isolation, self.limits, self.root_mode).result()
         except (RuntimeError, OSError):
             return None
         with self._lock:
             self.stats.workers_started += 1
         return worker
+
+    def _retire(self, index: int) -> None:
+        """Close a dead or failed worker and count it replaced; a fresh one starts on the slot's next use."""
+        worker = self._workers[index]
+        if worker is not None:
+            worker.close()
+            self._workers[index] = None
+            with self._lock:
+                self.stats.workers_replaced += 1
 
     def run(self, code: str, wall_s: float | None = None) -> ExecResult:
         """Run one program; never raises for anything the program does."""
@@ -296,19 +341,17 @@ class Sandbox:
         index = self._idle.get()
         try:
             worker = self._workers[index]
-            if worker is None or not worker.alive():
-                if worker is not None:
-                    worker.close()
-                    with self._lock:
-                        self.stats.workers_replaced += 1
+            if worker is not None and not worker.alive():
+                self._retire(index)
+                worker = None
+            if worker is None:
                 worker = self._workers[index] = self._spawn(index)
             if worker is None:
                 reply: dict[str, Any] = {"status": "infra_error", "stderr": "sandbox worker could not start"}
             else:
                 reply = worker.run(code, limits)
                 if reply["status"] == "infra_error" or not worker.alive():
-                    worker.close()
-                    self._workers[index] = None  # replaced on next use
+                    self._retire(index)
         finally:
             self._idle.put(index)
         result = ExecResult(**{k: v for k, v in reply.items() if k in ExecResult.__dataclass_fields__},
@@ -333,6 +376,7 @@ class Sandbox:
         for worker in self._workers:
             if worker is not None:
                 worker.close()
+        self._starter.shutdown()
 
     def __enter__(self) -> Self:
         return self
@@ -342,12 +386,14 @@ class Sandbox:
 
 
 def run_fresh(code: str, limits: Limits | None = None, isolation: Isolation = "bwrap") -> ExecResult:
-    """Baseline without the pool: a fresh ``python -I -S -c`` under the same bwrap flags per program."""
+    """Benchmark baseline: a fresh ``python -I -S -c`` per program under bubblewrap with the workers' namespaces
+    and no capabilities, which gives each program a fresh world by construction. It has none of the pool's
+    per-program seccomp filter, uid or process-tree limits: not for untrusted code."""
     import resource
 
     limits = limits or Limits()
     exe, _ = _python_paths()
-    argv = (_bwrap_argv(limits, uid_mode=os.geteuid() == 0) if isolation == "bwrap" else []) + [
+    argv = (_bwrap_argv(limits, root_mode=os.geteuid() == 0, worker=False) if isolation == "bwrap" else []) + [
         exe, "-I", "-S", "-c", code]
 
     def set_limits() -> None:
