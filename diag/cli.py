@@ -151,7 +151,7 @@ def runs_verify(
             detail = row["problem"] or (f"checked by {row['checked']}" if "checked" in row else "not finished")
             typer.echo(f"{row['run_id']}  {row['status']:11s}  {detail}")
     if corrupt:
-        raise typer.Exit(1)
+        sys.exit(1)  # not typer.Exit: with standalone_mode=False click returns its code instead of exiting
 
 
 @runs_app.command("rm")

@@ -28,6 +28,7 @@ import sqlite3
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -192,7 +193,7 @@ class Run:
         try:
             with np.load(target, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
-        except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as exc:
             raise DiagError(f"run {self.run_id} is corrupt: {target.name} does not load ({exc})") from exc
 
     def write_figure(self, name: str, fig: Any) -> Path:
@@ -276,7 +277,7 @@ class Run:
                 try:
                     with zipfile.ZipFile(target) as archive:
                         bad = archive.testzip() if full else None
-                except (zipfile.BadZipFile, EOFError, OSError):
+                except (zipfile.BadZipFile, EOFError, OSError, zlib.error):
                     return f"{name} is not a readable .npz archive"
                 if bad is not None:
                     return f"{name}: {bad} fails its CRC check"
