@@ -64,9 +64,14 @@ def test_sigkill_leaves_no_result_and_resume_matches_uninterrupted(tmp_path: Pat
     for line in proc.stdout:
         if line.startswith("step 15"):
             break
+    (live,) = RunStore(killed_root).list()
+    assert live.status == "running" and live.note == ""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run_dir,) = [p for p in killed_root.iterdir() if p.is_dir()]
+    (dead,) = RunStore(killed_root).list()
+    assert dead.status == "interrupted" and f"process {proc.pid} " in dead.note
+    assert [r.run_id for r in RunStore(killed_root).list(status="interrupted")] == [run_dir.name]
     assert not (run_dir / "result.json").exists()
     assert (run_dir / "checkpoint.pt").exists()
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
@@ -79,6 +84,28 @@ def test_sigkill_leaves_no_result_and_resume_matches_uninterrupted(tmp_path: Pat
     clean_result = json.loads(clean.stdout.strip().splitlines()[-1])
     assert resumed_result == clean_result
     assert (run_dir / "result.json").exists() and not (run_dir / "checkpoint.pt").exists()
+    assert [(r.status, r.note) for r in RunStore(killed_root).list()] == [("finished", "")]
+
+
+def test_running_means_its_recorded_process_lives(tmp_path: Path) -> None:
+    """A reused pid (other start time), a reboot (other boot id) or a gone pid read as interrupted; a process on
+    another host cannot be checked from here and stays running."""
+    store = RunStore(tmp_path)
+    run = store.open("toy", {"x": 1})  # claimed by this process
+    process = run.dir / "process.json"
+    owner = json.loads(process.read_text())
+    assert owner["pid"] == os.getpid() and store.info(run.run_id).status == "running"
+    for change, expected in [({"start": owner["start"] + 1}, "interrupted"), ({"boot_id": "another-boot"},
+                             "interrupted"), ({"pid": 2**22 + 12345}, "interrupted"),
+                             ({"host": "elsewhere", "pid": 1}, "running")]:
+        process.write_text(json.dumps({**owner, **change}))
+        assert store.info(run.run_id).status == expected, change
+    process.unlink()
+    assert store.info(run.run_id).status == "interrupted"
+    store.open("toy", {"x": 1})  # running its config again claims it
+    assert store.info(run.run_id).status == "running"
+    run.fail("boom")
+    assert store.info(run.run_id).status == "failed" and not process.exists()
 
 
 def test_finished_run_is_reused_not_recomputed(tmp_path: Path) -> None:

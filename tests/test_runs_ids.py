@@ -126,3 +126,25 @@ def test_one_run_id_rule() -> None:
     assert not is_run_id("../cdas-steer-0123456789abcdef") and not is_run_id("toy-0123")
     with pytest.raises(DiagError, match="lower-case"):
         run_id_for("../escape", {})
+
+
+@pytest.mark.parametrize("args", [
+    ("list", "--status", "finshed"), ("list", "--analysis", "captur"),
+    ("rm", "--status", "finshed"), ("rm", "--analysis", "captur"), ("rm", "--analysis", "toy", "--status", "done"),
+])
+def test_status_and_analysis_filters_are_validated(args: tuple[str, ...], stores: dict, capsys, monkeypatch) -> None:
+    store_before = tree_digest(stores["store"].root)
+    code, out, err = cli(capsys, monkeypatch, "runs", *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "choose one of" in lines[0] and out == "", err
+    choices = lines[0].split("choose one of ")[1].split(", ")
+    assert ("finished" in choices and "interrupted" in choices and "corrupt" in choices) if "status" in lines[0] \
+        else ("capture" in choices and "toy" in choices)  # registered analyses, and those the store holds
+    assert tree_digest(stores["store"].root) == store_before
+
+
+def test_filters_select_by_current_status(stores: dict, capsys, monkeypatch) -> None:
+    code, out, _ = cli(capsys, monkeypatch, "runs", "list", "--analysis", "toy", "--status", "finished")
+    assert code == 0 and out.split()[:2] == [stores["real"], "finished"]
+    code, out, _ = cli(capsys, monkeypatch, "runs", "list", "--status", "running")
+    assert code == 0 and out == ""
