@@ -220,10 +220,13 @@ def execute(
     try:
         result = compute(run, progress)
         result.save(run)
-    except DiagError:
-        # Bad input: nothing worth keeping, and no half-written run left behind.
+    except DiagError as exc:
+        # Bad input: nothing worth keeping, and no half-written run left behind. A run that checkpointed before
+        # stopping is kept (running its config again resumes it) and marked failed, so it never reads as running.
         if run.load_checkpoint() is None:
             store.remove(run.run_id)
+        else:
+            run.fail(f"{type(exc).__name__}: {exc}")
         raise
     except BaseException as exc:
         run.fail(f"{type(exc).__name__}: {exc}")

@@ -114,3 +114,52 @@ def test_finished_run_is_reused_not_recomputed(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, str(JOB), str(tmp_path)], capture_output=True, text=True, check=True)
     assert "step" not in again.stdout.split("{")[0]
     assert time.time() - start < 30
+
+
+def test_a_run_stopped_by_bad_input_after_a_checkpoint_ends_failed_and_resumes(tmp_path: Path) -> None:
+    """The state always ends: not `running` while the (long-lived) process that stopped it carries on."""
+    from dataclasses import dataclass
+
+    from diag.analysis import execute
+    from diag.errors import DiagError
+
+    @dataclass(frozen=True)
+    class Config:
+        lines: tuple[str, ...] = ("1", "x", "3")
+
+    @dataclass
+    class Total:
+        total: float
+
+        def summary(self) -> dict:
+            return {"total": self.total}
+
+        def save(self, run) -> None:
+            run.write_json("total.json", self.summary())
+
+        @classmethod
+        def load(cls, run) -> Total:
+            return cls(run.read_json("total.json")["total"])
+
+    fixed: dict[str, float] = {}
+
+    def compute(run, _progress) -> Total:
+        saved = run.load_checkpoint() or {"next": 0, "total": 0.0}
+        total = saved["total"]
+        for i in range(saved["next"], 3):
+            run.save_checkpoint({"next": i, "total": total})
+            line = fixed.get(str(i), Config().lines[i])
+            try:
+                total += float(line)
+            except ValueError as exc:
+                raise DiagError(f"line {i + 1} is not a number: {line!r}") from exc
+        return Total(total)
+
+    store = RunStore(tmp_path)
+    with pytest.raises(DiagError):
+        execute("summing", Config(), compute, Total, store=store)
+    (info,) = store.list()
+    assert (info.status, info.summary) == ("failed", {"error": "DiagError: line 2 is not a number: 'x'"})
+    fixed["1"] = 2.0  # the input is repaired; the same config resumes from its checkpoint at line 2
+    assert execute("summing", Config(), compute, Total, store=store).total == 6.0
+    assert [r.status for r in store.list()] == ["finished"]
