@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_runs_ids import cli  # `diag ARGS` in this process
 
 from diag.analysis import execute
 from diag.errors import DiagError
 from diag.runs import CHECKPOINT_FILE, MANIFEST_FILE, RESULT_FILE, Run, RunStore
-
-DIAG = [sys.executable, "-m", "diag.cli"]
 
 
 @dataclass(frozen=True)
@@ -170,47 +167,50 @@ def test_runs_made_before_manifests_still_list_and_load(tmp_path: Path) -> None:
     assert status_of(store, run.run_id) == ("finished", "")
 
 
-def diag(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*DIAG, *args], check=False, capture_output=True, text=True, timeout=300)
-
-
-def one_line(out: subprocess.CompletedProcess) -> str:
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr)
+def one_line(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, (code, err)
     return lines[0]
 
 
-def test_cli_lists_corrupt_runs_refuses_them_and_repairs_them_by_rerunning(tmp_path: Path, diag_home: Path) -> None:
+def test_cli_lists_corrupt_runs_refuses_them_and_repairs_them_by_rerunning(
+        tmp_path: Path, diag_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def diag(*args: str) -> tuple[int, str, str]:
+        return cli(capsys, monkeypatch, *args)
+
     configs, summaries = [], []
     for seed in (0, 1):
         config = tmp_path / f"tabular{seed}.json"
         config.write_text(json.dumps({"analysis": "credit_tabular", "vocab": 3, "length": 2, "n_pairs": 2000,
                                       "steps": 20, "seeds": [seed]}))
-        out = diag("run", str(config), "--json")
-        assert out.returncode == 0, out.stderr
+        code, out, err = diag("run", str(config), "--json")
+        assert code == 0, err
         configs.append(config)
-        summaries.append(json.loads(out.stdout))
+        summaries.append(json.loads(out))
     broken_result, broken_npz = (diag_home / "runs" / s["run_id"] for s in summaries)
     truncate(broken_result / RESULT_FILE, 100)
     truncate(broken_npz / "tabular.npz", 100)
 
-    listed = {r["run_id"]: r for r in json.loads(diag("runs", "list", "--json").stdout)["runs"]}
+    listed = {r["run_id"]: r for r in json.loads(diag("runs", "list", "--json")[1])["runs"]}
     assert listed[broken_result.name]["status"] == "corrupt" and "result.json" in listed[broken_result.name]["note"]
     assert listed[broken_npz.name]["status"] == "corrupt" and "tabular.npz" in listed[broken_npz.name]["note"]
-    corrupt = diag("runs", "list", "--status", "corrupt").stdout.split()
+    corrupt = diag("runs", "list", "--status", "corrupt")[1].split()
     assert broken_result.name in corrupt and broken_npz.name in corrupt
-    assert "result.json" in one_line(diag("runs", "show", broken_result.name))
-    assert "tabular.npz" in one_line(diag("report", broken_npz.name, "--out", str(tmp_path / "r.html")))
-    assert not (tmp_path / "r.html").exists()
-    verify = diag("runs", "verify", "--json")
-    assert verify.returncode == 1 and set(json.loads(verify.stdout)["corrupt"]) == {broken_result.name,
-                                                                                    broken_npz.name}
+    code, _, err = diag("runs", "show", broken_result.name)
+    assert "result.json" in one_line(code, err)
+    code, _, err = diag("report", broken_npz.name, "--out", str(tmp_path / "r.html"))
+    assert "tabular.npz" in one_line(code, err) and not (tmp_path / "r.html").exists()
+    code, out, _ = diag("runs", "verify", "--json")
+    assert code == 1 and set(json.loads(out)["corrupt"]) == {broken_result.name, broken_npz.name}
 
-    for config, summary in zip(configs, summaries, strict=True):
-        out = diag("run", str(config), "--json")
-        assert out.returncode == 0, out.stderr
-        assert "is corrupt" in out.stderr and "computing it again" in out.stderr
-        assert json.loads(out.stdout) == summary  # recomputed to the same numbers
-    assert {r["status"] for r in json.loads(diag("runs", "list", "--json").stdout)["runs"]} == {"finished"}
-    verify = diag("runs", "verify")
-    assert verify.returncode == 0 and verify.stdout.count("checked by sha256") == 2
+    for config, summary, broken in zip(configs, summaries, (RESULT_FILE, "tabular.npz"), strict=True):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="diag.analysis"):
+            code, out, err = diag("run", str(config), "--json")
+        assert code == 0, err
+        assert f"is corrupt: {broken}" in caplog.text and "computing it again" in caplog.text
+        assert json.loads(out) == summary  # recomputed to the same numbers
+    assert {r["status"] for r in json.loads(diag("runs", "list", "--json")[1])["runs"]} == {"finished"}
+    code, out, _ = diag("runs", "verify")
+    assert code == 0 and out.count("checked by sha256") == 2
