@@ -352,7 +352,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 def _config_matches(run: Run, analysis: str, config: dict[str, Any]) -> bool:
     try:
         stored = json.loads((run.dir / CONFIG_FILE).read_text())
-        return stored["analysis"] == analysis and config_hash(analysis, stored["config"]) == config_hash(analysis, config)
+        same_config = config_hash(analysis, stored["config"]) == config_hash(analysis, config)
+        return stored["analysis"] == analysis and same_config
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -500,8 +501,8 @@ class RunStore:
         """A real directory directly under the root with a real config.json: never a symlink out of the store."""
         path = self.root / name
         config = path / CONFIG_FILE
-        return (is_run_id(name) and path.is_dir() and not path.is_symlink() and config.is_file()
-                and not config.is_symlink() and path.resolve().parent == self.root.resolve())
+        return (is_run_id(name) and not path.is_symlink() and path.is_dir() and not config.is_symlink()
+                and config.is_file() and path.resolve().parent == self.root.resolve())
 
     def _run_dirs(self) -> list[str]:
         return [p.name for p in self.root.iterdir() if self._is_run_dir(p.name)]
