@@ -58,3 +58,18 @@ def test_app_picker_marks_corrupt_runs_and_the_view_shows_one_line(tmp_path: Pat
     frame = runs_frame(list(infos.values()))
     assert dict(zip(frame["run"], frame["status"], strict=True)) == {good: "finished", bad: "corrupt"}
     assert headline(infos[bad]).startswith("result.json has 20 bytes")
+
+
+def test_cdas_page_shows_one_line_for_a_corrupt_newest_run(tmp_path: Path) -> None:
+    import panel as pn
+
+    from apps.pages.cdas import toy_view
+
+    store = RunStore(tmp_path)
+    run = store.open("cdas-toy", {"seed": 0})
+    run.write_json("toy.json", {"mlp_accuracy": 1.0})
+    run.finish({"mlp_accuracy": 1.0})
+    toy = run.dir / "toy.json"
+    toy.write_text(toy.read_text().replace("1.0", "0.5"))  # same size, different numbers
+    (alert,) = toy_view(store)
+    assert isinstance(alert, pn.pane.Alert) and "toy.json does not match its sha256" in alert.object
