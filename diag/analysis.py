@@ -23,8 +23,8 @@ from diag.progress import Progress, no_progress
 from diag.runs import Run, RunStore
 
 C = TypeVar("C")
-log = logging.getLogger("diag.analysis")
 R = TypeVar("R", bound="Result")
+log = logging.getLogger("diag.analysis")
 
 
 class Result(Protocol):

@@ -124,7 +124,7 @@ def runs_show(run_id: str, as_json: JsonFlag = False) -> None:
 
 @runs_app.command("verify")
 def runs_verify(
-    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (or unique prefixes); default every run.")] = None,
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (or unique prefixes); default every finished run.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Check finished runs' files against the sha256 in their manifests; exit 1 if any run is corrupt."""
