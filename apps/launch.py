@@ -12,7 +12,7 @@ from apps.forms import ConfigForm
 from apps.jobs import JobPanel
 from diag.analysis import config_to_dict, pinned
 from diag.errors import DiagError
-from diag.runs import RunStore, config_hash
+from diag.runs import RunStore, run_id_for
 
 
 class Launcher(pn.viewable.Viewer):
@@ -48,4 +48,4 @@ class Launcher(pn.viewable.Viewer):
         finally:
             self.button.disabled = False
         if result is not None:
-            self.on_done(f"{name}-{config_hash(name, config_to_dict(config))}")
+            self.on_done(run_id_for(name, config_to_dict(config)))

@@ -75,7 +75,9 @@ def report_link(run_id: str, label: str = "open as HTML report") -> str:
 
 
 class RunPicker(pn.viewable.Viewer):
-    """Choose one finished run of an analysis (newest first); ``value`` is the run id or None."""
+    """Choose one finished run of an analysis (newest first); ``value`` is the run id or None.
+
+    Corrupt runs are listed too, marked, so choosing one shows the store's one-line refusal naming the file."""
 
     def __init__(self, analysis: str, store: RunStore, describe: Any = None, **params: Any) -> None:
         super().__init__(**params)
@@ -89,11 +91,11 @@ class RunPicker(pn.viewable.Viewer):
         return self.select
 
     def _label(self, info: RunInfo) -> str:
-        extra = self._describe(info)
+        extra = "CORRUPT" if info.status == "corrupt" else self._describe(info)
         return f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}" + (f" · {extra}" if extra else "")
 
     def refresh(self, select: str | None = None) -> None:
-        infos = self.store.list(analysis=self.analysis, status="finished")
+        infos = [i for i in self.store.list(analysis=self.analysis) if i.status in ("finished", "corrupt")]
         options = {self._label(info): info.run_id for info in infos}
         self.select.options = options
         if select is not None and select in options.values():

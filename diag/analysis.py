@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import types
 import typing
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from diag.runs import Run, RunStore
 
 C = TypeVar("C")
 R = TypeVar("R", bound="Result")
+log = logging.getLogger("diag.analysis")
 
 
 class Result(Protocol):
@@ -203,20 +205,28 @@ def execute(
     """Reuse the finished run for this config, or compute it (resuming from its checkpoint) and save it.
 
     ``compute`` may call ``run.save_checkpoint``/``run.load_checkpoint`` to survive kills. Nothing marks the
-    run finished until the result has been saved completely.
+    run finished until the result has been saved completely. A finished run is reused only if its files match
+    their hashes; a corrupt one is said so in one warning line and computed again, which repairs it.
     """
     store = store or RunStore()
     run = store.open(analysis, config_to_dict(pin_model(config)), group=group)
     if run.finished:
-        store.last_run_id = run.run_id
-        return result_type.load(run)
+        problem = run.problem(full=True)
+        if problem is None:
+            store.last_run_id = run.run_id
+            return result_type.load(run)
+        log.warning("run %s is corrupt: %s; computing it again", run.run_id, problem)
+        run.reset()
     try:
         result = compute(run, progress)
         result.save(run)
-    except DiagError:
-        # Bad input: nothing worth keeping, and no half-written run left behind.
+    except DiagError as exc:
+        # Bad input: nothing worth keeping, and no half-written run left behind. A run that checkpointed before
+        # stopping is kept (running its config again resumes it) and marked failed, so it never reads as running.
         if run.load_checkpoint() is None:
             store.remove(run.run_id)
+        else:
+            run.fail(f"{type(exc).__name__}: {exc}")
         raise
     except BaseException as exc:
         run.fail(f"{type(exc).__name__}: {exc}")

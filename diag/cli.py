@@ -94,29 +94,64 @@ def zoo_list(as_json: JsonFlag = False) -> None:
 @runs_app.command("list")
 def runs_list(
     analysis: Annotated[str | None, typer.Option(help="Only runs of this analysis.")] = None,
-    status: Annotated[str | None, typer.Option(help="finished, running or failed.")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="running, interrupted (its process is gone), finished, corrupt (files changed since) or failed.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """List runs in the store, newest first."""
+    """List runs in the store, newest first (file sizes are checked here; `diag runs verify` checks hashes)."""
     from diag.runs import RunStore
 
     rows = RunStore().list(analysis=analysis, status=status)
     if as_json:
         typer.echo(json.dumps({"runs": [{"run_id": r.run_id, "analysis": r.analysis, "status": r.status,
-                                         "summary": r.summary} for r in rows]}))
+                                         "note": r.note, "summary": r.summary} for r in rows]}))
         return
     for r in rows:
-        typer.echo(f"{r.run_id}  {r.status:9s}  {r.path}")
+        typer.echo(f"{r.run_id}  {r.status:11s}  {r.path}" + (f"  ({r.note})" if r.note else ""))
 
 
 @runs_app.command("show")
 def runs_show(run_id: str, as_json: JsonFlag = False) -> None:
-    """Show a run's config and summary."""
+    """Show a run's config and summary (a finished run's files are checked against their hashes first)."""
     from diag.runs import RunStore
 
-    run = RunStore().get(run_id)
-    summary = run.summary if run.finished else {"status": "unfinished"}
+    store = RunStore()
+    run = store.get(run_id)
+    info = store.info(run.run_id)
+    summary = run.summary if run.finished else {"status": info.status, **({"note": info.note} if info.note else {})}
     emit({"analysis": run.analysis, "config": run.config, "summary": summary}, as_json, run.run_id)
+
+
+@runs_app.command("verify")
+def runs_verify(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (or unique prefixes); default every finished run.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check finished runs' files against the sha256 in their manifests; exit 1 if any run is corrupt."""
+    from diag.runs import MANIFEST_FILE, RunStore
+
+    store = RunStore()
+    runs = [store.get(run_id, verify=False) for run_id in run_ids or []]  # all resolved before any is hashed
+    if not run_ids:
+        runs = [store.get(r.run_id, verify=False) for r in store.list() if r.status in ("finished", "corrupt")]
+    rows = []
+    for run in runs:
+        if not run.finished:
+            rows.append({"run_id": run.run_id, "status": store.info(run.run_id).status, "problem": None})
+            continue
+        problem = run.problem(full=True)
+        checked = "sha256" if (run.dir / MANIFEST_FILE).exists() else "structure"
+        rows.append({"run_id": run.run_id, "status": "corrupt" if problem else "finished", "checked": checked,
+                     "problem": problem})
+    corrupt = [row["run_id"] for row in rows if row["status"] == "corrupt"]
+    if as_json:
+        typer.echo(json.dumps({"runs": rows, "corrupt": corrupt}))
+    else:
+        for row in rows:
+            detail = row["problem"] or (f"checked by {row['checked']}" if "checked" in row else "not finished")
+            typer.echo(f"{row['run_id']}  {row['status']:11s}  {detail}")
+    if corrupt:
+        sys.exit(1)  # not typer.Exit: with standalone_mode=False click returns its code instead of exiting
 
 
 @runs_app.command("rm")
@@ -132,7 +167,7 @@ def runs_rm(
     store = RunStore()
     if not run_ids and analysis is None and status is None:
         raise DiagError("name the runs to delete, or select them with --analysis and/or --status")
-    targets = [store.get(run_id).run_id for run_id in run_ids or []]  # all resolved before any is deleted
+    targets = [store.get(run_id, verify=False).run_id for run_id in run_ids or []]  # all resolved before any rm
     if analysis is not None or status is not None:
         targets += [r.run_id for r in store.list(analysis=analysis, status=status)]
     removed = list(dict.fromkeys(targets))

@@ -22,6 +22,7 @@ from apps.views import PickedRunView, RunPicker, report_link, stored_figures, ta
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
 from diag.boundary.nld import fourier_spectrum
+from diag.errors import DiagError
 from diag.runs import RunStore
 
 INTRO = (
@@ -160,7 +161,11 @@ class Scrubber(pn.viewable.Viewer):
             self.result = None
             self.info.object = "_No recorded episodes yet: record some with the sidebar's second card._"
             return
-        self.result = episodes.Result.load(self.store.get(self.picker.value))
+        try:
+            self.result = episodes.Result.load(self.store.get(self.picker.value))
+        except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
+            self.result, self.info.object = None, str(exc)
+            return
         if "frames" not in self.result.steps:
             self.info.object = "_This run was recorded without frames (keep_frames=false)._"
             self.result = None
@@ -188,7 +193,7 @@ class Scrubber(pn.viewable.Viewer):
         i = int(idx[min(self.step.value, len(idx) - 1)])
         steps = self.result.steps
         self.frame_source.data = {"image": [steps["frames"][i].astype(float)]}
-        policy = self.store.get(self.picker.value).config["policy"]
+        policy = self.store.get(self.picker.value, verify=False).config["policy"]  # hashes checked in _load
         g = self.directions.get(policy)
         if g is not None:
             mag = np.abs(g).mean(axis=0)

@@ -108,8 +108,11 @@ def toy_view(store: RunStore) -> list[Any]:
     infos = store.list(analysis=toy.ANALYSIS, status="finished")
     if not infos:
         return [pn.pane.Markdown("_No ground-truth (cdas-toy) run stored yet: `diag cdas toy` makes one._")]
-    run = store.get(infos[0].run_id)
-    result = toy.Result.load(run)
+    try:
+        run = store.get(infos[0].run_id)
+        result = toy.Result.load(run)
+    except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
+        return [pn.pane.Alert(str(exc), alert_type="danger")]
     summary = run.summary
     rows = []
     for objective, per_var in result.aligned.items():
@@ -134,8 +137,11 @@ def layer_sweep_view(store: RunStore) -> list[Any]:
     infos = store.list(analysis=sweep.ANALYSIS, status="finished")
     if not infos:
         return [pn.pane.Markdown("_No layer sweep (cdas-steer-sweep) run stored yet: `diag cdas sweep` makes one._")]
-    run = store.get(infos[0].run_id)
-    result = sweep.Result.load(run)
+    try:
+        run = store.get(infos[0].run_id)
+        result = sweep.Result.load(run)
+    except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
+        return [pn.pane.Alert(str(exc), alert_type="danger")]
     rows = [{"layer": layer, **{f"{m} {d}": f"{result.scores[str(layer)][m][d]:.2f}"
                                 for m in steer.METHODS for d in steer.DIRECTIONS}} for layer in result.layers]
     concepts = ", ".join(run.config["concepts"])

@@ -10,9 +10,10 @@ import panel as pn
 
 from apps import shell
 from apps.views import headline_metrics, metrics_frame, report_link, stored_figures, table, when
+from diag.errors import DiagError
 from diag.registry import ANALYSES
 from diag.report.sections import format_value
-from diag.runs import RunInfo, RunStore
+from diag.runs import RUN_STATUSES, RunInfo, RunStore
 
 ALL = "(all)"
 INTRO = (
@@ -25,6 +26,8 @@ def headline(info: RunInfo, limit: int = 3) -> str:
     """The first few numbers of a run's summary, for the overview table."""
     if info.status == "failed":
         return f"error: {info.summary.get('error', '?')}"[:120]
+    if info.status in ("corrupt", "interrupted"):
+        return info.note[:120]
     metrics = [m for m in headline_metrics(info.analysis, info.summary)
                if not isinstance(m.value, str) or len(m.value) < 24]
     return "; ".join(f"{m.name}={format_value(m.value)}" for m in metrics[:limit])
@@ -63,7 +66,7 @@ def page() -> Any:
     store = RunStore()
     analysis = pn.widgets.Select(name="Analysis", options=[ALL, *sorted(ANALYSES)], value=ALL,
                                  sizing_mode="stretch_width")
-    status = pn.widgets.Select(name="Status", options=[ALL, "finished", "running", "failed"], value=ALL,
+    status = pn.widgets.Select(name="Status", options=[ALL, *RUN_STATUSES], value=ALL,
                                sizing_mode="stretch_width")
     group = pn.widgets.Select(name="Group", options=[ALL], value=ALL, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="Refresh", button_type="default", sizing_mode="stretch_width")
@@ -91,7 +94,11 @@ def page() -> Any:
         if not ids:
             detail[:] = [pn.pane.Markdown("_Tick one run to see its numbers and figures, or several to compare._")]
             return
-        metrics, configs = comparison_frames(store, ids)
+        try:
+            metrics, configs = comparison_frames(store, ids)
+        except DiagError as exc:  # a corrupt run: one line naming the damaged file
+            detail[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
+            return
         title = "Comparison" if len(ids) > 1 else f"Run `{ids[0]}`"
         links = " · ".join(report_link(i, f"report {i}") for i in ids)
         items: list[Any] = [pn.pane.Markdown(f"### {title}"), pn.pane.HTML(links),

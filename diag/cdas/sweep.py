@@ -16,7 +16,7 @@ from diag.cdas import steer
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
-from diag.runs import Run, RunStore, config_hash
+from diag.runs import Run, RunStore, run_id_for
 
 ANALYSIS = "cdas-steer-sweep"
 
@@ -103,7 +103,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
         steer_config = config.steer_config(layer)
         result = steer.run(steer_config, progress=inner, store=run.store)
-        runs[str(layer)] = f"{steer.ANALYSIS}-{config_hash(steer.ANALYSIS, config_to_dict(pin_model(steer_config)))}"
+        runs[str(layer)] = run_id_for(steer.ANALYSIS, config_to_dict(pin_model(steer_config)))
         scores[str(layer)] = result.table()
     progress(len(config.layers), len(config.layers), "done")
     return Result(list(config.layers), runs, scores)

@@ -20,12 +20,11 @@ import jinja2
 
 from diag.errors import DiagError
 from diag.report.sections import Guide, Metric, Table, format_value, guide_for, metrics_from_summary
-from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore
+from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore, is_run_id
 
 # Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
 _MODEL_FIELD = re.compile(r"(^|_)(model|policy|policies|adapter|reference|ref|checkpoint|weights)s?($|_)")
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".npz", ".json", ".md"}
-_RUN_ID = re.compile(r"^[a-z0-9_-]+-[0-9a-f]{16}$")  # what RunStore.open names a run
 _HASH_LIMIT = 512 * 1024 * 1024  # larger files are named but not hashed
 
 
@@ -97,7 +96,7 @@ def _provenance_row(key: str, value: str, store: RunStore) -> dict[str, Any]:
 
     row: dict[str, Any] = {"field": key, "name": value, "files": [], "card": None}
     asset, path = _zoo_asset(value), Path(value).expanduser()
-    produced_by = store.root / value if _RUN_ID.match(value) else None
+    produced_by = store.root / value if is_run_id(value) else None
     if produced_by is not None and (produced_by / CONFIG_FILE).exists():
         analysis = json.loads((produced_by / CONFIG_FILE).read_text())["analysis"]
         return {**row, "kind": f"run of {analysis} in the store", "location": str(produced_by), "sha256": None,
@@ -161,6 +160,7 @@ def build_section(run: Run, number: int = 1, failure: str | None = None) -> Sect
     error = None
     compute_seconds = None
     if run.finished:
+        run.check()  # a corrupt run is refused with one line naming the damaged file
         status = "finished"
         result = json.loads((run.dir / RESULT_FILE).read_text())
         summary = result["summary"]
