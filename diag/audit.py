@@ -88,8 +88,10 @@ def audit(
         try:
             config = pinned(module, module.audit_config(scale))
             run = store.open(module.ANALYSIS, config_to_dict(config))
-            if run.finished:
+            if run.finished and run.problem(full=True) is None:
                 how = "reused"
+            elif run.finished:
+                note = "recomputed: its stored files were corrupt"
             elif (run.dir / CHECKPOINT_FILE).exists():
                 note = "resumed from its checkpoint"
             module.run(config, progress=progress, store=store)

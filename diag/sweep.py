@@ -121,7 +121,7 @@ def run_sweep(
     module = analysis_module(spec.analysis)
     configs = [pinned(module, c) for c in spec.configs()]
     runs = [store.open(module.ANALYSIS, config_to_dict(c), group=spec.group) for c in configs]
-    reused = [run.finished for run in runs]
+    reused = [run.finished and run.problem(full=True) is None for run in runs]  # a corrupt point is redone
     _write_manifest(store, spec, [run.run_id for run in runs])
     todo = [i for i, done in enumerate(reused) if not done]
     started = time.perf_counter()
