@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.boundary.condition import CONDITIONS, perturbation
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -27,15 +27,17 @@ ANALYSIS = "boundary_episodes"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
     policy: str = "roadrunner-vanilla"
     policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
-    episodes: int = 20
-    max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
+    episodes: int = checked(20, low=1, high=10_000)
+    # agent steps per episode (8,000 frames); capped episodes are flagged
+    max_steps: int = checked(2000, low=1, high=1_000_000)
     condition: str = "clean"  # clean, a shift or an attack (see diag.boundary.condition.CONDITIONS)
-    eps: float = 1 / 255
-    pgd_steps: int = 10
-    seed: int = 0
+    eps: float = checked(1 / 255, low=0, high=1)
+    pgd_steps: int = checked(10, low=1, high=10_000)
+    seed: int = checked(0, low=0, high=MAX_SEED)
     random_baseline: bool = True
     keep_frames: bool = True
 
