@@ -82,25 +82,25 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
                 return _coerce(owner, name, option, value)
             except DiagError:
                 continue
-        raise DiagError(f"{owner}: {name} must be {_describe(hint)}, got {_show(value)}")
+        raise DiagError(f"{owner}.{name} must be {_describe(hint)}, got {_show(value)}")
     if hint is type(None):
         if value is None:
             return None
-        raise DiagError(f"{owner}: {name} must be null, got {_show(value)}")
+        raise DiagError(f"{owner}.{name} must be null, got {_show(value)}")
     if origin is typing.Literal:
         if value in args:
             return value
-        raise DiagError(f"{owner}: {name} must be one of {', '.join(map(repr, args))}, got {_show(value)}")
+        raise DiagError(f"{owner}.{name} must be one of {', '.join(map(repr, args))}, got {_show(value)}")
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
-            raise DiagError(f"{owner}: {name} must be a list, got {_show(value)}")
+            raise DiagError(f"{owner}.{name} must be a list, got {_show(value)}")
         item = args[0] if args else Any
         items = [_coerce(owner, name, item, v) for v in value]
         return tuple(items) if origin is tuple else items
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise DiagError(f"{owner}: {name} must be {_describe(hint)}, got {_show(value)}")
+        raise DiagError(f"{owner}.{name} must be {_describe(hint)}, got {_show(value)}")
     return value
 
 
@@ -159,7 +159,7 @@ def check_fields(config: Any) -> None:
     fields = dataclasses.fields(config)
     for f in fields:
         check = f.metadata.get("check", Check())
-        _check_value(f"{owner}: {f.name}", hints[f.name], getattr(config, f.name), check)
+        _check_value(f"{owner}.{f.name}", hints[f.name], getattr(config, f.name), check)
     for f in fields:
         model_field = f.metadata.get("check", Check()).layer_of
         if model_field is not None:
@@ -218,8 +218,11 @@ def _check_value(where: str, hint: Any, value: Any, check: Check) -> None:
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
             raise DiagError(f"{where} must be {_describe(hint)}, got {_show(value)}")
+        if not value and check.min_len > 0:
+            owner, _, name = where.rpartition(".")
+            raise DiagError(f"{owner}: no {name} given")
         if len(value) < check.min_len:
-            raise DiagError(f"{where} must have at least {check.min_len} item(s), got {len(value)}")
+            raise DiagError(f"{where} must have at least {check.min_len} items, got {len(value)}")
         if check.max_len is not None and len(value) > check.max_len:
             raise DiagError(f"{where} must have at most {check.max_len} items, got {len(value)}")
         for item in value:
@@ -240,12 +243,17 @@ def _check_number(where: str, hint: type, value: Any, check: Check) -> None:
         raise DiagError(f"{where} must be {_describe(hint)}, got {_show(value)}")
     if not math.isfinite(value):
         raise DiagError(f"{where} must be a finite number, got {value}")
-    if check.low is not None and value < check.low:
-        raise DiagError(f"{where} must be at least {_num(check.low)}, got {_num(value)}")
-    if check.above is not None and value <= check.above:
-        raise DiagError(f"{where} must be greater than {_num(check.above)}, got {_num(value)}")
-    if check.high is not None and value > check.high:
-        raise DiagError(f"{where} must be at most {_num(check.high)}, got {_num(value)}")
+    too_low = (check.low is not None and value < check.low) or (check.above is not None and value <= check.above)
+    if too_low or (check.high is not None and value > check.high):
+        raise DiagError(f"{where} {_num(value)} out of range: must be {_range_text(check, hint is int)}")
+
+
+def _range_text(check: Check, integral: bool) -> str:
+    if integral and check.low is not None and check.high is not None:
+        return f"{_num(check.low)}..{_num(check.high)}"
+    parts = [f"{sign} {_num(bound)}" for sign, bound in ((">=", check.low), (">", check.above), ("<=", check.high))
+             if bound is not None]
+    return " and ".join(parts)
 
 
 def _num(value: float) -> str:

@@ -46,7 +46,7 @@ class Config:
     policies: tuple[str, ...] = checked(("roadrunner-vanilla", "roadrunner-robust"), max_len=16)
     # set by pin_inputs: retrained checkpoints make a new run
     policies_sha256: tuple[str | None, ...] = checked((), min_len=0)
-    episodes: int = checked(10, low=2, high=1000)  # per state set, as in the paper
+    episodes: int = checked(10, low=2, high=1000)  # per state set, as in the paper (a direction needs 2+)
     max_steps: int = checked(300, low=2, high=100_000)  # agent steps recorded per episode
     conditions: tuple[str, ...] = checked(
         ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm", "pgd"), max_len=32)
@@ -292,10 +292,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     bad = [c for c in config.conditions if c not in CONDITIONS or c == "clean"]
     if bad:
         raise DiagError(f"unknown condition(s) {bad}: choose from {', '.join(CONDITIONS[1:])}")
-    if not config.policies:
-        raise DiagError("no policies given")
-    if config.episodes < 2 or config.max_steps < 2:
-        raise DiagError("need at least 2 episodes of at least 2 steps for a principal direction")
     return Result({name: analyse_policy(name, config, run, progress) for name in config.policies},
                   config.topk_fraction)
 

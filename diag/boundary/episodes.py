@@ -110,8 +110,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     if config.condition not in CONDITIONS:
         raise DiagError(f"unknown condition {config.condition!r}: choose from {', '.join(CONDITIONS)}")
-    if config.episodes < 1 or config.max_steps < 1:
-        raise DiagError("episodes and max_steps must be positive")
     policy = load_policy(config.policy)
     torch.manual_seed(config.seed)
     perturb = perturbation(config.condition, policy.network, config.eps, config.pgd_steps)

@@ -63,14 +63,6 @@ class Config:
     device: str = checked("cpu", kind="device")
 
     def __post_init__(self) -> None:
-        if not self.concepts:
-            raise DiagError("no concepts given")
-        if not self.alphas:
-            raise DiagError("no alphas given")
-        if self.eval_prompts < 2:
-            raise DiagError("eval_prompts must be >= 2 (one per held-out half)")
-        if min(self.steps, self.pairs_per_step, self.max_new_tokens, self.train_tokens) < 1:
-            raise DiagError("steps, pairs_per_step, train_tokens and max_new_tokens must be positive")
         if self.init not in ("diffmean", "random"):
             raise DiagError(f"init must be diffmean or random, got {self.init!r}")
 

@@ -37,8 +37,6 @@ class Config:
     device: str = checked("cpu", kind="device")
 
     def __post_init__(self) -> None:
-        if not self.layers:
-            raise DiagError("no layers given")
         if len(set(self.layers)) != len(self.layers):
             raise DiagError(f"layers repeat: {self.layers}")
         self.steer_config(self.layers[0])  # the per-layer study validates everything else

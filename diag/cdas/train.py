@@ -115,8 +115,6 @@ class Config:
 
         if self.objective not in OBJECTIVES:
             raise DiagError(f"objective {self.objective!r} unknown: choose one of {', '.join(OBJECTIVES)}")
-        if min(self.steps, self.pairs_per_step) < 1:
-            raise DiagError("steps and pairs_per_step must be positive")
 
 
 @dataclass

@@ -270,8 +270,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.credit.metrics import bootstrap_mean
     from diag.credit.scorer import encode, load_pair
 
-    if not config.seeds:
-        raise DiagError("at least one seed is needed")
     records = load_records(config)
     pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device)
     tok = pair.tokenizer

@@ -187,8 +187,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.vocab < 2 or config.length < 1 or config.vocab ** config.length > 1_000_000:
         raise DiagError(f"vocab {config.vocab} and length {config.length}: need vocab >= 2, length >= 1 and at "
                         "most 1e6 sequences")
-    if config.beta <= 0 or not config.seeds:
-        raise DiagError("beta must be positive and at least one seed is needed")
     learned, advantage, reward, accuracy = [], [], [], []
     for i, seed in enumerate(config.seeds):
         rng = np.random.default_rng(seed)

@@ -297,8 +297,6 @@ def _imported(config: Config) -> Result:
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.rollouts_file is not None:
         return _imported(config)
-    if config.n_samples < 1 or config.max_new_tokens < 1 or config.max_tool_calls < 0:
-        raise DiagError("n_samples and max_new_tokens must be >= 1 and max_tool_calls >= 0")
     problems = _select_problems(config)
     if not problems:
         raise DiagError("no problems selected")
