@@ -190,12 +190,11 @@ def sweep(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a usage error or bad input is one line on stderr and exit code 2, never a traceback."""
-    from typer._click import (
-        exceptions as click_errors,  # typer 0.29 raises its own copy of click's exceptions
-    )
+    # typer 0.29 raises its own copy of click's exceptions, not click's
+    from typer._click import exceptions as click_errors
 
     try:
-        app(args=argv, prog_name="diag", standalone_mode=False)
+        code = app(args=argv, prog_name="diag", standalone_mode=False)  # a command's typer.Exit(n) returns n
     except click_errors.NoArgsIsHelpError as exc:  # a bare group: its help is already on stdout
         fail(f"{exc.ctx.command_path}: missing command (listed above)")
     except click_errors.UsageError as exc:
@@ -207,15 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code if isinstance(code, int) else 1)
     except (DiagError, FileNotFoundError) as exc:
         fail(str(exc))
     except Exception as exc:
         if _is_probe_error(exc):
             fail(str(exc))
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 def fail(message: str) -> None:
