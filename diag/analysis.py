@@ -166,7 +166,8 @@ def check_fields(config: Any) -> None:
             from diag.zoo.sources import check_layer_range
 
             layers = getattr(config, f.name)
-            check_layer_range(getattr(config, model_field), layers if isinstance(layers, tuple | list) else [layers])
+            layers = layers if isinstance(layers, tuple | list) else [layers]
+            check_layer_range(getattr(config, model_field), layers)
 
 
 @functools.cache
@@ -243,16 +244,17 @@ def _check_number(where: str, hint: type, value: Any, check: Check) -> None:
         raise DiagError(f"{where} must be {_describe(hint)}, got {_show(value)}")
     if not math.isfinite(value):
         raise DiagError(f"{where} must be a finite number, got {value}")
-    too_low = (check.low is not None and value < check.low) or (check.above is not None and value <= check.above)
-    if too_low or (check.high is not None and value > check.high):
+    below = check.low is not None and value < check.low
+    at_or_below = check.above is not None and value <= check.above
+    if below or at_or_below or (check.high is not None and value > check.high):
         raise DiagError(f"{where} {_num(value)} out of range: must be {_range_text(check, hint is int)}")
 
 
 def _range_text(check: Check, integral: bool) -> str:
     if integral and check.low is not None and check.high is not None:
         return f"{_num(check.low)}..{_num(check.high)}"
-    parts = [f"{sign} {_num(bound)}" for sign, bound in ((">=", check.low), (">", check.above), ("<=", check.high))
-             if bound is not None]
+    bounds = ((">=", check.low), (">", check.above), ("<=", check.high))
+    parts = [f"{sign} {_num(bound)}" for sign, bound in bounds if bound is not None]
     return " and ".join(parts)
 
 
@@ -355,8 +357,8 @@ def pin_model(config: Any) -> Any:
     from diag.zoo.sources import resolve_lm_source  # torch-free, so a refused run never waits for torch
 
     source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
-    return dataclasses.replace(config, model_sha256=fingerprint(Path(source.location)) if source.kind == "local"
-                               else None)
+    sha = fingerprint(Path(source.location)) if source.kind == "local" else None
+    return dataclasses.replace(config, model_sha256=sha)
 
 
 def pinned(module: types.ModuleType, config: Any) -> Any:

@@ -81,7 +81,8 @@ def test_unknown_option(path: tuple[str, ...], capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize(("path", "cmd"), REQUIRED, ids=[" ".join(p) for p, _ in REQUIRED])
-def test_missing_required_parameter(path: tuple[str, ...], cmd: typing.Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_required_parameter(path: tuple[str, ...], cmd: typing.Any,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     _, line = usage_error(capsys, *path)
     assert "Missing" in line and f"Try 'diag {' '.join(path)} --help'." in line
 
@@ -94,7 +95,8 @@ def test_group_without_command_shows_help_and_exits_2(path: tuple[str, ...], cap
 
 @pytest.mark.parametrize(("path", "cmd", "option"), NUMBER_OPTIONS,
                          ids=[f"{' '.join(p)} {o}" for p, _, o in NUMBER_OPTIONS])
-def test_bad_number(path: tuple[str, ...], cmd: typing.Any, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_number(path: tuple[str, ...], cmd: typing.Any, option: str,
+                    capsys: pytest.CaptureFixture[str]) -> None:
     _, line = usage_error(capsys, *path, option, "many", *_fill_required(cmd))
     assert f"Invalid value for '{option}'" in line
 
@@ -175,11 +177,12 @@ def test_help_costs_about_a_bare_typer_help() -> None:
     ``sub hello --help``) measured in the same minute: ~1.2x here, ~8x when every call imported torch. The
     60 s bound only catches a hang.
     """
-    floor = sorted(_seconds([sys.executable, "-c", _FLOOR_APP, "sub", "hello", "--help"]) for _ in range(3))[1]
+    floor_argv = [sys.executable, "-c", _FLOOR_APP, "sub", "hello", "--help"]
+    floor = sorted(_seconds(floor_argv) for _ in range(3))[1]
     times = {" ".join(("diag", *path)): _seconds([*DIAG, *path, "--help"]) for path, _ in COMMANDS}
     ranked = sorted(times.items(), key=lambda item: -item[1])
     print(f"\nfloor (a two-level typer app's sub hello --help): {floor:.2f} s")
-    print("\n".join(f"{seconds:6.2f} s  ({seconds / floor:4.1f}x)  {name} --help" for name, seconds in ranked))
+    print("\n".join(f"{secs:6.2f} s  ({secs / floor:4.1f}x)  {name} --help" for name, secs in ranked))
     median = sorted(times.values())[len(times) // 2]
     assert median / floor < 2.0, (floor, ranked)
     assert ranked[0][1] < 60
@@ -197,7 +200,7 @@ except SystemExit as exc:
 
 
 def test_layer_range_fails_before_torch_or_weights(diag_home: Path) -> None:
-    """``--layers 0,99`` is refused from the model's config file: no torch, no weights, no run (issue: < 2 s)."""
+    """``--layers 0,99`` is refused from the model's config file: no torch, no weights, no run (bar: < 2 s)."""
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _LAYER_PROBE], capture_output=True, text=True, timeout=60,
                           check=False)
