@@ -8,7 +8,7 @@ Alpha is in residual norms at each layer, so one grid means the same edit streng
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from diag.analysis import MAX_SEED, checked, config_to_dict, execute, pin_model, validated
@@ -43,7 +43,7 @@ class Config:
 
     def steer_config(self, layer: int) -> steer.Config:
         shared = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"}
-        return replace(steer.Config(), layer=layer, **shared)
+        return steer.Config(layer=layer, **shared)
 
 
 @dataclass
