@@ -118,7 +118,8 @@ class Check:
     Numbers lie in [low, high], or in (above, high] where zero is meaningless (rates, temperatures); NaN and
     infinities never pass. Text is non-empty unless ``empty`` (the empty string then means a default).
     ``kind`` "file": an existing UTF-8 text file, or one of ``names``; "model": a model name, directory or hub
-    id (``diag.zoo.sources``); "device": auto, cpu, mps or cuda[:N].
+    id (``diag.zoo.sources``); "device": auto, cpu, mps or cuda[:N]. ``layer_of`` names the field holding the
+    model these block indices must exist in, read from its config file (no weights, no torch).
     """
 
     low: float | None = None
@@ -138,9 +139,12 @@ def checked(default: Any, **check: Any) -> Any:
 
 
 def validated(cls: type[C]) -> type[C]:
-    """Class decorator, placed under ``@dataclass``: every construction (``Config(...)``,
-    ``config_from_dict``, ``dataclasses.replace``) checks each field (``check_fields``) before the class's own
-    ``__post_init__``, which is left to checks across fields."""
+    """Class decorator (under ``@dataclass``): every construction checks each field first.
+
+    ``Config(...)``, ``config_from_dict`` and ``dataclasses.replace`` all run ``check_fields`` before the
+    class's own ``__post_init__``, which is left to checks across fields. So the CLI, ``diag run``, sweeps, the
+    app's forms and notebooks refuse the same values with the same line, before any run is opened.
+    """
     own = cls.__dict__.get("__post_init__")
 
     def __post_init__(self: Any) -> None:
