@@ -199,8 +199,15 @@ except SystemExit as exc:
 """
 
 
-def test_layer_range_fails_before_torch_or_weights(diag_home: Path) -> None:
-    """``--layers 0,99`` is refused from the model's config file: no torch, no weights, no run (bar: < 2 s)."""
+@pytest.mark.parametrize("first_run", [False, True], ids=["cached", "first-run"])
+def test_layer_range_fails_before_torch_or_weights(first_run: bool, diag_home: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--layers 0,99`` is refused from the model's config: no torch, no weights, no run (bar: < 2 s).
+
+    On a first run the dequantized cache (and its config.json) does not exist yet: the GGUF header answers.
+    """
+    if first_run:
+        monkeypatch.setenv("DIAG_MODELS", str(tmp_path / "empty-models"))
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _LAYER_PROBE], capture_output=True, text=True, timeout=60,
                           check=False)

@@ -216,3 +216,35 @@ def test_app_form_refuses_a_bad_layer_in_one_line_before_any_job() -> None:
     form.widgets["device"].value = "gpu"
     with pytest.raises(DiagError, match="capture.device: unknown device 'gpu'"):
         form.config()
+
+
+def test_gguf_header_facts_match_ggufs_own_reader() -> None:
+    """The layer check's fast header reader agrees with gguf's full parser on the embedded model."""
+    from gguf import GGUFReader
+
+    from diag.zoo.sources import _gguf_config, _smollm2_gguf
+
+    reader = GGUFReader(_smollm2_gguf())
+
+    def field(key: str) -> Any:
+        value = reader.fields[key]
+        return value.parts[value.data[0]].tolist()[0]
+
+    facts = _gguf_config(_smollm2_gguf())
+    assert facts == {"model_type": "llama", "num_hidden_layers": field("llama.block_count"),
+                     "hidden_size": field("llama.embedding_length"),
+                     "intermediate_size": field("llama.feed_forward_length"),
+                     "num_attention_heads": field("llama.attention.head_count")}
+    assert facts["num_hidden_layers"] == 30 and facts["hidden_size"] == 576
+
+
+def test_a_truncated_gguf_header_is_one_line(tmp_path: Path) -> None:
+    from diag.zoo.sources import _gguf_config, _smollm2_gguf
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(_smollm2_gguf().read_bytes()[:200])
+    with pytest.raises(DiagError, match="truncated or malformed GGUF header"):
+        _gguf_config(cut)
+    (tmp_path / "not.gguf").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DiagError, match="is not a GGUF file"):
+        _gguf_config(tmp_path / "not.gguf")
