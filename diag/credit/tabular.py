@@ -34,7 +34,7 @@ class Config:
     beta: float = checked(0.5, above=0, high=1000)
     reward_scale: float = checked(1.0, above=0, high=1000)
     # data-limited below ~1e5: rare deep states need many comparisons
-    n_pairs: int = checked(200_000, low=1, high=100_000_000)
+    n_pairs: int = checked(200_000, low=1, high=10_000_000)
     steps: int = checked(300, low=1, high=1_000_000)
     lr: float = checked(0.05, above=0, high=10)
     # each seed: a new MDP, new pairs, a new trained table
