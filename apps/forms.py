@@ -15,7 +15,7 @@ from typing import Any
 
 import panel as pn
 
-from diag.analysis import config_from_dict, config_to_dict
+from diag.analysis import config_from_dict, config_to_dict, json_error_reason
 from diag.errors import DiagError
 
 
@@ -80,7 +80,7 @@ def _parse(name: str, hint: Any, widget: pn.widgets.Widget) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DiagError(f"{_label(name)}: not valid JSON: {exc.msg}") from exc
+        raise DiagError(f"{_label(name)}: invalid JSON at column {exc.colno}: {json_error_reason(exc)}") from exc
 
 
 class ConfigForm(pn.viewable.Viewer):

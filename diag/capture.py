@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
-from diag.analysis import execute
-from diag.errors import DiagError
+from diag.analysis import checked, execute, validated
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric
 from diag.runs import Run, RunStore
@@ -24,14 +22,15 @@ ANALYSIS = "capture"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    model: str = "smollm2-135m-instruct"
+    model: str = checked("smollm2-135m-instruct", kind="model")
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     prompt: str = "The capital of France is"
-    layers: tuple[int, ...] = (0,)
+    layers: tuple[int, ...] = checked((0,), low=0, high=999, max_len=1000, layer_of="model")
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
     backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
-    device: str = "auto"
+    device: str = checked("auto", kind="device")
 
 
 @dataclass
@@ -78,13 +77,11 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
+    import torch  # here, not at the top: a refused config never waits for torch's second of import
+
     from diag.zoo import load_lm
-    from diag.zoo.sources import check_layer_range
     from probes import Site, get_backend
 
-    check_layer_range(config.model, config.layers)
-    if not config.prompt.strip():
-        raise DiagError("empty prompt")
     model, tokenizer = load_lm(config.model, config.device)
     sites = [Site(layer, config.component) for layer in config.layers]  # type: ignore[arg-type]
     backend = get_backend(config.backend, model, tokenizer)

@@ -223,31 +223,44 @@ def sweep(
     emit(outcome.summary(), as_json)
 
 
-def main() -> None:
-    """Entry point: turn expected failures into one line and exit code 2."""
-    from probes.errors import ProbeError
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: a usage error or bad input is one line on stderr and exit code 2, never a traceback."""
+    # typer 0.29 raises its own copy of click's exceptions, not click's
+    from typer._click import exceptions as click_errors
 
     try:
-        app(standalone_mode=False)
-    except (DiagError, ProbeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code if isinstance(code, int) else 1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(130)
+        code = app(args=argv, prog_name="diag", standalone_mode=False)  # a command's typer.Exit(n) returns n
+    except click_errors.NoArgsIsHelpError as exc:  # a bare group: its help is already on stdout
+        fail(f"{exc.ctx.command_path}: missing command (listed above)")
+    except click_errors.UsageError as exc:
+        message = exc.format_message().strip()
+        message += "" if message.endswith((".", "?", "!")) else "."
+        fail(message + (f" Try '{exc.ctx.command_path} --help'." if exc.ctx is not None else ""))
+    except click_errors.ClickException as exc:
+        fail(exc.format_message())
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except (DiagError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        if _is_probe_error(exc):
+            fail(str(exc))
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def fail(message: str) -> None:
+    """Print one line (whitespace runs collapsed) and exit 2: the CLI's answer to bad input."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)
+
+
+def _is_probe_error(exc: Exception) -> bool:
+    """A ProbeError (bad site, no backend), told without importing probes: its package loads torch."""
+    probe_errors = sys.modules.get("probes.errors")
+    return probe_errors is not None and isinstance(exc, probe_errors.ProbeError)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.boundary.condition import CONDITIONS, perturbation
 from diag.boundary.policy.load import Policy, load_for_play
 from diag.boundary.policy.play import EnvironmentStuck, play
@@ -44,23 +44,27 @@ ATTRIBUTIONS = ("saliency", "integrated_gradients", "occlusion")
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    policies: tuple[str, ...] = ("roadrunner-vanilla", "roadrunner-robust")
-    policies_sha256: tuple[str | None, ...] = ()  # set by pin_inputs: retrained checkpoints make a new run
+    policies: tuple[str, ...] = checked(("roadrunner-vanilla", "roadrunner-robust"), max_len=16)
+    # set by pin_inputs: retrained checkpoints make a new run
+    policies_sha256: tuple[str | None, ...] = checked((), min_len=0)
     game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
     full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
-    device: str = "auto"  # auto = CUDA when present
+    device: str = checked("auto", kind="device")  # auto = CUDA when present
     allow_tf32: bool = False  # TF32 moved RA-NLD gradients by 3% on an H200: off unless allowed
-    episodes: int = 10  # per state set, as in the paper
-    max_steps: int = 300  # agent steps recorded per episode
-    conditions: tuple[str, ...] = ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm",
-                                   "pgd")
-    eps: float = 1 / 255
-    pgd_steps: int = 10  # Madry et al.: 10 steps of 2.5 eps / 10, random start
-    topk_fraction: float = 0.01  # share of pixels counted as "most sensitive" for disjointness
-    attribution_states: int = 32  # states (evenly spaced over the clean set) given to the captum baselines
-    ig_steps: int = 16
-    seed: int = 0
+    episodes: int = checked(10, low=2, high=1000)  # per state set, as in the paper (a direction needs 2+)
+    max_steps: int = checked(300, low=2, high=100_000)  # agent steps recorded per episode
+    conditions: tuple[str, ...] = checked(
+        ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm", "pgd"), max_len=32)
+    eps: float = checked(1 / 255, low=0, high=1)
+    pgd_steps: int = checked(10, low=1, high=10_000)  # Madry et al.: 10 steps of 2.5 eps / 10, random start
+    # share of pixels counted as "most sensitive" for disjointness
+    topk_fraction: float = checked(0.01, above=0, high=1)
+    # states (evenly spaced over the clean set) given to the captum baselines
+    attribution_states: int = checked(32, low=1, high=100_000)
+    ig_steps: int = checked(16, low=1, high=10_000)
+    seed: int = checked(0, low=0, high=MAX_SEED)
 
 
 @dataclass
@@ -304,10 +308,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     bad = [c for c in config.conditions if c not in CONDITIONS or c == "clean"]
     if bad:
         raise DiagError(f"unknown condition(s) {bad}: choose from {', '.join(CONDITIONS[1:])}")
-    if not config.policies:
-        raise DiagError("no policies given")
-    if config.episodes < 2 or config.max_steps < 2:
-        raise DiagError("need at least 2 episodes of at least 2 steps for a principal direction")
     device = resolve_device(config.device)
     policies, actions = load_for_play(config.policies, config.game, config.full_action_space)
     for policy in policies.values():

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.boundary.condition import CONDITIONS, perturbation
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -27,19 +27,21 @@ ANALYSIS = "boundary_episodes"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
     policy: str = "roadrunner-vanilla"
     policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
     game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
     full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
-    device: str = "auto"  # auto = CUDA when present
+    device: str = checked("auto", kind="device")  # auto = CUDA when present
     allow_tf32: bool = False  # attacks take gradients: TF32 off unless allowed
-    episodes: int = 20
-    max_steps: int = 2000  # agent steps per episode (8,000 frames); capped episodes are flagged
+    episodes: int = checked(20, low=1, high=10_000)
+    # agent steps per episode (8,000 frames); capped episodes are flagged
+    max_steps: int = checked(2000, low=1, high=1_000_000)
     condition: str = "clean"  # clean, a shift or an attack (see diag.boundary.condition.CONDITIONS)
-    eps: float = 1 / 255
-    pgd_steps: int = 10
-    seed: int = 0
+    eps: float = checked(1 / 255, low=0, high=1)
+    pgd_steps: int = checked(10, low=1, high=10_000)
+    seed: int = checked(0, low=0, high=MAX_SEED)
     random_baseline: bool = True
     keep_frames: bool = True
 
@@ -118,8 +120,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     if config.condition not in CONDITIONS:
         raise DiagError(f"unknown condition {config.condition!r}: choose from {', '.join(CONDITIONS)}")
-    if config.episodes < 1 or config.max_steps < 1:
-        raise DiagError("episodes and max_steps must be positive")
     device = resolve_device(config.device)
     policies, actions = load_for_play([config.policy], config.game, config.full_action_space)
     policy = policies[config.policy]

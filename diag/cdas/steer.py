@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
@@ -40,34 +40,29 @@ DIRECTIONS = ("elicit", "suppress")
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    model: str = "smollm2-135m-instruct"
+    model: str = checked("smollm2-135m-instruct", kind="model")
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    concepts: tuple[str, ...] = ("dogs", "music", "space", "ocean")
-    layer: int = 10
-    steps: int = 8
-    pairs_per_step: int = 1  # per concept and step
-    train_tokens: int = 12  # response tokens per example the losses see
+    concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
+    layer: int = checked(10, low=0, high=999, layer_of="model")
+    steps: int = checked(8, low=1, high=1_000_000)
+    pairs_per_step: int = checked(1, low=1, high=1024)  # per concept and step
+    train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the losses see
     # Adam moves every coordinate ~lr per step whatever the gradient's size: at 0.01 a 576-dim unit vector turns by
     # up to ~0.24 rad a step, and 8 one-pair steps (flat loss) left the directions at cos ~0.25-0.31 to their init.
-    lr: float = 0.002
+    lr: float = checked(0.002, above=0, high=10)
     init: str = "diffmean"  # start DAS/CDAS from the DiffMean direction ("random": a seeded random unit vector)
-    alphas: tuple[float, ...] = (0.1, 0.2, 0.4)  # clamp offsets from the midpoint, in units of the residual norm
-    eval_prompts: int = 6  # held-out prompts per concept, split into two halves (choose alpha / report)
-    max_new_tokens: int = 20
-    dataset: str = ""  # JSONL path; empty = the committed dataset
-    seed: int = 0
-    device: str = "cpu"
+    # clamp offsets from the midpoint, in units of the residual norm
+    alphas: tuple[float, ...] = checked((0.1, 0.2, 0.4), low=-100, high=100, max_len=100)
+    # held-out prompts per concept, split into two halves (choose alpha / report)
+    eval_prompts: int = checked(6, low=2, high=10_000)
+    max_new_tokens: int = checked(20, low=1, high=4096)
+    dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    device: str = checked("cpu", kind="device")
 
     def __post_init__(self) -> None:
-        if not self.concepts:
-            raise DiagError("no concepts given")
-        if not self.alphas:
-            raise DiagError("no alphas given")
-        if self.eval_prompts < 2:
-            raise DiagError("eval_prompts must be >= 2 (one per held-out half)")
-        if min(self.steps, self.pairs_per_step, self.max_new_tokens, self.train_tokens) < 1:
-            raise DiagError("steps, pairs_per_step, train_tokens and max_new_tokens must be positive")
         if self.init not in ("diffmean", "random"):
             raise DiagError(f"init must be diffmean or random, got {self.init!r}")
 
@@ -181,9 +176,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.train import Example, examples_for, intervened_losses, source_states
     from diag.checkpoint import run_steps
     from diag.zoo import load_lm
-    from diag.zoo.sources import check_layer_range
-
-    check_layer_range(config.model, [config.layer])
     pairs = load_pairs(config.dataset or None, config.concepts)
     model, tokenizer = load_lm(config.model, config.device)
     model.requires_grad_(False)

@@ -8,10 +8,10 @@ Alpha is in residual norms at each layer, so one grid means the same edit streng
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
-from diag.analysis import config_to_dict, execute, pin_model
+from diag.analysis import MAX_SEED, checked, config_to_dict, execute, pin_model, validated
 from diag.cdas import steer
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -22,29 +22,28 @@ ANALYSIS = "cdas-steer-sweep"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    layers: tuple[int, ...] = (3, 6, 10, 14)
-    model: str = "smollm2-135m-instruct"
+    layers: tuple[int, ...] = checked((3, 6, 10, 14), low=0, high=999, max_len=1000, layer_of="model")
+    model: str = checked("smollm2-135m-instruct", kind="model")
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    concepts: tuple[str, ...] = ("dogs", "music", "space", "ocean")
-    steps: int = 4
-    alphas: tuple[float, ...] = (0.1, 0.25)
-    eval_prompts: int = 4  # two per held-out half
-    max_new_tokens: int = 16
-    dataset: str = ""
-    seed: int = 0
-    device: str = "cpu"
+    concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
+    steps: int = checked(4, low=1, high=1_000_000)
+    alphas: tuple[float, ...] = checked((0.1, 0.25), low=-100, high=100, max_len=100)
+    eval_prompts: int = checked(4, low=2, high=10_000)  # two per held-out half
+    max_new_tokens: int = checked(16, low=1, high=4096)
+    dataset: str = checked("", kind="file", empty=True)
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    device: str = checked("cpu", kind="device")
 
     def __post_init__(self) -> None:
-        if not self.layers:
-            raise DiagError("no layers given")
         if len(set(self.layers)) != len(self.layers):
             raise DiagError(f"layers repeat: {self.layers}")
         self.steer_config(self.layers[0])  # the per-layer study validates everything else
 
     def steer_config(self, layer: int) -> steer.Config:
         shared = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"}
-        return replace(steer.Config(), layer=layer, **shared)
+        return steer.Config(layer=layer, **shared)
 
 
 @dataclass
@@ -92,9 +91,6 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from diag.zoo.sources import check_layer_range
-
-    check_layer_range(config.model, config.layers)
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):

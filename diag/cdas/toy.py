@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
@@ -35,33 +35,30 @@ VARIABLES = ("wx", "yz", "w")  # aligned: wx, yz; input-identity control: w
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    seed: int = 0
-    hidden: int = 16
-    layer: int = 0
-    rank: int = 8
-    mlp_steps: int = 3000
-    dii_steps: int = 600
-    batch: int = 1024  # MLP and DII batches (pyvene's DAS tutorial trains its MLP with batch 1024)
-    lr: float = 0.01
-    eval_pairs: int = 2000
-    objectives: tuple[str, ...] = ("das", "cdas")
-    sweep_layers: tuple[int, ...] = (0, 1, 2)  # IIA of WX per layer and objective (the layer sweep plot)
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    hidden: int = checked(16, low=1, high=4096)
+    layer: int = checked(0, low=0, high=2)
+    rank: int = checked(8, low=1, high=4096)
+    mlp_steps: int = checked(3000, low=1, high=1_000_000)
+    dii_steps: int = checked(600, low=1, high=1_000_000)
+    # MLP and DII batches (pyvene's DAS tutorial trains its MLP with batch 1024)
+    batch: int = checked(1024, low=1, high=65_536)
+    lr: float = checked(0.01, above=0, high=10)
+    eval_pairs: int = checked(2000, low=1, high=1_000_000)
+    objectives: tuple[str, ...] = checked(("das", "cdas"), max_len=8)
+    # IIA of WX per layer and objective (the layer sweep plot)
+    sweep_layers: tuple[int, ...] = checked((0, 1, 2), low=0, high=2, max_len=3)
 
     def __post_init__(self) -> None:
         from diag.cdas.dii import OBJECTIVES
 
-        if not 0 <= self.layer < 3:
-            raise DiagError(f"layer {self.layer} out of range: the toy MLP has layers 0..2")
         if not 0 < self.rank <= self.hidden:
             raise DiagError(f"rank {self.rank} out of range: layer width is {self.hidden}")
         bad = [o for o in self.objectives if o not in OBJECTIVES]
-        if bad or not self.objectives:
-            raise DiagError(f"objectives must be a non-empty subset of {', '.join(OBJECTIVES)}, got {bad}")
-        if any(not 0 <= layer < 3 for layer in self.sweep_layers):
-            raise DiagError(f"sweep_layers {self.sweep_layers} out of range: the toy MLP has layers 0..2")
-        if min(self.mlp_steps, self.dii_steps, self.batch, self.eval_pairs) < 1:
-            raise DiagError("mlp_steps, dii_steps, batch and eval_pairs must be positive")
+        if bad:
+            raise DiagError(f"objectives must be a subset of {', '.join(OBJECTIVES)}, got {bad}")
 
 
 class ToyMLP(nn.Module):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
@@ -95,27 +95,26 @@ def intervened_losses(model: torch.nn.Module, tokenizer: object, layer: int, exa
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    model: str = "smollm2-135m-instruct"
+    model: str = checked("smollm2-135m-instruct", kind="model")
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     concept: str = "dogs"
-    layer: int = 10
-    rank: int = 1
+    layer: int = checked(10, low=0, high=999, layer_of="model")
+    rank: int = checked(1, low=1, high=65_536)
     objective: str = "cdas"
-    steps: int = 20
-    pairs_per_step: int = 4
-    lr: float = 0.01
-    dataset: str = ""
-    seed: int = 0
-    device: str = "cpu"
+    steps: int = checked(20, low=1, high=1_000_000)
+    pairs_per_step: int = checked(4, low=1, high=1024)
+    lr: float = checked(0.01, above=0, high=10)
+    dataset: str = checked("", kind="file", empty=True)
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    device: str = checked("cpu", kind="device")
 
     def __post_init__(self) -> None:
         from diag.cdas.dii import OBJECTIVES
 
         if self.objective not in OBJECTIVES:
             raise DiagError(f"objective {self.objective!r} unknown: choose one of {', '.join(OBJECTIVES)}")
-        if min(self.steps, self.pairs_per_step) < 1:
-            raise DiagError("steps and pairs_per_step must be positive")
 
 
 @dataclass
@@ -159,9 +158,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.dii import RotatedSubspace, orthonormality_error
     from diag.checkpoint import run_steps
     from diag.zoo import load_lm
-    from diag.zoo.sources import check_layer_range
-
-    check_layer_range(config.model, [config.layer])
     pairs = load_pairs(config.dataset or None, (config.concept,))
     model, tokenizer = load_lm(config.model, config.device)
     model.requires_grad_(False)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from diag.analysis import execute, fingerprint, read_json_lines
+from diag.analysis import MAX_SEED, checked, execute, fingerprint, read_json_lines, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -41,18 +41,23 @@ def resolve_policy(policy: str) -> str:
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
     policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), or a model with `reference`
     reference: str | None = None
-    beta: float | None = None  # None: the beta recorded with the adapter
-    data: str = "heldout"  # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
-    n_pairs: int = 32  # per seed, for generated data
-    seeds: tuple[int, ...] = (0, 1, 2)  # each seed: fresh held-out pairs and its own bootstrap
-    captum_steps: int = 8  # LayerIntegratedGradients steps; 0 skips the captum baseline
-    captum_pairs: int = 4  # pairs per seed that also get the captum baseline (it costs 2 x steps passes each)
-    n_boot: int = 1000
-    batch_size: int = 16
-    device: str = "auto"
+    beta: float | None = checked(None, above=0, high=1000)  # None: the beta recorded with the adapter
+    # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
+    data: str = checked("heldout", kind="file", names=("heldout", "train"))
+    n_pairs: int = checked(32, low=1, high=100_000)  # per seed, for generated data
+    # each seed: fresh held-out pairs and its own bootstrap
+    seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
+    # LayerIntegratedGradients steps; 0 skips the captum baseline
+    captum_steps: int = checked(8, low=0, high=10_000)
+    # pairs per seed that also get the captum baseline (it costs 2 x steps passes each)
+    captum_pairs: int = checked(4, low=0, high=100_000)
+    n_boot: int = checked(1000, low=1, high=1_000_000)
+    batch_size: int = checked(16, low=1, high=4096)
+    device: str = checked("auto", kind="device")
     # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
     data_sha256: str | None = None
     policy_sha256: str | None = None
@@ -265,8 +270,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.credit.metrics import bootstrap_mean
     from diag.credit.scorer import encode, load_pair
 
-    if not config.seeds:
-        raise DiagError("at least one seed is needed")
     records = load_records(config)
     pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device)
     tok = pair.tokenizer

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.progress import Progress, no_progress
 from diag.runs import Run, RunStore, write_bytes_atomic
 
@@ -26,27 +26,31 @@ ANALYSIS = "credit_train"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    model: str = "smollm2-135m-instruct"
-    n_train: int = 320  # preference pairs from diag.credit.data (train split)
-    n_heldout: int = 64  # held-out templates and entities, for preference accuracy
-    steps: int = 200
-    batch_pairs: int = 4
-    beta: float = 0.1
-    lr: float = 8e-4
-    nll_weight: float = 1.0  # + weight * mean NLL per chosen token (RPO): keeps shared tokens near the reference
+    model: str = checked("smollm2-135m-instruct", kind="model")
+    n_train: int = checked(320, low=1, high=100_000)  # preference pairs from diag.credit.data (train split)
+    # held-out templates and entities, for preference accuracy
+    n_heldout: int = checked(64, low=1, high=100_000)
+    steps: int = checked(200, low=1, high=1_000_000)
+    batch_pairs: int = checked(4, low=1, high=1024)
+    beta: float = checked(0.1, above=0, high=1000)
+    lr: float = checked(8e-4, above=0, high=10)
+    # + weight * mean NLL per chosen token (RPO): keeps shared tokens near the reference
+    nll_weight: float = checked(1.0, low=0, high=1000)
     # + weight * mean per-token KL(pi_ref || pi) over both answers (as in token-level DPO): moving a token the
     # reference finds likely costs more than moving an unlikely one, so the margin is bought at the wrong token
-    token_kl_weight: float = 0.0
+    token_kl_weight: float = checked(0.0, low=0, high=1000)
     # + weight * mean squared per-token log-ratio log(pi/pi_ref) on the reference's own sampled answers to the
     # training prompts: holds the implicit reward at zero on phrasing that carries no preference, so template
     # words the training answers never use do not drift (they did: " to" in "dollars to spend", r_t -1.5)
-    anchor_weight: float = 1.0
-    lora_rank: int = 8
-    lora_layers: int = 6  # LoRA on the top N decoder layers: steps run only these, from a cached residual
-    seed: int = 0
-    checkpoint_every: int = 5
-    device: str = "auto"
+    anchor_weight: float = checked(1.0, low=0, high=1000)
+    lora_rank: int = checked(8, low=1, high=1024)
+    # LoRA on the top N decoder layers: steps run only these, from a cached residual
+    lora_layers: int = checked(6, low=1, high=999)
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    checkpoint_every: int = checked(5, low=1, high=1_000_000)
+    device: str = checked("auto", kind="device")
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

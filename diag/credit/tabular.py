@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric
@@ -27,15 +27,18 @@ ANALYSIS = "credit_tabular"
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
-    vocab: int = 5
-    length: int = 4
-    beta: float = 0.5
-    reward_scale: float = 1.0
-    n_pairs: int = 200_000  # data-limited below ~1e5: rare deep states need many comparisons
-    steps: int = 300
-    lr: float = 0.05
-    seeds: tuple[int, ...] = (0, 1, 2)  # each seed: a new MDP, new pairs, a new trained table
+    vocab: int = checked(5, low=2, high=1000)
+    length: int = checked(4, low=1, high=20)
+    beta: float = checked(0.5, above=0, high=1000)
+    reward_scale: float = checked(1.0, above=0, high=1000)
+    # data-limited below ~1e5: rare deep states need many comparisons
+    n_pairs: int = checked(200_000, low=1, high=10_000_000)
+    steps: int = checked(300, low=1, high=1_000_000)
+    lr: float = checked(0.05, above=0, high=10)
+    # each seed: a new MDP, new pairs, a new trained table
+    seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
 
 
 class TokenMDP:
@@ -184,8 +187,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.vocab < 2 or config.length < 1 or config.vocab ** config.length > 1_000_000:
         raise DiagError(f"vocab {config.vocab} and length {config.length}: need vocab >= 2, length >= 1 and at "
                         "most 1e6 sequences")
-    if config.beta <= 0 or not config.seeds:
-        raise DiagError("beta must be positive and at least one seed is needed")
     learned, advantage, reward, accuracy = [], [], [], []
     for i, seed in enumerate(config.seeds):
         rng = np.random.default_rng(seed)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from diag.analysis import execute
+from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -34,27 +34,29 @@ INFRA_FLAG_RATE = 0.01
 
 
 @dataclass(frozen=True)
+@validated
 class Config:
     """Sampling settings, or ``rollouts_file`` (+ its sha256, so edits make a new run) to import instead."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = checked("smollm2-135m-instruct", kind="model")
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    rollouts_file: str | None = None
+    rollouts_file: str | None = checked(None, kind="file")
     rollouts_sha256: str | None = None
-    suite_seed: int = 0
-    per_cell: int = 10  # problems per (family, level): 4 families x 3 levels x 10 = 120
-    families: tuple[str, ...] = FAMILIES
-    levels: tuple[int, ...] = LEVELS
-    n_samples: int = 32
-    temperature: float = 0.7
-    max_new_tokens: int = 48
-    max_tool_calls: int = 2
-    problems_per_batch: int = 2
+    suite_seed: int = checked(0, low=0, high=MAX_SEED)
+    # problems per (family, level): 4 families x 3 levels x 10 = 120
+    per_cell: int = checked(10, low=1, high=1000)
+    families: tuple[str, ...] = checked(FAMILIES, max_len=16)
+    levels: tuple[int, ...] = checked(LEVELS, low=1, high=3, max_len=3)
+    n_samples: int = checked(32, low=1, high=4096)
+    temperature: float = checked(0.7, above=0, high=10)
+    max_new_tokens: int = checked(48, low=1, high=32_768)
+    max_tool_calls: int = checked(2, low=0, high=100)
+    problems_per_batch: int = checked(2, low=1, high=1024)
     dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: ~1.4x faster on CPU, KL to float32 ~1e-3/token
-    workers: int = 2
-    n_bootstrap: int = 1000
-    seed: int = 0
-    device: str = "auto"
+    workers: int = checked(2, low=1, high=64)
+    n_bootstrap: int = checked(1000, low=1, high=1_000_000)
+    seed: int = checked(0, low=0, high=MAX_SEED)
+    device: str = checked("auto", kind="device")
 
 
 def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0) -> Config:
@@ -295,8 +297,6 @@ def _imported(config: Config) -> Result:
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.rollouts_file is not None:
         return _imported(config)
-    if config.n_samples < 1 or config.max_new_tokens < 1 or config.max_tool_calls < 0:
-        raise DiagError("n_samples and max_new_tokens must be >= 1 and max_tool_calls >= 0")
     problems = _select_problems(config)
     if not problems:
         raise DiagError("no problems selected")

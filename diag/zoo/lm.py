@@ -75,12 +75,6 @@ def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module,
     return model.to(resolve_device(device)), tokenizer
 
 
-def local_model_fingerprint(name: str) -> str | None:
-    """Content fingerprint of a local model directory; None for the embedded model and hub ids (fixed by name)."""
-    source = resolve_lm_source(name)
-    return fingerprint(Path(source.location)) if source.kind == "local" else None
-
-
 def lm_provenance(name: str) -> dict[str, str | None]:
     """Source, location and file hash of a model, for reports."""
     source = resolve_lm_source(name)
