@@ -62,12 +62,15 @@ class Config:
 def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
                   problems: str | Path | None = None) -> Config:
     """The config of an import run: the files' absolute paths and content hashes."""
-    return pin_files(Config(rollouts_file=str(path), problems_file=None if problems is None else str(problems),
+    return pin_inputs(Config(rollouts_file=str(path), problems_file=None if problems is None else str(problems),
                             n_bootstrap=n_bootstrap, seed=seed))
 
 
-def pin_files(config: Config) -> Config:
-    """Absolute paths and sha256 of the rollout and problems files, so an edited file is a new run."""
+def pin_inputs(config: Config) -> Config:
+    """Absolute paths and sha256 of the rollout and problems files, so an edited file is a new run.
+
+    ``diag.analysis.pinned`` calls it too (app launches, run ids), so every front end names the same run.
+    """
     from diag.tir.importer import check_text_file
 
     pinned = {}
@@ -435,6 +438,6 @@ def run(config: Config, progress: Progress = no_progress, store: RunStore | None
     if config.problems_file is not None and config.rollouts_file is None:
         raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
     if config.rollouts_file is not None:
-        config = pin_files(config)
+        config = pin_inputs(config)
         _imported(config)  # bad lines fail here, before a run directory exists
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
