@@ -43,9 +43,10 @@ def resolve_policy(policy: str) -> str:
 
 @dataclass(frozen=True)
 class Config:
-    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), or a model with `reference`
-    reference: str | None = None
-    beta: float | None = None  # None: the beta recorded with the adapter
+    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), a model with `reference`, or a
+    # TRL DPOTrainer output dir (its final model, else its latest checkpoint-N) or one checkpoint-N dir
+    reference: str | None = None  # a model or adapter dir; for an adapter policy, default: its base, adapter off
+    beta: float | None = None  # None: the beta recorded (TRL's training_args.bin, or our adapter's metadata)
     data: str = "heldout"  # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
     n_pairs: int = 32  # per seed, for generated data
     seeds: tuple[int, ...] = (0, 1, 2)  # each seed: fresh held-out pairs and its own bootstrap

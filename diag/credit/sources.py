@@ -153,7 +153,7 @@ def resolve(name: str) -> Source:
         elif CHECKPOINT.match(path.name):
             how = f"checkpoint {path.name}"
         else:
-            how = f"the model in {path}"
+            how = f"the {'adapter' if is_adapter_dir(name) else 'model'} in {path}"
     elif checkpoints:
         chosen = checkpoints[-1]
         how = f"the latest checkpoint {chosen.name} ({path} holds no final model)"

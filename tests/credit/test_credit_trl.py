@@ -211,3 +211,24 @@ def test_an_adapter_scored_against_a_separate_reference_model(adapter_dir: Path,
     e = encode(other.tokenizer, *PAIRS[0][:2])
     (mine,), (theirs,) = pair.score([e]), other.score([e])
     np.testing.assert_allclose(mine.reward, -theirs.reward, atol=1e-6)  # roles swapped: the reward flips sign
+
+
+def test_the_app_form_takes_a_policy_reference_and_blank_beta(adapter_dir: Path, tiny_llama_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """Form fields come from Config: a blank beta is None (recorded beta), and pinning fingerprints the model dir."""
+    from apps.forms import ConfigForm
+    from diag.analysis import pinned
+
+    form = ConfigForm(analysis.Config, analysis.Config())
+    form.widgets["policy"].value = str(tiny_llama_dir)
+    form.widgets["reference"].value = str(adapter_dir)
+    form.widgets["beta"].value = ""
+    form.widgets["data"].value = str(_pairs_file(tmp_path))
+    config = pinned(analysis, form.config())
+    assert config.beta is None and config.reference == str(adapter_dir) and config.reference_sha256 is not None
+    with pytest.raises(DiagError, match="records no beta"):
+        analysis.run(config, store=RunStore())
+    form.widgets["beta"].value = "0.25"
+    form.widgets["captum_steps"].value = 0
+    summary = analysis.run(pinned(analysis, form.config()), store=RunStore()).summary()
+    assert summary["beta"] == 0.25 and summary["reference_loaded"] == f"{adapter_dir}: the adapter in {adapter_dir}"

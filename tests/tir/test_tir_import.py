@@ -268,3 +268,24 @@ def test_problems_file_errors_are_named(tmp_path):
                    + json.dumps({"problem_id": "p0", "question": "q", "answer": 1}) + "\n")
     with pytest.raises(DiagError, match=r"problems.jsonl:2: problem_id must be non-empty and unique"):
         read_problems(bad)
+
+
+def test_the_app_form_imports_chats_with_a_problems_file_like_the_cli(tmp_path):
+    """The launch form is generated from Config: rollouts and problems files are text fields; blanks are None."""
+    from apps.forms import ConfigForm
+    from diag.analysis import pinned
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps(_chat(pid, mode, bool(ok))) + "\n"
+                             for (pid, mode), flags in FLAGS.items() for ok in flags))
+    form = ConfigForm(analysis.Config, analysis.Config())
+    assert "problems_file" in form.widgets and "problems_sha256" not in form.widgets
+    form.widgets["rollouts_file"].value = str(chats)
+    form.widgets["problems_file"].value = str(_problems_file(tmp_path))
+    form.widgets["n_bootstrap"].value = 200
+    config = pinned(analysis, form.config())
+    cli_config = analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path))
+    assert config == cli_config  # the same run id as `diag tir import --problems`
+    assert analysis.run(config).summary()["expansion"] == ["p0"]
+    form.widgets["problems_file"].value = ""
+    assert form.config().problems_file is None
