@@ -344,9 +344,9 @@ def read_rollouts(path: Path, problems: dict[str, dict[str, Any]] | None = None,
             if problems is None:
                 raise DiagError(f"{d.where}: no \"correct\" field and no problems file to grade the answer "
                                 "against (pass --problems)")
-            answer = grade(d.response)
+            answer = d.fields["answer"] if "answer" in d.fields else grade(d.response)  # a given answer is graded
             d.correct = answer is not None and answer == problems[d.problem_id]["answer"]
-            d.fields.setdefault("answer", answer)
+            d.fields["answer"] = answer
     rollouts: list[Rollout] = []
     meta: dict[str, dict[str, Any]] = {}
     first_line: dict[str, int] = {}

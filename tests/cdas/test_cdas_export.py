@@ -136,6 +136,15 @@ def test_steer_and_sweep_runs_export_their_stored_directions(tiny3: Path, tmp_pa
     from safetensors.numpy import load_file
 
     assert np.array_equal(load_file(tmp_path / "d.safetensors")["direction.2"], per_layer[2].vectors["dogs/diffmean"])
+    # The app's CDAS page offers the same file as a download for the loaded run, concept, method and format.
+    from apps.pages.cdas import LiveSteer
+
+    live = LiveSteer()
+    live.set_run(store.get(steer_id).config, per_layer[2])
+    live.run_id, live.concept.value, live.method.value, live.export_format.value = steer_id, "music", "cdas", "gguf"
+    export.export_run(steer_id, "gguf", tmp_path / "cli.gguf", concept="music", method="cdas", store=store)
+    assert live.download.filename == "direction.gguf"
+    assert live.export_file().getvalue() == (tmp_path / "cli.gguf").read_bytes()
 
 
 @pytest.mark.slow  # a real rank-2 DII training run on the 3-block model (~35 s on 2 cores: JSD over 49k tokens)

@@ -289,3 +289,13 @@ def test_the_app_form_imports_chats_with_a_problems_file_like_the_cli(tmp_path):
     assert analysis.run(config).summary()["expansion"] == ["p0"]
     form.widgets["problems_file"].value = ""
     assert form.config().problems_file is None
+
+
+def test_graded_schema_lines_without_correct_are_graded_and_mode_is_inferred(tmp_path):
+    lines = [{"problem_id": "p1", "sample": 0, "response": "<code>print(12)</code>\nAnswer: 12"},
+             {"problem_id": "p1", "sample": 0, "response": "no idea", "answer": 12},  # a given answer is graded
+             {"problem_id": "p1", "sample": 1, "response": "Answer: 12", "correct": False}]  # given: trusted
+    path = _write(tmp_path, [json.dumps(x) + "\n" for x in lines])
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    assert [(r.mode, r.sample, r.correct, r.tool_calls) for r in rollouts] == [
+        ("tool", 0, True, 1), ("text", 0, True, 0), ("text", 1, False, 0)]
