@@ -155,6 +155,24 @@ def pinned(module: types.ModuleType, config: Any) -> Any:
     return pin(config) if pin is not None else config
 
 
+def check_text_file(path: Path, what: str) -> None:
+    """One line for what is not a readable UTF-8 text file: missing, a directory, binary, or another encoding."""
+    path = Path(path)
+    if path.is_dir():
+        raise DiagError(f"{what} {path} is a directory; give a JSONL file")
+    if not path.is_file():
+        raise DiagError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    if b"\0" in data[:65536]:
+        raise DiagError(f"{path}: a binary file, not JSONL text")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DiagError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as "
+                        "UTF-8") from None
+
+
 def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file a user wrote, all or nothing.
 
@@ -162,8 +180,7 @@ def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     same prefix and an import never stops half-way.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DiagError(f"{what} {path} does not exist")
+    check_text_file(path, what)
     records = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from diag.analysis import execute, fingerprint, read_json_lines
+from diag.analysis import check_text_file, execute, fingerprint, read_json_lines
 from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -256,8 +256,7 @@ def pin_inputs(config: Config) -> Config:
     data_sha256 = None
     if config.data not in ("heldout", "train"):
         path = Path(config.data)
-        if not path.is_file():
-            raise DiagError(f"data file {path} does not exist")
+        check_text_file(path, "data file")
         data_sha256 = fingerprint(path)
     return dataclasses.replace(config, data_sha256=data_sha256, policy_sha256=_local_fingerprint(config.policy),
                                reference_sha256=_local_fingerprint(config.reference))

@@ -71,7 +71,7 @@ def pin_inputs(config: Config) -> Config:
 
     ``diag.analysis.pinned`` calls it too (app launches, run ids), so every front end names the same run.
     """
-    from diag.tir.importer import check_text_file
+    from diag.analysis import check_text_file
 
     pinned = {}
     for name, what in (("rollouts", "rollout file"), ("problems", "problems file")):

@@ -57,24 +57,6 @@ _BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
 _CODE_ARGUMENTS = ("code", "script", "source", "program", "input")
 
 
-def check_text_file(path: Path, what: str) -> None:
-    """One line for what is not a readable UTF-8 text file: missing, a directory, binary, or another encoding."""
-    path = Path(path)
-    if path.is_dir():
-        raise DiagError(f"{what} {path} is a directory; give a JSONL file")
-    if not path.is_file():
-        raise DiagError(f"{what} {path} does not exist")
-    data = path.read_bytes()
-    if b"\0" in data[:65536]:
-        raise DiagError(f"{path}: a binary file, not JSONL text")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DiagError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as "
-                        "UTF-8") from None
-
-
 def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
     types = expected if isinstance(expected, tuple) else (expected,)
     if isinstance(value, bool) and bool not in types:  # JSON true is not an integer count
@@ -88,7 +70,6 @@ def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, .
 
 def read_problems(path: Path) -> dict[str, dict[str, Any]]:
     """problem_id -> {problem_id, family, level, question, answer} from a problems JSONL file."""
-    check_text_file(path, "problems file")
     problems: dict[str, dict[str, Any]] = {}
     for lineno, obj in read_json_lines(path, "problems file"):
         where = f"{path}:{lineno}"
@@ -323,7 +304,6 @@ def read_rollouts(path: Path, problems: dict[str, dict[str, Any]] | None = None,
 
     ``problems`` (from ``read_problems``) grades lines without ``correct`` and resolves ids and questions.
     """
-    check_text_file(path, "rollout file")
     finder = _Problems(problems)
     drafts = [d for lineno, obj in read_json_lines(path, "rollout file")
               for d in _drafts(f"{path}:{lineno}", lineno, obj, finder)]

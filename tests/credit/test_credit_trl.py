@@ -232,3 +232,20 @@ def test_the_app_form_takes_a_policy_reference_and_blank_beta(adapter_dir: Path,
     form.widgets["captum_steps"].value = 0
     summary = analysis.run(pinned(analysis, form.config()), store=RunStore()).summary()
     assert summary["beta"] == 0.25 and summary["reference_loaded"] == f"{adapter_dir}: the adapter in {adapter_dir}"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (bytes(range(256)), "a binary file, not JSONL text"),
+    (b'{"prompt": "caf\xe9"}\n', r":1: not UTF-8 text \(byte 0xe9\)"),
+    (None, "is a directory; give a JSONL file"),
+])
+def test_unreadable_data_files_are_one_line_and_leave_no_run(tmp_path: Path, content, message) -> None:
+    path = tmp_path / "data"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    store = RunStore()
+    with pytest.raises(DiagError, match=message):
+        analysis.run(analysis.Config(data=str(path), device="cpu"), store=store)
+    assert store.list() == []
