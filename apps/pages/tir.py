@@ -94,14 +94,6 @@ def problems_frame(run: Run, result: tir.Result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def n_label(summary: dict[str, Any]) -> str:
-    """Samples per problem in each mode ("tool 8, text 4"); runs saved before per-mode n show their one n."""
-    if "n_per_mode" not in summary:
-        return str(summary.get("samples_per_problem_per_mode", "?"))
-    return ", ".join(f"{m} {v['min']}" if v["min"] == v["max"] else f"{m} {v['min']}-{v['max']}"
-                     for m, v in summary["n_per_mode"].items())
-
-
 def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
     at_n = summary.get("split_at_n") or summary.get(f"split_at_k{summary.get('samples_per_problem_per_mode')}", {})
     at_1 = summary.get("split_at_k1", {})
@@ -159,7 +151,7 @@ class DrillDown(pn.viewable.Viewer):
 def page() -> Any:
     store = RunStore()
     picker = RunPicker(tir.ANALYSIS, store, describe=lambda i: f"{i.summary.get('problems', '?')} problems, "
-                       f"n={n_label(i.summary)}")
+                       f"n={tir.n_label(i.summary)}")
     drill = DrillDown()
 
     def render(run_id: str) -> list[Any]:
@@ -172,7 +164,7 @@ def page() -> Any:
         items += [
             pn.pane.Markdown(f"Source: {summary['source'].get('kind', '?')} "
                              f"`{summary['source'].get('model') or summary['source'].get('file', '')}` · "
-                             f"{summary['problems']} problems × samples per mode: {n_label(summary)}"
+                             f"{summary['problems']} problems × samples per mode: {tir.n_label(summary)}"
                              f" · sandbox: {summary['source'].get('isolation', 'n/a')} · "
                              f"{report_link(run.run_id)}"),
             pn.Row(pn.pane.Bokeh(curves_figure(run), sizing_mode="stretch_width"),

@@ -388,10 +388,19 @@ def audit_config(scale: float = 1.0) -> Config:
                   dtype="bfloat16")
 
 
+def n_label(summary: dict[str, Any]) -> str:
+    """Samples per problem in each mode ("text 4, tool 8"; a range when problems differ); runs saved before n
+    was reported per mode show their one n."""
+    if "n_per_mode" not in summary:
+        return str(summary.get("samples_per_problem_per_mode", "?"))
+    return ", ".join(f"{m} {v['min']}" if v["min"] == v["max"] else f"{m} {v['min']}-{v['max']}"
+                     for m, v in sorted(summary["n_per_mode"].items()))
+
+
 def _headline(summary: dict[str, Any]) -> list[Metric]:
     k_max = summary["k_max"]
-    metrics = []
-    for k in (1, k_max):
+    metrics = [Metric("samples per problem, by mode (k = n: each mode at its own n)", n_label(summary))]
+    for k in sorted({1, k_max}):
         for mode in MODES:
             v = summary[f"pass@{k}"][mode]
             metrics.append(Metric(f"pass@{k} ({mode})", v["value"], v["low"], v["high"]))
@@ -405,8 +414,7 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
 
 def _baselines(summary: dict[str, Any]) -> list[Table]:
     split = summary["split_at_n"]
-    n = ", ".join(f"{m} {v['min']}" if v["min"] == v["max"] else f"{m} {v['min']}-{v['max']}"
-                  for m, v in summary["n_per_mode"].items())
+    n = n_label(summary)
     paper = {"expansion": 0.154, "shrinkage": 0.018, "preserved": 0.666, "jointly_unsolved": 0.162}
     return [Table(f"Four-way split at k = n ({n}) vs the paper (Qwen3-8B, Omni-MATH-512, k = 256)",
                   ["cell", "this run", "paper"], [[name, split[name], paper[name]] for name in paper])]
