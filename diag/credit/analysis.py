@@ -211,7 +211,7 @@ def _local_fingerprint(model: str | None) -> str | None:
 
     if model is None:
         return None
-    path = Path(resolve(resolve_policy(model)).model_dir)
+    path = Path(resolve(resolve_policy(model), with_args=False).model_dir)
     return fingerprint(path) if path.exists() else None
 
 
@@ -309,7 +309,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         raise DiagError("at least one seed is needed")
     records = load_records(config)
     policy_source = resolve(resolve_policy(config.policy))
-    reference_source = resolve(config.reference) if config.reference is not None else None
+    reference_source = resolve(config.reference, with_args=False) if config.reference is not None else None
     beta = config.beta if config.beta is not None else recorded_beta(policy_source)
     pair = load_pair(policy_source.model_dir, reference_source.model_dir if reference_source else None, beta,
                      config.device)

@@ -139,8 +139,11 @@ class Source:
     global_step: int | None = None
 
 
-def resolve(name: str) -> Source:
-    """A TRL output directory -> its final model, else its latest checkpoint; anything else as given."""
+def resolve(name: str, with_args: bool = True) -> Source:
+    """A TRL output directory -> its final model, else its latest checkpoint; anything else as given.
+
+    ``with_args=False`` skips ``training_args.bin`` (a reference's beta is never used).
+    """
     path = Path(name)
     if not path.is_dir():
         return Source(name, "as given")
@@ -160,7 +163,7 @@ def resolve(name: str) -> Source:
     else:
         raise DiagError(f"{path} holds neither a model (config.json), an adapter (adapter_config.json) nor "
                         "checkpoint-N folders")
-    args_file = next((f for f in (chosen / TRAINING_ARGS, path / TRAINING_ARGS) if f.is_file()), None)
+    args_file = next((f for f in (chosen / TRAINING_ARGS, path / TRAINING_ARGS) if with_args and f.is_file()), None)
     state_file = chosen / "trainer_state.json"
     step = None
     if state_file.is_file():
@@ -179,7 +182,9 @@ def recorded_beta(source: Source) -> float | None:
     """Beta from TRL's training arguments, else from the metadata we write beside our own adapters."""
     if isinstance(source.training_args.get("beta"), int | float):
         return float(source.training_args["beta"])
-    meta = Path(source.model_dir) / "diag_dpo.json"  # diag.credit.scorer.ADAPTER_META (importing it loads torch)
+    from diag.credit.scorer import ADAPTER_META
+
+    meta = Path(source.model_dir) / ADAPTER_META
     beta = json.loads(meta.read_text()).get("beta") if meta.is_file() else None
     return float(beta) if isinstance(beta, int | float) else None
 
