@@ -158,3 +158,18 @@ def test_train_run_exports_its_basis_and_refuses_a_rank_2_control_vector(tiny3: 
     assert summary["method"] == "cdas" and summary["concept"] == "dogs"
     with np.load(tmp_path / "t.npz") as data:
         assert np.array_equal(data["direction.1"], result.basis.astype(np.float32))
+
+
+def test_layer_l_is_hugging_faces_hidden_state_l_plus_one(tiny_llama_dir: Path) -> None:
+    """The convention the export states: our layer L (where cdas reads and steers) is HF hidden_states[L + 1]."""
+    import torch
+
+    from diag.cdas.lm import residual_at
+    from diag.zoo import load_lm
+
+    model, _ = load_lm(str(tiny_llama_dir), "cpu")
+    ids = torch.tensor([[1, 5, 9, 14]])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states
+        ours = residual_at(model, 0, input_ids=ids)
+    assert torch.equal(ours, hidden[1]) and not torch.equal(ours, hidden[0])
