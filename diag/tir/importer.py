@@ -265,7 +265,7 @@ def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> l
     problem_id, id_mode = finder.from_custom_id(where, obj.get("custom_id"))
     if obj.get("error"):
         raise DiagError(f"{where}: the request failed: {json.dumps(obj['error'])[:120]}")
-    response = obj["response"]
+    response = obj.get("response") or {}
     status = response.get("status_code", 200)
     body = response.get("body")
     if status != 200 or not isinstance(body, dict):
@@ -293,7 +293,7 @@ def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> l
 def _drafts(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> list[_Draft]:
     if "messages" in obj:
         return [_chat(where, lineno, obj, finder)]
-    if isinstance(obj.get("response"), dict):
+    if isinstance(obj.get("response"), dict) or ("custom_id" in obj and obj.get("response") is None):
         return _batch(where, lineno, obj, finder)
     return [_graded(where, lineno, obj)]
 

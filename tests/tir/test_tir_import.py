@@ -52,6 +52,8 @@ def _suite_lines() -> list[str]:
      ":3: the chat has no assistant message"),
     (json.dumps({"custom_id": "p9", "response": {"status_code": 500, "body": None}}) + "\n",
      r":3: the request failed \(status 500\)"),
+    (json.dumps({"id": "b", "custom_id": "p9", "response": None, "error": {"message": "engine died"}}) + "\n",
+     r':3: the request failed: \{"message": "engine died"\}'),
     (_line("p9", "voice", 0, True), ":3: mode must be one of"),
     (_line("p9", "tool", 0, True, tool_calls=True), ":3: field 'tool_calls' must be int"),
     (_line("p9", "tool", -1, True), ":3: sample must be >= 0"),
