@@ -296,13 +296,16 @@ def check_text_file(path: Path, what: str, hint: str = "") -> None:
         raise DiagError(f"{what} is not a regular file{hint}")
     with open(path, "rb") as fh:
         head = fh.read(_TEXT_SNIFF)
+    nul = head.find(b"\0")
+    if nul >= 0:  # valid UTF-8, but no text file holds NUL bytes
+        raise DiagError(f"{what} is not a UTF-8 text file (binary data at byte {nul})")
     try:
-        if b"\0" in head:  # valid UTF-8, but no text file holds NUL bytes
-            raise UnicodeDecodeError("utf-8", head, head.index(b"\0"), head.index(b"\0") + 1, "NUL byte")
         # a full sniff may end inside a character: only a complete file must decode to its last byte
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _TEXT_SNIFF)
     except UnicodeDecodeError as exc:
-        raise DiagError(f"{what} is not a UTF-8 text file (binary data at byte {exc.start})") from exc
+        line = head.count(b"\n", 0, exc.start) + 1
+        raise DiagError(f"{what} is not a UTF-8 text file (line {line}, byte 0x{head[exc.start]:02x}); "
+                        "save it as UTF-8") from exc
 
 
 def read_json_file(path: Path, what: str) -> Any:
@@ -384,8 +387,7 @@ def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     same prefix and an import never stops half-way.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DiagError(f"{what} {path} does not exist")
+    check_text_file(path, f"{what} {path}")
     records = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):

@@ -10,6 +10,9 @@ any prompt and alpha (new generations, on the worker thread); the stored held-ou
 from __future__ import annotations
 
 import functools
+import io
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ from apps.jobs import JobPanel
 from apps.launch import Launcher
 from apps.views import RunPicker, report_link, stored_figures, table
 from diag.cdas import steer
+from diag.cdas.export import FORMATS, collect, write
 from diag.errors import DiagError
 from diag.runs import RunStore
 
@@ -169,11 +173,26 @@ class LiveSteer(pn.viewable.Viewer):
         self.answers = pn.Row(sizing_mode="stretch_width", css_classes=["steer-answers"])
         self.run_config: dict[str, Any] | None = None
         self.result: steer.Result | None = None
+        self.run_id: str | None = None
+        self.export_format = pn.widgets.Select(name="Export format", options=list(FORMATS), value="gguf", width=140)
+        self.download = pn.widgets.FileDownload(callback=self.export_file, filename="direction.gguf",
+                                                label="Export the direction", button_type="light", width=220)
+        self.export_format.param.watch(lambda e: setattr(self.download, "filename", f"direction.{e.new}"), "value")
         self.button.on_click(self._generate)
         self._layout = pn.Column(
             pn.Row(self.concept, self.method, pn.Column(pn.pane.Markdown("Steer", margin=(0, 5)), self.direction),
                    self.tokens, sizing_mode="stretch_width"),
-            self.alpha, self.prompt, self.button, self.job, self.answers, sizing_mode="stretch_width")
+            self.alpha, self.prompt, self.button, self.job, self.answers,
+            pn.Row(self.export_format, self.download), sizing_mode="stretch_width")
+
+    def export_file(self) -> io.BytesIO:
+        """The chosen concept and method's direction in the chosen format (``diag cdas export``), for download."""
+        if self.run_id is None or self.concept.value is None:
+            raise DiagError("load a stored cdas-steer run first")
+        made = collect(RunStore().get(self.run_id), self.concept.value, self.method.value)
+        with tempfile.TemporaryDirectory() as folder:
+            path = write(made, self.export_format.value, Path(folder) / f"direction.{self.export_format.value}")
+            return io.BytesIO(path.read_bytes())
 
     def __panel__(self) -> pn.Column:
         return self._layout
@@ -242,6 +261,7 @@ def page() -> Any:
             header.object = f"**Cannot load this run:** {exc}"
             return
         live.set_run(run.config, result)
+        live.run_id = run.run_id
         scores = pd.DataFrame([{"method": m, **{d: f"{v:.3f}" for d, v in per.items()}}
                                for m, per in result.table().items()])
         header.object = (f"Model `{run.config['model']}`, layer {run.config['layer']}, concepts "

@@ -95,11 +95,10 @@ def problems_frame(run: Run, result: tir.Result) -> pd.DataFrame:
 
 
 def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
-    k_max = summary["samples_per_problem_per_mode"]
-    at_k = summary.get(f"split_at_k{k_max}", {})
+    at_n = summary.get("split_at_n") or summary.get(f"split_at_k{summary.get('samples_per_problem_per_mode')}", {})
     at_1 = summary.get("split_at_k1", {})
     return pd.DataFrame([{"set": name.replace("_", " "), "k=1": f"{at_1.get(name, 0):.3f}",
-                          f"k={k_max}": f"{value:.3f}"} for name, value in at_k.items()])
+                          "k=n": f"{value:.3f}"} for name, value in at_n.items()])
 
 
 class DrillDown(pn.viewable.Viewer):
@@ -152,7 +151,7 @@ class DrillDown(pn.viewable.Viewer):
 def page() -> Any:
     store = RunStore()
     picker = RunPicker(tir.ANALYSIS, store, describe=lambda i: f"{i.summary.get('problems', '?')} problems, "
-                       f"n={i.summary.get('samples_per_problem_per_mode', '?')}")
+                       f"n={tir.n_label(i.summary)}")
     drill = DrillDown()
 
     def render(run_id: str) -> list[Any]:
@@ -165,8 +164,8 @@ def page() -> Any:
         items += [
             pn.pane.Markdown(f"Source: {summary['source'].get('kind', '?')} "
                              f"`{summary['source'].get('model') or summary['source'].get('file', '')}` · "
-                             f"{summary['problems']} problems × {summary['samples_per_problem_per_mode']} samples "
-                             f"per mode · sandbox: {summary['source'].get('isolation', 'n/a')} · "
+                             f"{summary['problems']} problems × samples per mode: {tir.n_label(summary)}"
+                             f" · sandbox: {summary['source'].get('isolation', 'n/a')} · "
                              f"{report_link(run.run_id)}"),
             pn.Row(pn.pane.Bokeh(curves_figure(run), sizing_mode="stretch_width"),
                    pn.Column(pn.pane.Markdown("**Support sets**: expected share of problems at k"),

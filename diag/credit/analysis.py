@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from diag.analysis import MAX_SEED, checked, execute, fingerprint, read_json_lines, validated
+from diag.analysis import MAX_SEED, check_text_file, checked, execute, fingerprint, read_json_lines, validated
+from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric, Table
@@ -43,9 +44,11 @@ def resolve_policy(policy: str) -> str:
 @dataclass(frozen=True)
 @validated
 class Config:
-    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), or a model with `reference`
-    reference: str | None = None
-    beta: float | None = checked(None, above=0, high=1000)  # None: the beta recorded with the adapter
+    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), a model with `reference`, or a
+    # TRL DPOTrainer output dir (its final model, else its latest checkpoint-N) or one checkpoint-N dir
+    reference: str | None = None  # a model or adapter dir; for an adapter policy, default: its base, adapter off
+    # None: the beta recorded (TRL's training_args.bin, or our adapter's metadata)
+    beta: float | None = checked(None, above=0, high=1000)
     # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
     data: str = checked("heldout", kind="file", names=("heldout", "train"))
     n_pairs: int = checked(32, low=1, high=100_000)  # per seed, for generated data
@@ -208,11 +211,50 @@ def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _local_fingerprint(model: str | None) -> str | None:
-    """Fingerprint of a local model or adapter directory; None for hub ids (their revision is the hub's)."""
+    """Fingerprint of the local model or adapter directory that will load (for a TRL output: the final model or
+    latest checkpoint, so a new checkpoint is a new run); None for hub ids (their revision is the hub's)."""
+    from diag.credit.sources import resolve
+
     if model is None:
         return None
-    path = Path(resolve_policy(model))
+    path = Path(resolve(resolve_policy(model), with_args=False).model_dir)
     return fingerprint(path) if path.exists() else None
+
+
+TIE = 1e-6  # |r(chosen) - r(rejected)| below this is a tie: float32 log-probs cannot order such pairs
+
+
+def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
+    """Wins (r(chosen) > r(rejected)), ties and losses over pairs, each with a 95% Wilson interval.
+
+    Ties are their own outcome: a policy equal to its reference ties every pair, which is not a policy that
+    prefers the rejected answers. Wilson intervals stay informative at 0 and 1, where a percentile bootstrap of
+    a proportion collapses to [0, 0] or [1, 1].
+    """
+    from diag.cdas.toy import wilson
+
+    n = len(margins)
+    if n == 0:
+        return {"preference_accuracy": None, "preference_ties": None, "preference_counts": None}
+    wins, ties = int((margins >= TIE).sum()), int((np.abs(margins) < TIE).sum())
+    return {"preference_accuracy": {**wilson(wins / n, n), "n": n},
+            "preference_ties": {**wilson(ties / n, n), "n": n},
+            "preference_counts": {"wins": wins, "ties": ties, "losses": n - wins - ties}}
+
+
+def check_pair(config: Config) -> None:
+    """What the pair needs and lacks, as one line before any run exists: a reference, and a beta."""
+    from diag.credit.scorer import ADAPTER_META
+    from diag.credit.sources import is_adapter_dir, recorded_beta, resolve
+
+    policy = resolve(resolve_policy(config.policy))
+    adapter = is_adapter_dir(policy.model_dir)
+    if config.reference is None and not adapter:
+        raise DiagError(f"{config.policy!r} is not a PEFT adapter directory, so a reference model is needed "
+                        "(--reference)")
+    if config.beta is None and recorded_beta(policy) is None:
+        raise DiagError(f"{config.policy} records no beta (no {TRAINING_ARGS} with one"
+                        f"{f', no {ADAPTER_META}' if adapter else ''}); pass --beta")
 
 
 def pin_inputs(config: Config) -> Config:
@@ -220,8 +262,7 @@ def pin_inputs(config: Config) -> Config:
     data_sha256 = None
     if config.data not in ("heldout", "train"):
         path = Path(config.data)
-        if not path.is_file():
-            raise DiagError(f"data file {path} does not exist")
+        check_text_file(path, f"data file {path}")
         data_sha256 = fingerprint(path)
     return dataclasses.replace(config, data_sha256=data_sha256, policy_sha256=_local_fingerprint(config.policy),
                                reference_sha256=_local_fingerprint(config.reference))
@@ -267,11 +308,15 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     import torch
 
-    from diag.credit.metrics import bootstrap_mean
-    from diag.credit.scorer import encode, load_pair
+    from diag.credit.scorer import encode
+    from diag.credit.sources import load_pair, recorded_beta, resolve
 
     records = load_records(config)
-    pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device)
+    policy_source = resolve(resolve_policy(config.policy))
+    reference_source = resolve(config.reference, with_args=False) if config.reference is not None else None
+    beta = config.beta if config.beta is not None else recorded_beta(policy_source)
+    pair = load_pair(policy_source.model_dir, reference_source.model_dir if reference_source else None, beta,
+                     config.device)
     tok = pair.tokenizer
     entries = []  # (pair index, side, record, text, span)
     for index, (seed, record) in enumerate(records):
@@ -326,13 +371,20 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                 for s in config.seeds} if len(config.seeds) > 1 else {}
     pairs = sorted({i.pair for i in items if i.side != "response"})
     reward_of = {(i.pair, i.side): float(np.sum(i.reward)) for i in items}
-    wins = np.array([reward_of[(p, "chosen")] > reward_of[(p, "rejected")] for p in pairs], dtype=float)
+    margins = np.array([reward_of[(p, "chosen")] - reward_of[(p, "rejected")] for p in pairs])
     extra = {
         "policy": config.policy, "reference": config.reference or "adapter disabled", "beta": pair.beta,
+        "beta_from": ("config" if config.beta is not None
+                      else f"{TRAINING_ARGS} ({policy_source.training_args['class']})"
+                      if "beta" in policy_source.training_args else "adapter metadata"),
+        "policy_loaded": f"{policy_source.model_dir}: {policy_source.chosen}",
+        "trl_training_args": policy_source.training_args, "policy_global_step": policy_source.global_step,
+        "reference_loaded": f"{reference_source.model_dir}: {reference_source.chosen}" if reference_source else None,
         "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
-        "preference_accuracy": bootstrap_mean(wins, config.seeds[0], config.n_boot) if pairs else None,
+        **preference_outcomes(margins),
         "consistency_max_abs_diff": max(check) if check else None,
-        "interval": "95% percentile bootstrap over sequences (all seeds pooled); per_seed in metrics.json",
+        "interval": ("95% percentile bootstrap over sequences (all seeds pooled; per_seed in metrics.json); "
+                     "preference outcomes: 95% Wilson intervals over pairs"),
     }
     return Result(items, metrics, per_seed, extra)
 
@@ -341,6 +393,7 @@ def run(config: Config, progress: Progress = no_progress, store: RunStore | None
     config = pin_inputs(config)
     if config.data not in ("heldout", "train"):
         read_jsonl(Path(config.data))  # bad lines fail here, before a run directory exists
+    check_pair(config)
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 
 
@@ -355,6 +408,9 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
     if summary.get("preference_accuracy"):
         acc = summary["preference_accuracy"]
         out.append(Metric("preference accuracy (r(chosen) > r(rejected))", acc["value"], acc["low"], acc["high"]))
+        ties = summary.get("preference_ties")
+        if ties and ties["value"] > 0:
+            out.append(Metric("ties (|r(chosen) - r(rejected)| < 1e-6)", ties["value"], ties["low"], ties["high"]))
     for side, scope in (("rejected", "whole"), ("rejected", "from_first_diff"), ("chosen", "whole")):
         block = summary.get("scores", {}).get(side, {}).get(scope, {}).get("dpo_reward")
         if block:

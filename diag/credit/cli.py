@@ -47,10 +47,14 @@ def train(
 
 @app.command()
 def score(
-    policy: Annotated[str, typer.Argument(help="Adapter dir or name (reference = adapter off), or a model.")] = (
-        "smollm2-dpo-credit"),
-    reference: Annotated[str | None, typer.Option(help="Reference model when POLICY is a full model.")] = None,
-    beta: Annotated[float | None, typer.Option(help="Beta; default: the one recorded with the adapter.")] = None,
+    policy: Annotated[str, typer.Argument(help="Adapter dir or name (reference = adapter off), a model, or a TRL "
+                                               "DPOTrainer output dir (final model, else latest checkpoint-N) or "
+                                               "one checkpoint-N dir.")] = "smollm2-dpo-credit",
+    reference: Annotated[str | None, typer.Option(help="Reference model or adapter dir (needed when POLICY is a full "
+                                                       "model; for an adapter, default: its base, adapter off).")
+                         ] = None,
+    beta: Annotated[float | None, typer.Option(help="Beta; default: the one recorded (TRL's training_args.bin, or "
+                                                    "our adapter metadata).")] = None,
     data: Annotated[str, typer.Option(help="'heldout' or 'train' (generated pairs), or a JSONL file.")] = "heldout",
     n_pairs: Annotated[int, typer.Option(help="Generated pairs per seed.")] = 32,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (data and bootstrap).")] = "0,1,2",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +42,9 @@ class Config:
     model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
     rollouts_file: str | None = checked(None, kind="file")
     rollouts_sha256: str | None = None
+    # imported rollouts: questions and answers to grade lines without "correct"
+    problems_file: str | None = checked(None, kind="file")
+    problems_sha256: str | None = None
     suite_seed: int = checked(0, low=0, high=MAX_SEED)
     # problems per (family, level): 4 families x 3 levels x 10 = 120
     per_cell: int = checked(10, low=1, high=1000)
@@ -59,13 +62,31 @@ class Config:
     device: str = checked("auto", kind="device")
 
 
-def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0) -> Config:
-    """The config of an import run: the file's absolute path and content hash."""
-    path = Path(path)
-    if not path.is_file():
-        raise DiagError(f"rollout file {path} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Config(rollouts_file=str(path.resolve()), rollouts_sha256=digest, n_bootstrap=n_bootstrap, seed=seed)
+def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
+                  problems: str | Path | None = None) -> Config:
+    """The config of an import run: the files' absolute paths and content hashes."""
+    return pin_inputs(Config(rollouts_file=str(path), problems_file=None if problems is None else str(problems),
+                            n_bootstrap=n_bootstrap, seed=seed))
+
+
+def pin_inputs(config: Config) -> Config:
+    """Absolute paths and sha256 of the rollout and problems files, so an edited file is a new run.
+
+    ``diag.analysis.pinned`` calls it too (app launches, run ids), so every front end names the same run.
+    """
+    from diag.analysis import check_text_file
+
+    pinned = {}
+    for name, what in (("rollouts", "rollout file"), ("problems", "problems file")):
+        given = getattr(config, f"{name}_file")
+        if given is None:
+            continue
+        path = Path(given)
+        check_text_file(path, f"{what} {path}")
+        pinned[f"{name}_file"] = str(path.resolve())
+        if getattr(config, f"{name}_sha256") is None:  # a pinned hash stays: a changed file must fail, not re-pin
+            pinned[f"{name}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return replace(config, **pinned)
 
 
 def _interval(value: float, low: float, high: float) -> dict[str, float]:
@@ -97,6 +118,20 @@ class Result:
     def pass_curves(self) -> dict[str, np.ndarray]:
         """Per-problem pass@k for k = 1..k_max, per mode: [problems, k_max]."""
         return {m: pass_at_k_curve(self.n[m], self.c[m], self.k_max) for m in MODES}
+
+    def n_per_mode(self) -> dict[str, dict[str, int]]:
+        """Samples per problem in each mode (smallest and largest over problems): modes may differ."""
+        return {m: {"min": int(self.n[m].min()), "max": int(self.n[m].max())} for m in MODES}
+
+    def split_at_n(self) -> dict[str, float]:
+        """The four-way split at k = n, each mode at its own n per problem (all its samples).
+
+        pass@n of a mode is 1 exactly when one of its n samples is correct, so this split is the support sets'
+        shares whatever n each mode has; the split at a common k (``four_way_split`` of ``pass_curves``) is
+        only defined up to ``k_max``, the smallest n, and equals these sets only when every n equals ``k_max``.
+        """
+        solved = {m: (self.c[m] > 0).astype(np.float64)[:, None] for m in MODES}
+        return {name: float(v[0]) for name, v in four_way_split(solved["tool"], solved["text"]).items()}
 
     def support_sets(self) -> dict[str, list[str]]:
         ids = [p["problem_id"] for p in self.problems]
@@ -166,7 +201,10 @@ class Result:
         summary: dict[str, Any] = {
             "warning": " | ".join(warnings) if warnings else None,
             "problems": len(self.problems),
-            "samples_per_problem_per_mode": self.k_max,
+            "n_per_mode": self.n_per_mode(),
+            "k_max": self.k_max,
+            "k_equals_n": ("support sets and split_at_n: each mode at its own n per problem (all its samples); "
+                           "pass@k curves and the split by k: k = 1..k_max, the smallest n of any problem and mode"),
             "source": self.source,
         }
         for k in k_report:
@@ -175,7 +213,7 @@ class Result:
         summary["support_size"] = {m: int((self.c[m] > 0).sum()) for m in MODES}
         summary["expansion"] = sets["expansion"]
         summary["shrinkage"] = sets["shrinkage"]
-        summary[f"split_at_k{self.k_max}"] = {name: float(v[-1]) for name, v in split.items()}
+        summary["split_at_n"] = self.split_at_n()
         summary["split_at_k1"] = {name: float(v[0]) for name, v in split.items()}
         summary["tokens_per_correct"] = self.tokens_per_correct()
         summary["tool_calls"] = self.tool_stats()
@@ -282,16 +320,27 @@ def _select_problems(config: Config) -> list[dict[str, Any]]:
 
 
 def _imported(config: Config) -> Result:
-    from diag.tir.importer import read_rollouts
+    """Read (and grade) the imported rollouts; every check runs before a run directory exists (see ``run``)."""
+    from diag.tir.importer import read_problems, read_rollouts
 
-    path = Path(config.rollouts_file or "")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-    if config.rollouts_sha256 is not None and digest != config.rollouts_sha256:
-        raise DiagError(f"{path} changed since this import was configured (sha256 mismatch); import it again")
-    rollouts, meta = read_rollouts(path)
-    problems = [{"problem_id": pid, "question": None, "answer": None, **m} for pid, m in meta.items()]
-    return Result(problems, rollouts, {"kind": "imported", "file": str(path), "sha256": digest,
-                                       "n_bootstrap": config.n_bootstrap, "seed": config.seed})
+    for name in ("rollouts", "problems"):
+        given, pinned = getattr(config, f"{name}_file"), getattr(config, f"{name}_sha256")
+        if given is None or pinned is None:
+            continue
+        path = Path(given)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        if digest != pinned:
+            raise DiagError(f"{path} changed since this import was configured (sha256 mismatch); import it again")
+    known = read_problems(Path(config.problems_file)) if config.problems_file is not None else None
+    rollouts, meta = read_rollouts(Path(config.rollouts_file or ""), known)
+    problems = [{"problem_id": pid, **m} for pid, m in meta.items()]
+    source = {"kind": "imported", "file": config.rollouts_file, "sha256": config.rollouts_sha256,
+              "n_bootstrap": config.n_bootstrap, "seed": config.seed}
+    if known is not None:
+        source.update(problems_file=config.problems_file, problems_sha256=config.problems_sha256,
+                      problems_without_rollouts=len(set(known) - set(meta)),
+                      graded_here="lines without \"correct\" graded by our checker against the problems file")
+    return Result(problems, rollouts, source)
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
@@ -340,10 +389,19 @@ def audit_config(scale: float = 1.0) -> Config:
                   dtype="bfloat16")
 
 
+def n_label(summary: dict[str, Any]) -> str:
+    """Samples per problem in each mode ("text 4, tool 8"; a range when problems differ); runs saved before n
+    was reported per mode show their one n."""
+    if "n_per_mode" not in summary:
+        return str(summary.get("samples_per_problem_per_mode", "?"))
+    return ", ".join(f"{m} {v['min']}" if v["min"] == v["max"] else f"{m} {v['min']}-{v['max']}"
+                     for m, v in sorted(summary["n_per_mode"].items()))
+
+
 def _headline(summary: dict[str, Any]) -> list[Metric]:
-    k_max = summary["samples_per_problem_per_mode"]
-    metrics = []
-    for k in (1, k_max):
+    k_max = summary["k_max"]
+    metrics = [Metric("samples per problem, by mode (k = n: each mode at its own n)", n_label(summary))]
+    for k in sorted({1, k_max}):
         for mode in MODES:
             v = summary[f"pass@{k}"][mode]
             metrics.append(Metric(f"pass@{k} ({mode})", v["value"], v["low"], v["high"]))
@@ -356,10 +414,10 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
 
 
 def _baselines(summary: dict[str, Any]) -> list[Table]:
-    k_max = summary["samples_per_problem_per_mode"]
-    split = summary[f"split_at_k{k_max}"]
+    split = summary["split_at_n"]
+    n = n_label(summary)
     paper = {"expansion": 0.154, "shrinkage": 0.018, "preserved": 0.666, "jointly_unsolved": 0.162}
-    return [Table(f"Four-way split at k = {k_max} vs the paper (Qwen3-8B, Omni-MATH-512, k = 256)",
+    return [Table(f"Four-way split at k = n ({n}) vs the paper (Qwen3-8B, Omni-MATH-512, k = 256)",
                   ["cell", "this run", "paper"], [[name, split[name], paper[name]] for name in paper])]
 
 
@@ -373,7 +431,10 @@ GUIDE = Guide(
         "Empirical support at a sample budget n: a problem never solved in n samples may still be solvable.",
         "Bootstrap intervals resample problems only; per-problem sampling noise at small n is not in them.",
         "The suite is synthetic arithmetic; a 135M model's tool use is mostly copying the question into print().",
-        "Imported rollouts are trusted as labelled: we do not re-check their answers.",
+        ("Imported rollouts with a \"correct\" field are trusted as labelled; lines without one are graded by our "
+         "checker (the Answer: line, else the last \\boxed{N}) against the problems file."),
+        ("When the mode of an imported rollout is inferred, it means 'a tool was called', not 'a tool was offered'; "
+         "give the mode explicitly to compare tool-offered and text-only sampling."),
     ],
     headline=_headline,
     baselines=_baselines,
@@ -383,4 +444,9 @@ GUIDE = Guide(
 
 
 def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
+    if config.problems_file is not None and config.rollouts_file is None:
+        raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
+    if config.rollouts_file is not None:
+        config = pin_inputs(config)
+        _imported(config)  # bad lines fail here, before a run directory exists
     return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

@@ -39,14 +39,20 @@ def sample(
 @app.command("import")
 def import_rollouts(
     path: Path,
+    problems: Annotated[Path | None, typer.Option(help="Problems JSONL (problem_id, question, answer): grades "
+                                                       "lines without 'correct', matches chats to problems.")] = None,
     n_bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates over problems.")] = 1000,
     as_json: JsonFlag = False,
 ) -> None:
-    """Import rollouts from a JSONL file (schema in diag/tir/importer.py) and analyse them; all or nothing."""
+    """Import rollouts from JSONL and analyse them; all or nothing.
+
+    Our graded schema, chat transcripts (messages with tool_calls and role: tool results, or <code> tags) and
+    vLLM run-batch / OpenAI Batch output (custom_id = PROBLEM_ID[/tool|/text][/LABEL]); see diag/tir/importer.py.
+    """
     from diag.cli import run_and_emit
     from diag.tir import analysis
 
-    run_and_emit(analysis, analysis.import_config(path, n_bootstrap=n_bootstrap), as_json)
+    run_and_emit(analysis, analysis.import_config(path, n_bootstrap=n_bootstrap, problems=problems), as_json)
 
 
 @app.command()

@@ -58,7 +58,9 @@ def four_way_split(tool: np.ndarray, text: np.ndarray) -> dict[str, np.ndarray]:
     """Expected fraction of problems in each cell at every k, from per-problem pass@k of both modes.
 
     With independent draws of k samples per mode a problem is solved by tool only with probability
-    p_tool (1 - p_text); at k = n these probabilities are 0/1 and the split equals the empirical support sets.
+    p_tool (1 - p_text). Evaluated at each mode's own n (pass@n is 1 exactly when one of the n samples is
+    correct) the probabilities are 0/1 and the split equals the empirical support sets; at a common k below
+    some problem's n it is an expectation, not those sets.
     """
     return {
         "expansion": (tool * (1 - text)).mean(axis=0),

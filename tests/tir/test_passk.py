@@ -82,3 +82,26 @@ def test_four_way_split_sums_to_one_and_is_exact_at_indicators():
     rng = np.random.default_rng(0)
     split = four_way_split(rng.random((50, 8)), rng.random((50, 8)))
     assert np.allclose(sum(split.values()), 1.0)
+
+
+def test_unequal_n_split_at_n_equals_the_support_sets_and_n_is_reported_per_mode():
+    """Tool n = 6, text n = 3: k = n is each mode at its own n, so the split and the support sets agree."""
+    from diag.tir.analysis import Result
+    from diag.tir.rollouts import Rollout
+
+    correct = {("p0", "tool"): {5}, ("p0", "text"): set(), ("p1", "tool"): set(), ("p1", "text"): {0},
+               ("p2", "tool"): {0, 1}, ("p2", "text"): {2}, ("p3", "tool"): set(), ("p3", "text"): set()}
+    rollouts = [Rollout(pid, mode, s, "", s in hits) for (pid, mode), hits in correct.items()
+                for s in range(6 if mode == "tool" else 3)]
+    result = Result([{"problem_id": p, "family": "f", "level": 1} for p in ("p0", "p1", "p2", "p3")], rollouts,
+                    {"n_bootstrap": 50})
+    summary = result.summary()
+    assert summary["n_per_mode"] == {"tool": {"min": 6, "max": 6}, "text": {"min": 3, "max": 3}}
+    assert summary["k_max"] == 3 and "pass@6" not in summary
+    sets = result.support_sets()
+    assert sets == {"expansion": ["p0"], "shrinkage": ["p1"], "preserved": ["p2"], "jointly_unsolved": ["p3"]}
+    assert summary["split_at_n"] == {name: len(ids) / 4 for name, ids in sets.items()}
+    # At the common k = 3 the tool-only problem p0 (1 correct of 6) is solved with probability 1 - C(5,3)/C(6,3)
+    # = 0.5: the split by k is an expectation there, which is why k = n is defined per mode.
+    assert result.pass_curves()["tool"][0, 2] == pytest.approx(0.5)
+    assert four_way_split(*result.pass_curves().values())["expansion"][2] == pytest.approx(0.5 / 4)

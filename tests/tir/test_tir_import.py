@@ -12,7 +12,7 @@ from diag.analysis import config_to_dict
 from diag.errors import DiagError
 from diag.runs import RunStore
 from diag.tir import analysis
-from diag.tir.importer import read_rollouts
+from diag.tir.importer import read_problems, read_rollouts
 
 
 def _line(pid: str, mode: str, sample: int, correct: bool, **extra) -> str:
@@ -45,7 +45,15 @@ def _suite_lines() -> list[str]:
 @pytest.mark.parametrize(("bad", "message"), [
     ("{not json\n", ":3: invalid JSON"),
     ('["a list"]\n', ":3: expected a JSON object"),
-    (json.dumps({"problem_id": "p9", "mode": "tool", "sample": 0, "response": ""}) + "\n", ":3: missing field"),
+    (json.dumps({"problem_id": "p9", "mode": "tool", "response": ""}) + "\n", ":3: missing field.s. sample"),
+    (json.dumps({"problem_id": "p9", "mode": "tool", "sample": 0, "response": ""}) + "\n",
+     ':3: no "correct" field and no problems file'),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}], "problem_id": "p9", "correct": True}) + "\n",
+     ":3: the chat has no assistant message"),
+    (json.dumps({"custom_id": "p9", "response": {"status_code": 500, "body": None}}) + "\n",
+     r":3: the request failed \(status 500\)"),
+    (json.dumps({"id": "b", "custom_id": "p9", "response": None, "error": {"message": "engine died"}}) + "\n",
+     r':3: the request failed: \{"message": "engine died"\}'),
     (_line("p9", "voice", 0, True), ":3: mode must be one of"),
     (_line("p9", "tool", 0, True, tool_calls=True), ":3: field 'tool_calls' must be int"),
     (_line("p9", "tool", -1, True), ":3: sample must be >= 0"),
@@ -81,7 +89,7 @@ def test_imported_metrics_support_sets_and_audit_flag(tmp_path):
     assert summary["pass@1"]["text"]["value"] == pytest.approx(0.25)
     # pass@4 is the support indicator: tool solves p0, p2; text solves p1, p2.
     assert summary["pass@4"]["tool"]["value"] == pytest.approx(2 / 3)
-    assert summary["split_at_k4"] == pytest.approx(
+    assert summary["split_at_n"] == pytest.approx(
         {"expansion": 1 / 3, "shrinkage": 1 / 3, "preserved": 1 / 3, "jointly_unsolved": 0.0})
     # 1 of 12 tool executions failed in the sandbox: 8.3% > 1%, flagged in the summary and the figure titles.
     audit = summary["execution_audit"]
@@ -127,3 +135,169 @@ def test_export_round_trip_and_partial_checkpoint(tmp_path):
     partial.save_checkpoint({"loop_step": 3, "state": {"rollouts": rows}})
     assert analysis.export_jsonl(partial, exported) == {"rollouts": 4, "problems": 1}
     assert json.loads(exported.read_text().splitlines()[0])["family"] == "arithmetic"
+
+
+# -- formats engines write ----------------------------------------------------------------------------------
+ANSWERS = {"p0": 391, "p1": 12, "p2": 7}
+FLAGS = {("p0", "tool"): [1, 0, 0, 1], ("p0", "text"): [0, 0, 0, 0], ("p1", "tool"): [0, 0, 0, 0],
+         ("p1", "text"): [0, 1, 0, 0], ("p2", "tool"): [1, 1, 1, 1], ("p2", "text"): [1, 0, 1, 0]}
+
+
+def _problems_file(tmp_path: Path) -> Path:
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps({"problem_id": pid, "question": f"What is question {pid}?", "answer": a,
+                                        "family": "arithmetic", "level": 2}) + "\n" for pid, a in ANSWERS.items()))
+    return path
+
+
+def _chat(pid: str, mode: str, ok: bool) -> dict:
+    """An OpenAI-style transcript: tool mode calls a python tool and reads its result; text mode answers directly."""
+    answer = ANSWERS[pid] if ok else ANSWERS[pid] + 1
+    messages = [{"role": "system", "content": "Solve exactly."}, {"role": "user", "content": f"What is question {pid}?"}]
+    if mode == "tool":
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "python", "arguments": json.dumps({"code": f"print({answer})"})}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": str(answer)}]
+    messages.append({"role": "assistant", "content": f"So the result is computed.\nAnswer: {answer}\n"})
+    return {"messages": messages}
+
+
+def test_openai_chat_tool_rollouts_are_graded_and_give_the_graded_files_pass_at_k(tmp_path):
+    """The same outcomes as OpenAI chat transcripts (graded here, mode inferred) and as our graded schema."""
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps(_chat(pid, mode, bool(ok))) + "\n"
+                             for (pid, mode), flags in FLAGS.items() for ok in flags))
+    graded = _write(tmp_path, [_line(pid, mode, s, bool(ok)) for (pid, mode), flags in FLAGS.items()
+                               for s, ok in enumerate(flags)])
+    store = RunStore()
+    from_chat = analysis.run(analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path)),
+                             store=store).summary()
+    from_graded = analysis.run(analysis.import_config(graded, n_bootstrap=200), store=store).summary()
+    for k in (1, 4):
+        assert from_chat[f"pass@{k}"] == from_graded[f"pass@{k}"]
+    assert from_chat["pass@1"]["tool"]["value"] == pytest.approx(0.5)
+    assert from_chat["expansion"] == ["p0"] and from_chat["shrinkage"] == ["p1"]
+    assert from_chat["split_at_n"] == from_graded["split_at_n"]
+    assert from_chat["tool_calls"]["calls_per_rollout"] == 1.0
+    rollouts, meta = read_rollouts(chats, read_problems(_problems_file(tmp_path)))
+    first = next(r for r in rollouts if r.mode == "tool")
+    assert first.response == ("<code>print(391)</code>\n<interpreter>391</interpreter>\nSo the result is computed."
+                              "\nAnswer: 391\n") and first.answer == 391 and first.correct
+    assert meta["p0"]["question"] == "What is question p0?" and meta["p0"]["level"] == 2
+    assert [r.sample for r in rollouts if (r.problem_id, r.mode) == ("p0", "text")] == [0, 1, 2, 3]
+
+
+def test_vllm_batch_output_with_several_choices_and_custom_id_modes(tmp_path):
+    def line(custom_id: str, texts: list[str], **message) -> str:
+        choices = [{"index": i, "message": {"role": "assistant", "content": t, **message}, "finish_reason": "stop"}
+                   for i, t in enumerate(texts)]
+        return json.dumps({"id": "b", "custom_id": custom_id, "error": None, "response": {
+            "status_code": 200, "request_id": "r", "body": {"choices": choices, "usage": {"completion_tokens": 9}}}}) + "\n"
+
+    path = tmp_path / "batch.jsonl"
+    path.write_text(
+        line("p0/tool/a", ["<code>print(17*23)</code>\n<interpreter>391</interpreter>\nAnswer: 391",
+                           "I think \\boxed{390}"])  # our tags count as a tool call; \boxed is graded
+        + line("p0/text/b", ["The answer is \\boxed{391}."])
+        + line("p1", ["Answer: 12"])  # no tool call and no mode: text
+        + line("p1/tool", ["", ], tool_calls=[{"id": "x", "type": "function",
+                                              "function": {"name": "run", "arguments": "print(12)"}}]))
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    got = {(r.problem_id, r.mode, r.sample): (r.correct, r.answer, r.tool_calls, r.generated_tokens) for r in rollouts}
+    assert got == {("p0", "tool", 0): (True, 391, 1, 0), ("p0", "tool", 1): (False, 390, 0, 0),
+                   ("p0", "text", 0): (True, 391, 0, 9), ("p1", "text", 0): (True, 12, 0, 9),
+                   ("p1", "tool", 0): (False, None, 1, 9)}
+    assert rollouts[-1].response == "<code>print(12)</code>"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({"custom_id": "p7/tool", "response": {"body": {"choices": [{"message": {"content": "Answer: 1"}}]}}},
+     ":2: custom_id 'p7/tool' names no problem"),
+    ({"messages": [{"role": "user", "content": "What is question p0?"}, {"role": "robot", "content": "x"},
+                   {"role": "assistant", "content": "Answer: 1"}]}, ":2: unknown message role 'robot'"),
+    ({"messages": [{"role": "user", "content": "unrelated"}, {"role": "assistant", "content": "Answer: 1"}]},
+     ":2: the first user message contains no problem question"),
+    ({"messages": [{"role": "assistant", "content": "Answer: 1"}], "problem_id": "p8"},
+     ":2: problem 'p8' is not in the problems file"),
+    ({"messages": [{"role": "assistant", "content": "x", "tool_calls": [{"id": "c"}]}], "problem_id": "p0"},
+     ":2: a tool call needs"),
+    ({"messages": [{"role": "assistant", "content": "Answer: 1"}], "problem_id": "p0", "mode": "voice"},
+     ":2: mode must be one of"),
+])
+def test_bad_engine_lines_are_named_and_leave_no_run(tmp_path, line, message):
+    path = _write(tmp_path, [json.dumps(_chat("p0", "text", True)) + "\n", json.dumps(line) + "\n"])
+    store = RunStore()
+    with pytest.raises(DiagError, match=message):
+        analysis.run(analysis.import_config(path, problems=_problems_file(tmp_path)), store=store)
+    assert store.list() == [] and not any(p.is_dir() for p in store.root.iterdir())
+
+
+def test_the_question_in_the_prompt_names_the_problem(tmp_path):
+    path = _write(tmp_path, [json.dumps(_chat("p2", mode, True)) + "\n" for mode in ("tool", "text")])
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    assert {(r.problem_id, r.mode, r.correct) for r in rollouts} == {("p2", "tool", True), ("p2", "text", True)}
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: (d / "garbage.bin").write_bytes(bytes(range(256))) and d / "garbage.bin", "is not a UTF-8 text file"),
+    (lambda d: (d / "latin1.jsonl").write_bytes(b'{"a": 1}\n{"b": "caf\xe9"}\n') and d / "latin1.jsonl",
+     r"latin1.jsonl is not a UTF-8 text file \(line 2, byte 0xe9\)"),
+    (lambda d: d, "is a directory, not a file"),
+    (lambda d: d / "missing.jsonl", "does not exist"),
+])
+def test_unreadable_files_are_one_line_exit_2_and_leave_no_run(tmp_path, monkeypatch, capsys, make, message):
+    from diag.cli import main
+
+    path = make(tmp_path)
+    with pytest.raises(DiagError, match=message):
+        analysis.import_config(path)
+    monkeypatch.setattr("sys.argv", ["diag", "tir", "import", str(path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    store = RunStore()
+    assert store.list() == []
+
+
+def test_problems_file_errors_are_named(tmp_path):
+    bad = tmp_path / "problems.jsonl"
+    bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": "391"}) + "\n")
+    with pytest.raises(DiagError, match=r"problems.jsonl:1: field 'answer' must be int"):
+        read_problems(bad)
+    bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": 1}) * 1 + "\n"
+                   + json.dumps({"problem_id": "p0", "question": "q", "answer": 1}) + "\n")
+    with pytest.raises(DiagError, match=r"problems.jsonl:2: problem_id must be non-empty and unique"):
+        read_problems(bad)
+
+
+def test_the_app_form_imports_chats_with_a_problems_file_like_the_cli(tmp_path):
+    """The launch form is generated from Config: rollouts and problems files are text fields; blanks are None."""
+    from apps.forms import ConfigForm
+    from diag.analysis import pinned
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps(_chat(pid, mode, bool(ok))) + "\n"
+                             for (pid, mode), flags in FLAGS.items() for ok in flags))
+    form = ConfigForm(analysis.Config, analysis.Config())
+    assert "problems_file" in form.widgets and "problems_sha256" not in form.widgets
+    form.widgets["rollouts_file"].value = str(chats)
+    form.widgets["problems_file"].value = str(_problems_file(tmp_path))
+    form.widgets["n_bootstrap"].value = 200
+    config = pinned(analysis, form.config())
+    cli_config = analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path))
+    assert config == cli_config  # the same run id as `diag tir import --problems`
+    assert analysis.run(config).summary()["expansion"] == ["p0"]
+    form.widgets["problems_file"].value = ""
+    assert form.config().problems_file is None
+
+
+def test_graded_schema_lines_without_correct_are_graded_and_mode_is_inferred(tmp_path):
+    lines = [{"problem_id": "p1", "sample": 0, "response": "<code>print(12)</code>\nAnswer: 12"},
+             {"problem_id": "p1", "sample": 0, "response": "no idea", "answer": 12},  # a given answer is graded
+             {"problem_id": "p1", "sample": 1, "response": "Answer: 12", "correct": False}]  # given: trusted
+    path = _write(tmp_path, [json.dumps(x) + "\n" for x in lines])
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    assert [(r.mode, r.sample, r.correct, r.tool_calls) for r in rollouts] == [
+        ("tool", 0, True, 1), ("text", 0, True, 0), ("text", 1, False, 0)]

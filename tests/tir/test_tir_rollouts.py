@@ -86,7 +86,7 @@ def test_sampled_run_end_to_end(smollm2):
                              problems_per_batch=2, device="cpu")
     result = analysis.run(config)
     summary = result.summary()
-    assert len(result.rollouts) == 2 * 2 * 3 and summary["samples_per_problem_per_mode"] == 3
+    assert len(result.rollouts) == 2 * 2 * 3 and summary["n_per_mode"]["tool"] == {"min": 3, "max": 3}
     tool = [r for r in result.rollouts if r.mode == "tool"]
     text = [r for r in result.rollouts if r.mode == "text"]
     assert all(r.tool_calls == 0 and not r.exec_statuses for r in text)
