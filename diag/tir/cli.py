@@ -47,7 +47,8 @@ def import_rollouts(
     """Import rollouts from JSONL and analyse them; all or nothing.
 
     Our graded schema, chat transcripts (messages with tool_calls and role: tool results, or <code> tags) and
-    vLLM run-batch / OpenAI Batch output (custom_id = PROBLEM_ID[/tool|/text][/LABEL]); see diag/tir/importer.py.
+    vLLM run-batch / OpenAI Batch output (custom_id = PROBLEM_ID, then optionally /tool or /text, then /LABEL);
+    see diag/tir/importer.py.
     """
     from diag.cli import run_and_emit
     from diag.tir import analysis
