@@ -255,7 +255,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
         per_token = sum(a.sum(-1) for a in attributions).detach()  # [batch, width], summed over layers
         for row, e in enumerate(chunk):
             k = len(e.response_ids)
-            out.append(per_token[row, -k:].double().numpy())  # attribution of each response token as input
+            out.append(per_token[row, -k:].double().cpu().numpy())  # attribution of each response token as input
     return out
 
 

@@ -154,7 +154,7 @@ class ModelPair:
             policy, ref, _ = self.token_logps([encoded[i] for i in chunk])
             for row, i in enumerate(chunk):
                 n = len(encoded[i].response_ids)
-                p, r = policy[row, :n].double(), ref[row, :n].double()
+                p, r = policy[row, :n].double().cpu(), ref[row, :n].double().cpu()  # host copies for numpy
                 scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
             progress(len(scored), len(encoded), "scoring")
         return [scored[i] for i in range(len(encoded))]
