@@ -353,20 +353,26 @@ def response_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.T
     return target_logps(response_logits(model, ids, attention, positions, targets.shape[1], inputs_embeds), targets)
 
 
-def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The block stack with a ``layers`` list (LlamaModel for SmolLM2), looked up through a PEFT wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    if decoder is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
-        raise DiagError(f"{type(base).__name__} has no decoder with a 'layers' list")
-    return decoder
+def blocks_of(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The module holding the decoder's block list and the list's attribute name, found by architecture
+    through a PEFT wrapper (``probes.site.block_path``); ``from_block`` swaps that attribute."""
+    from probes.errors import SiteError
+    from probes.site import block_path
+
+    try:
+        path = block_path(model)
+    except SiteError as exc:
+        raise DiagError(str(exc)) from exc
+    parent, _, name = path.rpartition(".")
+    return model.get_submodule(parent), name
 
 
 def first_adapted_block(model: torch.nn.Module) -> int:
     """Index of the lowest block holding an adapter; 0 when there is none or it also touches other modules."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    blocks = decoder_of(model).layers
+    holder, name = blocks_of(model)
+    blocks = getattr(holder, name)
     owner = {id(module): i for i, block in enumerate(blocks) for module in block.modules()}
     adapted = [owner.get(id(module), -1) for module in model.modules()
                if isinstance(module, BaseTunerLayer) or "ModulesToSave" in type(module).__name__]
@@ -380,7 +386,8 @@ def capture_block_input(model: torch.nn.Module, block: int) -> Iterator[dict[str
     if block == 0:
         yield captured
         return
-    hook = decoder_of(model).layers[block].register_forward_pre_hook(
+    holder, name = blocks_of(model)
+    hook = getattr(holder, name)[block].register_forward_pre_hook(
         lambda _m, args, kwargs: captured.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
     try:
         yield captured
@@ -394,13 +401,13 @@ def from_block(model: torch.nn.Module, block: int) -> Iterator[None]:
     if block == 0:
         yield
         return
-    decoder = decoder_of(model)
-    all_blocks = decoder.layers
-    decoder.layers = torch.nn.ModuleList(list(all_blocks)[block:])
+    holder, name = blocks_of(model)
+    all_blocks = getattr(holder, name)
+    setattr(holder, name, torch.nn.ModuleList(list(all_blocks)[block:]))
     try:
         yield
     finally:
-        decoder.layers = all_blocks
+        setattr(holder, name, all_blocks)
 
 
 def is_adapter(path: str) -> bool:
