@@ -33,7 +33,9 @@ class Config:
     max_new_tokens: int = 16
     dataset: str = ""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    dtype: str = "float32"
+    allow_tf32: bool = False
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -92,8 +94,10 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.device import resolve_device, resolve_dtype
     from diag.zoo.sources import check_layer_range
 
+    resolve_device(config.device), resolve_dtype(config.dtype)  # one line before the first layer's work
     check_layer_range(config.model, config.layers)
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}

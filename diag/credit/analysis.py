@@ -53,6 +53,8 @@ class Config:
     n_boot: int = 1000
     batch_size: int = 16
     device: str = "auto"
+    dtype: str = "float32"  # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
+    allow_tf32: bool = False  # TF32 matmuls in the captum attributions (off: as exact as float32 allows)
     # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
     data_sha256: str | None = None
     policy_sha256: str | None = None
@@ -268,7 +270,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     if not config.seeds:
         raise DiagError("at least one seed is needed")
     records = load_records(config)
-    pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device)
+    from diag.device import exact_matmul
+
+    pair = load_pair(resolve_policy(config.policy), config.reference, config.beta, config.device, config.dtype)
     tok = pair.tokenizer
     entries = []  # (pair index, side, record, text, span)
     for index, (seed, record) in enumerate(records):
@@ -286,8 +290,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         with_span = [k for k, e in enumerate(entries) if e[5] is not None and e[0] in first_pairs.get(e[2], [])]
         attributions = []
         for start in range(0, len(with_span), 4):
-            attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
-                                             config.captum_steps)
+            with exact_matmul(config.allow_tf32):
+                attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
+                                                 config.captum_steps)
             progress(min(start + 4, len(with_span)), len(with_span), "captum LayerIntegratedGradients")
         for k, a in zip(with_span, attributions, strict=True):
             captum[k] = a
@@ -326,6 +331,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     wins = np.array([reward_of[(p, "chosen")] > reward_of[(p, "rejected")] for p in pairs], dtype=float)
     extra = {
         "policy": config.policy, "reference": config.reference or "adapter disabled", "beta": pair.beta,
+        "numerics": {**pair.numerics, "allow_tf32": config.allow_tf32},
         "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
         "preference_accuracy": bootstrap_mean(wins, config.seeds[0], config.n_boot) if pairs else None,
         "consistency_max_abs_diff": max(check) if check else None,

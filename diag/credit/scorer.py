@@ -90,6 +90,7 @@ class ModelPair:
         if reference is not None:
             check_compatible(tokenizer, reference_tokenizer or tokenizer, policy, reference)
         self.policy, self.reference, self.tokenizer, self.beta = policy, reference, tokenizer, beta
+        self.numerics: dict = {}  # device, dtype and its measured faithfulness (set by load_pair)
 
     @property
     def device(self) -> torch.device:
@@ -421,9 +422,12 @@ def adapter_meta(path: str) -> dict:
 
 
 def load_pair(policy: str, reference: str | None = None, beta: float | None = None,
-              device: str = "auto") -> ModelPair:
-    """Load a pair from names: two models (zoo names, dirs, HF ids), or a PEFT adapter dir (reference = base)."""
-    from diag.zoo import load_lm
+              device: str = "auto", dtype: str = "float32") -> ModelPair:
+    """Load a pair from names: two models (zoo names, dirs, HF ids), or a PEFT adapter dir (reference = base).
+
+    Both run in ``dtype``; ``pair.numerics`` holds the policy's (or the adapter's base's) measured faithfulness.
+    """
+    from diag.zoo.lm import load_lm_numerics
 
     if is_adapter(policy):
         from peft import PeftModel
@@ -433,7 +437,7 @@ def load_pair(policy: str, reference: str | None = None, beta: float | None = No
         if reference is not None and reference != base_name:
             raise DiagError(f"adapter {policy} was trained on {base_name!r}; its reference is that base with the "
                             f"adapter disabled, not {reference!r}")
-        base, tokenizer = load_lm(base_name, device)
+        base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
         try:
             model = PeftModel.from_pretrained(base, policy)
         except Exception as exc:
@@ -442,11 +446,15 @@ def load_pair(policy: str, reference: str | None = None, beta: float | None = No
         beta = beta if beta is not None else adapter_meta(policy).get("beta")
         if beta is None:
             raise DiagError(f"adapter {policy} records no beta; pass --beta")
-        return ModelPair(model, tokenizer, beta=beta)
+        pair = ModelPair(model, tokenizer, beta=beta)
+        pair.numerics = numerics
+        return pair
     if reference is None:
         raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed")
     if beta is None:
         raise DiagError("beta is needed to turn log-ratios into rewards; pass --beta")
-    policy_model, tokenizer = load_lm(policy, device)
-    reference_model, reference_tokenizer = load_lm(reference, device)
-    return ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    policy_model, tokenizer, numerics = load_lm_numerics(policy, device, dtype)
+    reference_model, reference_tokenizer, _ = load_lm_numerics(reference, device, dtype)
+    pair = ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    pair.numerics = numerics
+    return pair
