@@ -286,6 +286,10 @@ def tree_logps(model: torch.nn.Module, tree: TokenTree, inputs_embeds: torch.Ten
 
 
 SEGMENT_ATTENTION = "diag_tree_segments"
+# Device types where tree attention runs one prompt at a time. On CPU that beats the dense mask (kernels do not
+# skip masked blocks); on CUDA the per-prompt calls are launch-bound (2.35x two bare forwards at batch 64 on an
+# H200), so CUDA takes the single dense-mask SDPA call. Same mask, same softmax either way.
+SEGMENTED_ON = frozenset({"cpu"})
 
 
 def _segmented_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -310,13 +314,15 @@ def _segmented_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
 @contextlib.contextmanager
 def segment_attention(model: torch.nn.Module) -> Iterator[bool]:
-    """Switch ``model`` to segmented tree attention for one call; yields False (dense mask) if it cannot switch."""
+    """Switch ``model`` to segmented tree attention for one call; yields False (dense mask) if it cannot switch
+    or its device type is not in ``SEGMENTED_ON``."""
     from transformers import AttentionInterface
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     previous = getattr(config, "_attn_implementation", None)
-    if previous != "sdpa" or not hasattr(base, "set_attn_implementation"):
+    on_device = next(base.parameters()).device.type in SEGMENTED_ON
+    if previous != "sdpa" or not hasattr(base, "set_attn_implementation") or not on_device:
         yield False
         return
     AttentionInterface.register(SEGMENT_ATTENTION, _segmented_sdpa)

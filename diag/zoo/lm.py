@@ -173,6 +173,22 @@ def check_fits(name: str, device: torch.device, dtype: torch.dtype, free_bytes: 
                             f"on {where} but {free / 2**30:.1f} GiB is free: use a smaller model or another device")
 
 
+def random_lm(like: str | Path, out: str | Path, **overrides: Any) -> Path:
+    """Save to ``out`` a model of the architecture in ``like``'s config.json, random weights (seed 0), with the
+    tokenizer files found there: SmolLM2's shape and chat template where its weights cannot travel (a GPU
+    machine without the GGUF). ``overrides`` change config fields (e.g. ``num_hidden_layers=2``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(like)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    out = Path(out)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
+    AutoTokenizer.from_pretrained(like).save_pretrained(out)
+    return out
+
+
 def local_model_fingerprint(name: str) -> str | None:
     """Content fingerprint of a local model directory; None for the embedded model and hub ids (fixed by name)."""
     source = resolve_lm_source(name)
