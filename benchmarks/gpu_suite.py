@@ -138,7 +138,7 @@ def run_dpo(model: str, device: str, tiny: bool) -> None:
 
     start = time.perf_counter()
     result = dpo.run(dpo.Config(model=model, n_train=8, n_heldout=4, steps=2 if tiny else 12, batch_pairs=2,
-                                lora_layers=2, anchor_weight=0.0, device=device))
+                                lora_layers=1, anchor_weight=0.0, device=device))
     emit("analysis", "credit train (DPO)", round(time.perf_counter() - start, 1), None, True,
          summary=result.summary())
 

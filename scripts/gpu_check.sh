@@ -25,9 +25,10 @@ DEVICE=(--device cuda)
 case "${1:-}" in
   --download-wheels)
     mkdir -p "$2"
-    for w in "${WHEELS[@]}"; do
-      "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$2" "$w" \
+    for w in "${WHEELS[@]}"; do  # the versions installed here (pydantic and pydantic-core must match)
+      v=$("$PY" -c "import importlib.metadata as m; print(m.version('$w'))" 2>/dev/null)
+      "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$2" "$w${v:+==$v}" \
         || echo "could not fetch $w" >&2
     done
     exit 0 ;;

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from diag.analysis import execute
+from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.runs import Run, RunStore, write_bytes_atomic
 
@@ -127,6 +128,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     # 2. model: LoRA on every linear map of the top decoder layers; the reference is the adapter switched off
     n_layers = base.config.num_hidden_layers
+    if not 0 < config.lora_layers < n_layers:  # steps start from the residual entering the first LoRA layer
+        raise DiagError(f"lora_layers must be 1..{n_layers - 1} for this {n_layers}-layer model, "
+                        f"got {config.lora_layers}")
     lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                       layers_to_transform=list(range(n_layers - config.lora_layers, n_layers)))
