@@ -173,3 +173,18 @@ def test_missing_or_ambiguous_blocks_fail_with_the_architecture_named():
         block_path(bare)
     with pytest.raises(SiteError, match="_StemFirst has no module 'trunk'"):
         block_path(model, "trunk")
+
+
+def test_dense_tree_mask_equals_per_prompt_attention(family, loaded, monkeypatch):
+    """CUDA scores with one dense-mask SDPA call, CPU per prompt: both paths give the same numbers."""
+    from diag.credit import scorer
+
+    policy, tokenizer = loaded
+    pair = scorer.ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
+    encoded = [scorer.encode(tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
+                                                          ("Count to two.", "1, 2"))]
+    per_prompt = pair.score(encoded)
+    monkeypatch.setattr(scorer, "SEGMENTED_ON", frozenset())
+    dense = pair.score(encoded)
+    for a, b in zip(per_prompt, dense, strict=True):
+        np.testing.assert_allclose(a.reward, b.reward, atol=1e-5)
