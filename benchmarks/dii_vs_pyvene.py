@@ -58,7 +58,7 @@ def toy_setup(seed: int = 0) -> dict:
 
     config = toy.Config(seed=seed)  # the network `diag cdas toy` trains (same recipe, steps and batch)
     generator = torch.Generator().manual_seed(seed)
-    model, _ = toy.train_mlp(config, generator)
+    model, _ = toy.train_mlp(config, generator, torch.device("cpu"))
     return {"state": model.state_dict(), "seed": seed, "batch": config.batch, "lr": config.lr,
             "init_basis": RotatedSubspace(config.hidden, TOY_RANK, seed=0).basis().detach().clone(),
             "data_seed": 1}

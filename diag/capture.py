@@ -5,7 +5,7 @@ It doubles as the reference for the ``Config -> run() -> Result`` contract (see 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -31,6 +31,7 @@ class Config:
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
     backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
     device: str = checked("auto", kind="device")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bfloat16 / float16: the result carries the measured KL to float32 (``numerics``)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Result:
     tokens: list[str]
     activations: dict[str, np.ndarray]  # site key -> [seq, d]
     next_token: str
+    numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype and its faithfulness (zoo.lm)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -48,11 +50,13 @@ class Result:
                     np.linalg.norm(a, axis=-1).mean())}
                 for key, a in self.activations.items()
             },
+            "numerics": self.numerics,
         }
 
     def save(self, run: Run) -> None:
         run.write_arrays("activations", self.activations)
-        run.write_json("tokens.json", {"tokens": self.tokens, "next_token": self.next_token})
+        run.write_json("tokens.json", {"tokens": self.tokens, "next_token": self.next_token,
+                                       "numerics": self.numerics})
         run.write_figure("token_norms", self.token_norm_figure())
 
     def token_norm_figure(self) -> Figure:
@@ -73,16 +77,16 @@ class Result:
     @classmethod
     def load(cls, run: Run) -> Result:
         meta = run.read_json("tokens.json")
-        return cls(meta["tokens"], run.read_arrays("activations"), meta["next_token"])
+        return cls(meta["tokens"], run.read_arrays("activations"), meta["next_token"], meta.get("numerics", {}))
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     import torch  # here, not at the top: a refused config never waits for torch's second of import
 
-    from diag.zoo import load_lm
+    from diag.zoo.lm import load_lm_numerics
     from probes import Site, get_backend
 
-    model, tokenizer = load_lm(config.model, config.device)
+    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype)
     sites = [Site(layer, config.component) for layer in config.layers]  # type: ignore[arg-type]
     backend = get_backend(config.backend, model, tokenizer)
     device = next(model.parameters()).device
@@ -94,8 +98,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     ids = inputs["input_ids"][0].tolist()
     return Result(
         tokens=tokenizer.convert_ids_to_tokens(ids),
-        activations={s.key(): trace.activations[s][0].cpu().numpy() for s in sites},
+        activations={s.key(): trace.activations[s][0].float().cpu().numpy() for s in sites},
         next_token=tokenizer.decode(int(trace.logits[0, -1].argmax())),
+        numerics=numerics,
     )
 
 

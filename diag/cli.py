@@ -184,6 +184,7 @@ def capture(
     component: Annotated[str, typer.Option(help="resid_pre, resid_post, attn_out or mlp_out.")] = "resid_post",
     backend: Annotated[str, typer.Option(help="torch, transformer_lens or nnsight.")] = "torch",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
     as_json: JsonFlag = False,
 ) -> None:
     """Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run."""
@@ -191,7 +192,7 @@ def capture(
 
     run_and_emit(analysis, {
         "model": model, "prompt": prompt, "layers": list(parse_ints(layers, "--layers")),
-        "component": component, "backend": backend, "device": device,
+        "component": component, "backend": backend, "device": device, "dtype": dtype,
     }, as_json)
 
 

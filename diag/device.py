@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from diag.errors import DiagError
+from probes.numerics import exact_matmul  # defined with the gradients that need it; diag -> probes
+
+__all__ = ["DTYPES", "exact_matmul", "resolve_device", "resolve_dtype", "seed_everything"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -40,19 +41,3 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise DiagError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)}")
     return DTYPES[name]
-
-
-@contextlib.contextmanager
-def exact_matmul(allow_tf32: bool = False) -> Iterator[None]:
-    """Run gradients, attributions and DII training without TF32 unless the config allows it.
-
-    On an H200, cuDNN's default TF32 convolutions moved RA-NLD gradients by 3% of their maximum (batched vs
-    per-frame cosine 0.990); with TF32 off they agree to 5e-7. A no-op on CPU, where TF32 does not exist.
-    """
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

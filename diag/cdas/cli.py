@@ -41,6 +41,7 @@ def toy(
     layer: Annotated[int, typer.Option(help="MLP layer (0..2) to intervene on.")] = 0,
     dii_steps: Annotated[int, typer.Option(help="Training steps per DII.")] = 600,
     objectives: Annotated[str, typer.Option(help="Comma-separated subset of das, cdas, kl.")] = "das,cdas",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls."""
@@ -48,7 +49,7 @@ def toy(
     from diag.cli import run_and_emit
 
     run_and_emit(analysis, {"seed": seed, "rank": rank, "layer": layer, "dii_steps": dii_steps,
-                                                "objectives": _names(objectives)}, as_json)
+                                                "objectives": _names(objectives), "device": device}, as_json)
 
 
 @app.command()
@@ -60,6 +61,8 @@ def train(
     objective: Annotated[str, typer.Option(help="cdas (JSD), das (cross-entropy) or kl.")] = "cdas",
     steps: Annotated[int, typer.Option(help="Training steps.")] = 20,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
     as_json: JsonFlag = False,
 ) -> None:
     """Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss."""
@@ -67,7 +70,8 @@ def train(
     from diag.cli import run_and_emit
 
     run_and_emit(analysis, {"model": model, "concept": concept, "layer": layer, "rank": rank,
-                                                "objective": objective, "steps": steps, "dataset": dataset}, as_json)
+                                                "objective": objective, "steps": steps, "dataset": dataset,
+                                                "device": device, "dtype": dtype}, as_json)
 
 
 @app.command()
@@ -81,6 +85,8 @@ def steer(
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 6,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 20,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
     as_json: JsonFlag = False,
 ) -> None:
     """Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores."""
@@ -90,7 +96,7 @@ def steer(
     run_and_emit(analysis, {
         "model": model, "concepts": _names(concepts), "layer": layer, "steps": steps,
         "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts, "max_new_tokens": max_new_tokens,
-        "dataset": dataset,
+        "dataset": dataset, "device": device, "dtype": dtype,
     }, as_json)
 
 
@@ -104,6 +110,8 @@ def sweep(
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per concept (two halves).")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per answer.")] = 16,
     dataset: Annotated[str, typer.Option(help="JSONL concept dataset (default: the committed one).")] = "",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
     as_json: JsonFlag = False,
 ) -> None:
     """Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer."""
@@ -113,7 +121,7 @@ def sweep(
     run_and_emit(analysis, {
         "layers": _ints(layers, "--layers"), "model": model, "concepts": _names(concepts),
         "steps": steps, "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts,
-        "max_new_tokens": max_new_tokens, "dataset": dataset,
+        "max_new_tokens": max_new_tokens, "dataset": dataset, "device": device, "dtype": dtype,
     }, as_json)
 
 

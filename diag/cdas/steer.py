@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,7 +60,9 @@ class Config:
     max_new_tokens: int = checked(20, low=1, high=4096)
     dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
     seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("cpu", kind="device")
+    device: str = checked("auto", kind="device")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen model; the DIIs train in float32
+    allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
     def __post_init__(self) -> None:
         if self.init not in ("diffmean", "random"):
@@ -78,6 +80,7 @@ class Result:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # "concept/method" -> unit vector
     projections: dict[str, dict[str, float]] = field(default_factory=dict)  # "concept/method" -> m+, m-
     residual_norm: float = 0.0  # rho: mean |h| of the train source tokens at the layer (alpha's unit)
+    numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype (+ faithfulness), TF32 switch
 
     def table(self) -> dict[str, dict[str, float]]:
         """Mean held-out score per method and direction, averaged over concepts."""
@@ -99,13 +102,14 @@ class Result:
             out[f"cdas_minus_diffmean_{direction}"] = table["cdas"][direction] - table["diffmean"][direction]
         out["concepts"] = sorted({r["concept"] for r in self.rows})
         out["residual_norm"] = self.residual_norm
+        out["numerics"] = self.numerics
         return out
 
     def save(self, run: Run) -> None:
         run.write_json("steer.json", {"judge": self.judge, "alphas": self.alphas, "rows": self.rows,
                                       "alpha_sweep": self.alpha_sweep, "curves": self.curves,
                                       "projections": self.projections, "table": self.table(),
-                                      "residual_norm": self.residual_norm})
+                                      "residual_norm": self.residual_norm, "numerics": self.numerics})
         run.write_json("examples.json", self.examples)
         run.write_arrays("vectors", self.vectors)
         for name, fig in self.figures().items():
@@ -117,7 +121,8 @@ class Result:
         if "residual_norm" not in data:
             raise DiagError(f"run {run.run_id} predates alpha in units of the residual norm: rerun it")
         return cls(data["judge"], data["alphas"], data["rows"], data["alpha_sweep"], run.read_json("examples.json"),
-                   data["curves"], run.read_arrays("vectors"), data["projections"], data["residual_norm"])
+                   data["curves"], run.read_arrays("vectors"), data["projections"], data["residual_norm"],
+                   data.get("numerics", {}))
 
     def figures(self) -> dict[str, Any]:
         import matplotlib
@@ -175,9 +180,10 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.lm import generate, response_nll
     from diag.cdas.train import Example, examples_for, intervened_losses, source_states
     from diag.checkpoint import run_steps
-    from diag.zoo import load_lm
+    from diag.device import exact_matmul
+    from diag.zoo.lm import load_lm_numerics
     pairs = load_pairs(config.dataset or None, config.concepts)
-    model, tokenizer = load_lm(config.model, config.device)
+    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
     model.requires_grad_(False)
     width = model.config.hidden_size
     train = {c: [p for p in pairs if p.concept == c and p.split == "train"] for c in config.concepts}
@@ -216,12 +222,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             rows += [(f"{c}/{o}", o, e) for e in examples_for(chosen, states[c][0][picked], states[c][1][picked])]
         objectives = [r[1] for r in rows]
         bases = torch.stack([modules[r[0]].basis() for r in rows])
-        per_row = intervened_losses(model, tokenizer, config.layer, [r[2] for r in rows], bases, objectives,
-                                    config.train_tokens)
-        losses = {o: per_row[[k for k, ob in enumerate(objectives) if ob == o]].mean() for o in ("das", "cdas")}
-        optimiser.zero_grad()
-        (losses["das"] + losses["cdas"]).backward()
-        optimiser.step()
+        with exact_matmul(config.allow_tf32):
+            per_row = intervened_losses(model, tokenizer, config.layer, [r[2] for r in rows], bases, objectives,
+                                        config.train_tokens)
+            losses = {o: per_row[[k for k, ob in enumerate(objectives) if ob == o]].mean() for o in ("das", "cdas")}
+            optimiser.zero_grad()
+            (losses["das"] + losses["cdas"]).backward()
+            optimiser.step()
         for o in ("das", "cdas"):
             state["curves"][o].append(float(losses[o].detach()))
         state["modules"] = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
@@ -330,7 +337,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     examples = [{k: j[k] for k in ("concept", "method", "direction", "alpha", "prompt", "answer", "score",
                                    "concept_score", "relevance", "fluency", "perplexity")} for j in report_jobs]
     return Result(DESCRIPTION, chosen, rows, alpha_sweep, examples, state["curves"],
-                  {k: v.numpy() for k, v in vectors.items()}, projections, residual_norm)
+                  {k: v.cpu().numpy() for k, v in vectors.items()}, projections, residual_norm, numerics)
 
 
 def _baselines(summary: dict[str, Any]) -> list[Any]:

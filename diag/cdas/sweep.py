@@ -9,7 +9,7 @@ Alpha is in residual norms at each layer, so one grid means the same edit streng
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from diag.analysis import MAX_SEED, checked, config_to_dict, execute, pin_model, validated
 from diag.cdas import steer
@@ -34,7 +34,9 @@ class Config:
     max_new_tokens: int = checked(16, low=1, high=4096)
     dataset: str = checked("", kind="file", empty=True)
     seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("cpu", kind="device")
+    device: str = checked("auto", kind="device")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    allow_tf32: bool = False
 
     def __post_init__(self) -> None:
         if len(set(self.layers)) != len(self.layers):
@@ -91,6 +93,9 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.device import resolve_device
+
+    resolve_device(config.device)  # one line before the first layer's work
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):

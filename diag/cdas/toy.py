@@ -50,6 +50,8 @@ class Config:
     objectives: tuple[str, ...] = checked(("das", "cdas"), max_len=8)
     # IIA of WX per layer and objective (the layer sweep plot)
     sweep_layers: tuple[int, ...] = checked((0, 1, 2), low=0, high=2, max_len=3)
+    device: str = checked("auto", kind="device")  # data is drawn on the CPU (same stream everywhere), then moved
+    allow_tf32: bool = False  # TF32 matmuls in MLP and DII training (off: as exact as float32 allows)
 
     def __post_init__(self) -> None:
         from diag.cdas.dii import OBJECTIVES
@@ -119,14 +121,14 @@ def interchange_pairs(variable: str, n: int, generator: torch.Generator) -> tupl
     return base, source, cf, label(cf)
 
 
-def train_mlp(config: Config, generator: torch.Generator) -> tuple[ToyMLP, list[float]]:
+def train_mlp(config: Config, generator: torch.Generator, device: torch.device) -> tuple[ToyMLP, list[float]]:
     """Adam at lr 1e-3 (pyvene's tutorial): at 3e-3 the net is as accurate but its layer 0 entangles WX and YZ."""
     torch.manual_seed(config.seed)
-    model = ToyMLP(config.hidden)
+    model = ToyMLP(config.hidden).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(config.mlp_steps):
-        v = sample_inputs(config.batch, generator)
+        v = sample_inputs(config.batch, generator).to(device)
         loss = nn.functional.cross_entropy(model(v.flatten(1)), label(v))
         optimiser.zero_grad()
         loss.backward()
@@ -136,7 +138,7 @@ def train_mlp(config: Config, generator: torch.Generator) -> tuple[ToyMLP, list[
 
 
 def accuracy(model: ToyMLP, n: int, generator: torch.Generator) -> float:
-    v = sample_inputs(n, generator)
+    v = sample_inputs(n, generator).to(_device(model))
     with torch.no_grad():
         return float((model(v.flatten(1)).argmax(-1) == label(v)).float().mean())
 
@@ -157,11 +159,11 @@ def train_dii(model: ToyMLP, config: Config, variable: str, objective: str, gene
               seed: int, layer: int | None = None) -> tuple[nn.Module, list[float]]:
     from diag.cdas.dii import RotatedSubspace, das_loss, jsd_loss, kl_loss
 
-    dii = RotatedSubspace(config.hidden, config.rank, seed=seed)
+    dii = RotatedSubspace(config.hidden, config.rank, seed=seed).to(_device(model))
     optimiser = torch.optim.Adam(dii.parameters(), lr=config.lr)
     losses = []
     for _ in range(config.dii_steps):
-        base, source, cf, cf_label = interchange_pairs(variable, config.batch, generator)
+        base, source, cf, cf_label = (t.to(_device(model)) for t in interchange_pairs(variable, config.batch, generator))
         logits = intervened_logits(model, config.layer if layer is None else layer, dii, base, source)
         if objective == "das":
             loss = das_loss(logits, cf_label)
@@ -178,9 +180,13 @@ def train_dii(model: ToyMLP, config: Config, variable: str, objective: str, gene
 
 def iia(model: ToyMLP, layer: int, dii: nn.Module, variable: str, n: int, generator: torch.Generator) -> float:
     """Interchange intervention accuracy on fresh pairs: intervened prediction == counterfactual label."""
-    base, source, _, cf_label = interchange_pairs(variable, n, generator)
+    base, source, _, cf_label = (t.to(_device(model)) for t in interchange_pairs(variable, n, generator))
     with torch.no_grad():
         return float((intervened_logits(model, layer, dii, base, source).argmax(-1) == cf_label).float().mean())
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def wilson(p: float, n: int) -> dict[str, float]:
@@ -260,13 +266,20 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.device import exact_matmul, resolve_device
+
+    with exact_matmul(config.allow_tf32):
+        return _compute(config, resolve_device(config.device), progress)
+
+
+def _compute(config: Config, device: torch.device, progress: Progress) -> Result:
     from diag.cdas.dii import RotatedSubspace
 
     generator = torch.Generator().manual_seed(config.seed)
     jobs = [(o, v) for o in config.objectives for v in ("wx", "yz")] + [("das", "w"), ("das", "untrained")]
     total = len(jobs) + 1
     progress(0, total, "train MLP")
-    model, mlp_curve = train_mlp(config, generator)
+    model, mlp_curve = train_mlp(config, generator, device)
     mlp_acc = accuracy(model, config.eval_pairs, generator)
     curves: dict[str, list[float]] = {"mlp": mlp_curve}
     bases: dict[str, np.ndarray] = {}
@@ -277,7 +290,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         seed = config.seed * 100 + i
         if variable == "untrained":
             torch.manual_seed(config.seed + 1)
-            target_model = ToyMLP(config.hidden).eval().requires_grad_(False)
+            target_model = ToyMLP(config.hidden).to(device).eval().requires_grad_(False)
             dii, curve = train_dii(target_model, config, "wx", objective, generator, seed)
             controls["untrained_mlp"] = iia(target_model, config.layer, dii, "wx", config.eval_pairs, generator)
         else:
@@ -289,7 +302,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                 aligned[objective][variable] = value
         name = f"{objective}_{variable}"
         curves[name] = curve
-        bases[name] = dii.basis().detach().numpy()
+        bases[name] = dii.basis().detach().cpu().numpy()
     sweep: dict[str, dict[str, float]] = {o: {} for o in config.objectives}
     for objective in config.objectives:
         for layer in config.sweep_layers:
@@ -298,7 +311,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                 continue
             dii, _ = train_dii(model, config, "wx", objective, generator, config.seed * 100 + 50 + layer, layer)
             sweep[objective][str(layer)] = iia(model, layer, dii, "wx", config.eval_pairs, generator)
-    random_basis = RotatedSubspace(config.hidden, config.rank, seed=config.seed + 12345).requires_grad_(False)
+    random_basis = RotatedSubspace(config.hidden, config.rank, seed=config.seed + 12345).to(device)
+    random_basis.requires_grad_(False)
     controls["random_basis"] = iia(model, config.layer, random_basis, "wx", config.eval_pairs, generator)
     progress(total, total, "done")
     return Result(mlp_acc, config.eval_pairs, aligned, controls, curves, bases, sweep)

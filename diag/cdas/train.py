@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -108,7 +108,9 @@ class Config:
     lr: float = checked(0.01, above=0, high=10)
     dataset: str = checked("", kind="file", empty=True)
     seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("cpu", kind="device")
+    device: str = checked("auto", kind="device")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen model; the DII itself trains in float32
+    allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
     def __post_init__(self) -> None:
         from diag.cdas.dii import OBJECTIVES
@@ -125,11 +127,12 @@ class Result:
     curve: list[float]
     basis: np.ndarray
     intervention_state: dict[str, np.ndarray] = field(default_factory=dict)
+    numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype (+ faithfulness), TF32 switch
 
     def summary(self) -> dict[str, Any]:
         return {"heldout_loss_before": self.heldout_loss_before, "heldout_loss_after": self.heldout_loss_after,
                 "orthonormality_error": self.orthonormality_error, "final_train_loss": self.curve[-1],
-                "rank": int(self.basis.shape[1])}
+                "rank": int(self.basis.shape[1]), "numerics": self.numerics}
 
     def save(self, run: Run) -> None:
         import matplotlib
@@ -138,7 +141,8 @@ class Result:
         import matplotlib.pyplot as plt
 
         run.write_json("train.json", {"before": self.heldout_loss_before, "after": self.heldout_loss_after,
-                                      "orthonormality_error": self.orthonormality_error, "curve": self.curve})
+                                      "orthonormality_error": self.orthonormality_error, "curve": self.curve,
+                                      "numerics": self.numerics})
         run.write_arrays("basis", {"basis": self.basis, **self.intervention_state})
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(self.curve)
@@ -150,16 +154,18 @@ class Result:
     def load(cls, run: Run) -> Result:
         data, arrays = run.read_json("train.json"), run.read_arrays("basis")
         basis = arrays.pop("basis")
-        return cls(data["before"], data["after"], data["orthonormality_error"], data["curve"], basis, arrays)
+        return cls(data["before"], data["after"], data["orthonormality_error"], data["curve"], basis, arrays,
+                   data.get("numerics", {}))
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.concepts import load_pairs
     from diag.cdas.dii import RotatedSubspace, orthonormality_error
     from diag.checkpoint import run_steps
-    from diag.zoo import load_lm
+    from diag.device import exact_matmul
+    from diag.zoo.lm import load_lm_numerics
     pairs = load_pairs(config.dataset or None, (config.concept,))
-    model, tokenizer = load_lm(config.model, config.device)
+    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
     model.requires_grad_(False)
     width = model.config.hidden_size
     if not 1 <= config.rank <= width:
@@ -188,10 +194,11 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     def step(state: dict[str, Any], i: int) -> dict[str, Any]:
         dii.load_state_dict(state["dii"])
         optimiser.load_state_dict(state["optimiser"])
-        loss = loss_on(random.sample(train, min(2 * config.pairs_per_step, len(train))))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+        with exact_matmul(config.allow_tf32):
+            loss = loss_on(random.sample(train, min(2 * config.pairs_per_step, len(train))))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
         return {"dii": {k: v.detach().clone() for k, v in dii.state_dict().items()},
                 "optimiser": optimiser.state_dict(), "curve": [*state["curve"], float(loss.detach())]}
 
@@ -201,8 +208,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     with torch.no_grad():
         after = float(loss_on(heldout))
     basis = dii.basis().detach()
-    return Result(before, after, orthonormality_error(basis), state["curve"], basis.numpy(),
-                  {k: v.numpy() for k, v in dii.state_dict().items()})
+    return Result(before, after, orthonormality_error(basis), state["curve"], basis.cpu().numpy(),
+                  {k: v.cpu().numpy() for k, v in dii.state_dict().items()}, numerics)
 
 
 GUIDE = Guide(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,6 +61,8 @@ class Config:
     n_boot: int = checked(1000, low=1, high=1_000_000)
     batch_size: int = checked(16, low=1, high=4096)
     device: str = checked("auto", kind="device")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
+    allow_tf32: bool = False  # TF32 matmuls in the captum attributions (off: as exact as float32 allows)
     # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
     data_sha256: str | None = None
     policy_sha256: str | None = None
@@ -301,7 +303,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
         per_token = sum(a.sum(-1) for a in attributions).detach()  # [batch, width], summed over layers
         for row, e in enumerate(chunk):
             k = len(e.response_ids)
-            out.append(per_token[row, -k:].double().numpy())  # attribution of each response token as input
+            out.append(per_token[row, -k:].double().cpu().numpy())  # attribution of each response token as input
     return out
 
 
@@ -312,11 +314,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.credit.sources import load_pair, recorded_beta, resolve
 
     records = load_records(config)
+    from diag.device import exact_matmul
+
     policy_source = resolve(resolve_policy(config.policy))
     reference_source = resolve(config.reference, with_args=False) if config.reference is not None else None
     beta = config.beta if config.beta is not None else recorded_beta(policy_source)
     pair = load_pair(policy_source.model_dir, reference_source.model_dir if reference_source else None, beta,
-                     config.device)
+                     config.device, config.dtype)
     tok = pair.tokenizer
     entries = []  # (pair index, side, record, text, span)
     for index, (seed, record) in enumerate(records):
@@ -334,8 +338,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         with_span = [k for k, e in enumerate(entries) if e[5] is not None and e[0] in first_pairs.get(e[2], [])]
         attributions = []
         for start in range(0, len(with_span), 4):
-            attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
-                                             config.captum_steps)
+            with exact_matmul(config.allow_tf32):
+                attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
+                                                 config.captum_steps)
             progress(min(start + 4, len(with_span)), len(with_span), "captum LayerIntegratedGradients")
         for k, a in zip(with_span, attributions, strict=True):
             captum[k] = a
@@ -380,6 +385,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         "policy_loaded": f"{policy_source.model_dir}: {policy_source.chosen}",
         "trl_training_args": policy_source.training_args, "policy_global_step": policy_source.global_step,
         "reference_loaded": f"{reference_source.model_dir}: {reference_source.chosen}" if reference_source else None,
+        "numerics": {**pair.numerics, "allow_tf32": config.allow_tf32},
         "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
         **preference_outcomes(margins),
         "consistency_max_abs_diff": max(check) if check else None,

@@ -62,6 +62,7 @@ def score(
     captum_pairs: Annotated[int, typer.Option(help="Pairs per seed that also get the captum baseline.")] = 4,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
     as_json: JsonFlag = False,
 ) -> None:
     """Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines."""
@@ -71,7 +72,7 @@ def score(
     run_and_emit(analysis, {
         "policy": policy, "reference": reference, "beta": beta, "data": data, "n_pairs": n_pairs,
         "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps,
-        "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device}, as_json)
+        "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device, "dtype": dtype}, as_json)
 
 
 @app.command()
@@ -94,10 +95,12 @@ def show(run_id: str, as_json: JsonFlag = False) -> None:
 def tabular(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (one MDP each).")] = "0,1,2",
     n_pairs: Annotated[int, typer.Option(help="Bradley-Terry preference pairs per seed.")] = 200_000,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP."""
     from diag.cli import parse_ints, run_and_emit
     from diag.credit import tabular
 
-    run_and_emit(tabular, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs}, as_json)
+    run_and_emit(tabular, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs, "device": device},
+                 as_json)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.runs import Run, RunStore, write_bytes_atomic
 
@@ -50,7 +51,9 @@ class Config:
     lora_layers: int = checked(6, low=1, high=999)
     seed: int = checked(0, low=0, high=MAX_SEED)
     checkpoint_every: int = checked(5, low=1, high=1_000_000)
+    # trains in float32 (LoRA in a lowered dtype would need mixed precision, not a cast)
     device: str = checked("auto", kind="device")
+    allow_tf32: bool = False  # TF32 matmuls in training (off: gradients as exact as float32 allows)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -80,6 +83,8 @@ class Result:
             "heldout_preference_accuracy": bootstrap_mean(wins, seed=0),
             "heldout_mean_margin": float(self.heldout_margins.mean()),
             "n_heldout": len(self.heldout_margins),
+            "numerics": {"device": self.config.get("device"), "dtype": "float32",
+                         "allow_tf32": self.config.get("allow_tf32", False)},
         }
 
     def save(self, run: Run) -> None:
@@ -115,7 +120,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         response_logits,
         response_logps,
     )
-    from diag.device import seed_everything
+    from diag.device import exact_matmul, seed_everything
     from diag.zoo import load_lm
 
     seed_everything(config.seed)
@@ -128,6 +133,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     # 2. model: LoRA on every linear map of the top decoder layers; the reference is the adapter switched off
     n_layers = base.config.num_hidden_layers
+    if not 0 < config.lora_layers < n_layers:  # steps start from the residual entering the first LoRA layer
+        raise DiagError(f"lora_layers must be 1..{n_layers - 1} for this {n_layers}-layer model, "
+                        f"got {config.lora_layers}")
     lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                       layers_to_transform=list(range(n_layers - config.lora_layers, n_layers)))
@@ -160,7 +168,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         buffer = io.BytesIO()
         torch.save(frozen, buffer)
         write_bytes_atomic(run.path("frozen_pass.pt"), buffer.getvalue())
-    ref_logps = torch.tensor([float(frozen["reference"][j].sum()) for j in range(n_answers)]).view(2, -1).T
+    ref_logps = torch.tensor([float(frozen["reference"][j].sum()) for j in range(n_answers)],
+                             device=pair.device).view(2, -1).T  # every tensor follows the model
 
     def policy_logps_from_cache(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-token response log-probs of the answers ``rows`` (right-aligned), their mask, and each answer's
@@ -207,7 +216,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             config.seed * 1_000_003 + i))
         policy, mask, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
         policy_chosen, policy_rejected = policy.sum(-1).view(2, -1)
-        losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[idx, 0], ref_logps[idx, 1],
+        rows = idx.to(pair.device)
+        losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[rows, 0], ref_logps[rows, 1],
                                    config.beta)
         chosen_tokens = mask.sum(-1).view(2, -1)[0]
         losses = losses - config.nll_weight * policy_chosen / chosen_tokens
@@ -223,8 +233,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             "margins": state["margins"] + [margins.mean().item()],
         }
 
-    state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []}, step,
-                      every=config.checkpoint_every, progress=progress, message="DPO steps")
+    with exact_matmul(config.allow_tf32):
+        state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []},
+                          step, every=config.checkpoint_every, progress=progress, message="DPO steps")
     if state["adapter"] is not None:
         model.load_state_dict(state["adapter"], strict=False)
     model.eval()

@@ -90,6 +90,7 @@ class ModelPair:
         if reference is not None:
             check_compatible(tokenizer, reference_tokenizer or tokenizer, policy, reference)
         self.policy, self.reference, self.tokenizer, self.beta = policy, reference, tokenizer, beta
+        self.numerics: dict = {}  # device, dtype and its measured faithfulness (set by load_pair)
 
     @property
     def device(self) -> torch.device:
@@ -154,7 +155,7 @@ class ModelPair:
             policy, ref, _ = self.token_logps([encoded[i] for i in chunk])
             for row, i in enumerate(chunk):
                 n = len(encoded[i].response_ids)
-                p, r = policy[row, :n].double(), ref[row, :n].double()
+                p, r = policy[row, :n].double().cpu(), ref[row, :n].double().cpu()  # host copies for numpy
                 scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
             progress(len(scored), len(encoded), "scoring")
         return [scored[i] for i in range(len(encoded))]
@@ -285,6 +286,10 @@ def tree_logps(model: torch.nn.Module, tree: TokenTree, inputs_embeds: torch.Ten
 
 
 SEGMENT_ATTENTION = "diag_tree_segments"
+# Device types where tree attention runs one prompt at a time. On CPU that beats the dense mask (kernels do not
+# skip masked blocks); on CUDA the per-prompt calls are launch-bound (2.35x two bare forwards at batch 64 on an
+# H200), so CUDA takes the single dense-mask SDPA call. Same mask, same softmax either way.
+SEGMENTED_ON = frozenset({"cpu"})
 
 
 def _segmented_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -309,13 +314,15 @@ def _segmented_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
 @contextlib.contextmanager
 def segment_attention(model: torch.nn.Module) -> Iterator[bool]:
-    """Switch ``model`` to segmented tree attention for one call; yields False (dense mask) if it cannot switch."""
+    """Switch ``model`` to segmented tree attention for one call; yields False (dense mask) if it cannot switch
+    or its device type is not in ``SEGMENTED_ON``."""
     from transformers import AttentionInterface
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = getattr(base, "config", None)
     previous = getattr(config, "_attn_implementation", None)
-    if previous != "sdpa" or not hasattr(base, "set_attn_implementation"):
+    on_device = next(base.parameters()).device.type in SEGMENTED_ON
+    if previous != "sdpa" or not hasattr(base, "set_attn_implementation") or not on_device:
         yield False
         return
     AttentionInterface.register(SEGMENT_ATTENTION, _segmented_sdpa)
@@ -353,20 +360,26 @@ def response_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.T
     return target_logps(response_logits(model, ids, attention, positions, targets.shape[1], inputs_embeds), targets)
 
 
-def decoder_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The block stack with a ``layers`` list (LlamaModel for SmolLM2), looked up through a PEFT wrapper."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    if decoder is None or not isinstance(getattr(decoder, "layers", None), torch.nn.ModuleList):
-        raise DiagError(f"{type(base).__name__} has no decoder with a 'layers' list")
-    return decoder
+def blocks_of(model: torch.nn.Module) -> tuple[torch.nn.Module, str]:
+    """The module holding the decoder's block list and the list's attribute name, found by architecture
+    through a PEFT wrapper (``probes.site.block_path``); ``from_block`` swaps that attribute."""
+    from probes.errors import SiteError
+    from probes.site import block_path
+
+    try:
+        path = block_path(model)
+    except SiteError as exc:
+        raise DiagError(str(exc)) from exc
+    parent, _, name = path.rpartition(".")
+    return model.get_submodule(parent), name
 
 
 def first_adapted_block(model: torch.nn.Module) -> int:
     """Index of the lowest block holding an adapter; 0 when there is none or it also touches other modules."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    blocks = decoder_of(model).layers
+    holder, name = blocks_of(model)
+    blocks = getattr(holder, name)
     owner = {id(module): i for i, block in enumerate(blocks) for module in block.modules()}
     adapted = [owner.get(id(module), -1) for module in model.modules()
                if isinstance(module, BaseTunerLayer) or "ModulesToSave" in type(module).__name__]
@@ -380,7 +393,8 @@ def capture_block_input(model: torch.nn.Module, block: int) -> Iterator[dict[str
     if block == 0:
         yield captured
         return
-    hook = decoder_of(model).layers[block].register_forward_pre_hook(
+    holder, name = blocks_of(model)
+    hook = getattr(holder, name)[block].register_forward_pre_hook(
         lambda _m, args, kwargs: captured.update(h=args[0] if args else kwargs["hidden_states"]), with_kwargs=True)
     try:
         yield captured
@@ -394,13 +408,13 @@ def from_block(model: torch.nn.Module, block: int) -> Iterator[None]:
     if block == 0:
         yield
         return
-    decoder = decoder_of(model)
-    all_blocks = decoder.layers
-    decoder.layers = torch.nn.ModuleList(list(all_blocks)[block:])
+    holder, name = blocks_of(model)
+    all_blocks = getattr(holder, name)
+    setattr(holder, name, torch.nn.ModuleList(list(all_blocks)[block:]))
     try:
         yield
     finally:
-        decoder.layers = all_blocks
+        setattr(holder, name, all_blocks)
 
 
 def is_adapter(path: str) -> bool:
@@ -414,9 +428,12 @@ def adapter_meta(path: str) -> dict:
 
 
 def load_pair(policy: str, reference: str | None = None, beta: float | None = None,
-              device: str = "auto") -> ModelPair:
-    """Load a pair from names: two models (zoo names, dirs, HF ids), or a PEFT adapter dir (reference = base)."""
-    from diag.zoo import load_lm
+              device: str = "auto", dtype: str = "float32") -> ModelPair:
+    """Load a pair from names: two models (zoo names, dirs, HF ids), or a PEFT adapter dir (reference = base).
+
+    Both run in ``dtype``; ``pair.numerics`` holds the policy's (or the adapter's base's) measured faithfulness.
+    """
+    from diag.zoo.lm import load_lm_numerics
 
     if is_adapter(policy):
         from peft import PeftModel
@@ -426,7 +443,7 @@ def load_pair(policy: str, reference: str | None = None, beta: float | None = No
         if reference is not None and reference != base_name:
             raise DiagError(f"adapter {policy} was trained on {base_name!r}; its reference is that base with the "
                             f"adapter disabled, not {reference!r}")
-        base, tokenizer = load_lm(base_name, device)
+        base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
         try:
             model = PeftModel.from_pretrained(base, policy)
         except Exception as exc:
@@ -435,11 +452,15 @@ def load_pair(policy: str, reference: str | None = None, beta: float | None = No
         beta = beta if beta is not None else adapter_meta(policy).get("beta")
         if beta is None:
             raise DiagError(f"adapter {policy} records no beta; pass --beta")
-        return ModelPair(model, tokenizer, beta=beta)
+        pair = ModelPair(model, tokenizer, beta=beta)
+        pair.numerics = numerics
+        return pair
     if reference is None:
         raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed")
     if beta is None:
         raise DiagError("beta is needed to turn log-ratios into rewards; pass --beta")
-    policy_model, tokenizer = load_lm(policy, device)
-    reference_model, reference_tokenizer = load_lm(reference, device)
-    return ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    policy_model, tokenizer, numerics = load_lm_numerics(policy, device, dtype)
+    reference_model, reference_tokenizer, _ = load_lm_numerics(reference, device, dtype)
+    pair = ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    pair.numerics = numerics
+    return pair

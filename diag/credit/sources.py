@@ -193,35 +193,41 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
-def _load(name: str, device: str) -> tuple[Any, Any]:
-    """A model, or a base with a PEFT adapter applied, and its tokenizer."""
-    from diag.zoo import load_lm
+def _load(name: str, device: str, dtype: str) -> tuple[Any, Any, dict[str, Any]]:
+    """A model, or a base with a PEFT adapter applied, its tokenizer and its measured numerics."""
+    from diag.zoo.lm import load_lm_numerics
 
     if not is_adapter_dir(name):
-        return load_lm(name, device)
+        return load_lm_numerics(name, device, dtype)
     from peft import PeftModel
 
     base_name = json.loads((Path(name) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    base, tokenizer = load_lm(base_name, device)
+    base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
     try:
         model = PeftModel.from_pretrained(base, name)
     except Exception as exc:
         raise DiagError(f"cannot load adapter {name}: {str(exc).splitlines()[0]}") from exc
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer, numerics
 
 
-def load_pair(policy: str, reference: str | None, beta: float | None, device: str = "auto") -> Any:
-    """A ``ModelPair``: an adapter against its disabled self, or two models (either may be an adapter)."""
+def load_pair(policy: str, reference: str | None, beta: float | None, device: str = "auto",
+              dtype: str = "float32") -> Any:
+    """A ``ModelPair``: an adapter against its disabled self, or two models (either may be an adapter).
+
+    Both run in ``dtype``; ``pair.numerics`` holds the policy's (or its base's) measured faithfulness.
+    """
     from diag.credit import scorer
 
     if is_adapter_dir(policy):
         base = json.loads((Path(policy) / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if reference is None or _same_model(reference, base or ""):
-            return scorer.load_pair(policy, None, beta, device)
+            return scorer.load_pair(policy, None, beta, device, dtype)
     elif reference is None:
         raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed (--reference)")
     if beta is None:
         raise DiagError("beta is needed to turn log-ratios into rewards and none is recorded; pass --beta")
-    policy_model, tokenizer = _load(policy, device)
-    reference_model, reference_tokenizer = _load(reference, device)
-    return scorer.ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    policy_model, tokenizer, numerics = _load(policy, device, dtype)
+    reference_model, reference_tokenizer, _ = _load(reference, device, dtype)
+    pair = scorer.ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    pair.numerics = numerics
+    return pair

@@ -39,6 +39,7 @@ class Config:
     lr: float = checked(0.05, above=0, high=10)
     # each seed: a new MDP, new pairs, a new trained table
     seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
+    device: str = checked("auto", kind="device")  # where the table trains (float64; pairs drawn on the host)
 
 
 class TokenMDP:
@@ -144,8 +145,8 @@ class Result:
         return cls(a["learned"], a["advantage"], a["reward"], a["preference_accuracy"])
 
 
-def train_table(mdp: TokenMDP, n_pairs: int, steps: int, lr: float, rng: np.random.Generator
-                ) -> tuple[np.ndarray, float]:
+def train_table(mdp: TokenMDP, n_pairs: int, steps: int, lr: float, rng: np.random.Generator,
+                device: torch.device | None = None) -> tuple[np.ndarray, float]:
     """DPO on Bradley-Terry pairs sampled from pi_ref; returns beta*log(pi/pi_ref) and held-out accuracy."""
     from diag.credit.dpo import dpo_loss
 
@@ -157,9 +158,9 @@ def train_table(mdp: TokenMDP, n_pairs: int, steps: int, lr: float, rng: np.rand
         first_wins = rng.random(n) < 1 / (1 + np.exp(-(r1 - r2)))  # Bradley-Terry on the sequence reward
         chosen = np.where(first_wins[:, None], s1, s2), np.where(first_wins[:, None], t1, t2)
         rejected = np.where(first_wins[:, None], s2, s1), np.where(first_wins[:, None], t2, t1)
-        return tuple(torch.from_numpy(x) for x in (*chosen, *rejected))
+        return tuple(torch.from_numpy(x).to(device) for x in (*chosen, *rejected))
 
-    log_ref = torch.from_numpy(mdp.log_ref)
+    log_ref = torch.from_numpy(mdp.log_ref).to(device)
     logits = torch.nn.Parameter(log_ref.clone())  # start at the reference, as DPO does
     optimizer = torch.optim.Adam([logits], lr=lr)
     cs, ct, rs, rt = pairs(n_pairs)
@@ -178,21 +179,24 @@ def train_table(mdp: TokenMDP, n_pairs: int, steps: int, lr: float, rng: np.rand
         hs, ht, hrs, hrt = pairs(2000)
         _, margin = dpo_loss(logps(logits, hs, ht), logps(logits, hrs, hrt), logps(log_ref, hs, ht),
                              logps(log_ref, hrs, hrt), mdp.beta)
-        true_margin = mdp.reward[hs, ht].sum(-1) - mdp.reward[hrs, hrt].sum(-1)
-        agree = float(((margin.numpy() > 0) == (true_margin > 0)).mean())
-    return learned.numpy(), agree
+        true_margin = mdp.reward[hs.cpu(), ht.cpu()].sum(-1) - mdp.reward[hrs.cpu(), hrt.cpu()].sum(-1)
+        agree = float(((margin.cpu().numpy() > 0) == (true_margin > 0)).mean())
+    return learned.cpu().numpy(), agree
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.vocab < 2 or config.length < 1 or config.vocab ** config.length > 1_000_000:
         raise DiagError(f"vocab {config.vocab} and length {config.length}: need vocab >= 2, length >= 1 and at "
                         "most 1e6 sequences")
+    from diag.device import resolve_device
+
+    device = resolve_device(config.device)
     learned, advantage, reward, accuracy = [], [], [], []
     for i, seed in enumerate(config.seeds):
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         mdp = TokenMDP(config.vocab, config.length, config.beta, config.reward_scale, rng)
-        table, agree = train_table(mdp, config.n_pairs, config.steps, config.lr, rng)
+        table, agree = train_table(mdp, config.n_pairs, config.steps, config.lr, rng, device)  # float64: no TF32
         learned.append(table)
         advantage.append(mdp.advantage)
         reward.append(mdp.reward)

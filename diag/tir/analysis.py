@@ -357,10 +357,9 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.tir.problems import Problem
     from diag.tir.rollouts import sample_rollouts
     from diag.tir.sandbox import Sandbox
-    from diag.zoo import load_lm
+    from diag.zoo.lm import load_lm_numerics
 
-    model, tokenizer = load_lm(config.model, config.device)
-    model = model.to(getattr(torch, config.dtype))
+    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype)
     # Round-robin over (family, level) cells, so any prefix of the jobs covers every cell.
     problems = sorted(problems, key=lambda p: (int(p["problem_id"].rsplit("-", 1)[1]), p["family"], p["level"]))
     chunks = [problems[i:i + config.problems_per_batch] for i in range(0, len(problems), config.problems_per_batch)]
@@ -377,7 +376,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
         state = run_steps(run, len(jobs), {"rollouts": []}, step, progress=progress, message="rollouts")
         isolation, warning = sandbox.isolation, sandbox.warning
-    source = {"kind": "sampled", "model": config.model, "dtype": config.dtype,
+    source = {"kind": "sampled", "model": config.model, "dtype": config.dtype, "numerics": numerics,
               "isolation": isolation, "isolation_warning": warning, "n_bootstrap": config.n_bootstrap,
               "seed": config.seed}
     return Result(problems, [Rollout(**r) for r in state["rollouts"]], source)

@@ -6,10 +6,15 @@ shared prompt is encoded once and its cache copied to every sample, and each ste
 either its next sampled token or its queue of injected tokens. Sequences that need fewer tokens in a step get
 masked filler slots, so rows stay aligned while positions stay exact; an explicit 4D mask keeps every token
 attending to its own sequence's real tokens only. Finished rows are dropped from the cache as they end.
+
+Only transformers' public cache API is used: we own a ``DynamicCache`` (filled in place by each forward) and
+pass it under the name the model's ``forward`` declares (``past_key_values`` up to 5.2x, ``cache`` after the
+rename), so the decoder runs on every transformers version the suite tests (see scripts/test.sh).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,12 +56,17 @@ class BatchDecoder:
         self.generator = generator
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        self.cache_arg = cache_argument(model)
 
     @torch.no_grad()
     def prefix_cache(self, prefix_ids: list[int]) -> object:
         """Encode the prompt part every sequence shares, once."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
         ids = torch.tensor([prefix_ids], device=self.device)
-        return self.model(input_ids=ids, use_cache=True).cache
+        self.model(input_ids=ids, use_cache=True, **{self.cache_arg: cache})
+        return cache
 
     @torch.no_grad()
     def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
@@ -123,5 +133,16 @@ class BatchDecoder:
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         visible = torch.cat([torch.ones(width, past, dtype=torch.bool, device=self.device), causal], dim=1)
         mask = (visible[None] & all_valid[:, None, :])[:, None]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{self.cache_arg: cache})
         return out.logits[:, -1], all_valid, positions + real.sum(1)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The keyword a causal LM's ``forward`` takes its KV cache by: ``cache`` (transformers >= 5.24) or
+    ``past_key_values`` (earlier 5.x); one line when it takes neither (such a model cannot be decoded here)."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise DiagError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor 'past_key_values')")

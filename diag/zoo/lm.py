@@ -8,14 +8,22 @@ transformers dequantizes it (about 20 s); we then cache plain safetensors weight
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from diag.analysis import fingerprint
-from diag.device import resolve_device
+from diag.device import resolve_device, resolve_dtype
 from diag.errors import DiagError
-from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, resolve_lm_source
+from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, lm_config, resolve_lm_source
+
+# Headroom over the weights for activations, KV caches and the allocator (tiny models' working set is small).
+MEMORY_HEADROOM = 1.25
+# The fixed text a lowered dtype is measured on against float32 (prose, digits and code, ~60 tokens).
+PRECISION_PROBE = ("Question: What is 37 * 41?\n<code>print(37 * 41)</code>\n<interpreter>1517</interpreter>\n"
+                   "Answer: 1517\n\nThe capital of France is Paris. Dogs bark, music plays, and the ocean is deep.")
 
 
 def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
@@ -52,8 +60,39 @@ def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
-def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module, object]:
-    """Load a causal LM and its tokenizer in eval mode, float32, on ``device``."""
+def load_lm(name: str = SMOLLM2, device: str = "auto", dtype: str = "float32") -> tuple[torch.nn.Module, object]:
+    """Load a causal LM and its tokenizer in eval mode, in ``dtype``, on ``device`` (see ``load_lm_numerics``)."""
+    model, tokenizer, _ = load_lm_numerics(name, device, dtype)
+    return model, tokenizer
+
+
+def load_lm_numerics(name: str = SMOLLM2, device: str = "auto", dtype: str = "float32",
+                     allow_tf32: bool = False) -> tuple[torch.nn.Module, object, dict[str, Any]]:
+    """Load a causal LM in eval mode on ``device`` in ``dtype``, and say what its numbers are worth.
+
+    Device, dtype and memory are checked before any weight loads (one line each). Weights load in float32;
+    a lower ``dtype`` is measured against it on ``PRECISION_PROBE`` (float32 on the CPU vs ``dtype`` on the
+    device: mean per-token KL and top-1 agreement), so a result run in bfloat16 carries its own faithfulness
+    figure. The returned record (device, dtype, TF32 switch, figures) goes into the analysis' result.
+    """
+    target, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    check_fits(name, target, torch_dtype)
+    model, tokenizer = _load_float32(name)
+    numerics: dict[str, Any] = {"device": str(target), "dtype": dtype, "allow_tf32": allow_tf32}
+    if torch_dtype == torch.float32:
+        return model.to(target), tokenizer, numerics
+    ids = tokenizer(PRECISION_PROBE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        exact = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        model = model.to(target, torch_dtype)
+        lowered = torch.log_softmax(model(input_ids=ids.to(target)).logits[0].double().cpu(), -1)
+    kl = (exact.exp() * (exact - lowered)).sum(-1)
+    numerics.update(kl_per_token=float(kl.mean()), kl_max=float(kl.max()), probe_tokens=int(ids.shape[1]),
+                    top1_agreement=float((exact.argmax(-1) == lowered.argmax(-1)).double().mean()))
+    return model, tokenizer, numerics
+
+
+def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -71,8 +110,83 @@ def load_lm(name: str = SMOLLM2, device: str = "auto") -> tuple[torch.nn.Module,
             raise DiagError(f"cannot load model {name!r}: {first_line}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    return model.to(resolve_device(device)), tokenizer
+    return model.eval(), tokenizer
+
+
+_STORED_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
+
+
+def parameter_estimate(name: str) -> int | None:
+    """Parameters of a model without loading it: its weight files' size over the stored dtype's width, or
+    (no weight files yet: an undequantized GGUF, a bare config) embeddings plus blocks from the config.
+    None for a hub id not downloaded yet (nothing to read before the download)."""
+    source = resolve_lm_source(name)
+    if source.kind == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source.location, "config.json")
+        if not isinstance(cached, str):
+            return None
+        folder = Path(cached).parent
+    else:
+        folder = cache_dir(source) if source.kind == "embedded-gguf" else Path(source.location)
+    config = lm_config(name)
+    files = (list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))) if folder.is_dir() else []
+    if files:
+        stored = _STORED_BYTES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)
+        return sum(f.stat().st_size for f in files) // stored
+
+    def first(*keys: str, default: int = 0) -> int:
+        return next((int(config[k]) for k in keys if isinstance(config.get(k), int)), default)
+
+    width = first("hidden_size", "n_embd", "d_model")
+    layers = first("num_hidden_layers", "n_layer", "num_layers")
+    inner = first("intermediate_size", "n_inner", "ffn_dim", default=4 * width)
+    embeddings = first("vocab_size") * width * (1 if config.get("tie_word_embeddings", True) else 2)
+    return embeddings + layers * (4 * width * width + 3 * width * inner)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for a model on ``device``: CUDA's free memory, or the host's available RAM."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(name: str, device: torch.device, dtype: torch.dtype, free_bytes: int | None = None) -> None:
+    """One line, before any weight loads, when the model cannot fit: float32 weights in host RAM (they load
+    there first) and ``dtype`` weights on ``device``, each with ``MEMORY_HEADROOM``."""
+    params = parameter_estimate(name)
+    if params is None:
+        return
+    needs = [(torch.device("cpu"), 4)] + ([(device, dtype.itemsize)] if device.type != "cpu" else [])
+    for where, width in needs:
+        need = params * width * MEMORY_HEADROOM
+        free = free_bytes if free_bytes is not None else free_memory(where)
+        if need > free:
+            raise DiagError(f"model {name!r} ({params / 1e9:.2f}B parameters) needs about {need / 2**30:.1f} GiB "
+                            f"on {where} but {free / 2**30:.1f} GiB is free: use a smaller model or another device")
+
+
+def random_lm(like: str | Path, out: str | Path, **overrides: Any) -> Path:
+    """Save to ``out`` a model of the architecture in ``like``'s config.json, random weights (seed 0), with the
+    tokenizer files found there: SmolLM2's shape and chat template where its weights cannot travel (a GPU
+    machine without the GGUF). ``overrides`` change config fields (e.g. ``num_hidden_layers=2``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(like)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    out = Path(out)
+    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
+    AutoTokenizer.from_pretrained(like).save_pretrained(out)
+    return out
 
 
 def lm_provenance(name: str) -> dict[str, str | None]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from probes.backends import Inputs, PassPlan, Trace
 from probes.edits import Edit
+from probes.errors import SiteError
 from probes.site import Site
 
 _HOOK_NAMES = {
@@ -41,6 +42,8 @@ class TransformerLensBackend:
         self.n_layers = model.config.num_hidden_layers
 
     def hook_name(self, site: Site) -> str:
+        if site.blocks is not None:
+            raise SiteError(f"site {site.key()}: the TransformerLens bridge names its own blocks; drop blocks=")
         layer = site.layer % self.n_layers
         return _HOOK_NAMES[site.component].format(layer=layer)
 

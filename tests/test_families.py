@@ -1,0 +1,190 @@
+"""Every model-touching path on tiny random models of the common decoder families, not only SmolLM2's names.
+
+Each family is a 2-layer random model (hidden size 64) saved with SmolLM2's tokenizer, so chat templates and
+token ids are shared. On each: block resolution, capture (checked against ``output_hidden_states``), one CDAS
+DII training step, credit scoring of a pair (checked against a plain forward of each sequence) and a TIR
+rollout with injected tool output (checked against a plain forward of the finished sequence).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from probes import Site
+from probes.errors import SiteError
+from probes.site import block_list, block_path, locate
+
+# family -> (config class name, config kwargs, path of the decoder block list)
+FAMILIES: dict[str, tuple[str, dict, str]] = {
+    "llama": ("LlamaConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                              "num_key_value_heads": 2}, "model.layers"),
+    "qwen2": ("Qwen2Config", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                              "num_key_value_heads": 2}, "model.layers"),
+    "gpt2": ("GPT2Config", {"n_embd": 64, "n_head": 4, "n_positions": 512}, "transformer.h"),
+    "gemma": ("GemmaConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                              "num_key_value_heads": 1, "head_dim": 16}, "model.layers"),
+    "gpt_neox": ("GPTNeoXConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
+                 "gpt_neox.layers"),
+    "phi": ("PhiConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}, "model.layers"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory: pytest.TempPathFactory, smollm2) -> tuple[str, Path]:
+    """(family, model dir): a 2-layer random model of the family with SmolLM2's tokenizer."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    _, tokenizer = smollm2
+    config_class, kwargs, _ = FAMILIES[request.param]
+    layers = {"n_layer": 2} if request.param == "gpt2" else {"num_hidden_layers": 2}
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer), max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **layers, **kwargs)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp(request.param)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return request.param, path
+
+
+@pytest.fixture(scope="module")
+def loaded(family):
+    from diag.zoo import load_lm
+
+    return load_lm(str(family[1]), device="cpu")
+
+
+def test_blocks_are_found_by_architecture(family, loaded):
+    model, _ = loaded
+    assert block_path(model) == FAMILIES[family[0]][2]
+    assert len(block_list(model)) == 2
+
+
+def test_capture_reads_the_decoder_layer_output(family, loaded):
+    from diag import capture
+
+    model, tokenizer = loaded
+    result = capture.run(capture.Config(model=str(family[1]), prompt="The capital of France is", layers=(0,),
+                                        device="cpu"))
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**ids, output_hidden_states=True).hidden_states[1][0]  # output of block 0
+    np.testing.assert_allclose(result.activations["L0.resid_post"], hidden.numpy(), rtol=0, atol=1e-5)
+
+
+def test_one_cdas_training_step(family):
+    from diag.cdas import train
+
+    result = train.run(train.Config(model=str(family[1]), layer=1, rank=2, steps=1, pairs_per_step=1,
+                                    device="cpu"))
+    assert len(result.curve) == 1 and np.isfinite(result.curve[0])
+    assert result.orthonormality_error < 1e-5
+    assert np.isfinite(result.heldout_loss_before) and result.heldout_loss_after != result.heldout_loss_before
+
+
+def test_credit_scores_match_plain_forwards(family, loaded):
+    from diag.credit.scorer import ModelPair, encode
+
+    policy, tokenizer = loaded
+    reference = type(policy)(policy.config).eval()  # a second random model of the same architecture
+    pair = ModelPair(policy, tokenizer, reference, tokenizer, beta=0.5)
+    prompt = "Name the capital of France."
+    encoded = [encode(tokenizer, prompt, "Paris is the capital."), encode(tokenizer, prompt, "Lyon, I think."),
+               encode(tokenizer, "What is 2 + 2?", "4")]
+    scores = pair.score(encoded)
+    for e, s in zip(encoded, scores, strict=True):
+        ids = torch.tensor([e.ids])
+        n = len(e.response_ids)
+        with torch.no_grad():
+            own = [torch.log_softmax(m(input_ids=ids).logits[0, -n - 1:-1].double(), -1)
+                   .gather(-1, ids[0, -n:, None]).squeeze(-1).numpy() for m in (policy, reference)]
+        np.testing.assert_allclose(s.policy, own[0], atol=1e-4)
+        np.testing.assert_allclose(s.reward, 0.5 * (own[0] - own[1]), atol=1e-4)
+
+
+def test_tir_rollout_with_injection_matches_a_plain_forward(loaded):
+    from diag.tir.decoding import BatchDecoder, inject
+
+    model, tokenizer = loaded
+    prefix = tokenizer("Question: What is 2 + 3?\nAnswer: 5\n\n").input_ids
+    groups = [tokenizer("Question: What is 17 + 25?\n").input_ids, tokenizer("Question: 9 * 9?\n").input_ids]
+    injected = tokenizer("\n<interpreter>42</interpreter>\n", add_special_tokens=False).input_ids
+
+    def on_token(_token, seq):
+        if seq.generated == 1:
+            inject(seq, injected)
+
+    decoder = BatchDecoder(model, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
+    seen: list[tuple[object, torch.Tensor]] = []
+    sample = decoder._sample_into
+
+    def recording(rows, logits, callback):
+        seen.extend((row, logits[i].clone()) for i, row in enumerate(rows))
+        sample(rows, logits, callback)
+
+    decoder._sample_into = recording
+    seqs = decoder.run(prefix, groups, 2, on_token)
+    assert [s.generated for s in seqs] == [4] * 4
+    for index, seq in enumerate(seqs):
+        start = len(prefix) + len(groups[index // 2])
+        with torch.no_grad():
+            reference = model(torch.tensor([prefix + groups[index // 2] + seq.tokens])).logits[0]
+        sampled_at = [i for i in range(len(seq.tokens)) if not 1 <= i < 1 + len(injected)]
+        mine = [logits for row, logits in seen if row is seq]
+        for logits, i in zip(mine, sampled_at, strict=True):
+            torch.testing.assert_close(logits, reference[start + i - 1], atol=1e-4, rtol=0)
+
+
+class _StemFirst(nn.Module):
+    """A network with a two-module ``stem`` registered before its two ``layers`` (the old first-match trap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.layers = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+
+def test_a_stem_before_the_layers_is_not_taken_for_the_blocks():
+    model = _StemFirst()
+    module, on_input = locate(model, Site(0))
+    assert module is model.layers[0] and not on_input
+    assert locate(model, Site(0, blocks="stem"))[0] is model.stem[0]  # an explicit path overrides
+
+
+def test_missing_or_ambiguous_blocks_fail_with_the_architecture_named():
+    model = _StemFirst()
+    model.blocks = nn.ModuleList([nn.Linear(8, 8)])
+    with pytest.raises(SiteError, match=r"_StemFirst has 2 candidate block lists \(layers, blocks\)"):
+        block_path(model)
+    bare = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(SiteError, match="cannot find the blocks of Sequential"):
+        block_path(bare)
+    with pytest.raises(SiteError, match="_StemFirst has no module 'trunk'"):
+        block_path(model, "trunk")
+
+
+def test_dense_tree_mask_equals_per_prompt_attention(family, loaded, monkeypatch):
+    """CUDA scores with one dense-mask SDPA call, CPU per prompt: both paths give the same numbers."""
+    from diag.credit import scorer
+
+    policy, tokenizer = loaded
+    pair = scorer.ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
+    encoded = [scorer.encode(tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
+                                                          ("Count to two.", "1, 2"))]
+    per_prompt = pair.score(encoded)
+    monkeypatch.setattr(scorer, "SEGMENTED_ON", frozenset())
+    dense = pair.score(encoded)
+    for a, b in zip(per_prompt, dense, strict=True):
+        np.testing.assert_allclose(a.reward, b.reward, atol=1e-5)
