@@ -231,7 +231,7 @@ def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
     prefers the rejected answers. Wilson intervals stay informative at 0 and 1, where a percentile bootstrap of
     a proportion collapses to [0, 0] or [1, 1].
     """
-    from diag.cdas.toy import wilson
+    from diag.stats import wilson
 
     n = len(margins)
     if n == 0:
