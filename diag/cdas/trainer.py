@@ -81,9 +81,10 @@ def intervened_output(model: nn.Module, site: Site, subspace: nn.Module, base: I
     return backend.run(base, edits=[Edit(site, lambda h: subspace(h, h_source), "dii")]).logits
 
 
-def site_width(model: nn.Module, site: Site, inputs: Inputs) -> int:
+def site_activation(model: nn.Module, site: Site, inputs: Inputs) -> torch.Tensor:
+    """The activation at ``site`` (its width and device size the subspace)."""
     with torch.no_grad():
-        return int(get_backend("torch", model).run(inputs, capture=[site]).activations[site].shape[-1])
+        return get_backend("torch", model).run(inputs, capture=[site]).activations[site]
 
 
 def fit_subspace(model: nn.Module, site: Site, rank: int, variable: CausalVariable, generator: torch.Generator, *,
@@ -99,7 +100,8 @@ def fit_subspace(model: nn.Module, site: Site, rank: int, variable: CausalVariab
         for _ in range(steps):
             base, source, target = variable(batch, generator)
             if subspace is None:
-                subspace = RotatedSubspace(site_width(model, site, base), rank, seed=seed)
+                h = site_activation(model, site, base)
+                subspace = RotatedSubspace(h.shape[-1], rank, seed=seed).to(h.device)
                 optimiser = torch.optim.Adam(subspace.parameters(), lr=lr)
             value = loss(intervened_output(model, site, subspace, base, source), target)
             optimiser.zero_grad()  # type: ignore[union-attr]
