@@ -1,8 +1,9 @@
 """Trainable distributed interchange intervention (DII) with a truly orthonormal basis, and its objectives.
 
 h' = h_b + R R^T (h_s - h_b) with R (d x k) kept orthonormal by ``torch.nn.utils.parametrizations.orthogonal``
-for every k (pyvene's rank > 1 rotations are only row-normalised). Objectives: DAS (cross-entropy on
-counterfactual labels/tokens), CDAS (Jensen-Shannon to the un-intervened counterfactual run) and KL (ablation).
+for every k, as pyvene 0.1.8 also does for its rank > 1 rotations (measured max |R^T R - I| = 1.8e-6 there).
+Objectives: DAS (cross-entropy on counterfactual labels/tokens), CDAS (Jensen-Shannon to the un-intervened
+counterfactual run) and KL (ablation). ``diag.cdas.trainer`` trains one on any torch module and causal variable.
 """
 
 from __future__ import annotations

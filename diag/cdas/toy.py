@@ -15,7 +15,6 @@ tutorial settings (IIA ~0.83-0.89): alignment at layer 0 is a property of the tr
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +23,12 @@ import torch
 from torch import nn
 
 from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.cdas.trainer import CausalVariable
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
 from diag.runs import Run, RunStore
+from diag.stats import wilson
 
 ANALYSIS = "cdas-toy"
 VECTOR_DIM = 4
@@ -138,63 +139,53 @@ def train_mlp(config: Config, generator: torch.Generator, device: torch.device) 
 
 
 def accuracy(model: ToyMLP, n: int, generator: torch.Generator) -> float:
-    v = sample_inputs(n, generator).to(_device(model))
+    v = sample_inputs(n, generator).to(next(model.parameters()).device)
     with torch.no_grad():
         return float((model(v.flatten(1)).argmax(-1) == label(v)).float().mean())
 
 
 def intervened_logits(model: ToyMLP, layer: int, dii: nn.Module, base: torch.Tensor,
                       source: torch.Tensor) -> torch.Tensor:
-    """Run ``base`` with the DII swapping in the source's subspace at ``layer`` (through the probes layer)."""
-    from probes import Edit, Site, get_backend
+    """Run ``base`` with the DII swapping in the source's subspace at ``layer`` (the public trainer's pass)."""
+    from diag.cdas.trainer import intervened_output
+    from probes import Site
 
-    backend = get_backend("torch", model)
-    site = Site(layer, "resid_post")
-    with torch.no_grad():
-        h_source = backend.run(source.flatten(1), capture=[site]).activations[site]
-    return backend.run(base.flatten(1), edits=[Edit(site, lambda h: dii(h, h_source), "dii")]).logits
+    return intervened_output(model, Site(layer, "resid_post"), dii, base.flatten(1), source.flatten(1))
+
+
+def causal_variable(model: ToyMLP, variable: str, objective: str) -> CausalVariable:
+    """The toy's variable as the public trainer's pairs: DAS targets the counterfactual label, CDAS/KL the
+    network's own logits on the counterfactual input."""
+
+    def pairs(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        base, source, cf, cf_label = interchange_pairs(variable, n, generator)
+        if objective == "das":
+            return base.flatten(1), source.flatten(1), cf_label
+        with torch.no_grad():  # pairs are drawn on the CPU (one stream everywhere); the model may be elsewhere
+            return base.flatten(1), source.flatten(1), model(cf.flatten(1).to(next(model.parameters()).device))
+
+    return pairs
 
 
 def train_dii(model: ToyMLP, config: Config, variable: str, objective: str, generator: torch.Generator,
               seed: int, layer: int | None = None) -> tuple[nn.Module, list[float]]:
-    from diag.cdas.dii import RotatedSubspace, das_loss, jsd_loss, kl_loss
+    from diag.cdas.dii import das_loss, jsd_loss, kl_loss
+    from diag.cdas.trainer import fit_subspace
+    from probes import Site
 
-    dii = RotatedSubspace(config.hidden, config.rank, seed=seed).to(_device(model))
-    optimiser = torch.optim.Adam(dii.parameters(), lr=config.lr)
-    losses = []
-    for _ in range(config.dii_steps):
-        base, source, cf, cf_label = (t.to(_device(model)) for t in interchange_pairs(variable, config.batch, generator))
-        logits = intervened_logits(model, config.layer if layer is None else layer, dii, base, source)
-        if objective == "das":
-            loss = das_loss(logits, cf_label)
-        else:
-            with torch.no_grad():
-                target = model(cf.flatten(1))
-            loss = (jsd_loss if objective == "cdas" else kl_loss)(logits, target)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    return dii, losses
+    loss = {"das": das_loss, "cdas": jsd_loss, "kl": kl_loss}[objective]
+    site = Site(config.layer if layer is None else layer, "resid_post")
+    return fit_subspace(model, site, config.rank, causal_variable(model, variable, objective), generator,
+                        steps=config.dii_steps, batch=config.batch, lr=config.lr, seed=seed, loss=loss)
 
 
 def iia(model: ToyMLP, layer: int, dii: nn.Module, variable: str, n: int, generator: torch.Generator) -> float:
     """Interchange intervention accuracy on fresh pairs: intervened prediction == counterfactual label."""
-    base, source, _, cf_label = (t.to(_device(model)) for t in interchange_pairs(variable, n, generator))
-    with torch.no_grad():
-        return float((intervened_logits(model, layer, dii, base, source).argmax(-1) == cf_label).float().mean())
+    from diag.cdas.trainer import interchange_accuracy
+    from probes import Site
 
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def wilson(p: float, n: int) -> dict[str, float]:
-    """95% Wilson interval for an accuracy over n independent held-out pairs."""
-    z = 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"value": p, "low": max(0.0, centre - half), "high": min(1.0, centre + half)}
+    return interchange_accuracy(model, Site(layer, "resid_post"), dii, causal_variable(model, variable, "das"), n,
+                                generator)
 
 
 @dataclass

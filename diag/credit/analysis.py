@@ -148,40 +148,84 @@ def method_scores(item: Item, method: str) -> np.ndarray | None:
     raise ValueError(method)
 
 
-def localisation(items: list[Item], methods: tuple[str, ...], n_boot: int, seed: int) -> dict[str, Any]:
-    """side -> scope -> method -> {top1, auroc} with bootstrap intervals over sequences."""
-    from diag.credit.metrics import auroc, bootstrap_mean, chance_top1, top1_hit
+def scope_scores(items: list[Item], side: str, scope: str, methods: tuple[str, ...], n_boot: int,
+                 seed: int) -> dict[str, Any]:
+    """method -> {top1, auroc} over the ``side`` answers with a known span: top-1 hit rate with a Wilson interval,
+    per-sequence AUROC averaged with a bootstrap (widened to Wilson near 0 or 1)."""
+    from diag.credit.metrics import auroc, bounded_mean, chance_top1, hit_rate, top1_hit
 
+    chosen = [i for i in items if i.side == side and any(i.span)]
     out: dict[str, Any] = {}
-    for side in SIDES:
-        chosen = [i for i in items if i.side == side and any(i.span)]
-        out[side] = {}
-        for scope in SCOPES:
-            out[side][scope] = {}
-            for method in methods:
-                top1, aurocs = [], []
-                for item in chosen:
-                    start = item.first_diff if scope == "from_first_diff" else 0
-                    target = np.asarray(item.span[start:])
-                    if not target.any():
-                        continue
-                    if method == "chance":
-                        top1.append(chance_top1(target))
-                        aurocs.append(0.5)
-                        continue
-                    scores = method_scores(item, method)
-                    if scores is None:  # no captum attribution for this pair
-                        continue
-                    scores = scores[start:]
-                    top1.append(top1_hit(scores, target))
-                    aurocs.append(auroc(scores, target))
-                out[side][scope][method] = {"top1": bootstrap_mean(np.array(top1), seed, n_boot),
-                                            "auroc": bootstrap_mean(np.array(aurocs), seed, n_boot)}
+    for method in methods:
+        top1, aurocs = [], []
+        for item in chosen:
+            start = item.first_diff if scope == "from_first_diff" else 0
+            target = np.asarray(item.span[start:])
+            if not target.any():
+                continue
+            if method == "chance":
+                top1.append(chance_top1(target))
+                aurocs.append(0.5)
+                continue
+            scores = method_scores(item, method)
+            if scores is None:  # no captum attribution for this pair
+                continue
+            scores = scores[start:]
+            top1.append(top1_hit(scores, target))
+            aurocs.append(auroc(scores, target))
+        out[method] = {"top1": hit_rate(np.array(top1)), "auroc": bounded_mean(np.array(aurocs), seed, n_boot)}
     return out
 
 
+def localisation(items: list[Item], methods: tuple[str, ...], n_boot: int, seed: int) -> dict[str, Any]:
+    """side -> scope -> method -> {top1, auroc} with intervals over sequences."""
+    return {side: {scope: scope_scores(items, side, scope, methods, n_boot, seed) for scope in SCOPES}
+            for side in SIDES}
+
+
+READ_AT = ("rejected", "from_first_diff")  # where localisation is read: the corrupted answer, where it departs
+
+
+def preference_split(items: list[Item], pairs: set[int], preferred: set[int], methods: tuple[str, ...],
+                     n_boot: int, seed: int) -> dict[str, Any]:
+    """Localisation on ``pairs``: all of them, those the model prefers correctly, the rest (ties included), and
+    their preference accuracy, so "the model does not disprefer this" reads apart from "r_t does not localise it".
+    """
+    from diag.stats import wilson
+
+    def scores(subset: set[int]) -> dict[str, Any]:  # methods with no scored sequence are left out (no NaNs)
+        block = scope_scores([i for i in items if i.pair in subset], *READ_AT, methods, n_boot, seed)
+        return {method: value for method, value in block.items() if value["top1"]["n"]}
+
+    wins = len(pairs & preferred)
+    return {"n_pairs": len(pairs), "n_preferred": wins,
+            "preference_accuracy": {**wilson(wins / len(pairs), len(pairs)), "n": len(pairs)},
+            "all": scores(pairs), "preferred": scores(pairs & preferred), "not_preferred": scores(pairs - preferred)}
+
+
+def localisation_tables(items: list[Item], margins: dict[int, float], methods: tuple[str, ...], n_boot: int,
+                        seed: int) -> dict[str, Any]:
+    """Per corruption type (a pair's ``kind``/``type``; "untyped" when none) and over all pairs, each split by
+    whether the model prefers the chosen answer (margin >= TIE)."""
+    preferred = {p for p, m in margins.items() if m >= TIE}
+    with_span = {i.pair for i in items if i.side == "rejected" and any(i.span)}
+    kinds: dict[str, set[int]] = {}
+    for item in items:
+        if item.pair in with_span and item.pair in margins:
+            kinds.setdefault(item.kind or "untyped", set()).add(item.pair)
+    if not kinds:
+        return {}
+    return {"localisation_read": f"{READ_AT[0]} answers, {READ_AT[1].replace('_', ' ')}",
+            "localisation_by_type": {kind: preference_split(items, pairs, preferred, methods, n_boot, seed)
+                                     for kind, pairs in sorted(kinds.items())},
+            "localisation_by_preference": preference_split(items, set().union(*kinds.values()), preferred, methods,
+                                                           n_boot, seed)}
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, kind]}`` or ``{prompt, response}``.
+    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, type]}`` or ``{prompt, response}``.
+
+    ``type`` (or ``kind``, as generated pairs carry it) names the corruption; localisation is reported per type.
 
     Every line is checked before anything is used; the first bad line fails the whole import.
     """
@@ -199,6 +243,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
                         and 0 <= span[0] < span[1] <= len(text)):
                     raise DiagError(f"{where}: {key} must be [start, end) character offsets inside the text")
+        for key in ("type", "kind"):
+            if key in record and (not isinstance(record[key], str) or not record[key].strip()):
+                raise DiagError(f"{where}: field {key!r} must be a non-empty string when given")
         records.append(record)
     return records
 
@@ -233,7 +280,7 @@ def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
     prefers the rejected answers. Wilson intervals stay informative at 0 and 1, where a percentile bootstrap of
     a proportion collapses to [0, 0] or [1, 1].
     """
-    from diag.cdas.toy import wilson
+    from diag.stats import wilson
 
     n = len(margins)
     if n == 0:
@@ -355,11 +402,13 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             policy_logp=scores[k].policy.tolist(), reference_logp=scores[k].reference.tolist(),
             span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [],
             first_diff=diff,
-            kind=record.get("kind", ""), seed=seed, captum=captum[k].tolist()))
+            kind=record.get("type", record.get("kind", "")), seed=seed, captum=captum[k].tolist()))
 
-    # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass
+    # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass, for
+    # every scored response (a batching or tree-attention fault may touch only some of them)
     check = []
-    for k in range(min(4, len(encoded))):
+    for k in range(len(encoded)):
+        progress(k, len(encoded), "consistency check")
         ids = torch.tensor([encoded[k].ids], device=pair.device)
         n = len(encoded[k].response_ids)
         with torch.no_grad():
@@ -376,7 +425,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                 for s in config.seeds} if len(config.seeds) > 1 else {}
     pairs = sorted({i.pair for i in items if i.side != "response"})
     reward_of = {(i.pair, i.side): float(np.sum(i.reward)) for i in items}
-    margins = np.array([reward_of[(p, "chosen")] - reward_of[(p, "rejected")] for p in pairs])
+    margin_of = {p: reward_of[(p, "chosen")] - reward_of[(p, "rejected")] for p in pairs}
+    margins = np.array([margin_of[p] for p in pairs])
     extra = {
         "policy": config.policy, "reference": config.reference or "adapter disabled", "beta": pair.beta,
         "beta_from": ("config" if config.beta is not None
@@ -389,8 +439,11 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
         **preference_outcomes(margins),
         "consistency_max_abs_diff": max(check) if check else None,
-        "interval": ("95% percentile bootstrap over sequences (all seeds pooled; per_seed in metrics.json); "
+        "consistency_n": len(check),
+        "interval": ("top-1 hit rates: 95% Wilson over sequences; AUROC: 95% percentile bootstrap over sequences, "
+                     "widened to Wilson within 0.1 of 0 or 1 (all seeds pooled; per_seed in metrics.json); "
                      "preference outcomes: 95% Wilson intervals over pairs"),
+        **localisation_tables(items, margin_of, methods, config.n_boot, config.seeds[0]),
     }
     return Result(items, metrics, per_seed, extra)
 
@@ -423,8 +476,47 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
             for metric in ("top1", "auroc"):
                 m = block[metric]
                 out.append(Metric(f"{side} {metric} ({scope.replace('_', ' ')})", m["value"], m["low"], m["high"]))
+    split = summary.get("localisation_by_preference") or {}
+    for subset, words in (("preferred", "pairs the model prefers"), ("not_preferred", "pairs it does not prefer")):
+        block = split.get(subset, {}).get("dpo_reward")
+        if block:
+            m = block["top1"]
+            out.append(Metric(f"rejected top1 (from first diff), {words} (n={m['n']})", m["value"], m["low"],
+                              m["high"]))
     out.append(Metric("max |sum r_t - sequence reward|", summary.get("consistency_max_abs_diff")))
     return out
+
+
+def _cell(block: dict[str, Any] | None) -> str:
+    if not block or not block.get("n"):
+        return "-"
+    return f"{block['value']:.2f} [{block['low']:.2f}, {block['high']:.2f}] (n={block['n']})"
+
+
+def _split_tables(summary: dict[str, Any]) -> list[Table]:
+    """Per corruption type and per preference: where r_t fails because the model does not disprefer the error."""
+    read = summary.get("localisation_read", "")
+    by_type = summary.get("localisation_by_type") or {}
+    rows = []
+    cells = (("all", "dpo_reward"), ("preferred", "dpo_reward"), ("not_preferred", "dpo_reward"),
+             ("all", "reference_surprisal"), ("all", "policy_surprisal"), ("all", "chance"))
+    for kind, split in by_type.items():
+        rows.append([kind, split["n_pairs"], _cell(split["preference_accuracy"])]
+                    + [_cell(split[subset].get(method, {}).get("top1")) for subset, method in cells])
+    tables = []
+    if rows:
+        tables.append(Table(f"Localisation per corruption type ({read}): top-1 hit rate [95% Wilson]",
+                            ["type", "pairs", "preference accuracy", "r_t, all pairs", "r_t, preferred pairs",
+                             "r_t, not preferred", "reference surprisal", "policy surprisal", "chance"], rows))
+    split = summary.get("localisation_by_preference")
+    if split:
+        rows = [[method] + [_cell(split[subset].get(method, {}).get(metric)) for metric in ("top1", "auroc")
+                            for subset in ("all", "preferred", "not_preferred")] for method in split["all"]]
+        tables.append(Table(f"Localisation on the pairs the model prefers vs the rest ({read}; "
+                            f"{split['n_preferred']} of {split['n_pairs']} pairs preferred)",
+                            ["method"] + [f"{metric}, {subset.replace('_', ' ')}" for metric in ("top-1", "AUROC")
+                                          for subset in ("all", "preferred", "not_preferred")], rows))
+    return tables
 
 
 def _baselines(summary: dict[str, Any]) -> list[Table]:
@@ -439,7 +531,7 @@ def _baselines(summary: dict[str, Any]) -> list[Table]:
                     + [block[method]["top1"]["n"]] for method in block]
             tables.append(Table(f"{side} answers, {scope.replace('_', ' ')}: localisation of the known span",
                                 ["method", "top-1 hit rate [95% CI]", "AUROC [95% CI]", "sequences"], rows))
-    return tables
+    return _split_tables(summary) + tables
 
 
 GUIDE = Guide(
@@ -451,7 +543,10 @@ GUIDE = Guide(
         "restatement pairs; scores describe this setting, not DPO models in general."),
         ("Per-token rewards are identified only up to potential-based shaping: r_t on tokens before the first "
         "difference gets no direct DPO gradient, so read the from-first-difference scores for localisation."),
-        "AUROC is computed per sequence and averaged; intervals are percentile bootstraps over sequences.",
+        ("AUROC is computed per sequence and averaged, with a percentile bootstrap over sequences (widened to the "
+         "Wilson interval near 0 or 1); top-1 hit rates are proportions with Wilson intervals."),
+        ("A DPO model can only localise errors it disprefers: read r_t's localisation on the pairs it prefers "
+         "(per-type table) apart from those it does not, where a miss says nothing about r_t."),
         "Captum's attribution is taken at a token's input position, r_t at its output position.",
     ],
     headline=_headline,
