@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -417,50 +418,37 @@ def from_block(model: torch.nn.Module, block: int) -> Iterator[None]:
         setattr(holder, name, all_blocks)
 
 
-def is_adapter(path: str) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
 def adapter_meta(path: str) -> dict:
     """Training metadata we store beside our adapters (beta, base); empty for foreign adapters."""
     meta = Path(path) / ADAPTER_META
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def load_pair(policy: str, reference: str | None = None, beta: float | None = None,
-              device: str = "auto", dtype: str = "float32") -> ModelPair:
-    """Load a pair from names: two models (zoo names, dirs, HF ids), or a PEFT adapter dir (reference = base).
+def load_adapter(adapter: str, device: str = "auto", dtype: str = "float32") -> tuple[Any, Any, dict[str, Any]]:
+    """A PEFT adapter applied to its base (in ``dtype`` on ``device``), its tokenizer and the base's numerics."""
+    from peft import PeftModel
 
-    Both run in ``dtype``; ``pair.numerics`` holds the policy's (or the adapter's base's) measured faithfulness.
-    """
     from diag.zoo.lm import load_lm_numerics
 
-    if is_adapter(policy):
-        from peft import PeftModel
+    base_name = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
+    try:
+        model = PeftModel.from_pretrained(base, adapter)
+    except Exception as exc:
+        raise DiagError(f"cannot load adapter {adapter}: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), tokenizer, numerics
 
-        config = json.loads((Path(policy) / "adapter_config.json").read_text())
-        base_name = config.get("base_model_name_or_path")
-        if reference is not None and reference != base_name:
-            raise DiagError(f"adapter {policy} was trained on {base_name!r}; its reference is that base with the "
-                            f"adapter disabled, not {reference!r}")
-        base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
-        try:
-            model = PeftModel.from_pretrained(base, policy)
-        except Exception as exc:
-            raise DiagError(f"cannot load adapter {policy}: {str(exc).splitlines()[0]}") from exc
-        model.eval()
-        beta = beta if beta is not None else adapter_meta(policy).get("beta")
-        if beta is None:
-            raise DiagError(f"adapter {policy} records no beta; pass --beta")
-        pair = ModelPair(model, tokenizer, beta=beta)
-        pair.numerics = numerics
-        return pair
-    if reference is None:
-        raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed")
+
+def load_adapter_pair(adapter: str, beta: float | None = None, device: str = "auto",
+                      dtype: str = "float32") -> ModelPair:
+    """A PEFT adapter against its own base with the adapter disabled (one model in memory, two passes).
+
+    Other pairs (two models, an adapter against another model) go through ``diag.credit.sources.load_pair``.
+    """
+    model, tokenizer, numerics = load_adapter(adapter, device, dtype)
+    beta = beta if beta is not None else adapter_meta(adapter).get("beta")
     if beta is None:
-        raise DiagError("beta is needed to turn log-ratios into rewards; pass --beta")
-    policy_model, tokenizer, numerics = load_lm_numerics(policy, device, dtype)
-    reference_model, reference_tokenizer, _ = load_lm_numerics(reference, device, dtype)
-    pair = ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+        raise DiagError(f"adapter {adapter} records no beta; pass --beta")
+    pair = ModelPair(model, tokenizer, beta=beta)
     pair.numerics = numerics
     return pair

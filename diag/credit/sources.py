@@ -195,19 +195,10 @@ def _same_model(a: str, b: str) -> bool:
 
 def _load(name: str, device: str, dtype: str) -> tuple[Any, Any, dict[str, Any]]:
     """A model, or a base with a PEFT adapter applied, its tokenizer and its measured numerics."""
+    from diag.credit.scorer import load_adapter
     from diag.zoo.lm import load_lm_numerics
 
-    if not is_adapter_dir(name):
-        return load_lm_numerics(name, device, dtype)
-    from peft import PeftModel
-
-    base_name = json.loads((Path(name) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
-    try:
-        model = PeftModel.from_pretrained(base, name)
-    except Exception as exc:
-        raise DiagError(f"cannot load adapter {name}: {str(exc).splitlines()[0]}") from exc
-    return model.eval(), tokenizer, numerics
+    return load_adapter(name, device, dtype) if is_adapter_dir(name) else load_lm_numerics(name, device, dtype)
 
 
 def load_pair(policy: str, reference: str | None, beta: float | None, device: str = "auto",
@@ -221,7 +212,7 @@ def load_pair(policy: str, reference: str | None, beta: float | None, device: st
     if is_adapter_dir(policy):
         base = json.loads((Path(policy) / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if reference is None or _same_model(reference, base or ""):
-            return scorer.load_pair(policy, None, beta, device, dtype)
+            return scorer.load_adapter_pair(policy, beta, device, dtype)
     elif reference is None:
         raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed (--reference)")
     if beta is None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from diag.credit.scorer import ModelPair, build_tree, encode, load_pair, segment_attention
+from diag.credit.scorer import ModelPair, build_tree, encode, load_adapter_pair, segment_attention
+from diag.credit.sources import load_pair
 from diag.errors import DiagError
 from diag.zoo import load_lm
 
@@ -35,7 +36,7 @@ def test_encode_follows_the_chat_template(smollm2) -> None:
 @pytest.mark.parametrize(("adapter", "shared_blocks"), [("adapter_dir", 0), ("top_adapter_dir", 1)])
 def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(
         adapter: str, shared_blocks: int, request: pytest.FixtureRequest) -> None:
-    pair = load_pair(str(request.getfixturevalue(adapter)), device="cpu")
+    pair = load_adapter_pair(str(request.getfixturevalue(adapter)), device="cpu")
     assert pair.beta == 0.25 and pair.reference is None
     assert pair.shared_blocks == shared_blocks  # a top-block adapter: the reference starts from the policy's trunk
     encoded = [encode(pair.tokenizer, p, r) for p, r in PAIRS]
@@ -59,7 +60,7 @@ def test_batched_scores_equal_unbatched_and_sum_to_the_sequence_reward(
 
 def test_tree_attention_runs_per_prompt_and_restores_the_model(adapter_dir: Path) -> None:
     """The batched test above scores through these segments; here: they partition the nodes, one per prompt."""
-    pair = load_pair(str(adapter_dir), device="cpu")
+    pair = load_adapter_pair(str(adapter_dir), device="cpu")
     tree = build_tree([encode(pair.tokenizer, p, r) for p, r in PAIRS], pair.device, torch.float32)
     assert len(tree.segments) == 3  # three distinct prompts
     queries = torch.cat([s.queries for s in tree.segments]).sort().values
@@ -111,7 +112,7 @@ def test_committed_adapter_prefers_the_correct_answer_and_blames_the_corrupted_t
     from diag.credit.data import make_pairs
     from diag.credit.metrics import top1_hit
 
-    pair = load_pair(resolve_policy("smollm2-dpo-credit"), device="cpu")
+    pair = load_adapter_pair(resolve_policy("smollm2-dpo-credit"), device="cpu")
     assert pair.beta == 0.1  # recorded with the adapter
     pairs = make_pairs("heldout", 8, seed=7)
     encoded = [encode(pair.tokenizer, p.prompt, text) for p in pairs for text in (p.chosen, p.rejected)]
