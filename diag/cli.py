@@ -146,6 +146,25 @@ def runs_label(
     emit(info.label.as_dict(), as_json, info.run_id)
 
 
+@runs_app.command("export")
+def runs_export(
+    run_id: str,
+    out: Annotated[Path | None, typer.Option(help="Directory to create (default ./RUN_ID-export).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a finished run's tables (CSV, JSON), arrays (NPZ; CSV if 1-D/2-D), figures (PNG, SVG) and summary."""
+    from diag.export import export_run
+    from diag.runs import RunStore
+
+    store = RunStore()
+    run = store.get(run_id)  # a corrupt run is refused here, with the file that fails its hash
+    target = out if out is not None else Path.cwd() / f"{run.run_id}-export"
+    names = export_run(run, target, store)
+    emit({"out": str(target), "files": len(names),
+          **{kind: [n for n in names if n.startswith(f"{kind}/")] for kind in ("tables", "arrays", "figures")}},
+         as_json, run.run_id)
+
+
 @runs_app.command("verify")
 def runs_verify(
     run_ids: Annotated[list[str] | None, typer.Argument(help="Run ids (or unique prefixes); default every finished run.")] = None,
