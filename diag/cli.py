@@ -136,7 +136,8 @@ def runs_label(
     name: Annotated[str | None, typer.Option(help="A short name for the run (\"\" clears it).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Add a tag (repeat for several).")] = None,
     untag: Annotated[list[str] | None, typer.Option(help="Remove a tag (repeat for several).")] = None,
-    note: Annotated[str | None, typer.Option(help="A free-text note: why it ran, what it showed (\"\" clears).")] = None,
+    note: Annotated[str | None, typer.Option(
+        help="A free-text note: why it ran, what it showed (\"\" clears).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Name, tag and annotate a run (kept in the store's index; `diag runs list --search` finds them)."""

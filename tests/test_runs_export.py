@@ -126,7 +126,8 @@ def test_cli_exports_a_real_credit_tabular_run(diag_home: Path, tmp_path: Path, 
                                                capsys: pytest.CaptureFixture) -> None:
     from diag.credit import tabular
 
-    tabular.run(tabular.Config(vocab=3, length=2, seeds=(0, 1), n_pairs=500, steps=20), store=RunStore(diag_home / "runs"))
+    config = tabular.Config(vocab=3, length=2, seeds=(0, 1), n_pairs=500, steps=20)
+    tabular.run(config, store=RunStore(diag_home / "runs"))
     (info,) = RunStore(diag_home / "runs").list()
     monkeypatch.chdir(tmp_path)
     main(["runs", "export", info.run_id[:20], "--json"])
