@@ -160,7 +160,9 @@ class RunPicker(pn.viewable.Viewer):
 
     def _label(self, info: RunInfo) -> str:
         extra = "CORRUPT" if info.status == "corrupt" else self._describe(info)
-        return f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}" + (f" · {extra}" if extra else "")
+        name = f" · {info.label.name}" if info.label.name else ""
+        return (f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}{name}"
+                + (f" · {extra}" if extra else ""))
 
     def refresh(self, select: str | None = None) -> None:
         infos = [i for i in self.store.list(analysis=self.analysis) if i.status in ("finished", "corrupt")]

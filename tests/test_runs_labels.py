@@ -114,3 +114,20 @@ def test_cli_bad_tag_exits_2_with_one_line(diag_home: Path, capsys: pytest.Captu
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: tag 'two words' must be one word") and "\n" not in err
+
+
+def test_app_lists_labels_and_groups_a_sweeps_runs_together(tmp_path: Path) -> None:
+    from apps.pages.runs import runs_frame
+    from apps.views import RunPicker
+
+    store = RunStore(tmp_path)
+    single_old = finished(store, "capture", 0)
+    swept = [finished(store, "capture", layer, group="sweep-a") for layer in (1, 2)]
+    single_new = finished(store, "capture", 3)
+    store.label(swept[0], name="point one", add_tags=("paper",), note="layer 1")
+    frame = runs_frame(store.list())
+    assert frame["run"].tolist() == [single_new, *reversed(swept), single_old]  # the sweep's runs together
+    assert frame["group"].tolist() == ["", "sweep-a", "sweep-a", ""]
+    assert frame.set_index("run")["label"][swept[0]] == "point one\n#paper\nlayer 1"
+    options = RunPicker("capture", store).select.options
+    assert next(label for label, run_id in options.items() if run_id == swept[0]).endswith(" · point one")

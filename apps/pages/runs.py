@@ -53,11 +53,13 @@ def label_text(label: Label) -> str:
 
 
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
-    """One row per run; a sweep's runs next to each other (newest sweep first), then the runs of no sweep."""
+    """One row per run, newest first, except that a sweep's runs sit together where its newest run would."""
     newest: dict[str, int] = {}
     for position, info in enumerate(infos):
         newest.setdefault(info.group_name or "", position)
-    ordered = sorted(infos, key=lambda i: (not i.group_name, newest[i.group_name or ""]))
+    position = {info.run_id: n for n, info in enumerate(infos)}
+    ordered = sorted(infos, key=lambda i: (newest[i.group_name] if i.group_name else position[i.run_id],
+                                           position[i.run_id]))
     rows = [{
         "run": info.run_id, "label": label_text(info.label), "status": info.status, "group": info.group_name or "",
         "updated, UTC": when(info.updated), "headline": headline(info), "HTML": report_link(info.run_id, "report"),
