@@ -1,18 +1,68 @@
-"""Pieces every page uses to show stored runs: a run picker, metric and config tables, stored figures."""
+"""Pieces every page uses to show stored runs: a run picker, metric and config tables, stored figures, and the
+page's state in its URL (``url_value``/``set_url``), so a copied link reopens the same view."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 import panel as pn
 
+from apps.downloads import Downloads
 from diag.errors import DiagError
 from diag.report.sections import Metric, format_value, guide_for, metrics_from_summary
 from diag.runs import Run, RunInfo, RunStore
+
+
+def _location() -> Any:
+    """This server session's URL (Panel's ``Location``), or None outside one (a page built in a unit test)."""
+    doc = pn.state.curdoc
+    return pn.state.location if doc is not None and doc.session_context is not None else None
+
+
+def url_value(key: str) -> str | None:
+    """The text of query parameter ``key`` in the URL this session was opened with (raw: ids stay strings)."""
+    location = _location()
+    values = urllib.parse.parse_qs((location.search or "")[1:]).get(key) if location is not None else None
+    return values[-1] if values else None
+
+
+def url_ints(key: str) -> list[int]:
+    """A comma-separated list of integers in the URL (``pair=3,5``); anything else reads as none."""
+    text = url_value(key) or ""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    return [int(part) for part in parts] if all(part.isdigit() for part in parts) else []
+
+
+def set_url(**values: Any) -> None:
+    """Write page state into the URL's query (None or "" removes a key): the address bar is always a deep link.
+
+    While the page is being built the browser has not yet sent its own URL (it does on connecting, replacing
+    the server's), so state set then is written once the page has loaded.
+    """
+    location = _location()
+    if location is None:
+        return
+    if not pn.state.loaded:
+        pn.state.onload(lambda: _write_query(location, values))
+    else:
+        _write_query(location, values)
+
+
+def _write_query(location: Any, values: dict[str, Any]) -> None:
+    query = dict(urllib.parse.parse_qsl((location.search or "")[1:]))
+    for key, value in values.items():
+        if value is None or value == "":
+            query.pop(key, None)
+        else:
+            query[key] = str(value)
+    search = "?" + urllib.parse.urlencode(query, safe=",") if query else ""
+    if search != (location.search or ""):
+        location.search = search
 
 
 def when(timestamp: float) -> str:
@@ -77,22 +127,42 @@ def report_link(run_id: str, label: str = "open as HTML report") -> str:
 class RunPicker(pn.viewable.Viewer):
     """Choose one finished run of an analysis (newest first); ``value`` is the run id or None.
 
-    Corrupt runs are listed too, marked, so choosing one shows the store's one-line refusal naming the file."""
+    Corrupt runs are listed too, marked, so choosing one shows the store's one-line refusal naming the file.
+    The choice lives in the URL as ``url_key`` (an id or unique prefix); a link to a run this store lacks opens
+    the newest and says so (``link_problem``).
+    """
 
-    def __init__(self, analysis: str, store: RunStore, describe: Any = None, **params: Any) -> None:
+    def __init__(self, analysis: str, store: RunStore, describe: Any = None, url_key: str = "run",
+                 **params: Any) -> None:
         super().__init__(**params)
         self.analysis = analysis
         self.store = store
         self._describe = describe or (lambda info: "")
         self.select = pn.widgets.Select(name=f"Stored {analysis} runs", options={}, sizing_mode="stretch_width")
-        self.refresh()
+        self.link_problem: str | None = None
+        self.refresh(select=self._linked(url_value(url_key)))
+        self.select.param.watch(lambda event: set_url(**{url_key: event.new}), "value")
+        set_url(**{url_key: self.select.value})
+
+    def _linked(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        ids = list(self.select.options.values())
+        matches = [run_id for run_id in ids if run_id == text] or [run_id for run_id in ids if run_id.startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        self.link_problem = (f"The link names run `{text}`, which is not {'one' if not matches else 'exactly one'} "
+                             f"of the stored {self.analysis} runs: showing the newest instead.")
+        return None
 
     def __panel__(self) -> pn.widgets.Select:
         return self.select
 
     def _label(self, info: RunInfo) -> str:
         extra = "CORRUPT" if info.status == "corrupt" else self._describe(info)
-        return f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}" + (f" · {extra}" if extra else "")
+        name = f" · {info.label.name}" if info.label.name else ""
+        return (f"{when(info.updated)} · {info.run_id[len(self.analysis) + 1:][:8]}{name}"
+                + (f" · {extra}" if extra else ""))
 
     def refresh(self, select: str | None = None) -> None:
         infos = [i for i in self.store.list(analysis=self.analysis) if i.status in ("finished", "corrupt")]
@@ -121,15 +191,17 @@ class PickedRunView:
         self.show()
 
     def show(self, *_: Any) -> None:
+        problem, self.picker.link_problem = self.picker.link_problem, None  # said once, above the first view
+        notice = [pn.pane.Alert(problem, alert_type="warning", css_classes=["link-problem"])] if problem else []
         if self.picker.value is None:
-            self.view[:] = [pn.pane.Alert(self._empty, alert_type="info")]
+            self.view[:] = [*notice, pn.pane.Alert(self._empty, alert_type="info")]
             if self._on_empty is not None:
                 self._on_empty()
             return
         try:
-            self.view[:] = self._render(self.picker.value)
+            self.view[:] = [*notice, *self._render(self.picker.value), Downloads(self.picker.store, self.picker.value)]
         except DiagError as exc:
-            self.view[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
+            self.view[:] = [*notice, pn.pane.Alert(str(exc), alert_type="danger")]
 
     def select(self, run_id: str) -> None:
         """Show a run that just finished (a Launcher's ``on_done``)."""

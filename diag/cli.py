@@ -96,18 +96,24 @@ def runs_list(
     analysis: Annotated[str | None, typer.Option(help="Only runs of this analysis.")] = None,
     status: Annotated[str | None, typer.Option(
         help="running, interrupted (its process is gone), finished, corrupt (files changed since) or failed.")] = None,
+    search: Annotated[str | None, typer.Option(
+        help="Only runs whose id, analysis, group, name, tags or note contain every word of TEXT (any case).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """List runs in the store, newest first (file sizes are checked here; `diag runs verify` checks hashes)."""
     from diag.runs import RunStore
 
-    rows = RunStore().list(analysis=analysis, status=status)
+    rows = RunStore().list(analysis=analysis, status=status, search=search)
     if as_json:
         typer.echo(json.dumps({"runs": [{"run_id": r.run_id, "analysis": r.analysis, "status": r.status,
-                                         "note": r.note, "summary": r.summary} for r in rows]}))
+                                         "note": r.note, "label": r.label.as_dict(),
+                                         "group": r.group_name, "summary": r.summary} for r in rows]}))
         return
     for r in rows:
-        typer.echo(f"{r.run_id}  {r.status:11s}  {r.path}" + (f"  ({r.note})" if r.note else ""))
+        label = " ".join(filter(None, (f'"{r.label.name}"' if r.label.name else "",
+                                       " ".join(f"#{t}" for t in r.label.tags))))
+        typer.echo(f"{r.run_id}  {r.status:11s}  {r.path}" + (f"  {label}" if label else "")
+                   + (f"  ({r.note})" if r.note else ""))
 
 
 @runs_app.command("show")
@@ -119,7 +125,45 @@ def runs_show(run_id: str, as_json: JsonFlag = False) -> None:
     run = store.get(run_id)
     info = store.info(run.run_id)
     summary = run.summary if run.finished else {"status": info.status, **({"note": info.note} if info.note else {})}
-    emit({"analysis": run.analysis, "config": run.config, "summary": summary}, as_json, run.run_id)
+    label = {k: v for k, v in info.label.as_dict().items() if v}
+    emit({"analysis": run.analysis, **({"label": label} if label else {}), "config": run.config,
+          "summary": summary}, as_json, run.run_id)
+
+
+@runs_app.command("label")
+def runs_label(
+    run_id: str,
+    name: Annotated[str | None, typer.Option(help="A short name for the run (\"\" clears it).")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Add a tag (repeat for several).")] = None,
+    untag: Annotated[list[str] | None, typer.Option(help="Remove a tag (repeat for several).")] = None,
+    note: Annotated[str | None, typer.Option(
+        help="A free-text note: why it ran, what it showed (\"\" clears).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Name, tag and annotate a run (kept in the store's index; `diag runs list --search` finds them)."""
+    from diag.runs import RunStore
+
+    info = RunStore().label(run_id, name=name, add_tags=tuple(tag or ()), remove_tags=tuple(untag or ()), note=note)
+    emit(info.label.as_dict(), as_json, info.run_id)
+
+
+@runs_app.command("export")
+def runs_export(
+    run_id: str,
+    out: Annotated[Path | None, typer.Option(help="Directory to create (default ./RUN_ID-export).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a finished run's tables (CSV, JSON), arrays (NPZ; CSV if 1-D/2-D), figures (PNG, SVG) and summary."""
+    from diag.export import export_run
+    from diag.runs import RunStore
+
+    store = RunStore()
+    run = store.get(run_id)  # a corrupt run is refused here, with the file that fails its hash
+    target = out if out is not None else Path.cwd() / f"{run.run_id}-export"
+    names = export_run(run, target, store)
+    emit({"out": str(target), "files": len(names),
+          **{kind: [n for n in names if n.startswith(f"{kind}/")] for kind in ("tables", "arrays", "figures")}},
+         as_json, run.run_id)
 
 
 @runs_app.command("verify")

@@ -12,6 +12,10 @@ sizes (cheap), loading and ``diag runs verify`` check hashes, and a run that fai
 Runs made before manifests existed are checked by structure instead (JSON parses, ``.npz`` zips open and,
 on load, pass their CRCs). An unfinished run records its process (host, boot id, pid, start time), so a run
 whose process is gone shows as ``interrupted`` rather than ``running`` forever.
+
+A run's ``Label`` (a name, tags and a free-text note a person gives it) lives in the index only, in its own
+table: it describes the run without being part of its content, so labelling never touches the run's hashed
+files, and stores made before labels (or shared with an older version) keep working unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]*-[0-9a-f]{16}")
 RUN_STATUSES = ("running", "interrupted", "finished", "corrupt", "failed")
 
 log = logging.getLogger("diag.runs")
+
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,39}")  # one word: listed comma-separated, searched as text
+NAME_MAX, NOTE_MAX = 120, 4000
 
 
 def diag_home() -> Path:
@@ -115,11 +122,39 @@ def _json_default(obj: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Label:
+    """What a person calls a run: a short name, tags, and a note (why it was run, what it showed)."""
+
+    name: str = ""
+    tags: tuple[str, ...] = ()
+    note: str = ""
+
+    def text(self) -> str:
+        return " ".join((self.name, *self.tags, self.note))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tags": list(self.tags), "note": self.note}
+
+
+def check_label(name: str | None = None, tags: list[str] | tuple[str, ...] = (), note: str | None = None) -> None:
+    """Refuse a label the listings could not show on one line (or that search could not tell apart)."""
+    if name is not None and (len(name) > NAME_MAX or "\n" in name or "\r" in name):
+        raise DiagError(f"a run name is one line of at most {NAME_MAX} characters, got {len(name)} characters")
+    for tag in tags:
+        if not TAG.fullmatch(tag):
+            raise DiagError(f"tag {tag!r} must be one word of letters, digits, '_', '.', ':', '+' or '-' "
+                            "(at most 40 characters)")
+    if note is not None and len(note) > NOTE_MAX:
+        raise DiagError(f"a run note has at most {NOTE_MAX} characters, got {len(note)}")
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """One row of the index: enough to list, filter and open a run.
 
     ``status`` is one of ``RUN_STATUSES`` as of listing time; ``note`` says why a run is corrupt or interrupted,
-    or that a finished run predates manifests and was checked by structure only.
+    or that a finished run predates manifests and was checked by structure only; ``label`` is what a person
+    called it (``diag runs label``).
     """
 
     run_id: str
@@ -131,6 +166,7 @@ class RunInfo:
     summary: dict[str, Any]
     path: Path
     note: str = ""
+    label: Label = Label()
 
 
 class Run:
@@ -443,6 +479,7 @@ class RunStore:
                 "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, analysis TEXT, status TEXT,"
                 " created REAL, updated REAL, group_name TEXT, summary TEXT)"
             )
+            db.execute("CREATE TABLE IF NOT EXISTS labels (run_id TEXT PRIMARY KEY, name TEXT, tags TEXT, note TEXT)")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._db_path, timeout=30)
@@ -512,28 +549,36 @@ class RunStore:
             return {r[0] for r in db.execute("SELECT run_id FROM runs") if is_run_id(r[0])}
 
     def list(
-        self, analysis: str | None = None, status: str | None = None, group: str | None = None
+        self, analysis: str | None = None, status: str | None = None, group: str | None = None,
+        search: str | None = None,
     ) -> list[RunInfo]:
         """Runs newest first, with their status as of now (file sizes checked against manifests, processes
-        checked for life); unknown ``analysis`` or ``status`` values are refused with the choices."""
+        checked for life); unknown ``analysis`` or ``status`` values are refused with the choices.
+
+        ``search`` keeps the runs in which every word of it occurs (any case) in the id, analysis, group, name,
+        tags or note.
+        """
         self._check_filters(analysis, status)
-        query, args = "SELECT * FROM runs WHERE 1=1", []
+        query, args = f"SELECT {_COLUMNS} WHERE 1=1", []
         for column, value in (("analysis", analysis), ("group_name", group)):
             if value is not None:
                 query += f" AND {column}=?"
                 args.append(value)
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY updated DESC", args).fetchall()
-        infos = [self._info(r) for r in rows if is_run_id(r[0])]
+        words = (search or "").lower().split()
+        rows = [r for r in rows if is_run_id(r[0]) and all(w in _searchable(r) for w in words)]
+        infos = [self._info(r) for r in rows]
         return [info for info in infos if status is None or info.status == status]
 
     def info(self, run_id: str) -> RunInfo:
         """The index row of one run (an id or unique prefix) with its current status."""
         name = self._resolve(run_id)
         with self._connect() as db:
-            row = db.execute("SELECT * FROM runs WHERE run_id=?", (name,)).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} WHERE runs.run_id=?", (name,)).fetchone()
+            label = db.execute("SELECT name, tags, note FROM labels WHERE run_id=?", (name,)).fetchone()
         if row is None:  # a run directory the index lost: describe it from disk
-            row = (name, Run(self, name).analysis, "running", 0.0, 0.0, None, "{}")
+            row = (name, Run(self, name).analysis, "running", 0.0, 0.0, None, "{}", *(label or (None,) * 3))
         return self._info(row)
 
     def _info(self, row: tuple[Any, ...]) -> RunInfo:
@@ -551,7 +596,23 @@ class RunStore:
             note = run.process_problem() or ""
             status = "interrupted" if note else "running"
         return RunInfo(run_id, row[1], status, row[3], row[4], row[5], json.loads(row[6] or "{}"),
-                       self.root / run_id, note)
+                       self.root / run_id, note, _label(row))
+
+    def label(self, run_id: str, *, name: str | None = None, add_tags: tuple[str, ...] = (),
+              remove_tags: tuple[str, ...] = (), note: str | None = None) -> RunInfo:
+        """Set a run's name and/or note (``""`` clears), add and remove tags; returns the run's new row.
+
+        Checked before anything is written.
+        """
+        check_label(name, add_tags, note)
+        info = self.info(run_id)
+        old = info.label
+        tags = tuple(dict.fromkeys(t for t in (*old.tags, *add_tags) if t not in remove_tags))
+        new = Label(old.name if name is None else name.strip(), tags, old.note if note is None else note.strip())
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?)",
+                       (info.run_id, new.name, json.dumps(list(new.tags)), new.note))
+        return self.info(info.run_id)
 
     def _check_filters(self, analysis: str | None, status: str | None) -> None:
         if status is not None and status not in RUN_STATUSES:
@@ -572,6 +633,7 @@ class RunStore:
             shutil.rmtree(run.dir)
         with self._connect() as db:
             db.execute("DELETE FROM runs WHERE run_id=?", (run.run_id,))
+            db.execute("DELETE FROM labels WHERE run_id=?", (run.run_id,))
 
     def _set_status(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
         with self._connect() as db:
@@ -579,6 +641,24 @@ class RunStore:
                 "UPDATE runs SET status=?, updated=?, summary=? WHERE run_id=?",
                 (status, time.time(), json.dumps(summary, default=_json_default), run_id),
             )
+
+
+# An index row and its label (a run never labelled has NULLs there).
+_COLUMNS = ("runs.run_id, analysis, status, created, updated, group_name, summary, labels.name, labels.tags, "
+            "labels.note FROM runs LEFT JOIN labels ON labels.run_id = runs.run_id")
+
+
+def _label(row: tuple[Any, ...]) -> Label:
+    try:
+        tags = tuple(str(t) for t in json.loads(row[8] or "[]"))
+    except (ValueError, TypeError):
+        tags = ()
+    return Label(row[7] or "", tags, row[9] or "")
+
+
+def _searchable(row: tuple[Any, ...]) -> str:
+    """The text ``RunStore.list(search=...)`` matches: id, analysis, group and label, lower-case."""
+    return " ".join((row[0], row[1] or "", row[5] or "", _label(row).text())).lower()
 
 
 def _provenance() -> dict[str, Any]:

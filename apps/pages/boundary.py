@@ -18,7 +18,7 @@ from bokeh.plotting import figure
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import PickedRunView, RunPicker, report_link, stored_figures, table
+from apps.views import PickedRunView, RunPicker, report_link, set_url, stored_figures, table, url_ints
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
 from diag.boundary.nld import fourier_spectrum
@@ -98,12 +98,16 @@ def action_names(n: int) -> list[str]:
 
 
 class Scrubber(pn.viewable.Viewer):
-    """Step through a recorded episode: the frame, G_S over it, the Q-values and the reward at that step."""
+    """Step through a recorded episode: the frame, G_S over it, the Q-values and the reward at that step.
+
+    The recorded run, episode and step live in the URL (``episodes=ID&episode=E&frame=N``): a link opens there.
+    """
 
     def __init__(self, store: RunStore, **params: Any) -> None:
         super().__init__(**params)
         self.store = store
-        self.picker = RunPicker(episodes.ANALYSIS, store, describe=self._describe)
+        self._linked_episode, self._linked_frame = url_ints("episode")[:1], url_ints("frame")[:1]
+        self.picker = RunPicker(episodes.ANALYSIS, store, describe=self._describe, url_key="episodes")
         self.episode = pn.widgets.Select(name="Episode", options=[], width=120)
         self.step = pn.widgets.Player(name="Step", start=0, end=1, value=0, loop_policy="once", interval=150,
                                       show_value=True, show_loop_controls=False, sizing_mode="stretch_width")
@@ -171,9 +175,11 @@ class Scrubber(pn.viewable.Viewer):
             self.result = None
             return
         eps = sorted(int(e) for e in np.unique(self.result.steps["episode"]))
+        linked, self._linked_episode = [e for e in self._linked_episode if e in eps], []
         self.episode.options = eps
-        self.episode.value = eps[0]
+        self.episode.value = (linked or eps)[0]  # its watcher may open the episode already: at the linked frame
         self._episode_changed()
+        self._linked_frame = []  # later episodes open at their first step
 
     def _indices(self) -> np.ndarray:
         return np.flatnonzero(self.result.steps["episode"] == self.episode.value)
@@ -183,7 +189,7 @@ class Scrubber(pn.viewable.Viewer):
             return
         n = len(self._indices())
         self.step.end = max(n - 1, 1)
-        self.step.value = 0
+        self.step.value = min(self._linked_frame[0], n - 1) if self._linked_frame else 0
         self._show_step()
 
     def _show_step(self, *_: Any) -> None:
@@ -212,6 +218,7 @@ class Scrubber(pn.viewable.Viewer):
                               "colour": [plots.PALETTE[1] if j == greedy else plots.PALETTE[0] for j in range(len(q))]}
         rewards = steps["rewards"][idx]
         pos = min(self.step.value, len(idx) - 1)
+        set_url(episode=self.episode.value, frame=pos)
         self.info.object = (f"**Step {pos}** of {len(idx)} in episode {self.episode.value}  \n"
                             f"action taken: **{labels[int(steps['actions'][i])]}** (greedy {labels[greedy]})  \n"
                             f"reward: {float(rewards[pos]):g} · score so far: {float(rewards[:pos + 1].sum()):g}")

@@ -18,7 +18,16 @@ from bokeh.plotting import figure
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import PickedRunView, RunPicker, metrics_frame, report_link, stored_figures, table
+from apps.views import (
+    PickedRunView,
+    RunPicker,
+    metrics_frame,
+    report_link,
+    set_url,
+    stored_figures,
+    table,
+    url_ints,
+)
 from diag.credit import analysis as credit
 from diag.runs import RunStore
 
@@ -135,10 +144,14 @@ def auroc_chart(summary: dict[str, Any]) -> figure:
 
 
 class PairView(pn.viewable.Viewer):
-    """Choose pairs and a signal; renders the token heatmaps of the selected stored run."""
+    """Choose pairs and a signal; renders the token heatmaps of the selected stored run.
+
+    The pairs shown live in the URL as ``pair=N[,M...]``: a link opens on them (if the run has them).
+    """
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self._linked = url_ints("pair")
         self.pairs = pn.widgets.MultiChoice(name="Pairs to show", options={}, value=[], sizing_mode="stretch_width",
                                             max_items=6)
         self.signal = pn.widgets.RadioButtonGroup(name="Colour tokens by", options=SIGNALS, value="reward",
@@ -147,6 +160,7 @@ class PairView(pn.viewable.Viewer):
                                  css_classes=["token-heatmap"])
         self.items: list[credit.Item] = []
         self.pairs.param.watch(self._render, "value")
+        self.pairs.param.watch(lambda e: set_url(pair=",".join(str(p) for p in e.new)), "value")
         self.signal.param.watch(self._render, "value")
         self._layout = pn.Column(pn.Row(self.pairs, pn.Column(pn.pane.Markdown("Colour tokens by", margin=(0, 5)),
                                                                self.signal)), self.heat, sizing_mode="stretch_width")
@@ -161,7 +175,8 @@ class PairView(pn.viewable.Viewer):
             if item.pair not in options.values():
                 options[f"pair {item.pair} · {item.kind or item.side} · seed {item.seed}"] = item.pair
         self.pairs.options = options
-        self.pairs.value = list(options.values())[:2]
+        linked, self._linked = [p for p in self._linked if p in options.values()], []
+        self.pairs.value = linked or list(options.values())[:2]
         self._render()
 
     def _render(self, *_: Any) -> None:

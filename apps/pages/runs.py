@@ -1,4 +1,6 @@
-"""Runs page: browse the run store, filter it, compare runs side by side, open any run as its HTML report."""
+"""Runs page: browse the run store, search and filter it, name/tag/annotate and delete runs, compare runs side by
+side, open any run as its HTML report. Filters, search and the compared runs live in the URL
+(``?analysis=&status=&group=&q=&compare=ID1,ID2``), so a copied link reopens the same view."""
 
 from __future__ import annotations
 
@@ -9,16 +11,28 @@ import pandas as pd
 import panel as pn
 
 from apps import shell
-from apps.views import headline_metrics, metrics_frame, report_link, stored_figures, table, when
+from apps.downloads import Downloads
+from apps.views import (
+    headline_metrics,
+    metrics_frame,
+    report_link,
+    set_url,
+    stored_figures,
+    table,
+    url_value,
+    when,
+)
 from diag.errors import DiagError
 from diag.registry import ANALYSES
 from diag.report.sections import format_value
-from diag.runs import RUN_STATUSES, RunInfo, RunStore
+from diag.runs import RUN_STATUSES, Label, RunInfo, RunStore
 
 ALL = "(all)"
 INTRO = (
-    "Every run the workbench has computed, newest first. Filter by analysis, status or group; tick runs to "
-    "compare their headline numbers and configurations side by side; open any run as a self-contained HTML report."
+    "Every run the workbench has computed, newest first, a sweep's runs grouped under it. Search names, tags, "
+    "notes and ids, or filter by analysis, status or group; tick one run to name, tag, annotate, download or "
+    "delete it, several to compare their headline numbers and configurations side by side; open any run as a "
+    "self-contained HTML report."
 )
 
 
@@ -33,12 +47,76 @@ def headline(info: RunInfo, limit: int = 3) -> str:
     return "; ".join(f"{m.name}={format_value(m.value)}" for m in metrics[:limit])
 
 
+def label_text(label: Label) -> str:
+    """A run's name, #tags and note, one after the other (blank when unlabelled)."""
+    return "\n".join(filter(None, (label.name, " ".join(f"#{t}" for t in label.tags), label.note)))
+
+
 def runs_frame(infos: list[RunInfo]) -> pd.DataFrame:
+    """One row per run, newest first, except that a sweep's runs sit together where its newest run would."""
+    newest: dict[str, int] = {}
+    for position, info in enumerate(infos):
+        newest.setdefault(info.group_name or "", position)
+    position = {info.run_id: n for n, info in enumerate(infos)}
+    ordered = sorted(infos, key=lambda i: (newest[i.group_name] if i.group_name else position[i.run_id],
+                                           position[i.run_id]))
     rows = [{
-        "run": info.run_id, "status": info.status, "group": info.group_name or "",
+        "run": info.run_id, "label": label_text(info.label), "status": info.status, "group": info.group_name or "",
         "updated, UTC": when(info.updated), "headline": headline(info), "HTML": report_link(info.run_id, "report"),
-    } for info in infos]  # the run id starts with the analysis name, so no separate column
-    return pd.DataFrame(rows, columns=["run", "status", "group", "updated, UTC", "headline", "HTML"])
+    } for info in ordered]  # the run id starts with the analysis name, so no separate column
+    return pd.DataFrame(rows, columns=["run", "label", "status", "group", "updated, UTC", "headline", "HTML"])
+
+
+class LabelEditor(pn.viewable.Viewer):
+    """Name, tags and note of one run, saved to the store's index; and its deletion, after a confirmation."""
+
+    def __init__(self, store: RunStore, info: RunInfo, on_change: Any, **params: Any) -> None:
+        super().__init__(**params)
+        self.store, self.run_id, self.on_change = store, info.run_id, on_change
+        self.name_input = pn.widgets.TextInput(name="Name", value=info.label.name, sizing_mode="stretch_width")
+        self.tags_input = pn.widgets.TextInput(name="Tags (space- or comma-separated)",
+                                               value=" ".join(info.label.tags),
+                                         sizing_mode="stretch_width")
+        self.note_input = pn.widgets.TextAreaInput(name="Note", value=info.label.note, height=80,
+                                             sizing_mode="stretch_width")
+        save = pn.widgets.Button(name="Save label", button_type="primary", width=130)
+        delete = pn.widgets.Button(name="Delete run…", button_type="danger", button_style="outline", width=130)
+        self.confirm = pn.widgets.Button(name=f"Delete {info.run_id} and its files", button_type="danger",
+                                         visible=False)
+        self.cancel = pn.widgets.Button(name="Cancel", visible=False, width=90)
+        self.message = pn.pane.Alert("", visible=False, sizing_mode="stretch_width", css_classes=["label-message"])
+        save.on_click(self._save)
+        delete.on_click(lambda _: self._asking(True))
+        self.cancel.on_click(lambda _: self._asking(False))
+        self.confirm.on_click(self._delete)
+        self._layout = pn.Card(self.name_input, self.tags_input, self.note_input, pn.Row(save, delete),
+                               pn.Row(self.confirm, self.cancel), self.message, title="Name, tags, note",
+                               sizing_mode="stretch_width", css_classes=["label-editor"])
+
+    def __panel__(self) -> pn.Card:
+        return self._layout
+
+    def _asking(self, asking: bool) -> None:
+        self.confirm.visible = self.cancel.visible = asking
+
+    def _save(self, _: Any) -> None:
+        tags = tuple(dict.fromkeys(t for t in self.tags_input.value.replace(",", " ").split() if t))
+        try:
+            old = self.store.info(self.run_id).label
+            self.store.label(self.run_id, name=self.name_input.value, note=self.note_input.value, add_tags=tags,
+                             remove_tags=tuple(t for t in old.tags if t not in tags))
+        except DiagError as exc:
+            self.message.param.update(object=str(exc), alert_type="danger", visible=True)
+            return
+        self.on_change(keep=[self.run_id])
+
+    def _delete(self, _: Any) -> None:
+        try:
+            self.store.remove(self.run_id)
+        except DiagError as exc:
+            self.message.param.update(object=str(exc), alert_type="danger", visible=True)
+            return
+        self.on_change(keep=[])
 
 
 def comparison_frames(store: RunStore, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,28 +147,47 @@ def page() -> Any:
     status = pn.widgets.Select(name="Status", options=[ALL, *RUN_STATUSES], value=ALL,
                                sizing_mode="stretch_width")
     group = pn.widgets.Select(name="Group", options=[ALL], value=ALL, sizing_mode="stretch_width")
+    search = pn.widgets.TextInput(name="Search", placeholder="words in ids, names, tags, notes",
+                                  sizing_mode="stretch_width", css_classes=["runs-search"])
     refresh = pn.widgets.Button(name="Refresh", button_type="default", sizing_mode="stretch_width")
     runs_table = table(runs_frame([]), selectable="checkbox", layout="fit_columns",
-                       formatters={"HTML": {"type": "html"}, "headline": {"type": "textarea"}},
-                       widths={"run": 285, "status": 90, "group": 80, "updated, UTC": 150, "HTML": 80},
+                       formatters={"HTML": {"type": "html"}, "headline": {"type": "textarea"},
+                                   "label": {"type": "textarea"}},
+                       widths={"run": 285, "label": 150, "status": 90, "group": 80, "updated, UTC": 150, "HTML": 80},
                        pagination="local", page_size=15, css_classes=["runs-table"])
     count = pn.pane.Markdown("", margin=(0, 10))
     detail = pn.Column(sizing_mode="stretch_width")
+    # The link's filters and compared runs: applied once, on the first load.
+    linked = {"analysis": url_value("analysis"), "status": url_value("status"), "q": url_value("q") or "",
+              "group": url_value("group"), "compare": [i for i in (url_value("compare") or "").split(",") if i]}
+    analysis.value = linked["analysis"] if linked["analysis"] in analysis.options else ALL
+    status.value = linked["status"] if linked["status"] in status.options else ALL
+    search.value = linked["q"]
+    group.options = [ALL, *sorted({i.group_name for i in store.list() if i.group_name})]
+    group.value = linked["group"] if linked["group"] in group.options else ALL
 
-    def load(*_: Any) -> None:
+    def load(*_: Any, keep: list[str] | None = None) -> None:
         everything = store.list()
         groups = sorted({i.group_name for i in everything if i.group_name})
         group.options = [ALL, *groups]
         infos = store.list(analysis=None if analysis.value == ALL else analysis.value,
                            status=None if status.value == ALL else status.value,
-                           group=None if group.value == ALL else group.value)
-        runs_table.value = runs_frame(infos)
-        runs_table.selection = []
-        count.object = f"**{len(infos)}** of {len(everything)} runs shown. Tick runs to compare them."
+                           group=None if group.value == ALL else group.value, search=search.value or None)
+        frame = runs_frame(infos)
+        runs_table.groupby = ["group"] if (frame["group"] != "").any() else []
+        runs_table.value = frame
+        wanted, linked["compare"] = keep if keep is not None else linked["compare"], []
+        runs_table.selection = [i for i, run_id in enumerate(frame["run"]) if any(run_id.startswith(w) for w in wanted)]
+        count.object = (f"**{len(infos)}** of {len(everything)} runs shown. Tick one run to label, download or "
+                        "delete it; several to compare them.")
+        set_url(analysis=None if analysis.value == ALL else analysis.value,
+                status=None if status.value == ALL else status.value,
+                group=None if group.value == ALL else group.value, q=search.value)
         show_selection()
 
     def show_selection(*_: Any) -> None:
         ids = [runs_table.value["run"].iloc[i] for i in runs_table.selection if i < len(runs_table.value)]
+        set_url(compare=",".join(ids))
         if not ids:
             detail[:] = [pn.pane.Markdown("_Tick one run to see its numbers and figures, or several to compare._")]
             return
@@ -106,13 +203,14 @@ def page() -> Any:
                             pn.pane.Markdown("**Configuration**" + (" (fields that differ)" if len(ids) > 1 else "")),
                             table(configs)]
         if len(ids) == 1:
+            items[2:2] = [LabelEditor(store, store.info(ids[0]), load), Downloads(store, ids[0])]
             items += [pn.pane.Markdown("**Figures**"), stored_figures(store.get(ids[0]), width=520)]
         detail[:] = items
 
-    for widget in (analysis, status, group):
+    for widget in (analysis, status, group, search):
         widget.param.watch(load, "value")
     refresh.on_click(load)
     runs_table.param.watch(show_selection, "selection")
     load()
-    sidebar = [pn.pane.Markdown("### Filter"), analysis, status, group, refresh]
+    sidebar = [pn.pane.Markdown("### Search and filter"), search, analysis, status, group, refresh]
     return shell.page("runs", "Runs", INTRO, [count, runs_table, detail], sidebar)

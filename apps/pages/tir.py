@@ -17,7 +17,16 @@ import panel as pn
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import PickedRunView, RunPicker, metrics_frame, report_link, stored_figures, table
+from apps.views import (
+    PickedRunView,
+    RunPicker,
+    metrics_frame,
+    report_link,
+    set_url,
+    stored_figures,
+    table,
+    url_value,
+)
 from diag.runs import Run, RunStore
 from diag.tir import analysis as tir
 
@@ -102,10 +111,14 @@ def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
 
 
 class DrillDown(pn.viewable.Viewer):
-    """Problem table -> one problem's rollouts, tool mode and text mode side by side."""
+    """Problem table -> one problem's rollouts, tool mode and text mode side by side.
+
+    The problem shown lives in the URL as ``problem=ID``: a link opens on it (if the run has it).
+    """
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        self._linked = url_value("problem")
         self.table = table(pd.DataFrame(), selectable=1, pagination="local", page_size=10, layout="fit_columns",
                            formatters={"question": {"type": "textarea"}}, css_classes=["problems-table"],
                            widths={"problem": 160, "family": 120, "level": 75, "tool solved": 115,
@@ -130,9 +143,13 @@ class DrillDown(pn.viewable.Viewer):
         self.result = result
         frame = problems_frame(run, result)
         self.table.value = frame
-        # Open on the most telling problem: one the tool solved and text did not, else the first.
-        expansion = frame.index[frame["support set"] == "expansion"].tolist()
-        self.table.selection = [expansion[0] if expansion else 0] if len(frame) else []
+        # Open on the linked problem, else the most telling one: solved with the tool and not without, else the first.
+        linked = frame.index[frame["problem"] == self._linked].tolist() if len(frame) else []
+        expansion = frame.index[frame["support set"] == "expansion"].tolist() if len(frame) else []
+        self._linked = None
+        first = (linked or expansion or [0])[0]
+        self.table.page = first // self.table.page_size + 1
+        self.table.selection = [first] if len(frame) else []
         self._show()
 
     def _show(self, *_: Any) -> None:
@@ -140,6 +157,7 @@ class DrillDown(pn.viewable.Viewer):
             return
         row = self.table.value.iloc[self.table.selection[0]]
         pid = row["problem"]
+        set_url(problem=pid)
         answer = next((p.get("answer") for p in self.result.problems if p["problem_id"] == pid), None)
         self.title.object = (f"### Problem `{pid}` ({row['support set']})\n{row['question']}  \n"
                              f"Expected answer: **{answer}** · tool solved {row['tool solved']}, "

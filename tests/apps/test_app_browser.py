@@ -8,6 +8,7 @@ go to ``reports/screenshots/`` (test artifacts, not in git).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -317,3 +318,105 @@ def test_no_report_element_is_wider_than_its_section_at_1400px(browser, app_home
     page.close()
     assert sections > len(runs), sections  # one card per run at least, plus the rest
     assert overflowing == [], overflowing
+
+
+def query(url: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def test_deep_link_to_a_credit_pair_restores_that_view_and_its_downloads(browser, server, app_home) -> None:
+    from diag import export
+
+    base, log_path = server
+    store = RunStore(app_home / "runs")
+    (info,) = store.list(analysis="credit")
+    pairs = sorted({item.pair for item in credit.Result.load(store.get(info.run_id)).items})
+    assert len(pairs) >= 2  # by default the page shows the first two; the link asks for the last alone
+    watched = Watched(browser, base)
+    page = watched.page
+    page.goto(f"{base}/credit?run={info.run_id[:14]}&pair={pairs[-1]}", wait_until="networkidle")
+    prompts = page.locator(".token-heatmap .prompt")
+    expect(prompts).to_have_count(1, timeout=60000)
+    expect(prompts).to_contain_text(f"pair {pairs[-1]}")
+    assert query(page.url) == {"run": info.run_id, "pair": str(pairs[-1])}  # the full id: the link is canonical
+    # The run's tables download as the same bytes `diag runs export` writes.
+    page.get_by_text("Downloads: tables, arrays, everything").click()
+    name = min(export.tables(store.get(info.run_id)))
+    with page.expect_download(timeout=60000) as download:
+        page.locator(".download-tables").get_by_role("button", name="CSV").click()
+    assert download.value.suggested_filename == f"{info.run_id}.{name}.csv"
+    assert Path(download.value.path()).read_bytes() == export.table_csv(export.tables(store.get(info.run_id))[name])
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_deep_link_to_a_tir_problem_restores_that_view(browser, server, app_home, tmp_path) -> None:
+    base, log_path = server
+    lines = [json.dumps({"problem_id": pid, "mode": mode, "sample": s, "response": f"Answer: {pid}-{mode}-{s}",
+                         "correct": ok}) + "\n"
+             for pid, tool_ok, text_ok in (("p0", True, False), ("p1", False, True), ("p2", True, True))
+             for mode, ok in (("tool", tool_ok), ("text", text_ok)) for s in range(2)]
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(lines))
+    store = RunStore(app_home / "runs")
+    tir.run(tir.import_config(path, n_bootstrap=50), store=store)
+    run_id = store.last_run_id
+    watched = Watched(browser, base)
+    page = watched.page
+    page.goto(f"{base}/tir?run={run_id}&problem=p1", wait_until="networkidle")  # the page alone would open on p0
+    expect(page.get_by_text("Problem p1 (shrinkage)")).to_be_visible(timeout=60000)
+    expect(page.locator(".rollouts-tool")).to_contain_text("Answer: p1-tool-1")
+    assert query(page.url) == {"run": run_id, "problem": "p1"}
+    page.get_by_text("p2", exact=True).click()  # picking another problem rewrites the link
+    expect(page.get_by_text("Problem p2 (")).to_be_visible(timeout=30000)
+    page.wait_for_function("() => location.search.includes('problem=p2')", timeout=30000)
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_deep_link_to_a_boundary_frame_restores_that_view(browser, server, app_home) -> None:
+    base, log_path = server
+    (recorded,) = RunStore(app_home / "runs").list(analysis="boundary_episodes")
+    watched = Watched(browser, base)
+    page = watched.page
+    page.goto(f"{base}/boundary?episodes={recorded.run_id}&frame=7", wait_until="networkidle")
+    expect(page.get_by_text("Step 7 of 20 in episode 0")).to_be_visible(timeout=60000)
+    params = query(page.url)
+    assert params["episodes"] == recorded.run_id and params["frame"] == "7" and params["episode"] == "0"
+    assert params["run"] == RunStore(app_home / "runs").list(analysis="boundary")[0].run_id
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
+
+
+def test_runs_page_link_search_label_and_delete(browser, server, app_home) -> None:
+    base, log_path = server
+    store = RunStore(app_home / "runs")
+    compared = [i.run_id for i in store.list(analysis="capture", status="finished")][:2]
+    run = store.open("capture", {"model": "nowhere", "prompt": "labelled in the browser"})
+    run.finish({"next_token": " x"})
+    watched = Watched(browser, base)
+    page = watched.page
+    page.goto(f"{base}/runs?compare={','.join(compared)}", wait_until="networkidle")
+    header = page.locator(".compare-table .tabulator-header")
+    for run_id in compared:
+        expect(header).to_contain_text(run_id, timeout=60000)
+    page.locator(".runs-search input").fill(run.run_id[-10:])
+    page.locator(".runs-search input").press("Enter")
+    rows = page.locator(".runs-table .tabulator-row")
+    expect(rows).to_have_count(1, timeout=30000)
+    rows.first.locator("input[type=checkbox]").check()
+    editor = page.locator(".label-editor")
+    editor.get_by_label("Name").fill("browser baseline")
+    editor.get_by_label("Tags (space- or comma-separated)").fill("paper, cpu")
+    editor.get_by_role("button", name="Save label").click()
+    expect(rows.first).to_contain_text("browser baseline", timeout=30000)
+    assert store.info(run.run_id).label.tags == ("paper", "cpu")
+    assert query(page.url) == {"q": run.run_id[-10:], "compare": run.run_id}
+    page.locator(".label-editor").get_by_role("button", name="Delete run…").click()
+    page.get_by_role("button", name=f"Delete {run.run_id} and its files").click()
+    expect(rows).to_have_count(0, timeout=30000)
+    assert not run.dir.exists() and run.run_id not in {i.run_id for i in store.list()}
+    assert watched.errors == [] and server_errors(log_path) == []
+    page.close()
