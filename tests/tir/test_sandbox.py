@@ -674,12 +674,17 @@ def test_soak_thousand_programs_leave_nothing_on_the_host():
         results = warm + sandbox.run_many(codes[10:])
         time.sleep(0.5)
         shmem1, procs1, fds1 = _footprint()
+        for _ in range(10):  # Shmem is the host's: another process's short-lived segments (a browser) settle
+            if shmem1 - shmem0 < 16 * 2**20:
+                break
+            time.sleep(0.5)
+            shmem1 = min(shmem1, _footprint()[0])
         assert [r.stdout for r in results] == ["4950\n" if i % 2 == 0 else "left\n" for i in range(1000)]
         assert sandbox.stats.infra_errors == 0 and sandbox.stats.workers_replaced == 0
     print(f"soak: Shmem {shmem0 / 2**20:.1f} -> {shmem1 / 2**20:.1f} MiB, processes {procs0} -> {procs1}, "
           f"open files {fds0} -> {fds1}")
     # 500 programs left 1.5 GiB behind between them; other processes on a shared machine move Shmem by some MiB
-    # either way, and a fall is no leak.
+    # either way (a concurrent Chromium added 28 MiB once), and a fall is no leak.
     assert shmem1 - shmem0 < 16 * 2**20
     assert (procs1, fds1) == (procs0, fds0)
 
