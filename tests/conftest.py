@@ -46,3 +46,46 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def _assert_decoding_matches_forward(model, tokenizer, atol: float) -> None:
+    """Batched TIR decoding with a tool answer injected after the first token: every sampled token's logits
+    equal a plain forward of that sequence alone, on the model's own device."""
+    import torch
+
+    from diag.tir.decoding import BatchDecoder, inject
+
+    device = next(model.parameters()).device
+    prefix = tokenizer("Question: What is 2 + 3?\nAnswer: 5\n\n").input_ids
+    groups = [tokenizer("Question: What is 17 + 25?\n").input_ids, tokenizer("Question: 9 * 9?\n").input_ids]
+    injected = tokenizer("\n<interpreter>42</interpreter>\n", add_special_tokens=False).input_ids
+
+    def on_token(_token, seq):
+        if seq.generated == 1:
+            inject(seq, injected)
+
+    decoder = BatchDecoder(model, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
+    seen: list[tuple[object, torch.Tensor]] = []
+    sample = decoder._sample_into
+
+    def recording(rows, logits, callback):
+        seen.extend((row, logits[i].clone()) for i, row in enumerate(rows))
+        sample(rows, logits.cpu(), callback)
+
+    decoder._sample_into = recording
+    seqs = decoder.run(prefix, groups, 2, on_token)
+    assert [s.generated for s in seqs] == [4] * 4
+    for index, seq in enumerate(seqs):
+        start = len(prefix) + len(groups[index // 2])
+        with torch.no_grad():
+            reference = model(torch.tensor([prefix + groups[index // 2] + seq.tokens], device=device)).logits[0]
+        sampled_at = [i for i in range(len(seq.tokens)) if not 1 <= i < 1 + len(injected)]
+        mine = [logits for row, logits in seen if row is seq]
+        for logits, i in zip(mine, sampled_at, strict=True):
+            torch.testing.assert_close(logits, reference[start + i - 1], atol=atol, rtol=0)
+
+
+@pytest.fixture
+def assert_decoding_matches_forward():
+    """The decoding check above, for tests in any folder (conftest functions are not importable)."""
+    return _assert_decoding_matches_forward

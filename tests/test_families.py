@@ -108,37 +108,9 @@ def test_credit_scores_match_plain_forwards(family, loaded):
         np.testing.assert_allclose(s.reward, 0.5 * (own[0] - own[1]), atol=1e-4)
 
 
-def test_tir_rollout_with_injection_matches_a_plain_forward(loaded):
-    from diag.tir.decoding import BatchDecoder, inject
-
+def test_tir_rollout_with_injection_matches_a_plain_forward(loaded, assert_decoding_matches_forward):
     model, tokenizer = loaded
-    prefix = tokenizer("Question: What is 2 + 3?\nAnswer: 5\n\n").input_ids
-    groups = [tokenizer("Question: What is 17 + 25?\n").input_ids, tokenizer("Question: 9 * 9?\n").input_ids]
-    injected = tokenizer("\n<interpreter>42</interpreter>\n", add_special_tokens=False).input_ids
-
-    def on_token(_token, seq):
-        if seq.generated == 1:
-            inject(seq, injected)
-
-    decoder = BatchDecoder(model, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
-    seen: list[tuple[object, torch.Tensor]] = []
-    sample = decoder._sample_into
-
-    def recording(rows, logits, callback):
-        seen.extend((row, logits[i].clone()) for i, row in enumerate(rows))
-        sample(rows, logits, callback)
-
-    decoder._sample_into = recording
-    seqs = decoder.run(prefix, groups, 2, on_token)
-    assert [s.generated for s in seqs] == [4] * 4
-    for index, seq in enumerate(seqs):
-        start = len(prefix) + len(groups[index // 2])
-        with torch.no_grad():
-            reference = model(torch.tensor([prefix + groups[index // 2] + seq.tokens])).logits[0]
-        sampled_at = [i for i in range(len(seq.tokens)) if not 1 <= i < 1 + len(injected)]
-        mine = [logits for row, logits in seen if row is seq]
-        for logits, i in zip(mine, sampled_at, strict=True):
-            torch.testing.assert_close(logits, reference[start + i - 1], atol=1e-4, rtol=0)
+    assert_decoding_matches_forward(model, tokenizer, atol=1e-4)
 
 
 class _StemFirst(nn.Module):
