@@ -43,7 +43,7 @@ def command_paths(command: object, path: tuple[str, ...] = ()) -> list[tuple[str
 
 def seconds(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, capture_output=True, check=True)
+    subprocess.run(argv, capture_output=True, check=True, timeout=120)
     return time.perf_counter() - start
 
 
