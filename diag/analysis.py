@@ -109,6 +109,8 @@ def _coerce(owner: str, name: str, hint: Any, value: Any) -> Any:
 # ---- Field checks: what each Config field accepts, declared next to it, checked on every construction ----
 
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
+# The dtypes a model may run in (a Config field of this type is checked like any Literal; diag.device maps them)
+DtypeName = Literal["float32", "bfloat16", "float16"]
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _TEXT_SNIFF = 1 << 16  # bytes read to tell a text file from a binary one
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from diag.analysis import checked, execute, validated
+from diag.analysis import DtypeName, checked, execute, validated
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide, Metric
 from diag.runs import Run, RunStore
@@ -31,7 +31,8 @@ class Config:
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
     backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
     device: str = checked("auto", kind="device")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bfloat16 / float16: the result carries the measured KL to float32 (``numerics``)
+    # bfloat16 / float16: the result carries the measured KL to float32 (``numerics``)
+    dtype: DtypeName = "float32"
 
 
 @dataclass

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import typing
 
 import numpy as np
 import torch
 
+from diag.analysis import DtypeName
 from diag.errors import DiagError
 from probes.numerics import exact_matmul  # defined with the gradients that need it; diag -> probes
 
@@ -33,7 +35,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in typing.get_args(DtypeName)}
 
 
 def resolve_dtype(name: str) -> torch.dtype:

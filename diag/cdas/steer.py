@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.analysis import MAX_SEED, DtypeName, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
@@ -61,7 +61,7 @@ class Config:
     dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
     seed: int = checked(0, low=0, high=MAX_SEED)
     device: str = checked("auto", kind="device")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen model; the DIIs train in float32
+    dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
     allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
     def __post_init__(self) -> None:

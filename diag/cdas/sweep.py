@@ -9,9 +9,9 @@ Alpha is in residual norms at each layer, so one grid means the same edit streng
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
-from diag.analysis import MAX_SEED, checked, config_to_dict, execute, pin_model, validated
+from diag.analysis import MAX_SEED, DtypeName, checked, config_to_dict, execute, pin_model, validated
 from diag.cdas import steer
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -35,7 +35,7 @@ class Config:
     dataset: str = checked("", kind="file", empty=True)
     seed: int = checked(0, low=0, high=MAX_SEED)
     device: str = checked("auto", kind="device")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: DtypeName = "float32"
     allow_tf32: bool = False
 
     def __post_init__(self) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.analysis import MAX_SEED, DtypeName, checked, execute, validated
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.report.sections import Guide
@@ -109,7 +109,7 @@ class Config:
     dataset: str = checked("", kind="file", empty=True)
     seed: int = checked(0, low=0, high=MAX_SEED)
     device: str = checked("auto", kind="device")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen model; the DII itself trains in float32
+    dtype: DtypeName = "float32"  # of the frozen model; the DII itself trains in float32
     allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
     def __post_init__(self) -> None:

@@ -14,11 +14,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from diag.analysis import MAX_SEED, check_text_file, checked, execute, fingerprint, read_json_lines, validated
+from diag.analysis import (
+    MAX_SEED,
+    DtypeName,
+    check_text_file,
+    checked,
+    execute,
+    fingerprint,
+    read_json_lines,
+    validated,
+)
 from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
@@ -61,7 +70,8 @@ class Config:
     n_boot: int = checked(1000, low=1, high=1_000_000)
     batch_size: int = checked(16, low=1, high=4096)
     device: str = checked("auto", kind="device")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
+    # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
+    dtype: DtypeName = "float32"
     allow_tf32: bool = False  # TF32 matmuls in the captum attributions (off: as exact as float32 allows)
     # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
     data_sha256: str | None = None
