@@ -47,7 +47,8 @@ PROTOCOL_IN = sys.stdin.buffer
 PROTOCOL_OUT = sys.stdout.buffer
 # {"isolate": bool (bubblewrap: fresh namespaces per program, sweep, watchdog), "uid": int | None,
 #  "tmp": str (rlimits mode: where work dirs go),
-#  "limits": the pool's limits (tmp_bytes and memory_bytes size each program's world before its request)}
+#  "limits": the pool's limits, every program's (its world and rlimits are set before its request arrives)}
+# A request is {"code": str, "wall_s": float}: the program and its own wall clock.
 SETTINGS = json.loads(sys.argv[1])
 LIBC = ctypes.CDLL(None, use_errno=True)
 _exit = os._exit  # bound here: a program may replace os._exit in the child it shares this module with
@@ -189,12 +190,13 @@ def _drop_privileges(uid: int | None) -> None:
 
 
 def _set_up(workdir: str) -> None:
-    """Everything that does not depend on the request, done before it arrives: the program's world (isolated
-    modes), its privileges dropped, no_new_privs and the seccomp filter."""
+    """The program's world (isolated modes), its privileges dropped, its rlimits, no_new_privs and the seccomp
+    filter: none of it depends on the program, so all of it is done before the program arrives."""
     if SETTINGS["isolate"]:
         _fresh_world(SETTINGS["limits"], SETTINGS["uid"])
         _drop_privileges(SETTINGS["uid"])
     os.chdir(workdir)
+    _set_limits(SETTINGS["limits"])
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     if SECCOMP is not None:
         _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(SECCOMP))  # SECCOMP_MODE_FILTER
@@ -217,8 +219,10 @@ def _set_limits(limits: dict) -> None:
         resource.setrlimit(res, (soft, hard))
 
 
-def _child(workdir: str, req_r: int, out_w: int, err_w: int, setup_w: int) -> None:
-    """Build the program's world, say so, wait for the request, then run the program in this process."""
+def _child(workdir: str, code_r: int, out_w: int, err_w: int, setup_w: int) -> None:
+    """Build the program's world and the program's process, say so, then wait for the program's source (the
+    whole of ``code_r`` up to EOF) and run it in this process. Only compiling and running it are left for
+    after the request: this child is forked and set up while the worker waits for that request."""
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -230,17 +234,16 @@ def _child(workdir: str, req_r: int, out_w: int, err_w: int, setup_w: int) -> No
         os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         _exit(127)
     os.write(setup_w, SETUP_OK)
-    with open(req_r, "rb") as f:
-        req = json.loads(f.read())
-    _set_limits(req["limits"])
-    os.closerange(3, 4096)  # the protocol pipes and everything else the worker holds
+    os.closerange(3, code_r)  # the protocol pipes and everything else the worker holds
+    os.closerange(code_r + 1, 4096)
     os.environ.clear()
     os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
     sys.argv = ["<program>"]
-    src = req["code"]
+    with open(code_r, "rb") as f:
+        src = f.read().decode("utf-8", "surrogatepass")
     linecache.cache["<program>"] = (len(src), None, src.splitlines(True), "<program>")
     code = 0
     try:
@@ -352,27 +355,27 @@ class _Child:
         self.workdir = "/tmp" if SETTINGS["isolate"] else os.path.join(SETTINGS["tmp"], f"p{counter}")
         if not SETTINGS["isolate"]:
             os.mkdir(self.workdir, 0o700)
-        req_r, self.req_w = os.pipe()
+        code_r, self.code_w = os.pipe()
         self.out_r, out_w = os.pipe()
         self.err_r, err_w = os.pipe()
         self.setup_r, setup_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             try:
-                for fd in (self.req_w, self.out_r, self.err_r, self.setup_r):
+                for fd in (self.code_w, self.out_r, self.err_r, self.setup_r):
                     os.close(fd)  # the request pipe ends only when no copy of its write end is left
-                _child(self.workdir, req_r, out_w, err_w, setup_w)
+                _child(self.workdir, code_r, out_w, err_w, setup_w)
             finally:
                 _exit(127)
-        for fd in (req_r, out_w, err_w, setup_w):
+        for fd in (code_r, out_w, err_w, setup_w):
             os.close(fd)
         self.pidfd = os.pidfd_open(self.pid)  # readable once the child has exited: no polling for its exit
 
     def close(self) -> None:
-        for fd in (self.req_w, self.out_r, self.err_r, self.setup_r, self.pidfd):
+        for fd in (self.code_w, self.out_r, self.err_r, self.setup_r, self.pidfd):
             try:
                 os.close(fd)
-            except OSError:  # req_w is closed once the request is sent
+            except OSError:  # code_w is closed once the program is sent
                 pass
         if not SETTINGS["isolate"]:
             try:
@@ -382,14 +385,15 @@ class _Child:
 
 
 def run_one(req: dict, child: _Child) -> dict:
-    limits = req["limits"]
+    """Run ``req["code"]`` in ``child`` under the pool's limits with the request's wall clock ``req["wall_s"]``."""
+    limits = {**SETTINGS["limits"], "wall_s": req["wall_s"]}
     t0 = time.monotonic()
     try:
-        with open(child.req_w, "wb", closefd=False) as f:
-            f.write(json.dumps(req).encode())
+        with open(child.code_w, "wb", closefd=False) as f:
+            f.write(req["code"].encode("utf-8", "surrogatepass"))
     except BrokenPipeError:  # the child died building the world: its stderr says why
         pass
-    os.close(child.req_w)
+    os.close(child.code_w)
     pid, pidfd, out_r, err_r = child.pid, child.pidfd, child.out_r, child.err_r
     bufs = {out_r: bytearray(), err_r: bytearray()}
     open_fds = [out_r, err_r]
@@ -480,6 +484,9 @@ def main() -> None:
         PROTOCOL_OUT.write(json.dumps(obj).encode() + b"\n")
         PROTOCOL_OUT.flush()
 
+    # A process's first compile() builds the interpreter's AST node types (~1 ms): done here once, not in every
+    # forked child.
+    compile("pass", "<warm-up>", "exec")
     # The next program's child is forked and builds its world while we wait for its request.
     child = _Child(0)
     send({"ready": True, "pid": os.getpid(), "uid": os.getuid(), "seccomp": SECCOMP is not None})

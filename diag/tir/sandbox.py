@@ -228,15 +228,16 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, code: str, limits: Limits) -> dict[str, Any]:
-        request = json.dumps({"code": code, "limits": asdict(limits)}).encode() + b"\n"
+    def run(self, code: str, wall_s: float) -> dict[str, Any]:
+        """Run one program under the worker's limits (the pool's) and its own wall clock."""
+        request = json.dumps({"code": code, "wall_s": wall_s}).encode() + b"\n"
         try:
             self.proc.stdin.write(request)  # type: ignore[union-attr]
             self.proc.stdin.flush()  # type: ignore[union-attr]
         except (BrokenPipeError, OSError) as exc:
             return {"status": "infra_error", "stderr": f"sandbox worker unreachable: {exc}"}
         # The worker enforces wall_s itself; the grace covers killing, reaping and cleaning up.
-        reply = self._read_line(time.monotonic() + limits.wall_s + 10)
+        reply = self._read_line(time.monotonic() + wall_s + 10)
         if reply is None:
             alive, tail = self.alive(), self._stderr_tail()
             self.close()
@@ -337,7 +338,8 @@ class Sandbox:
         """Run one program; never raises for anything the program does."""
         if self._closed:
             raise DiagError("sandbox is closed")
-        limits = self.limits if wall_s is None else Limits(**{**asdict(self.limits), "wall_s": wall_s})
+        if wall_s is not None and wall_s <= 0:
+            raise DiagError(f"sandbox wall_s must be positive, got {wall_s}")
         index = self._idle.get()
         try:
             worker = self._workers[index]
@@ -349,7 +351,7 @@ class Sandbox:
             if worker is None:
                 reply: dict[str, Any] = {"status": "infra_error", "stderr": "sandbox worker could not start"}
             else:
-                reply = worker.run(code, limits)
+                reply = worker.run(code, self.limits.wall_s if wall_s is None else wall_s)
                 if reply["status"] == "infra_error" or not worker.alive():
                     self._retire(index)
         finally:
