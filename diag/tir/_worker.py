@@ -51,6 +51,20 @@ PROTOCOL_OUT = sys.stdout.buffer
 # A request is {"code": str, "wall_s": float}: the program and its own wall clock.
 SETTINGS = json.loads(sys.argv[1])
 LIBC = ctypes.CDLL(None, use_errno=True)
+# Looked up once here: a forked child that resolved them itself (or made the array types) would pay for it on
+# every program.
+PRCTL, MOUNT, UNSHARE, CAPSET = LIBC.prctl, LIBC.mount, LIBC.unshare, LIBC.capset
+CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+NO_CAPS = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable (two 32-bit words each): all empty
+# What a program sees as its environment and as sys.stdin/stdout/stderr, made once here (the worker never uses
+# them) rather than in every child: a child's fds 0-2 are the program's by the time it installs them, and in
+# rlimits mode it sets HOME and TMPDIR to its own work directory.
+PROGRAM_ENV = {"HOME": "/tmp", "TMPDIR": "/tmp", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+PROGRAM_STDIO = (
+    io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8"),
+    io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace"),
+    io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace"),
+)
 _exit = os._exit  # bound here: a program may replace os._exit in the child it shares this module with
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WATCH_S = 0.01  # how often the process-tree watchdog looks while a program runs
@@ -126,12 +140,12 @@ def _check(rc: int, what: str) -> None:
 
 def _prctl(option: int, *args: int) -> None:
     values = [ctypes.c_ulong(a) for a in args] + [ctypes.c_ulong(0)] * (4 - len(args))
-    _check(LIBC.prctl(ctypes.c_int(option), *values), f"prctl({option})")
+    _check(PRCTL(ctypes.c_int(option), *values), f"prctl({option})")
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
-    _check(LIBC.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+    _check(MOUNT(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
 
 
 def _fresh_world(limits: dict, uid: int | None) -> None:
@@ -139,7 +153,7 @@ def _fresh_world(limits: dict, uid: int | None) -> None:
     earlier program left in any of them is visible, and all of it is freed when the program's last process
     exits. With ``uid`` (root mode) the program cannot write /dev or /proc/sys anyway; in user-namespace mode
     its uid 0 owns them, so both turn read-only (the IPC quota files would otherwise be its to raise)."""
-    _check(LIBC.unshare(ctypes.c_int(CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
+    _check(UNSHARE(ctypes.c_int(CLONE_NEWNS | CLONE_NEWIPC)), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", BOX, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(limits['tmp_bytes'])},mode=0755")
     for sub in ("shm", "work"):
@@ -185,8 +199,7 @@ def _drop_privileges(uid: int | None) -> None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-    _check(LIBC.capset(header, (ctypes.c_uint32 * 6)()), "capset")
+    _check(CAPSET(CAP_HEADER, NO_CAPS), "capset")
 
 
 def _set_up(workdir: str) -> None:
@@ -236,11 +249,9 @@ def _child(workdir: str, code_r: int, out_w: int, err_w: int, setup_w: int) -> N
     os.write(setup_w, SETUP_OK)
     os.closerange(3, code_r)  # the protocol pipes and everything else the worker holds
     os.closerange(code_r + 1, 4096)
-    os.environ.clear()
-    os.environ.update({"HOME": workdir, "TMPDIR": workdir, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace")
+    if not SETTINGS["isolate"]:
+        os.environ.update(HOME=workdir, TMPDIR=workdir)
+    sys.stdin, sys.stdout, sys.stderr = PROGRAM_STDIO
     sys.argv = ["<program>"]
     with open(code_r, "rb") as f:
         src = f.read().decode("utf-8", "surrogatepass")
@@ -478,6 +489,8 @@ def main() -> None:
     if SETTINGS["isolate"]:
         _limit_inheritance()
     os.umask(0o022)
+    os.environ.clear()
+    os.environ.update(PROGRAM_ENV)
     os.makedirs(BOX if SETTINGS["isolate"] else SETTINGS["tmp"], exist_ok=True)
 
     def send(obj: dict) -> None:
