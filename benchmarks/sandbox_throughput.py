@@ -43,8 +43,8 @@ def main() -> None:
             fresh_s += time.perf_counter() - start
             assert all(a.status == b.status == "ok" and a.stdout == b.stdout for a, b in zip(pooled, fresh, strict=True))
     pool_rate, fresh_rate = args.programs / pool_s, args.programs / fresh_s
-    print(f"warm pool (1 worker): {pool_rate:.1f} programs/s")
-    print(f"fresh bwrap + python per program: {fresh_rate:.1f} programs/s")
+    print(f"warm pool (1 worker): {pool_rate:.1f} programs/s ({1e3 / pool_rate:.2f} ms per program)")
+    print(f"fresh bwrap + python per program: {fresh_rate:.1f} programs/s ({1e3 / fresh_rate:.2f} ms per program)")
     print(f"ratio warm/fresh: {pool_rate / fresh_rate:.2f}x (target >= 3); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

@@ -339,7 +339,7 @@ class Sandbox:
         if self._closed:
             raise DiagError("sandbox is closed")
         if wall_s is not None and wall_s <= 0:
-            raise DiagError(f"sandbox wall_s must be positive, got {wall_s}")
+            raise DiagError(f"sandbox limit wall_s must be positive, got {wall_s}")
         index = self._idle.get()
         try:
             worker = self._workers[index]

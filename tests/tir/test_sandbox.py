@@ -417,6 +417,24 @@ def test_each_program_starts_in_an_empty_world(solo):
     assert [r.stdout for r in results] == ["/tmp [] [] [] 1 1\n"] * 3  # /proc/sysvipc files: header line only
 
 
+def test_each_program_gets_the_pools_limits_environment_and_stdio_afresh(solo):
+    # A program's rlimits, environment and stdio are made before its code arrives (the last two once, in the worker):
+    # one that changes its own leaves the next one exactly the pool's.
+    changer = ("import os, resource, sys\nos.environ['LEAK'] = 'SECRET'\ndel os.environ['PATH']\n"
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (8, 8))\nsys.stdout.reconfigure(encoding='latin-1')\n"
+               "sys.stdin.close()\nprint('changed')")
+    reader = ("import os, resource, sys\nprint(sorted(os.environ.items()))\n"
+              "print([resource.getrlimit(getattr(resource, 'RLIMIT_' + n)) for n in ('CPU', 'AS', 'NPROC', 'FSIZE', 'NOFILE')])\n"
+              "print(sys.stdout.encoding, sys.stdin.closed, sorted(os.listdir('/proc/self/fd')))")
+    assert solo.run(changer).stdout == "changed\n"
+    lines = solo.run(reader).stdout.splitlines()
+    assert lines[0] == str(sorted({"HOME": "/tmp", "TMPDIR": "/tmp", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}.items()))
+    lim = solo.limits
+    assert lines[1] == str([(lim.cpu_s, lim.cpu_s + 1), (lim.memory_bytes,) * 2, (lim.processes,) * 2,
+                            (lim.file_bytes,) * 2, (lim.open_files,) * 2])
+    assert lines[2] == "utf-8 False ['0', '1', '2', '3']"  # 3: listdir's own handle on /proc/self/fd
+
+
 def _host_shmem() -> int:
     with open("/proc/meminfo") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Shmem:"))
