@@ -2,17 +2,18 @@
 
 It is the init process (PID 1) of its own PID namespace, so a program cannot kill it: the kernel drops
 every signal sent to a namespace's init from inside unless init installed a handler, and it installs none.
-For each request (one JSON line on stdin) it forks a child from its already-started interpreter. In
-bubblewrap modes the child first builds a fresh kernel-object world for the program: new IPC and mount
-namespaces (no message queue, shared-memory segment or semaphore of an earlier program is visible, and all
-of them vanish with the program), one new size-capped tmpfs that is both ``/tmp`` (the work directory) and
-``/dev/shm``, a read-only ``/dev``, and small per-namespace IPC quotas. It then sets rlimits, empties the
-capability bounding set, drops to the program's uid when the host is root, sets ``no_new_privs`` and a
-seccomp filter (no new namespaces, mounts, keyrings, ptrace, bpf, io_uring), and runs the program. While it
-runs, the worker enforces the wall clock and the output cap and watches the whole process tree: memory
-(PSS summed over every process but init), CPU seconds (including reaped children) and process count. When
-the program ends it SIGKILLs every other process in the namespace (``kill(-1)`` spares only init), so
-nothing a program started outlives it. One JSON line answers.
+Each program (one JSON line on stdin: its source and wall clock) runs in a child forked from this already-started
+interpreter before the request arrives. In bubblewrap modes that child first builds a fresh kernel-object world
+for the program: new IPC and mount namespaces (no message queue, shared-memory segment or semaphore of an earlier
+program is visible, and all of them vanish with the program), one new size-capped tmpfs that is both ``/tmp``
+(the work directory) and ``/dev/shm``, a read-only ``/dev``, and small per-namespace IPC quotas. It then drops to
+the program's uid when the host is root and clears its capabilities (the worker emptied the bounding set), sets
+the pool's rlimits, ``no_new_privs`` and a seccomp filter (no new namespaces, mounts, keyrings, ptrace, bpf,
+io_uring) and closes every inherited fd; only then does it read the program's source, compile and run it. While
+it runs, the worker enforces the wall clock and the output cap and watches the whole process tree: memory (PSS
+summed over every process but init), CPU seconds (including reaped children) and process count. When the program
+ends it SIGKILLs every other process in the namespace (``kill(-1)`` spares only init), so nothing a program
+started outlives it. One JSON line answers.
 """
 
 # Modules programs commonly import (marked F401) are loaded once here so every forked child gets them free.
@@ -233,9 +234,9 @@ def _set_limits(limits: dict) -> None:
 
 
 def _child(workdir: str, code_r: int, out_w: int, err_w: int, setup_w: int) -> None:
-    """Build the program's world and the program's process, say so, then wait for the program's source (the
-    whole of ``code_r`` up to EOF) and run it in this process. Only compiling and running it are left for
-    after the request: this child is forked and set up while the worker waits for that request."""
+    """Build the program's world and process (all but its source), say so, then read the source (``code_r`` up
+    to EOF) and run it in this process. The worker forks this child before the request arrives: only compiling
+    and running are left for after it."""
     os.setsid()
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -374,7 +375,7 @@ class _Child:
         if self.pid == 0:
             try:
                 for fd in (self.code_w, self.out_r, self.err_r, self.setup_r):
-                    os.close(fd)  # the request pipe ends only when no copy of its write end is left
+                    os.close(fd)  # the code pipe ends only when no copy of its write end is left
                 _child(self.workdir, code_r, out_w, err_w, setup_w)
             finally:
                 _exit(127)
