@@ -303,7 +303,7 @@ def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
 
 def check_pair(config: Config) -> None:
     """What the pair needs and lacks, as one line before any run exists: a reference, and a beta."""
-    from diag.credit.scorer import ADAPTER_META
+    from diag.credit.adapters import ADAPTER_META
     from diag.credit.sources import is_adapter_dir, recorded_beta, resolve
 
     policy = resolve(resolve_policy(config.policy))
@@ -336,7 +336,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
     import torch
     from captum.attr import LayerIntegratedGradients
 
-    from diag.credit.scorer import collate, response_logps
+    from diag.credit.batches import collate, response_logps
 
     def sequence_reward(ids, attention, positions, targets, mask):
         policy = (response_logps(pair.policy, ids, attention, positions, targets) * mask).sum(-1)
@@ -367,7 +367,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     import torch
 
-    from diag.credit.scorer import encode
+    from diag.credit.encoding import encode
     from diag.credit.sources import load_pair, recorded_beta, resolve
 
     records = load_records(config)

@@ -97,7 +97,7 @@ def test_a_retrained_adapter_is_a_new_run_not_a_stale_reuse(tmp_path) -> None:
 
 def test_corrupted_tokens_start_at_the_first_differing_token(smollm2) -> None:
     from diag.credit.analysis import corrupted_tokens, first_difference
-    from diag.credit.scorer import encode
+    from diag.credit.encoding import encode
 
     _, tok = smollm2
     prompt = "Log: 35 meters."
