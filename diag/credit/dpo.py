@@ -122,11 +122,11 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     train_pairs, train, heldout = preference_data(config, tokenizer)
     model, first_lora = lora_model(config, base)
     pair = ModelPair(model, tokenizer, beta=config.beta)
-    trainer = Trainer(config, pair, frozen_pass(run, pair, first_lora, train_pairs, train, config.anchor_weight > 0,
-                                                progress), first_lora)
+    frozen = frozen_pass(run, pair, first_lora, train_pairs, train, config.anchor_weight > 0, progress)
+    steps = DPOSteps(config, pair, frozen, first_lora)
     with exact_matmul(config.allow_tf32):
         state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []},
-                          trainer.step, every=config.checkpoint_every, progress=progress, message="DPO steps")
+                          steps.step, every=config.checkpoint_every, progress=progress, message="DPO steps")
     if state["adapter"] is not None:
         model.load_state_dict(state["adapter"], strict=False)
     model.eval()
@@ -211,7 +211,7 @@ def frozen_pass(run: Run, pair: ModelPair, first_lora: int, train_pairs: list[Pa
     return FrozenPass(answers, frozen["reference"], frozen["hidden"], len(train))
 
 
-class Trainer:
+class DPOSteps:
     """4. The loop: sample pairs, DPO loss on summed response log-probs (+ NLL, token KL, anchor), AdamW on the
     LoRA weights; every step runs the LoRA layers only, from the frozen pass's residual stream."""
 
