@@ -22,8 +22,10 @@ import torch
 from timing import interleaved_medians
 
 from diag.credit.analysis import resolve_policy
+from diag.credit.batches import collate
 from diag.credit.data import make_pairs
-from diag.credit.scorer import collate, encode, load_pair
+from diag.credit.encoding import encode
+from diag.credit.sources import load_pair
 
 
 def main() -> None:
@@ -34,7 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    pair = load_pair(resolve_policy("smollm2-dpo-credit"), device=args.device)
+    pair = load_pair(resolve_policy("smollm2-dpo-credit"), None, None, device=args.device)
     tok, device = pair.tokenizer, pair.device
     encoded = [encode(tok, p.prompt, text) for p in make_pairs("heldout", args.pairs, seed=0)
                for text in (p.chosen, p.rejected)]

@@ -55,9 +55,11 @@ def bench_credit(model: str, device: str, tiny: bool) -> None:
     import torch
     from timing import interleaved_medians
 
-    from diag.credit import scorer
+    from diag.credit import token_tree
+    from diag.credit.batches import collate
     from diag.credit.data import make_pairs
-    from diag.credit.scorer import collate, encode, load_pair
+    from diag.credit.encoding import encode
+    from diag.credit.sources import load_pair
 
     batch = 4 if tiny else 64
     pair = load_pair(model, model, beta=0.1, device=device)
@@ -84,11 +86,11 @@ def bench_credit(model: str, device: str, tiny: bool) -> None:
             pair.reference(input_ids=ids, attention_mask=attention, position_ids=positions)
 
     def segmented() -> None:  # the per-prompt attention CPU uses, forced on this device (for the record)
-        scorer.SEGMENTED_ON, saved = frozenset({dev.type}), scorer.SEGMENTED_ON
+        token_tree.SEGMENTED_ON, saved = frozenset({dev.type}), token_tree.SEGMENTED_ON
         try:
             ours()
         finally:
-            scorer.SEGMENTED_ON = saved
+            token_tree.SEGMENTED_ON = saved
 
     with torch.no_grad():
         median = interleaved_medians({"ours": ours, "naive": naive, "floor": floor, "segmented": segmented},

@@ -89,7 +89,8 @@ def test_one_cdas_training_step(family):
 
 
 def test_credit_scores_match_plain_forwards(family, loaded):
-    from diag.credit.scorer import ModelPair, encode
+    from diag.credit.encoding import encode
+    from diag.credit.model_pair import ModelPair
 
     policy, tokenizer = loaded
     reference = type(policy)(policy.config).eval()  # a second random model of the same architecture
@@ -149,14 +150,16 @@ def test_missing_or_ambiguous_blocks_fail_with_the_architecture_named():
 
 def test_dense_tree_mask_equals_per_prompt_attention(family, loaded, monkeypatch):
     """CUDA scores with one dense-mask SDPA call, CPU per prompt: both paths give the same numbers."""
-    from diag.credit import scorer
+    from diag.credit import token_tree
+    from diag.credit.encoding import encode
+    from diag.credit.model_pair import ModelPair
 
     policy, tokenizer = loaded
-    pair = scorer.ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
-    encoded = [scorer.encode(tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
-                                                          ("Count to two.", "1, 2"))]
+    pair = ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
+    encoded = [encode(tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
+                                                   ("Count to two.", "1, 2"))]
     per_prompt = pair.score(encoded)
-    monkeypatch.setattr(scorer, "SEGMENTED_ON", frozenset())
+    monkeypatch.setattr(token_tree, "SEGMENTED_ON", frozenset())
     dense = pair.score(encoded)
     for a, b in zip(per_prompt, dense, strict=True):
         np.testing.assert_allclose(a.reward, b.reward, atol=1e-5)

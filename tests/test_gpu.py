@@ -49,7 +49,7 @@ def test_cdas_training_on_cuda_matches_cpu(tiny_dir: Path) -> None:
 
 
 def test_credit_scores_on_cuda_match_cpu_and_a_per_sequence_loop(tiny_dir: Path) -> None:
-    from diag.credit.scorer import encode
+    from diag.credit.encoding import encode
     from diag.credit.sources import load_pair
 
     scores = {}

@@ -29,6 +29,8 @@ from apps.views import (
     url_ints,
 )
 from diag.credit import analysis as credit
+from diag.credit import heatmap
+from diag.report.sections import Interval, format_value
 from diag.runs import RunStore
 
 INTRO = (
@@ -56,27 +58,15 @@ TOKENS_CSS = """
 """
 
 
-def signal_values(item: credit.Item, signal: str) -> np.ndarray:
-    if signal == "reward":
-        return np.asarray(item.reward, dtype=float)
-    if signal == "captum":
-        return np.asarray(item.captum, dtype=float) if item.captum else np.zeros(len(item.tokens))
-    return -np.asarray(item.reference_logp, dtype=float)
-
-
 def colour(value: float, scale: float) -> str:
-    """Diverging background: red for negative, blue for positive, white at zero; full colour at ``scale``.
-
-    Strong colours get white text so every token stays readable.
-    """
-    strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
-    fade = round(235 * (1 - strength))
-    background = f"rgb(230,{fade},{fade})" if value < 0 else f"rgb({fade},{fade},230)"
-    return f"background:{background};color:{'#fff' if strength > 0.55 else '#111'}"
+    """The heatmap's diverging colour (``diag.credit.heatmap``) in the page's softer palette; strong colours get
+    white text so every token stays readable."""
+    return (f"background:{heatmap.diverging(value, scale, full=230, light=235)};"
+            f"color:{'#fff' if heatmap.strength(value, scale) > 0.55 else '#111'}")
 
 
 def item_html(item: credit.Item, signal: str, scale: float) -> str:
-    values = signal_values(item, signal)
+    values = heatmap.token_signal(item, signal)
     spans = []
     for t, token in enumerate(item.tokens):
         in_span = bool(item.span and item.span[t])
@@ -94,8 +84,8 @@ def item_html(item: credit.Item, signal: str, scale: float) -> str:
 
 def pairs_html(items: list[credit.Item], pairs: list[int], signal: str) -> str:
     chosen = [i for i in items if i.pair in pairs]
-    values = np.concatenate([np.abs(signal_values(i, signal)) for i in chosen]) if chosen else np.ones(1)
-    scale = float(np.quantile(values, 0.99)) or 1.0
+    scale = heatmap.colour_scale(np.concatenate([heatmap.token_signal(i, signal) for i in chosen])
+                                 if chosen else np.ones(1))
     blocks = [(f'<div class="legend"><span class="chip"></span> red = negative, blue = positive; full colour at '
               f'|value| = {scale:.4g} (99th percentile of the pairs shown); <span class="span">underlined</span> = '
               f'the known differing span; hover a token for its values.</div>')]
@@ -115,8 +105,9 @@ def scores_frame(summary: dict[str, Any]) -> pd.DataFrame:
         for scope, methods in scopes.items():
             for method, block in methods.items():
                 rows.append({"side": side, "scope": scope.replace("_", " "), "method": method,
-                             **{f"{m} [95% CI]": f"{block[m]['value']:.3f} [{block[m]['low']:.3f}, "
-                                f"{block[m]['high']:.3f}]" for m in ("top1", "auroc")}})
+                             **{f"{m} [95% CI]": format_value(Interval(block[m]["value"], block[m]["low"],
+                                                                         block[m]["high"]))
+                                for m in ("top1", "auroc")}})
     return pd.DataFrame(rows)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from probes.site import Site, locate
+from probes import Edit, Site, editing, run_to
 
 HiddenFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,46 +73,23 @@ def hidden_hook(model: nn.Module, layer: int, fn: HiddenFn, skip_first: torch.Te
     ``skip_first`` ([b] long) is the index of each row's BOS in the first (prompt) forward; later single-token
     forwards (generation with a KV cache) are edited everywhere.
     """
-    module, _ = locate(model, Site(layer, "resid_post"))
 
-    def hook(_module: nn.Module, _args: object, output: object) -> object:
-        h = output[0] if isinstance(output, tuple) else output
+    def edit(h: torch.Tensor) -> torch.Tensor:
         new = fn(h)
         if skip_first is not None and h.shape[1] > 1:
             keep = torch.zeros(h.shape[:2], dtype=torch.bool, device=h.device)
             keep[torch.arange(h.shape[0]), skip_first.to(h.device)] = True
             new = torch.where(keep.unsqueeze(-1), h, new)
-        return (new, *output[1:]) if isinstance(output, tuple) else new
+        return new
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with editing(model, [Edit(Site(layer, "resid_post"), edit, "hidden")]):
         yield
-    finally:
-        handle.remove()
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the wanted activation exists."""
 
 
 @torch.no_grad()
 def residual_at(model: nn.Module, layer: int, **inputs: torch.Tensor) -> torch.Tensor:
     """Residual output of ``layer`` ([b, t, d]), stopping the forward there: a DII source needs nothing above it."""
-    module, _ = locate(model, Site(layer, "resid_post"))
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, _args: object, output: object) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[index]
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(**inputs)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]
+    return run_to(model, Site(layer, "resid_post"), inputs)
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ from diag.analysis import (
 from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
-from diag.report.sections import Guide, Metric, Table
+from diag.report.sections import Guide, Interval, Metric, Table
 from diag.runs import Run, RunStore
 
 ANALYSIS = "credit"
@@ -109,13 +109,14 @@ class Result:
         return {**self.extra, "scores": self.metrics}
 
     def save(self, run: Run) -> None:
-        from diag.credit import views
+        from diag.credit.aggregates import aggregates, figures
+        from diag.credit.heatmap import heatmap_html
 
         run.write_json("items.json", [dataclasses.asdict(i) for i in self.items])
         run.write_json("metrics.json", {"metrics": self.metrics, "per_seed": self.per_seed, "extra": self.extra})
-        run.write_text("heatmap.html", views.heatmap_html(self.items, self.extra["beta"]))
-        run.write_json("aggregates.json", views.aggregates(self.items))
-        for name, fig in views.figures(self.items).items():
+        run.write_text("heatmap.html", heatmap_html(self.items, self.extra["beta"]))
+        run.write_json("aggregates.json", aggregates(self.items))
+        for name, fig in figures(self.items).items():
             run.write_figure(name, fig)
 
     @classmethod
@@ -303,7 +304,7 @@ def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
 
 def check_pair(config: Config) -> None:
     """What the pair needs and lacks, as one line before any run exists: a reference, and a beta."""
-    from diag.credit.scorer import ADAPTER_META
+    from diag.credit.adapters import ADAPTER_META
     from diag.credit.sources import is_adapter_dir, recorded_beta, resolve
 
     policy = resolve(resolve_policy(config.policy))
@@ -336,7 +337,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
     import torch
     from captum.attr import LayerIntegratedGradients
 
-    from diag.credit.scorer import collate, response_logps
+    from diag.credit.batches import collate, response_logps
 
     def sequence_reward(ids, attention, positions, targets, mask):
         policy = (response_logps(pair.policy, ids, attention, positions, targets) * mask).sum(-1)
@@ -367,7 +368,7 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
 def compute(config: Config, run: Run, progress: Progress) -> Result:
     import torch
 
-    from diag.credit.scorer import encode
+    from diag.credit.encoding import encode
     from diag.credit.sources import load_pair, recorded_beta, resolve
 
     records = load_records(config)
@@ -497,10 +498,14 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
     return out
 
 
-def _cell(block: dict[str, Any] | None) -> str:
+def _interval(block: dict[str, Any], digits: int, with_n: bool) -> Interval:
+    return Interval(block["value"], block["low"], block["high"], block["n"] if with_n else None, digits)
+
+
+def _cell(block: dict[str, Any] | None) -> Interval | str:
     if not block or not block.get("n"):
         return "-"
-    return f"{block['value']:.2f} [{block['low']:.2f}, {block['high']:.2f}] (n={block['n']})"
+    return _interval(block, digits=2, with_n=True)
 
 
 def _split_tables(summary: dict[str, Any]) -> list[Table]:
@@ -536,8 +541,7 @@ def _baselines(summary: dict[str, Any]) -> list[Table]:
             block = summary.get("scores", {}).get(side, {}).get(scope)
             if not block:
                 continue
-            rows = [[method] + [f"{block[method][m]['value']:.3f} [{block[method][m]['low']:.3f}, "
-                                f"{block[method][m]['high']:.3f}]" for m in ("top1", "auroc")]
+            rows = [[method] + [_interval(block[method][m], digits=3, with_n=False) for m in ("top1", "auroc")]
                     + [block[method]["top1"]["n"]] for method in block]
             tables.append(Table(f"{side} answers, {scope.replace('_', ' ')}: localisation of the known span",
                                 ["method", "top-1 hit rate [95% CI]", "AUROC [95% CI]", "sequences"], rows))

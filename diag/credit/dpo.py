@@ -19,11 +19,18 @@ import torch
 import torch.nn.functional as F
 
 from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.credit.adapters import ADAPTER_META
+from diag.credit.batches import collate, response_logits, response_logps
+from diag.credit.data import Pair, make_pairs
+from diag.credit.encoding import Encoded, encode
+from diag.credit.model_pair import ModelPair
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from diag.runs import Run, RunStore, write_bytes_atomic
+from probes import Site, recording, starting_at
 
 ANALYSIS = "credit_train"
+EncodedPair = tuple[Encoded, Encoded]  # (chosen, rejected)
 
 
 @dataclass(frozen=True)
@@ -106,85 +113,133 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from peft import LoraConfig, get_peft_model
-
     from diag.checkpoint import run_steps
-    from diag.credit.data import make_pairs
-    from diag.credit.scorer import (
-        ADAPTER_META,
-        ModelPair,
-        capture_block_input,
-        collate,
-        encode,
-        from_block,
-        response_logits,
-        response_logps,
-    )
     from diag.device import exact_matmul, seed_everything
     from diag.zoo import load_lm
 
     seed_everything(config.seed)
-    # 1. data: chosen/rejected answers differ in one fact; held-out pairs use unseen templates and entities
     base, tokenizer = load_lm(config.model, config.device)
+    train_pairs, train, heldout = preference_data(config, tokenizer)
+    model, first_lora = lora_model(config, base)
+    pair = ModelPair(model, tokenizer, beta=config.beta)
+    frozen = frozen_pass(run, pair, first_lora, train_pairs, train, config.anchor_weight > 0, progress)
+    steps = DPOSteps(config, pair, frozen, first_lora)
+    with exact_matmul(config.allow_tf32):
+        state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []},
+                          steps.step, every=config.checkpoint_every, progress=progress, message="DPO steps")
+    if state["adapter"] is not None:
+        model.load_state_dict(state["adapter"], strict=False)
+    model.eval()
+    margins = heldout_margins(pair, heldout, progress)
+    save_adapter(model, config, run)
+    return Result(run.path("adapter"), np.array(state["losses"]), np.array(state["margins"]), np.array(margins),
+                  run.config)
+
+
+def preference_data(config: Config, tokenizer) -> tuple[list[Pair], list[EncodedPair], list[EncodedPair]]:
+    """1. Data: chosen/rejected answers differ in one fact; held-out pairs use unseen templates and entities.
+    Returns the training pairs and both splits encoded as (chosen, rejected)."""
     train_pairs = make_pairs("train", config.n_train, seed=config.seed)
     train = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected)) for p in train_pairs]
     heldout = [(encode(tokenizer, p.prompt, p.chosen), encode(tokenizer, p.prompt, p.rejected))
                for p in make_pairs("heldout", config.n_heldout, seed=config.seed)]
+    return train_pairs, train, heldout
 
-    # 2. model: LoRA on every linear map of the top decoder layers; the reference is the adapter switched off
+
+def lora_model(config: Config, base: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """2. Model: LoRA on every linear map of the top decoder layers (the reference is the adapter switched off),
+    and the index of the first LoRA layer."""
+    from peft import LoraConfig, get_peft_model
+
     n_layers = base.config.num_hidden_layers
     if not 0 < config.lora_layers < n_layers:  # steps start from the residual entering the first LoRA layer
         raise DiagError(f"lora_layers must be 1..{n_layers - 1} for this {n_layers}-layer model, "
                         f"got {config.lora_layers}")
+    first_lora = n_layers - config.lora_layers
     lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      layers_to_transform=list(range(n_layers - config.lora_layers, n_layers)))
-    model = get_peft_model(base, lora)
-    pair = ModelPair(model, tokenizer, beta=config.beta)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+                      layers_to_transform=list(range(first_lora, n_layers)))
+    return get_peft_model(base, lora), first_lora
 
-    # 3. one pass of the frozen model over every training answer: its per-token reference log-probs, and the
-    #    residual stream entering the first LoRA layer (everything below it is frozen, so steps start from there)
-    first_lora = n_layers - config.lora_layers
-    answers = [c for c, _ in train] + [r for _, r in train]  # answer j: pair j % n_train, chosen if j < n_train
-    n_answers = len(answers)  # rows from n_answers on: the reference's own answers (anchor_weight > 0)
-    frozen = torch.load(run.path("frozen_pass.pt")) if run.path("frozen_pass.pt").exists() else {
-        "anchor_texts": reference_answers(model, tokenizer, [p.prompt for p in train_pairs], progress)
-        if config.anchor_weight > 0 else []}
+
+@dataclass
+class FrozenPass:
+    """3. What the frozen model computes once (kept in the run, so a resumed run reuses it): per answer, its
+    per-token reference log-probs and the residual stream entering the first LoRA layer (everything below is
+    frozen, so steps start there).
+
+    Answer j < 2 * n_train is training pair j % n_train, chosen if j < n_train; answers from 2 * n_train on are
+    the reference's own answers to the training prompts (the anchor, when anchor_weight > 0).
+    """
+
+    answers: list[Encoded]
+    reference: list[torch.Tensor]
+    hidden: list[torch.Tensor]
+    n_train: int
+
+    @property
+    def n_pair_answers(self) -> int:
+        return 2 * self.n_train
+
+
+def frozen_pass(run: Run, pair: ModelPair, first_lora: int, train_pairs: list[Pair], train: list[EncodedPair],
+                anchor: bool, progress: Progress) -> FrozenPass:
+    """One pass of the frozen model over every training answer (and, with ``anchor``, its own answers)."""
+    path = run.path("frozen_pass.pt")
+    tokenizer = pair.tokenizer
+    frozen = torch.load(path) if path.exists() else {
+        "anchor_texts": reference_answers(pair.policy, tokenizer, [p.prompt for p in train_pairs], progress)
+        if anchor else []}
     texts = frozen["anchor_texts"]
+    answers = [c for c, _ in train] + [r for _, r in train]
     answers += [encode(tokenizer, p.prompt, t) for p, t in zip(train_pairs[:len(texts)], texts, strict=True)]
     if "reference" not in frozen:
+        inlet = Site(first_lora, "resid_pre")
         frozen.update(reference=[None] * len(answers), hidden=[None] * len(answers))
         for start in range(0, len(answers), 16):
             chunk = answers[start:start + 16]
             ids, attention, positions, targets, _ = collate(chunk, tokenizer.pad_token_id, pair.device)
-            with torch.no_grad(), pair.as_reference() as reference, capture_block_input(model, first_lora) as got:
+            with torch.no_grad(), pair.as_reference() as reference, recording(pair.policy, [inlet]) as got:
                 logps = response_logps(reference, ids, attention, positions, targets)
             for row, encoded in enumerate(chunk):
                 frozen["reference"][start + row] = logps[row, -len(encoded.response_ids):].cpu().clone()
-                frozen["hidden"][start + row] = got["h"][row, -len(encoded.ids):].cpu().clone()
+                frozen["hidden"][start + row] = got[inlet][row, -len(encoded.ids):].cpu().clone()
             progress(start + len(chunk), len(answers), "frozen pass")
         buffer = io.BytesIO()
         torch.save(frozen, buffer)
-        write_bytes_atomic(run.path("frozen_pass.pt"), buffer.getvalue())
-    ref_logps = torch.tensor([float(frozen["reference"][j].sum()) for j in range(n_answers)],
-                             device=pair.device).view(2, -1).T  # every tensor follows the model
+        write_bytes_atomic(path, buffer.getvalue())
+    return FrozenPass(answers, frozen["reference"], frozen["hidden"], len(train))
 
-    def policy_logps_from_cache(rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+class DPOSteps:
+    """4. The loop: sample pairs, DPO loss on summed response log-probs (+ NLL, token KL, anchor), AdamW on the
+    LoRA weights; every step runs the LoRA layers only, from the frozen pass's residual stream."""
+
+    def __init__(self, config: Config, pair: ModelPair, frozen: FrozenPass, first_lora: int) -> None:
+        self.config, self.pair, self.frozen, self.first_lora = config, pair, frozen, first_lora
+        self.model = pair.policy
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=config.lr,
+                                           weight_decay=0.0)
+        self.ref_logps = torch.tensor([float(frozen.reference[j].sum()) for j in range(frozen.n_pair_answers)],
+                                      device=pair.device).view(2, -1).T  # [pair, chosen/rejected], on the model
+        self.loaded = False
+
+    def policy_logps(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-token response log-probs of the answers ``rows`` (right-aligned), their mask, and each answer's
         mean per-token KL(ref || policy)."""
-        encoded = [answers[j] for j in rows]
-        ids, attention, positions, targets, mask = collate(encoded, tokenizer.pad_token_id, pair.device)
-        hidden = torch.zeros(len(rows), ids.shape[1], base.config.hidden_size, device=pair.device)
+        pair, frozen = self.pair, self.frozen
+        encoded = [frozen.answers[j] for j in rows]
+        ids, attention, positions, targets, mask = collate(encoded, pair.tokenizer.pad_token_id, pair.device)
+        hidden = torch.zeros(len(rows), ids.shape[1], self.model.config.hidden_size, device=pair.device)
         for row, j in enumerate(rows):
-            h = frozen["hidden"][j]
+            h = frozen.hidden[j]
             hidden[row, -len(h):] = h
         n = targets.shape[1]
-        with from_block(model, first_lora):
-            log_probs = torch.log_softmax(response_logits(model, ids, attention, positions, n, inputs_embeds=hidden), -1)
+        with starting_at(self.model, self.first_lora):
+            log_probs = torch.log_softmax(response_logits(self.model, ids, attention, positions, n,
+                                                          inputs_embeds=hidden), -1)
             kl = torch.zeros(len(rows), device=pair.device)
-            if config.token_kl_weight > 0:
+            if self.config.token_kl_weight > 0:
                 with torch.no_grad(), pair.as_reference() as reference:
                     ref_log_probs = torch.log_softmax(
                         response_logits(reference, ids, attention, positions, n, inputs_embeds=hidden), -1)
@@ -192,37 +247,38 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                 kl = (per_token * mask).sum(-1) / mask.sum(-1)
         return log_probs.gather(-1, targets[..., None]).squeeze(-1) * mask, mask, kl
 
-    def anchor_penalty(i: int) -> torch.Tensor:
+    def anchor_penalty(self, i: int) -> torch.Tensor:
         """Mean over a batch of reference answers of the mean squared per-token log(pi/pi_ref)."""
-        rows = torch.randint(n_answers, len(answers), (config.batch_pairs,),
+        config, frozen = self.config, self.frozen
+        rows = torch.randint(frozen.n_pair_answers, len(frozen.answers), (config.batch_pairs,),
                              generator=torch.Generator().manual_seed(config.seed * 1_000_033 + i)).tolist()
-        policy, mask, _ = policy_logps_from_cache(rows)
+        policy, mask, _ = self.policy_logps(rows)
         ref = torch.zeros_like(policy)
         for row, j in enumerate(rows):
-            ref[row, ref.shape[1] - len(frozen["reference"][j]):] = frozen["reference"][j]
+            ref[row, ref.shape[1] - len(frozen.reference[j]):] = frozen.reference[j]
         return ((((policy - ref) * mask) ** 2).sum(-1) / mask.sum(-1)).mean()
 
-    # 4. the loop: sample pairs, DPO loss on summed response log-probs, AdamW on the LoRA weights
-    loaded = {"step": None}
-
-    def step(state: dict[str, Any], i: int) -> dict[str, Any]:
-        if loaded["step"] is None:  # first call (fresh or resumed): bring the live objects to the saved state
+    def step(self, state: dict[str, Any], i: int) -> dict[str, Any]:
+        """One optimiser step; the first call (fresh or resumed) brings the live objects to the saved state."""
+        config, model, optimizer = self.config, self.model, self.optimizer
+        if not self.loaded:
             if state["adapter"] is not None:
                 model.load_state_dict(state["adapter"], strict=False)
                 optimizer.load_state_dict(state["optimizer"])
-            loaded["step"] = i
+            self.loaded = True
         model.train()
-        idx = torch.randint(len(train), (config.batch_pairs,), generator=torch.Generator().manual_seed(
+        n_train = self.frozen.n_train
+        idx = torch.randint(n_train, (config.batch_pairs,), generator=torch.Generator().manual_seed(
             config.seed * 1_000_003 + i))
-        policy, mask, kl = policy_logps_from_cache(idx.tolist() + (idx + len(train)).tolist())
+        policy, mask, kl = self.policy_logps(idx.tolist() + (idx + n_train).tolist())
         policy_chosen, policy_rejected = policy.sum(-1).view(2, -1)
-        rows = idx.to(pair.device)
-        losses, margins = dpo_loss(policy_chosen, policy_rejected, ref_logps[rows, 0], ref_logps[rows, 1],
+        rows = idx.to(self.pair.device)
+        losses, margins = dpo_loss(policy_chosen, policy_rejected, self.ref_logps[rows, 0], self.ref_logps[rows, 1],
                                    config.beta)
         chosen_tokens = mask.sum(-1).view(2, -1)[0]
         losses = losses - config.nll_weight * policy_chosen / chosen_tokens
         losses = losses + config.token_kl_weight * kl.view(2, -1).sum(0)
-        loss = losses.mean() + (config.anchor_weight * anchor_penalty(i) if config.anchor_weight > 0 else 0.0)
+        loss = losses.mean() + (config.anchor_weight * self.anchor_penalty(i) if config.anchor_weight > 0 else 0.0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -233,22 +289,22 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             "margins": state["margins"] + [margins.mean().item()],
         }
 
-    with exact_matmul(config.allow_tf32):
-        state = run_steps(run, config.steps, {"adapter": None, "optimizer": None, "losses": [], "margins": []},
-                          step, every=config.checkpoint_every, progress=progress, message="DPO steps")
-    if state["adapter"] is not None:
-        model.load_state_dict(state["adapter"], strict=False)
-    model.eval()
 
-    # 5. held-out preference accuracy: implicit reward of chosen above rejected
-    heldout_margins = []
+def heldout_margins(pair: ModelPair, heldout: list[EncodedPair], progress: Progress) -> list[float]:
+    """5. Held-out reward margins r(chosen) - r(rejected); preference accuracy is the share above zero."""
+    margins: list[float] = []
     for start in range(0, len(heldout), 8):
         chunk = heldout[start:start + 8]
         policy, ref, _ = pair.token_logps([c for c, _ in chunk] + [r for _, r in chunk])
-        _, margins = dpo_loss(*policy.sum(-1).view(2, -1), *ref.sum(-1).view(2, -1), config.beta)
-        heldout_margins.extend(margins.tolist())
+        _, batch_margins = dpo_loss(*policy.sum(-1).view(2, -1), *ref.sum(-1).view(2, -1), pair.beta)
+        margins.extend(batch_margins.tolist())
         progress(start + len(chunk), len(heldout), "held-out accuracy")
+    return margins
 
+
+def save_adapter(model: torch.nn.Module, config: Config, run: Run) -> None:
+    """6. The adapter, named after its base and with our metadata (beta, training config), written whole into the
+    run's ``adapter`` folder (staged, then renamed)."""
     staging = run.path("adapter.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
@@ -259,8 +315,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
                                                     "steps": config.steps, "train_config": run.config}, indent=2))
     shutil.rmtree(run.path("adapter"), ignore_errors=True)
     staging.rename(run.path("adapter"))
-    return Result(run.path("adapter"), np.array(state["losses"]), np.array(state["margins"]),
-                  np.array(heldout_margins), run.config)
 
 
 def reference_answers(model: torch.nn.Module, tokenizer, prompts: list[str], progress: Progress,

@@ -182,7 +182,7 @@ def recorded_beta(source: Source) -> float | None:
     """Beta from TRL's training arguments, else from the metadata we write beside our own adapters."""
     if isinstance(source.training_args.get("beta"), int | float):
         return float(source.training_args["beta"])
-    from diag.credit.scorer import ADAPTER_META
+    from diag.credit.adapters import ADAPTER_META
 
     meta = Path(source.model_dir) / ADAPTER_META
     beta = json.loads(meta.read_text()).get("beta") if meta.is_file() else None
@@ -195,7 +195,7 @@ def _same_model(a: str, b: str) -> bool:
 
 def _load(name: str, device: str, dtype: str) -> tuple[Any, Any, dict[str, Any]]:
     """A model, or a base with a PEFT adapter applied, its tokenizer and its measured numerics."""
-    from diag.credit.scorer import load_adapter
+    from diag.credit.adapters import load_adapter
     from diag.zoo.lm import load_lm_numerics
 
     return load_adapter(name, device, dtype) if is_adapter_dir(name) else load_lm_numerics(name, device, dtype)
@@ -207,18 +207,18 @@ def load_pair(policy: str, reference: str | None, beta: float | None, device: st
 
     Both run in ``dtype``; ``pair.numerics`` holds the policy's (or its base's) measured faithfulness.
     """
-    from diag.credit import scorer
+    from diag.credit.model_pair import ModelPair, load_adapter_pair
 
     if is_adapter_dir(policy):
         base = json.loads((Path(policy) / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if reference is None or _same_model(reference, base or ""):
-            return scorer.load_adapter_pair(policy, beta, device, dtype)
+            return load_adapter_pair(policy, beta, device, dtype)
     elif reference is None:
         raise DiagError(f"{policy!r} is not a PEFT adapter directory, so a reference model is needed (--reference)")
     if beta is None:
         raise DiagError("beta is needed to turn log-ratios into rewards and none is recorded; pass --beta")
     policy_model, tokenizer, numerics = _load(policy, device, dtype)
     reference_model, reference_tokenizer, _ = _load(reference, device, dtype)
-    pair = scorer.ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
+    pair = ModelPair(policy_model, tokenizer, reference_model, reference_tokenizer, beta=beta)
     pair.numerics = numerics
     return pair

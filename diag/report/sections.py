@@ -40,6 +40,18 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """A table cell holding an estimate and its interval as numbers; ``format_value`` writes it where it is shown,
+    as ``value [low, high]`` (and ``(n=N)`` when ``n`` is given) with ``digits`` decimals."""
+
+    value: float
+    low: float
+    high: float
+    n: int | None = None
+    digits: int = 3
+
+
+@dataclass(frozen=True)
 class Guide:
     """How to read one analysis: the question asked, its limitations, and which stored numbers matter most.
 
@@ -109,6 +121,10 @@ def format_value(value: Any) -> str:
     """How a number appears in reports and the app: 4 significant digits for floats, a dash for missing."""
     if value is None:
         return "—"
+    if isinstance(value, Interval):
+        d = value.digits
+        count = "" if value.n is None else f" (n={value.n})"
+        return f"{value.value:.{d}f} [{value.low:.{d}f}, {value.high:.{d}f}]{count}"
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)

@@ -88,6 +88,11 @@ class PassPlan:
             self.captured[site] = self.save(selected)
         return h
 
+    @property
+    def complete(self) -> bool:
+        """Every site to capture has been visited in this pass."""
+        return self._wanted <= self.captured.keys()
+
     def trace(self, logits: torch.Tensor) -> Trace:
         return Trace(logits, {s: self.captured[s] if self.keep_graph else self.captured[s].detach()
                               for s in self.capture})

@@ -1,9 +1,14 @@
-"""Default backend: plain torch forward hooks, registered for one pass and removed after it."""
+"""Default backend: plain torch forward hooks, registered for one pass and removed after it.
+
+``installed`` is the one place hooks are put on a torch model: the backend's single pass and the context
+managers of ``probes.forward`` (edits kept on across generation steps, a forward stopped at a site) all use it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +17,10 @@ from torch import nn
 from probes.backends import Inputs, PassPlan, Trace, logits_of, split_inputs
 from probes.edits import Edit
 from probes.site import Site, locate
+
+
+class StopForward(Exception):
+    """Raised by a hook once every wanted activation exists: nothing above the last site is computed."""
 
 
 class TorchHooksBackend:
@@ -29,33 +38,46 @@ class TorchHooksBackend:
         keep_graph: bool = False,
     ) -> Trace:
         plan = PassPlan(edits, capture, keep_graph)
-        # Group work per hooked module: several sites (positions, components) may share one module.
-        sites_at: dict[tuple[int, bool], list[Site]] = defaultdict(list)
-        modules: dict[tuple[int, bool], nn.Module] = {}
-        for site in plan.sites:
-            module, on_input = locate(self.model, site)
-            sites_at[(id(module), on_input)].append(site)
-            modules[(id(module), on_input)] = module
+        with installed(self.model, plan):
+            args, kwargs = split_inputs(inputs)
+            output = self.model(*args, **kwargs)
+        return plan.trace(logits_of(output))
 
-        def transform(sites: list[Site], h: torch.Tensor) -> torch.Tensor:
-            for site in sites:
-                h = plan.visit(site, h)
-            return h
 
-        handles = []
+@contextlib.contextmanager
+def installed(model: nn.Module, plan: PassPlan, stop: bool = False) -> Iterator[None]:
+    """Hooks that walk ``plan`` at its sites on every forward pass of ``model`` while the block is open.
+
+    With ``stop`` a hook raises ``StopForward`` once every capture of the plan is taken (the caller catches it).
+    Every site is located before any hook goes on, so a bad site leaves the model untouched.
+    """
+    # Group work per hooked module: several sites (positions, components) may share one module.
+    sites_at: dict[tuple[int, bool], list[Site]] = defaultdict(list)
+    modules: dict[tuple[int, bool], nn.Module] = {}
+    for site in plan.sites:
+        module, on_input = locate(model, site)
+        sites_at[(id(module), on_input)].append(site)
+        modules[(id(module), on_input)] = module
+
+    def transform(sites: list[Site], h: torch.Tensor) -> torch.Tensor:
+        for site in sites:
+            h = plan.visit(site, h)
+        if stop and plan.complete:
+            raise StopForward
+        return h
+
+    handles = []
+    try:
         for key, sites in sites_at.items():
             module, on_input = modules[key], key[1]
             if on_input:
                 handles.append(module.register_forward_pre_hook(_pre_hook(sites, transform), with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(_post_hook(sites, transform)))
-        try:
-            args, kwargs = split_inputs(inputs)
-            output = self.model(*args, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return plan.trace(logits_of(output))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _post_hook(sites: list[Site], transform: Any) -> Any:

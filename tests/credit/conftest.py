@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diag.credit.scorer import ADAPTER_META
+from diag.credit.adapters import ADAPTER_META
 from diag.zoo import load_lm
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from diag.credit import analysis, dpo
@@ -50,8 +51,12 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
         for scope in analysis.SCOPES:
             block = summary["scores"][side][scope]
             assert set(block) == set(analysis.METHODS)
-            chance = block["chance"]["auroc"]
-            assert chance["value"] == 0.5 and block["dpo_reward"]["top1"]["n"] == 6
+            # chance top-1 from the stored spans: the span's share of the scored tokens, averaged over sequences
+            shares = [np.mean(i.span[start:]) for i in result.items if i.side == side and any(i.span)
+                      for start in [i.first_diff if scope == "from_first_diff" else 0] if any(i.span[start:])]
+            chance = block["chance"]["top1"]
+            assert chance["value"] == pytest.approx(np.mean(shares)) and chance["n"] == len(shares) == 6
+            assert block["dpo_reward"]["top1"]["n"] == 6
     run = store.get(store.list(analysis="credit")[0].run_id)
     html = run.path("heatmap.html").read_text()
     assert html.count('class="tok"') == sum(len(i.tokens) for i in result.items) and "r_t = " in html
@@ -97,7 +102,7 @@ def test_a_retrained_adapter_is_a_new_run_not_a_stale_reuse(tmp_path) -> None:
 
 def test_corrupted_tokens_start_at_the_first_differing_token(smollm2) -> None:
     from diag.credit.analysis import corrupted_tokens, first_difference
-    from diag.credit.scorer import encode
+    from diag.credit.encoding import encode
 
     _, tok = smollm2
     prompt = "Log: 35 meters."

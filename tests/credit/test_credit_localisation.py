@@ -13,6 +13,7 @@ from diag.credit import analysis
 from diag.credit.analysis import Item, localisation_tables
 from diag.credit.metrics import bootstrap_mean, bounded_mean, hit_rate
 from diag.errors import DiagError
+from diag.report.sections import format_value
 from diag.runs import RunStore
 from diag.stats import wilson
 
@@ -69,6 +70,9 @@ def test_tables_split_by_type_and_by_the_models_preference() -> None:
     tables_html = analysis._split_tables(tables)
     assert [row[0] for row in tables_html[0].rows] == ["entity", "number"]
     assert tables_html[0].rows[0][4] == "-"  # no preferred entity pair: nothing to read r_t on
+    # cells hold the stored numbers; the report writes them as before ("value [low, high] (n=N)", 2 decimals)
+    top1 = number["all"]["dpo_reward"]["top1"]
+    assert format_value(tables_html[0].rows[1][3]) == f"{top1['value']:.2f} [{top1['low']:.2f}, {top1['high']:.2f}] (n=5)"
     assert localisation_tables([_item(0, "response", "", 0)], {}, ("dpo_reward",), 10, 0) == {}
 
 

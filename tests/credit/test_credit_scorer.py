@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from diag.credit.scorer import ModelPair, build_tree, encode, load_adapter_pair, segment_attention
+from diag.credit.encoding import encode
+from diag.credit.model_pair import ModelPair, load_adapter_pair
 from diag.credit.sources import load_pair
+from diag.credit.token_tree import build_tree, segment_attention
 from diag.errors import DiagError
 from diag.zoo import load_lm
 

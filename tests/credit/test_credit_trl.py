@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from diag.credit import analysis
-from diag.credit.scorer import encode
+from diag.credit.encoding import encode
 from diag.credit.sources import load_pair, read_training_args, resolve
 from diag.errors import DiagError
 from diag.runs import RunStore

@@ -1,23 +1,14 @@
-"""Views of per-token rewards: an HTML heatmap, per-position and per-token-type aggregates, cumulative curves.
-
-They read stored items only (front ends never recompute). The heatmap colours each token by r_t on a
-diverging scale centred at zero (red = negative, blue = positive); hovering shows the value and log-probs.
+"""Per-token rewards of a scored run summed up: mean r_t by response position and by token type, per side, and
+the figures a run stores (cumulative r_t along the response aligned at the first differing token, and the means).
 """
 
 from __future__ import annotations
 
-import html
 import re
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
-
-
-def _colour(value: float, scale: float) -> str:
-    strength = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
-    fade = round(255 * (1 - strength))
-    return f"rgb(255,{fade},{fade})" if value < 0 else f"rgb({fade},{fade},255)"
 
 
 def token_type(token: str, in_span: bool) -> str:
@@ -32,34 +23,6 @@ def token_type(token: str, in_span: bool) -> str:
     if re.fullmatch(r"\w+", text):
         return "word"
     return "punctuation"
-
-
-def heatmap_html(items: list[Any], beta: float) -> str:
-    """Self-contained HTML: one line per response, tokens coloured by r_t, hover for values."""
-    rewards = np.concatenate([np.asarray(i.reward) for i in items]) if items else np.zeros(1)
-    scale = float(np.quantile(np.abs(rewards), 0.99)) or 1.0
-    rows = []
-    for item in items:
-        spans = []
-        for t, token in enumerate(item.tokens):
-            r = item.reward[t]
-            title = (f"r_t = {r:+.4f} | log pi = {item.policy_logp[t]:.3f} | log pi_ref = "
-                     f"{item.reference_logp[t]:.3f}" + (" | in known span" if item.span and item.span[t] else ""))
-            border = "border-bottom:2px solid #000;" if item.span and item.span[t] else ""
-            spans.append(f'<span class="tok" style="background:{_colour(r, scale)};{border}" '
-                         f'title="{html.escape(title)}">{html.escape(token)}</span>')
-        total = float(np.sum(item.reward))
-        rows.append(f'<div class="row"><div class="meta">pair {item.pair} · {item.side} · {html.escape(item.kind)} · '
-                    f'sum r = {total:+.3f}</div><div class="prompt">{html.escape(item.prompt)}</div>'
-                    f'<div class="resp">{"".join(spans)}</div></div>')
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>per-token implicit reward</title><style>
-body{{font-family:sans-serif;margin:1em}} .row{{margin:0.8em 0;padding:0.4em;border-bottom:1px solid #ddd}}
-.meta{{color:#555;font-size:0.85em}} .prompt{{color:#777;font-size:0.85em;white-space:pre-wrap}}
-.tok{{font-family:monospace;white-space:pre;padding:1px 0}}</style></head><body>
-<h2>Per-token implicit reward r_t = beta * (log pi - log pi_ref), beta = {beta}</h2>
-<p>Red: r_t &lt; 0, blue: r_t &gt; 0; full colour at |r_t| = {scale:.4f} (99th percentile). Underlined: the known
-differing span. Hover a token for its values.</p>
-{"".join(rows)}</body></html>"""
 
 
 def aggregates(items: list[Any]) -> dict[str, Any]:

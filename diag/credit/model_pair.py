@@ -1,0 +1,152 @@
+"""A policy and its reference, scored token by token: r_t = beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t)).
+
+The pair is either two causal LMs sharing one tokenizer, or one PEFT model whose reference is the same
+weights with the adapter disabled (no second copy in memory). Prompts go through the policy tokenizer's chat
+template (``diag.credit.encoding``); only response tokens (the answer and the end-of-turn token) are scored. A
+batch runs as one token tree (``diag.credit.token_tree``).
+
+Shared trunk: when the adapter sits only on the top blocks (ours: the top 6 of 30), the blocks below it are the
+same network with the adapter on or off, so the reference pass starts from the residual stream the policy pass
+left at the first adapted block (``probes.recording`` / ``probes.starting_at``). A one-time check on a short
+input confirms the shortcut reproduces the full reference pass for this architecture before it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diag.credit.adapters import adapter_meta, first_adapted_block, load_adapter
+from diag.credit.batches import response_logps
+from diag.credit.encoding import Encoded, prompt_groups
+from diag.credit.token_tree import build_tree, tree_logps
+from diag.errors import DiagError
+from diag.progress import Progress, no_progress
+from probes import Site, recording, starting_at
+
+
+def check_compatible(tokenizer_a, tokenizer_b, model_a: torch.nn.Module, model_b: torch.nn.Module) -> None:
+    """Token-level rewards compare the same token under two models: vocabularies must be identical."""
+    vocab_a, vocab_b = tokenizer_a.get_vocab(), tokenizer_b.get_vocab()
+    if vocab_a != vocab_b:
+        differing = sorted(set(vocab_a.items()) ^ set(vocab_b.items()))[:3]
+        raise DiagError(f"policy and reference tokenizers differ ({len(vocab_a)} vs {len(vocab_b)} tokens; "
+                        f"e.g. {differing}): per-token rewards need one shared tokenizer")
+    rows_a = model_a.get_output_embeddings().weight.shape[0]
+    rows_b = model_b.get_output_embeddings().weight.shape[0]
+    if rows_a != rows_b:
+        raise DiagError(f"policy and reference vocabularies differ: output layers have {rows_a} vs {rows_b} rows")
+
+
+class ModelPair:
+    """A policy and its reference; ``reference=None`` means a PEFT policy scored against its disabled adapter."""
+
+    def __init__(self, policy: torch.nn.Module, tokenizer, reference: torch.nn.Module | None = None,
+                 reference_tokenizer=None, beta: float = 0.1) -> None:
+        if beta <= 0:
+            raise DiagError(f"beta must be positive, got {beta}")
+        if reference is None and not hasattr(policy, "disable_adapter"):
+            raise DiagError("no reference model given and the policy has no adapter to disable")
+        if reference is not None:
+            check_compatible(tokenizer, reference_tokenizer or tokenizer, policy, reference)
+        self.policy, self.reference, self.tokenizer, self.beta = policy, reference, tokenizer, beta
+        self.numerics: dict = {}  # device, dtype and its measured faithfulness (set by load_pair)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+    @contextlib.contextmanager
+    def as_reference(self) -> Iterator[torch.nn.Module]:
+        """The reference model: the second model, or the policy with its adapter switched off."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
+    @functools.cached_property
+    def shared_blocks(self) -> int:
+        """How many bottom blocks the reference pass can take from the policy pass (0: run it in full)."""
+        if self.reference is not None:
+            return 0
+        first = first_adapted_block(self.policy)
+        if first == 0:
+            return 0
+        probe = torch.tensor([[self.tokenizer.pad_token_id or 0, 1, 2, 3]], device=self.device)
+        attention, positions = torch.ones_like(probe), torch.arange(4, device=self.device)[None]
+        targets = probe[:, 1:]
+        inlet = Site(first, "resid_pre")
+        with torch.no_grad(), self.as_reference() as model:
+            with recording(self.policy, [inlet]) as captured:
+                full = response_logps(model, probe, attention, positions, targets)
+            with starting_at(self.policy, first):
+                short = response_logps(model, probe, attention, positions, targets, inputs_embeds=captured[inlet])
+        return first if torch.allclose(full, short, atol=1e-4, rtol=0) else 0
+
+    def token_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``, left-aligned.
+
+        The batch runs as one token tree: shared prefixes are computed once (see ``TokenTree``).
+        """
+        tree = build_tree(batch, self.device, next(self.policy.parameters()).dtype)
+        shared = self.shared_blocks
+        inlet = Site(shared, "resid_pre")  # the residual stream entering the first block the passes do not share
+        with torch.no_grad():
+            with recording(self.policy, [inlet] if shared else []) as captured:
+                policy = tree_logps(self.policy, tree)
+            with self.as_reference() as model, starting_at(self.policy, shared):
+                ref = tree_logps(model, tree, inputs_embeds=captured.get(inlet))
+        return policy, ref, tree.mask
+
+    def score(self, encoded: Sequence[Encoded], batch_size: int = 16,
+              progress: Progress = no_progress) -> list[TokenScores]:
+        """Per-token policy/reference log-probs and rewards for each sequence (batched, order kept).
+
+        Batches hold whole prompt groups (up to ``batch_size`` sequences, at least one group) of similar length.
+        """
+        ordered = sorted(prompt_groups(encoded), key=lambda g: max(len(encoded[i].ids) for i in g))
+        batches: list[list[int]] = []
+        for group in ordered:
+            if batches and len(batches[-1]) + len(group) <= batch_size:
+                batches[-1].extend(group)
+            else:
+                batches.append(list(group))
+        scored: dict[int, TokenScores] = {}
+        for chunk in batches:
+            policy, ref, _ = self.token_logps([encoded[i] for i in chunk])
+            for row, i in enumerate(chunk):
+                n = len(encoded[i].response_ids)
+                p, r = policy[row, :n].double().cpu(), ref[row, :n].double().cpu()  # host copies for numpy
+                scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
+            progress(len(scored), len(encoded), "scoring")
+        return [scored[i] for i in range(len(encoded))]
+
+
+@dataclass
+class TokenScores:
+    """Response-token log-probs under both models and r_t = beta * (policy - reference), float64."""
+
+    policy: np.ndarray
+    reference: np.ndarray
+    reward: np.ndarray
+
+
+def load_adapter_pair(adapter: str, beta: float | None = None, device: str = "auto",
+                      dtype: str = "float32") -> ModelPair:
+    """A PEFT adapter against its own base with the adapter disabled (one model in memory, two passes).
+
+    Other pairs (two models, an adapter against another model) go through ``diag.credit.sources.load_pair``.
+    """
+    model, tokenizer, numerics = load_adapter(adapter, device, dtype)
+    beta = beta if beta is not None else adapter_meta(adapter).get("beta")
+    if beta is None:
+        raise DiagError(f"adapter {adapter} records no beta; pass --beta")
+    pair = ModelPair(model, tokenizer, beta=beta)
+    pair.numerics = numerics
+    return pair
