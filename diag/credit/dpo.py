@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress, no_progress, report_metrics
 from diag.runs import Run, RunStore, write_bytes_atomic
 
 ANALYSIS = "credit_train"
@@ -226,6 +226,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        report_metrics(progress, i + 1, loss=loss.item(), margin=margins.mean().item())
         return {
             "adapter": {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k},
             "optimizer": optimizer.state_dict(),
