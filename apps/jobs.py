@@ -27,6 +27,7 @@ from diag.progress import Cancelled, Progress
 T = TypeVar("T")
 log = logging.getLogger("diag.apps")
 _POLL_MS = 250
+LIVE_CURVE = "job-live-curve"  # the live figure's Bokeh name (the browser test finds it by it)
 _COLOURS = ("#2f5d8a", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e")
 
 
@@ -77,7 +78,7 @@ class SessionJobs:
 
     def __init__(self) -> None:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diag-job")
-        self.sinks: set[JobSink] = set()
+        self.sinks: set[JobSink] = set()  # of the jobs submitted and not ended: while any, a new one queues
         self.closed = False
 
     def close(self, *_: Any) -> None:
@@ -114,15 +115,16 @@ class LiveMetrics(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.text = pn.pane.Markdown("", margin=(0, 10), css_classes=["job-metrics"])
-        self.plot = pn.pane.Bokeh(None, visible=False, sizing_mode="stretch_width", css_classes=["job-curve"])
+        self._figure: Any = None  # built with the first point: most jobs report none
         self._sources: dict[str, Any] = {}
-        self._layout = pn.Column(self.text, self.plot, sizing_mode="stretch_width")
+        self._layout = pn.Column(self.text, sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.Column:
         return self._layout
 
     def reset(self) -> None:
-        self.text.object, self.plot.object, self.plot.visible, self._sources = "", None, False, {}
+        self.text.object, self._figure, self._sources = "", None, {}
+        self._layout[:] = [self.text]
 
     def add(self, points: list[tuple[int, dict[str, float]]]) -> None:
         """Append new points (step, {metric: value}) to their curves and show the latest values."""
@@ -131,12 +133,11 @@ class LiveMetrics(pn.viewable.Viewer):
         from bokeh.models import ColumnDataSource
         from bokeh.plotting import figure
 
-        if self.plot.object is None:
-            fig = figure(height=170, sizing_mode="stretch_width", toolbar_location=None, x_axis_label="step",
-                         title="live metrics")
-            fig.xaxis.ticker.min_interval = 1  # steps are whole numbers
-            self.plot.object, self.plot.visible = fig, True
-        fig = self.plot.object
+        if self._figure is None:
+            self._figure = figure(height=170, sizing_mode="stretch_width", toolbar_location=None,
+                                  x_axis_label="step", title="live metrics", name=LIVE_CURVE)
+            self._figure.xaxis.ticker.min_interval = 1  # steps are whole numbers
+            self._layout.append(pn.pane.Bokeh(self._figure, sizing_mode="stretch_width"))
         new: dict[str, dict[str, list[float]]] = {}
         for step, values in points:
             for name, value in values.items():
@@ -146,9 +147,9 @@ class LiveMetrics(pn.viewable.Viewer):
         for name, data in new.items():
             if name not in self._sources:
                 self._sources[name] = ColumnDataSource({"step": [], "value": []})
-                fig.line("step", "value", source=self._sources[name], legend_label=name, line_width=2,
-                         color=_COLOURS[(len(self._sources) - 1) % len(_COLOURS)])
-                fig.legend.location, fig.legend.label_text_font_size = "top_right", "11px"
+                self._figure.line("step", "value", source=self._sources[name], legend_label=name, line_width=2,
+                                  color=_COLOURS[(len(self._sources) - 1) % len(_COLOURS)])
+                self._figure.legend.location, self._figure.legend.label_text_font_size = "top_right", "11px"
             self._sources[name].stream(data)
         step, values = points[-1]
         latest = " · ".join(f"{name} {value:.4g}" for name, value in values.items())
@@ -163,7 +164,7 @@ class JobPanel(pn.viewable.Viewer):
         self.bar = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width",
                                           height=14, bar_color="primary")
         self.status = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10), css_classes=["job-status"])
-        self.cancel = pn.widgets.Button(name="Cancel", button_type="warning", button_style="outline", width=100,
+        self.cancel = pn.widgets.Button(label="Cancel", color="warning", variant="outline", width=100,
                                         visible=False, css_classes=["job-cancel"])
         self.live = LiveMetrics()
         self.alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width",
@@ -186,7 +187,7 @@ class JobPanel(pn.viewable.Viewer):
         if self._sink is not None:
             self._sink.stop.set()
             self.cancel.disabled = True
-            self.cancel.name = "Cancelling…"
+            self.cancel.label = "Cancelling…"
 
     async def run(self, label: str, work: Callable[[Progress], T], note: str = "") -> T | None:
         """Run ``work(progress)`` on this session's worker; returns its value, or None once cancelled or failed
@@ -197,14 +198,16 @@ class JobPanel(pn.viewable.Viewer):
         jobs = session_jobs()
         sink = JobSink()
         self.busy, self._sink = True, sink
+        queued = bool(jobs.sinks)
         jobs.sinks.add(sink)
         self.alert.visible = False
         self.live.reset()
         self.bar.visible, self.bar.value = True, -1
-        self.cancel.param.update(visible=True, disabled=False, name="Cancel")
+        self.cancel.param.update(visible=True, disabled=False, label="Cancel")
         began = threading.Event()
         extra = f" · {note}" if note else ""
-        self.status.object = f"**{label}**: waiting for this page's previous job{extra}"
+        self.status.object = f"**{label}**: {'waiting for the job this page started first' if queued else 'starting'}" \
+            + extra
         started = time.monotonic()
         seen = 0
 

@@ -33,6 +33,27 @@ def page_builder(slug: str) -> Callable[[], Any]:
     return build
 
 
+class ClosedTab(logging.Filter):
+    """Turns the traceback of a write to a tab that went away (closed or reloaded while the server, say a job's
+    progress, was updating it) into one INFO line: the browser left, nothing on the server failed.
+
+    Panel queues each update's websocket writes as tasks; when the session is destroyed mid-write the task's
+    ``WebSocketClosedError`` (from tornado's ``StreamClosedError``) is never awaited, and asyncio or tornado log it
+    as "Task exception was never retrieved" or "Uncaught exception GET /PAGE/ws" with a traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tornado.iostream import StreamClosedError
+        from tornado.websocket import WebSocketClosedError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StreamClosedError | WebSocketClosedError):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a browser tab went away while the server was writing to it (%s)", (type(error).__name__,), None, None)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class ReportHandler(RequestHandler):
     """Render one run as the same self-contained HTML report that ``diag report`` writes."""
 
@@ -86,6 +107,8 @@ def warm_up() -> None:
 def serve(port: int = 5006, host: str = "127.0.0.1", origins: list[str] | None = None) -> None:
     """Run the app until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for name in ("asyncio", "tornado.application", "tornado.general"):  # where a closed tab's write is reported
+        logging.getLogger(name).addFilter(ClosedTab())
     server = make_server(port, host, origins)
     server.start()
     log.info("diag app on http://%s:%d/runs", host, port)

@@ -20,6 +20,7 @@ from playwright.sync_api import expect
 from test_app_browser import EXPECTED, Watched, server_errors
 
 from apps.compare import CHART_NAME, LEGEND_NAME
+from apps.jobs import LIVE_CURVE
 from apps.shell import PAGES
 from diag.cdas import toy
 from diag.runs import CHECKPOINT_FILE, RunStore
@@ -110,10 +111,17 @@ def fill_steer_launcher(page, model: Path, steps: int, seed: int) -> None:
         page.get_by_label(label, exact=True).fill(value)
 
 
-def progress_step(page) -> int:
-    """The step the status line shows for the training stage (0 before it reports)."""
-    match = re.search(r"train rank-1 DII: (\d+)/", page.locator(".job-status").first.inner_text())
-    return int(match.group(1)) if match else 0
+def first_training_step(status, timeout: float = 120) -> int:
+    """The first training step the status line shows (polled: the line moves on within seconds)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = status.evaluate("e => (e.shadowRoot || e).textContent")  # Panel renders markdown in a shadow root
+        match = re.search(r"train rank-1 DII: (\d+)/", text)
+        if match:
+            return int(match.group(1))
+        time.sleep(0.1)
+    raise AssertionError(f"no training step shown in {timeout} s: {text!r}")
 
 
 def test_cancelled_job_leaves_a_cancelled_run_that_resumes_when_launched_again(browser, server, app_home,
@@ -128,10 +136,13 @@ def test_cancelled_job_leaves_a_cancelled_run_that_resumes_when_launched_again(b
     page.get_by_role("button", name="Train and evaluate").click()
     # Live metrics: the training loop's losses stream to the page as text and a curve.
     expect(page.locator(".job-metrics").first).to_contain_text("das loss", timeout=120000)
-    page.wait_for_function("() => /train rank-1 DII: (1[0-9]|[2-9][0-9])\\//.test("
-                           "document.body.innerText)", timeout=120000)  # past two checkpoints (every 5 steps)
-    page.locator(".job-cancel button").first.click()
-    status = page.locator(".job-status").first
+    page.wait_for_function(f"() => Bokeh.documents.some(d => [...d.all_models].some(m => m.name === '{LIVE_CURVE}'))",
+                           timeout=30000)
+    (curve,) = bokeh_models(page, LIVE_CURVE)
+    assert curve["glyphs"] == 2 and curve["title"] == "live metrics"  # das and cdas loss
+    status = page.locator(".job-status", has_text="cdas-steer")  # the launcher's (the page has two job panels)
+    expect(status).to_contain_text(re.compile(r"train rank-1 DII: (1\d|[23]\d)/"), timeout=120000)  # 2+ checkpoints
+    page.locator(".job-cancel button").filter(visible=True).click()
     expect(status).to_contain_text("cancelled from the app at train rank-1 DII", timeout=60000)
     expect(status).to_contain_text("run it again to resume from its checkpoint")
     cancelled = store.list(analysis="cdas-steer", status="cancelled")
@@ -147,10 +158,8 @@ def test_cancelled_job_leaves_a_cancelled_run_that_resumes_when_launched_again(b
     runs.close()
     # Launched again with the same form: it says it resumes, starts after the checkpoint, and finishes the run.
     page.get_by_role("button", name="Train and evaluate").click()
-    expect(status).to_contain_text(f"resuming `{cancelled[0].run_id}` from its checkpoint", timeout=60000)
-    page.wait_for_function("() => /train rank-1 DII: \\d+\\//.test(document.body.innerText)", timeout=120000)
-    first_seen = progress_step(page)
-    assert first_seen > saved, (first_seen, saved)
+    expect(status).to_contain_text(f"resuming {cancelled[0].run_id} from its checkpoint", timeout=60000)
+    assert first_training_step(status) > saved  # it did not start over
     expect(status).to_contain_text("done in", timeout=240000)
     finished = store.info(cancelled[0].run_id)
     assert finished.status == "finished" and not (run_dir / CHECKPOINT_FILE).exists()
