@@ -239,8 +239,7 @@ class JobPanel(pn.viewable.Viewer):
         except Cancelled as stop:
             if not jobs.closed:
                 self.live.add(sink.points[seen:])
-                self.status.object = (f"**{label}**: {stop} after {time.monotonic() - started:.0f} s; its run is kept "
-                                      "as `cancelled`: run it again to resume from its checkpoint")
+                self.status.object = f"**{label}**: {stop} after {time.monotonic() - started:.0f} s"
             log.info("job %s: %s", label, stop)
             return None
         except Exception as exc:  # shown as a message; a bug's traceback goes to the server log only

@@ -42,9 +42,9 @@ class Launcher(pn.viewable.Viewer):
             return
         name = self.module.ANALYSIS
         run_id = run_id_for(name, config_to_dict(config))
+        checkpoint = self.store.root / run_id / CHECKPOINT_FILE
         # A cancelled or interrupted run of this config resumes from its checkpoint: say so while it runs.
-        note = f"resuming `{run_id}` from its checkpoint" if (self.store.root / run_id / CHECKPOINT_FILE).exists() \
-            else ""
+        note = f"resuming `{run_id}` from its checkpoint" if checkpoint.exists() else ""
         self.button.disabled = True
         try:
             result = await self.job.run(name, lambda progress: self.module.run(config, progress=progress,
@@ -53,3 +53,5 @@ class Launcher(pn.viewable.Viewer):
             self.button.disabled = False
         if result is not None:
             self.on_done(run_id)
+        elif checkpoint.exists():  # cancelled (or failed) after a checkpoint: the work is kept
+            self.job.status.object += f"; `{run_id}` keeps its checkpoint: run it again to resume"

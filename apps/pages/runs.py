@@ -1,5 +1,5 @@
-"""Runs page: browse the run store, search and filter it, name/tag/annotate and delete runs, compare runs side by
-side, open any run as its HTML report. Filters, search and the compared runs live in the URL
+"""Runs page: browse the run store, search and filter it, name/tag/annotate and delete runs, compare runs (2-6 of one
+analysis overlaid, ``apps.compare``, beside the configuration fields that differ), open any run as its HTML report. Filters, search and the compared runs live in the URL
 (``?analysis=&status=&group=&q=&compare=ID1,ID2``), so a copied link reopens the same view."""
 
 from __future__ import annotations

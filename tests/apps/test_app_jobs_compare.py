@@ -144,7 +144,7 @@ def test_cancelled_job_leaves_a_cancelled_run_that_resumes_when_launched_again(b
     expect(status).to_contain_text(re.compile(r"train rank-1 DII: (1\d|[23]\d)/"), timeout=120000)  # 2+ checkpoints
     page.locator(".job-cancel button").filter(visible=True).click()
     expect(status).to_contain_text("cancelled from the app at train rank-1 DII", timeout=60000)
-    expect(status).to_contain_text("run it again to resume from its checkpoint")
+    expect(status).to_contain_text("keeps its checkpoint: run it again to resume")
     cancelled = store.list(analysis="cdas-steer", status="cancelled")
     assert len(cancelled) == 1, [(i.run_id, i.status) for i in store.list(analysis="cdas-steer")]
     run_dir = cancelled[0].path
