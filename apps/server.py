@@ -7,7 +7,9 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import panel as pn
@@ -34,12 +36,14 @@ def page_builder(slug: str) -> Callable[[], Any]:
 
 
 class ClosedTab(logging.Filter):
-    """Turns the traceback of a write to a tab that went away (closed or reloaded while the server, say a job's
+    """Turns the traceback of a tab that went away mid-exchange (closed or reloaded while the server, say a job's
     progress, was updating it) into one INFO line: the browser left, nothing on the server failed.
 
-    Panel queues each update's websocket writes as tasks; when the session is destroyed mid-write the task's
-    ``WebSocketClosedError`` (from tornado's ``StreamClosedError``) is never awaited, and asyncio or tornado log it
-    as "Task exception was never retrieved" or "Uncaught exception GET /PAGE/ws" with a traceback.
+    Two races, both in the libraries: Panel queues each update's websocket writes as tasks, and when the session is
+    destroyed mid-write the task's ``WebSocketClosedError`` (from tornado's ``StreamClosedError``) is never awaited,
+    so asyncio or tornado log "Task exception was never retrieved" or "Uncaught exception GET /PAGE/ws"; and a
+    message the tab sent just before closing reaches Bokeh after its connection was detached, which Bokeh's protocol
+    handler logs as an ``AssertionError`` from ``ServerConnection.session``.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -47,11 +51,19 @@ class ClosedTab(logging.Filter):
         from tornado.websocket import WebSocketClosedError
 
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, StreamClosedError | WebSocketClosedError):
+        if isinstance(error, StreamClosedError | WebSocketClosedError) or _detached(error):
             record.msg, record.args, record.exc_info, record.exc_text = (
-                "a browser tab went away while the server was writing to it (%s)", (type(error).__name__,), None, None)
+                "a browser tab went away mid-exchange with the server (%s)", (type(error).__name__,), None, None)
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
+
+
+def _detached(error: BaseException | None) -> bool:
+    """Bokeh's assertion that a message's connection still has its session (it does not once the tab closed)."""
+    if not isinstance(error, AssertionError) or error.__traceback__ is None:
+        return False
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return frame.name == "session" and Path(frame.filename).match("bokeh/server/connection.py")
 
 
 class ReportHandler(RequestHandler):
@@ -107,7 +119,8 @@ def warm_up() -> None:
 def serve(port: int = 5006, host: str = "127.0.0.1", origins: list[str] | None = None) -> None:
     """Run the app until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for name in ("asyncio", "tornado.application", "tornado.general"):  # where a closed tab's write is reported
+    # where a tab that went away is reported
+    for name in ("asyncio", "tornado.application", "tornado.general", "bokeh.server.protocol_handler"):
         logging.getLogger(name).addFilter(ClosedTab())
     server = make_server(port, host, origins)
     server.start()
