@@ -12,7 +12,7 @@ from apps.forms import ConfigForm
 from apps.jobs import JobPanel
 from diag.analysis import config_to_dict, pinned
 from diag.errors import DiagError
-from diag.runs import RunStore, run_id_for
+from diag.runs import CHECKPOINT_FILE, RunStore, run_id_for
 
 
 class Launcher(pn.viewable.Viewer):
@@ -41,11 +41,17 @@ class Launcher(pn.viewable.Viewer):
             self.job.show_error(str(exc))
             return
         name = self.module.ANALYSIS
+        run_id = run_id_for(name, config_to_dict(config))
+        checkpoint = self.store.root / run_id / CHECKPOINT_FILE
+        # A cancelled or interrupted run of this config resumes from its checkpoint: say so while it runs.
+        note = f"resuming `{run_id}` from its checkpoint" if checkpoint.exists() else ""
         self.button.disabled = True
         try:
             result = await self.job.run(name, lambda progress: self.module.run(config, progress=progress,
-                                                                               store=self.store))
+                                                                               store=self.store), note=note)
         finally:
             self.button.disabled = False
         if result is not None:
-            self.on_done(run_id_for(name, config_to_dict(config)))
+            self.on_done(run_id)
+        elif checkpoint.exists():  # cancelled (or failed) after a checkpoint: the work is kept
+            self.job.status.object += f"; `{run_id}` keeps its checkpoint: run it again to resume"

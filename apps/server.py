@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
+import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import panel as pn
@@ -29,6 +33,37 @@ def page_builder(slug: str) -> Callable[[], Any]:
         return importlib.import_module(f"apps.pages.{slug}").page()
 
     return build
+
+
+class ClosedTab(logging.Filter):
+    """Turns the traceback of a tab that went away mid-exchange (closed or reloaded while the server, say a job's
+    progress, was updating it) into one INFO line: the browser left, nothing on the server failed.
+
+    Two races, both in the libraries: Panel queues each update's websocket writes as tasks, and when the session is
+    destroyed mid-write the task's ``WebSocketClosedError`` (from tornado's ``StreamClosedError``) is never awaited,
+    so asyncio or tornado log "Task exception was never retrieved" or "Uncaught exception GET /PAGE/ws"; and a
+    message the tab sent just before closing reaches Bokeh after its connection was detached, which Bokeh's protocol
+    handler logs as an ``AssertionError`` from ``ServerConnection.session``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tornado.iostream import StreamClosedError
+        from tornado.websocket import WebSocketClosedError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StreamClosedError | WebSocketClosedError) or _detached(error):
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "a browser tab went away mid-exchange with the server (%s)", (type(error).__name__,), None, None)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _detached(error: BaseException | None) -> bool:
+    """Bokeh's assertion that a message's connection still has its session (it does not once the tab closed)."""
+    if not isinstance(error, AssertionError) or error.__traceback__ is None:
+        return False
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return frame.name == "session" and Path(frame.filename).match("bokeh/server/connection.py")
 
 
 class ReportHandler(RequestHandler):
@@ -68,10 +103,27 @@ def make_server(port: int, host: str, origins: list[str] | None = None) -> Any:
     )
 
 
+def warm_up() -> None:
+    """Import every page's module (and so torch and the analyses) once, off the event loop, right after start.
+
+    The server listens before this finishes (``diag serve`` is up in about a second), and a page opened later
+    renders without paying for imports; a page opened sooner waits only for the modules it needs. No model is
+    loaded here: pages load one when a job needs it.
+    """
+    started = time.monotonic()
+    for slug, _ in PAGES:
+        importlib.import_module(f"apps.pages.{slug}")
+    log.info("pages imported in %.1f s", time.monotonic() - started)
+
+
 def serve(port: int = 5006, host: str = "127.0.0.1", origins: list[str] | None = None) -> None:
     """Run the app until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # where a tab that went away is reported
+    for name in ("asyncio", "tornado.application", "tornado.general", "bokeh.server.protocol_handler"):
+        logging.getLogger(name).addFilter(ClosedTab())
     server = make_server(port, host, origins)
     server.start()
     log.info("diag app on http://%s:%d/runs", host, port)
+    threading.Thread(target=warm_up, name="diag-warm-up", daemon=True).start()
     server.io_loop.start()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Cancelled, Progress, no_progress
 from diag.runs import Run, RunStore
 
 C = TypeVar("C")
@@ -452,6 +452,9 @@ def execute(
             store.remove(run.run_id)
         else:
             run.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    except Cancelled as exc:  # stopped on request: kept with its checkpoint, so running it again resumes
+        run.cancel(str(exc) or "cancelled")
         raise
     except BaseException as exc:
         run.fail(f"{type(exc).__name__}: {exc}")

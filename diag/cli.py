@@ -95,7 +95,8 @@ def zoo_list(as_json: JsonFlag = False) -> None:
 def runs_list(
     analysis: Annotated[str | None, typer.Option(help="Only runs of this analysis.")] = None,
     status: Annotated[str | None, typer.Option(
-        help="running, interrupted (its process is gone), finished, corrupt (files changed since) or failed.")] = None,
+        help="running, interrupted (its process is gone), finished, corrupt (files changed since), failed or "
+        "cancelled (stopped on request; running its config again resumes it).")] = None,
     search: Annotated[str | None, typer.Option(
         help="Only runs whose id, analysis, group, name, tags or note contain every word of TEXT (any case).")] = None,
     as_json: JsonFlag = False,

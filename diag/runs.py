@@ -54,9 +54,10 @@ _NOT_RESULTS = {MANIFEST_FILE, CHECKPOINT_FILE, PROCESS_FILE}  # bookkeeping, no
 ANALYSIS_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 RUN_ID = re.compile(r"[a-z0-9][a-z0-9_-]*-[0-9a-f]{16}")
 
-# What `diag runs list --status` can select. The index stores running/finished/failed; the others are derived
-# when listing: interrupted (its process is gone), corrupt (its files no longer match its manifest).
-RUN_STATUSES = ("running", "interrupted", "finished", "corrupt", "failed")
+# What `diag runs list --status` can select. The index stores running/finished/failed/cancelled; the others are
+# derived when listing: interrupted (its process is gone), corrupt (its files no longer match its manifest).
+# A cancelled run (stopped on request, ``diag.progress.Cancelled``) keeps its checkpoint: running it again resumes.
+RUN_STATUSES = ("running", "interrupted", "finished", "corrupt", "failed", "cancelled")
 
 log = logging.getLogger("diag.runs")
 
@@ -364,6 +365,12 @@ class Run:
         self.store._set_status(self.run_id, "failed", {"error": message})
         (self.dir / PROCESS_FILE).unlink(missing_ok=True)
 
+    def cancel(self, message: str) -> None:
+        """Mark the run stopped on request, keeping its checkpoint (if any) so running its config again resumes."""
+        resumes = "resumes from its checkpoint" if (self.dir / CHECKPOINT_FILE).exists() else "starts over"
+        self.store._set_status(self.run_id, "cancelled", {"cancelled": f"{message}; running it again {resumes}"})
+        (self.dir / PROCESS_FILE).unlink(missing_ok=True)
+
     def process_problem(self) -> str | None:
         """Why an unfinished run is not running any more (its process is gone), or None while it may be."""
         try:
@@ -592,7 +599,7 @@ class RunStore:
             status = "corrupt" if note else "finished"
             if not note and not (run.dir / MANIFEST_FILE).exists():
                 note = "made before manifests: checked by structure, not hashes"
-        elif indexed != "failed":
+        elif indexed not in ("failed", "cancelled"):
             note = run.process_problem() or ""
             status = "interrupted" if note else "running"
         return RunInfo(run_id, row[1], status, row[3], row[4], row[5], json.loads(row[6] or "{}"),

@@ -1,5 +1,5 @@
-"""Runs page: browse the run store, search and filter it, name/tag/annotate and delete runs, compare runs side by
-side, open any run as its HTML report. Filters, search and the compared runs live in the URL
+"""Runs page: browse the run store, search and filter it, name/tag/annotate and delete runs, compare runs (2-6 of one
+analysis overlaid, ``apps.compare``, beside the configuration fields that differ), open any run as its HTML report. Filters, search and the compared runs live in the URL
 (``?analysis=&status=&group=&q=&compare=ID1,ID2``), so a copied link reopens the same view."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pandas as pd
 import panel as pn
 
 from apps import shell
+from apps.compare import overlay
 from apps.downloads import Downloads
 from apps.views import (
     headline_metrics,
@@ -31,8 +32,8 @@ ALL = "(all)"
 INTRO = (
     "Every run the workbench has computed, newest first, a sweep's runs grouped under it. Search names, tags, "
     "notes and ids, or filter by analysis, status or group; tick one run to name, tag, annotate, download or "
-    "delete it, several to compare their headline numbers and configurations side by side; open any run as a "
-    "self-contained HTML report."
+    "delete it, several (2-6 of one analysis) to overlay their curves and bars beside the configuration fields in "
+    "which they differ; open any run as a self-contained HTML report."
 )
 
 
@@ -42,6 +43,8 @@ def headline(info: RunInfo, limit: int = 3) -> str:
         return f"error: {info.summary.get('error', '?')}"[:120]
     if info.status in ("corrupt", "interrupted"):
         return info.note[:120]
+    if info.status == "cancelled":
+        return str(info.summary.get("cancelled", "cancelled"))[:120]
     metrics = [m for m in headline_metrics(info.analysis, info.summary)
                if not isinstance(m.value, str) or len(m.value) < 24]
     return "; ".join(f"{m.name}={format_value(m.value)}" for m in metrics[:limit])
@@ -196,16 +199,18 @@ def page() -> Any:
         except DiagError as exc:  # a corrupt run: one line naming the damaged file
             detail[:] = [pn.pane.Alert(str(exc), alert_type="danger")]
             return
-        title = "Comparison" if len(ids) > 1 else f"Run `{ids[0]}`"
         links = " · ".join(report_link(i, f"report {i}") for i in ids)
-        items: list[Any] = [pn.pane.Markdown(f"### {title}"), pn.pane.HTML(links),
-                            pn.pane.Markdown("**Headline numbers**"), table(metrics, css_classes=["compare-table"]),
-                            pn.pane.Markdown("**Configuration**" + (" (fields that differ)" if len(ids) > 1 else "")),
-                            table(configs)]
+        numbers = [pn.pane.Markdown("**Headline numbers**"), table(metrics, css_classes=["compare-table"])]
         if len(ids) == 1:
-            items[2:2] = [LabelEditor(store, store.info(ids[0]), load), Downloads(store, ids[0])]
-            items += [pn.pane.Markdown("**Figures**"), stored_figures(store.get(ids[0]), width=520)]
-        detail[:] = items
+            detail[:] = [pn.pane.Markdown(f"### Run `{ids[0]}`"), pn.pane.HTML(links),
+                         LabelEditor(store, store.info(ids[0]), load), Downloads(store, ids[0]), *numbers,
+                         pn.pane.Markdown("**Configuration**"), table(configs), pn.pane.Markdown("**Figures**"),
+                         stored_figures(store.get(ids[0]), width=520)]
+            return
+        differing = pn.Column(pn.pane.Markdown("**Configuration** (fields that differ)"),
+                              table(configs, css_classes=["compare-config"]), width=440)
+        detail[:] = [pn.pane.Markdown("### Comparison"), pn.pane.HTML(links),
+                     pn.Row(overlay(store, ids), differing, sizing_mode="stretch_width"), *numbers]
 
     for widget in (analysis, status, group, search):
         widget.param.watch(load, "value")

@@ -29,7 +29,7 @@ import torch
 
 from diag.analysis import MAX_SEED, DtypeName, checked, execute, validated
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress, no_progress, report_metrics
 from diag.report.sections import Guide
 from diag.runs import Run, RunStore
 
@@ -231,6 +231,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             optimiser.step()
         for o in ("das", "cdas"):
             state["curves"][o].append(float(losses[o].detach()))
+        report_metrics(progress, i + 1, **{f"{o} loss": state["curves"][o][-1] for o in ("das", "cdas")})
         state["modules"] = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
         state["optimiser"] = optimiser.state_dict()
         return state

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from diag.analysis import MAX_SEED, DtypeName, checked, execute, validated
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress, no_progress, report_metrics
 from diag.report.sections import Guide
 from diag.runs import Run, RunStore
 
@@ -199,6 +199,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+        report_metrics(progress, i + 1, loss=loss.item())
         return {"dii": {k: v.detach().clone() for k, v in dii.state_dict().items()},
                 "optimiser": optimiser.state_dict(), "curve": [*state["curve"], float(loss.detach())]}
 

@@ -25,7 +25,7 @@ from diag.credit.data import Pair, make_pairs
 from diag.credit.encoding import Encoded, encode
 from diag.credit.model_pair import ModelPair
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress, no_progress, report_metrics
 from diag.runs import Run, RunStore, write_bytes_atomic
 from probes import Site, recording, starting_at
 
@@ -282,6 +282,7 @@ class DPOSteps:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        report_metrics(progress, i + 1, loss=loss.item(), margin=margins.mean().item())
         return {
             "adapter": {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k},
             "optimizer": optimizer.state_dict(),

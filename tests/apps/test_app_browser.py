@@ -340,6 +340,7 @@ def test_deep_link_to_a_credit_pair_restores_that_view_and_its_downloads(browser
     prompts = page.locator(".token-heatmap .prompt")
     expect(prompts).to_have_count(1, timeout=60000)
     expect(prompts).to_contain_text(f"pair {pairs[-1]}")
+    page.wait_for_function(f"() => location.search.includes('run={info.run_id}')", timeout=30000)  # written async
     assert query(page.url) == {"run": info.run_id, "pair": str(pairs[-1])}  # the full id: the link is canonical
     # The run's tables download as the same bytes `diag runs export` writes.
     page.get_by_text("Downloads: tables, arrays, everything").click()
@@ -383,6 +384,7 @@ def test_deep_link_to_a_boundary_frame_restores_that_view(browser, server, app_h
     page = watched.page
     page.goto(f"{base}/boundary?episodes={recorded.run_id}&frame=7", wait_until="networkidle")
     expect(page.get_by_text("Step 7 of 20 in episode 0")).to_be_visible(timeout=60000)
+    page.wait_for_function("() => location.search.includes('episode=')", timeout=30000)  # written async
     params = query(page.url)
     assert params["episodes"] == recorded.run_id and params["frame"] == "7" and params["episode"] == "0"
     assert params["run"] == RunStore(app_home / "runs").list(analysis="boundary")[0].run_id

@@ -1,0 +1,120 @@
+"""Cooperative cancellation through progress sinks, and live metrics: a cancelled run keeps its checkpoint, lists as
+``cancelled``, and running its config again resumes it to the same numbers as a run never stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from diag.analysis import execute
+from diag.checkpoint import run_steps
+from diag.progress import Cancelled, TqdmProgress, no_progress, report_metrics
+from diag.runs import CHECKPOINT_FILE, RUN_STATUSES, Run, RunStore
+
+
+@dataclass(frozen=True)
+class Config:
+    steps: int = 12
+    seed: int = 0
+
+
+@dataclass
+class Result:
+    weights: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        return {"weights": self.weights}
+
+    def save(self, run: Run) -> None:
+        run.write_json("weights.json", self.summary())
+
+    @classmethod
+    def load(cls, run: Run) -> Result:
+        return cls(run.read_json("weights.json")["weights"])
+
+
+def compute(config: Config, run: Run, progress) -> Result:
+    """SGD on a noisy linear regression, a fresh random batch per step (resume must restore the RNG)."""
+    torch.manual_seed(config.seed)
+    true_w = torch.tensor([1.5, -2.0, 0.5])
+
+    def step(state: dict, i: int) -> dict:
+        x = torch.randn(16, 3)
+        w = state["w"].clone().requires_grad_(True)
+        loss = ((x @ w - x @ true_w - 0.1 * torch.randn(16)) ** 2).mean()
+        loss.backward()
+        report_metrics(progress, i + 1, loss=loss.item())
+        return {"w": (w - 0.05 * w.grad).detach()}
+
+    state = run_steps(run, config.steps, {"w": torch.zeros(3)}, step, every=2, progress=progress, message="sgd")
+    return Result([float(v) for v in state["w"]])
+
+
+class Recorder:
+    """A sink like the app's: records what it is told and raises ``Cancelled`` once ``stop_after`` steps are done."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after = stop_after
+        self.done: list[int] = []
+        self.metrics_seen: list[tuple[int, dict[str, float]]] = []
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        self.done.append(done)
+        if self.stop_after is not None and done >= self.stop_after:
+            raise Cancelled(f"cancelled at {message} {done}/{total}")
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        self.metrics_seen.append((step, values))
+
+
+def run(store: RunStore, progress, config: Config = Config()) -> Result:
+    return execute("sgd", config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+
+def test_cancelled_run_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    assert "cancelled" in RUN_STATUSES
+    store = RunStore(tmp_path / "runs")
+    stopper = Recorder(stop_after=5)
+    with pytest.raises(Cancelled):
+        run(store, stopper)
+    (info,) = store.list()
+    assert info.status == "cancelled" and store.list(status="cancelled") == [info]
+    assert info.summary["cancelled"] == "cancelled at sgd 5/12; running it again resumes from its checkpoint"
+    checkpoint = torch.load(info.path / CHECKPOINT_FILE, weights_only=False)
+    assert checkpoint["loop_step"] == 4  # checkpoints every 2 steps: step 5 ran, was reported, is not saved
+
+    resumed = Recorder()
+    result = run(store, resumed)
+    assert resumed.done == list(range(5, 13))  # steps 5..12 only: 1..4 came from the checkpoint
+    assert [step for step, _ in resumed.metrics_seen] == list(range(5, 13))
+    assert store.info(info.run_id).status == "finished" and not (info.path / CHECKPOINT_FILE).exists()
+
+    plain = run(RunStore(tmp_path / "plain"), no_progress)
+    assert result.weights == pytest.approx(plain.weights, abs=0)  # bit-identical: RNG and state both restored
+
+
+def test_cancelled_before_any_checkpoint_says_it_starts_over(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(Cancelled):
+        run(store, Recorder(stop_after=1))
+    (info,) = store.list()
+    assert info.status == "cancelled"
+    assert info.summary["cancelled"].endswith("running it again starts over")
+
+
+def test_metrics_reach_sinks_that_take_them_and_plain_functions_ignore_them() -> None:
+    seen: list[Any] = []
+    report_metrics(lambda done, total, message="": seen.append(done), 3, loss=1.0)
+    assert seen == []
+    recorder = Recorder()
+    report_metrics(recorder, 3, loss=torch.tensor(0.25), samples=7)
+    assert recorder.metrics_seen == [(3, {"loss": 0.25, "samples": 7.0})]
+    bar = TqdmProgress()
+    bar(1, 4, "train")
+    report_metrics(bar, 1, loss=0.123456)
+    assert bar._bar.postfix == "loss=0.1235"
+    bar.close()
