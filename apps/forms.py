@@ -2,7 +2,7 @@
 
 Each field gets a widget by its type hint (Literal -> select, bool -> checkbox, int/float -> numeric input,
 tuples -> comma-separated text, anything else -> text or JSON). ``config()`` goes through
-``diag.analysis.config_from_dict``, so bad input raises the same ``DiagError`` line the CLI prints.
+``diag.contract.config_from_dict``, so bad input raises the same ``DiagError`` line the CLI prints.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 import panel as pn
 
-from diag.analysis import config_from_dict, config_to_dict, json_error_reason
+from diag.contract import config_from_dict, config_to_dict
 from diag.errors import DiagError
+from diag.files import json_error_reason
 
 
 def _label(name: str) -> str:
@@ -86,7 +87,7 @@ def _parse(name: str, hint: Any, widget: pn.widgets.Widget) -> Any:
 class ConfigForm(pn.viewable.Viewer):
     """Widgets for every field of a Config dataclass, prefilled from ``defaults``.
 
-    Content hashes (``*_sha256``) are filled in when the run starts (``diag.analysis.pinned``), never typed.
+    Content hashes (``*_sha256``) are filled in when the run starts (``diag.contract.pinned``), never typed.
     """
 
     def __init__(self, config_cls: type, defaults: Any, hidden: tuple[str, ...] = (), **params: Any) -> None:

@@ -7,8 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +19,9 @@ from diag.credit.cli import app as credit_app
 from diag.errors import DiagError
 from diag.report.cli import report_command
 from diag.tir.cli import app as tir_app
+
+if TYPE_CHECKING:
+    from diag.contract import Analysis
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Interpretability and policy diagnostics.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
@@ -49,7 +51,7 @@ def emit(summary: dict[str, Any], as_json: bool, run_id: str | None = None) -> N
 
 
 def run_and_emit(
-    module: ModuleType,
+    analysis: Analysis,
     config: Any,
     as_json: bool,
     after: Callable[[Any], dict[str, Any]] | None = None,
@@ -59,21 +61,20 @@ def run_and_emit(
     ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
     result (an export, say) and returns keys to add to the printed summary.
     """
-    from diag.analysis import config_from_dict
+    from diag.contract import config_from_dict, run
     from diag.progress import TqdmProgress
-    from diag.runs import RunStore
 
     if not dataclasses.is_dataclass(config):
-        config = config_from_dict(module.Config, config)
-    store, progress = RunStore(), TqdmProgress()
+        config = config_from_dict(analysis.config, config)
+    progress = TqdmProgress()
     try:
-        result = module.run(config, progress=progress, store=store)
+        run_id, result = run(analysis, config, progress=progress)
     finally:
         progress.close()
     summary = result.summary() | (after(result) if after is not None else {})
     if summary.get("warning"):
         typer.echo(summary["warning"], err=True)
-    emit(summary, as_json, store.last_run_id)
+    emit(summary, as_json, run_id)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -91,6 +92,15 @@ def zoo_list(as_json: JsonFlag = False) -> None:
     emit({"models": KNOWN_LMS}, as_json)
 
 
+def check_analysis_name(store: Any, analysis: str | None) -> None:
+    """A ``--analysis`` filter must name a registered analysis or one the store holds runs of."""
+    from diag.registry import ANALYSES
+
+    known = set(ANALYSES) | store.stored_analyses()
+    if analysis is not None and analysis not in known:
+        raise DiagError(f"unknown analysis {analysis!r}: choose one of {', '.join(sorted(known))}")
+
+
 @runs_app.command("list")
 def runs_list(
     analysis: Annotated[str | None, typer.Option(help="Only runs of this analysis.")] = None,
@@ -103,7 +113,9 @@ def runs_list(
     """List runs in the store, newest first (file sizes are checked here; `diag runs verify` checks hashes)."""
     from diag.runs import RunStore
 
-    rows = RunStore().list(analysis=analysis, status=status, search=search)
+    store = RunStore()
+    check_analysis_name(store, analysis)
+    rows = store.list(analysis=analysis, status=status, search=search)
     if as_json:
         typer.echo(json.dumps({"runs": [{"run_id": r.run_id, "analysis": r.analysis, "status": r.status,
                                          "note": r.note, "label": r.label.as_dict(),
@@ -209,6 +221,7 @@ def runs_rm(
     from diag.runs import RunStore
 
     store = RunStore()
+    check_analysis_name(store, analysis)
     if not run_ids and analysis is None and status is None:
         raise DiagError("name the runs to delete, or select them with --analysis and/or --status")
     targets = [store.get(run_id, verify=False).run_id for run_id in run_ids or []]  # all resolved before any rm
@@ -232,9 +245,9 @@ def capture(
     as_json: JsonFlag = False,
 ) -> None:
     """Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run."""
-    from diag import capture as analysis
+    from diag.capture import ANALYSIS
 
-    run_and_emit(analysis, {
+    run_and_emit(ANALYSIS, {
         "model": model, "prompt": prompt, "layers": list(parse_ints(layers, "--layers")),
         "component": component, "backend": backend, "device": device, "dtype": dtype,
     }, as_json)
@@ -243,11 +256,11 @@ def capture(
 @app.command("run")
 def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
-    from diag.analysis import load_config_file
-    from diag.registry import analysis_module
+    from diag.contract import load_config_file
+    from diag.registry import get
 
     name, fields = load_config_file(config_file)
-    run_and_emit(analysis_module(name), fields, as_json)
+    run_and_emit(get(name), fields, as_json)
 
 
 @app.command()

@@ -4,7 +4,8 @@ Everything here is analysis-agnostic. One ``Backend`` interface, three implement
 numerically: plain torch hooks (default, fastest), TransformerLens' TransformerBridge, and nnsight.
 """
 
-from probes.backends import BACKENDS_AVAILABLE, Backend, Trace, get_backend
+from probes.backends import BACKENDS_AVAILABLE, Backend, Trace
+from probes.backends.select import get_backend
 from probes.edits import Edit, clamp, interchange, interchange_subspace, patch, steer
 from probes.grad import activation_gradient, input_gradient
 from probes.site import COMPONENTS, Site

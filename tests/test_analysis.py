@@ -7,8 +7,9 @@ from typing import Literal
 
 import pytest
 
-from diag.analysis import config_from_dict, config_to_dict, fingerprint
+from diag.contract import config_from_dict, config_to_dict
 from diag.errors import DiagError
+from diag.files import fingerprint
 
 
 @dataclass(frozen=True)
@@ -63,21 +64,24 @@ def test_a_changed_local_model_is_a_new_run(tiny_llama_dir, tmp_path) -> None:
     import shutil
 
     from diag import capture
-    from diag.analysis import pinned
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_llama_dir, model_dir)
     config = capture.Config(model=str(model_dir))
-    first = pinned(capture, config)
+    first = capture.ANALYSIS.pin(config)
     assert first.model_sha256 == fingerprint(model_dir)
-    assert pinned(capture, capture.Config()).model_sha256 is None  # the embedded model is fixed by its name
+    assert capture.ANALYSIS.pin(capture.Config()).model_sha256 is None  # the embedded model is fixed by its name
     (model_dir / "config.json").write_text((model_dir / "config.json").read_text().replace("}", ' , "x": 1}', 1))
-    assert pinned(capture, config).model_sha256 != first.model_sha256
+    assert capture.ANALYSIS.pin(config).model_sha256 != first.model_sha256
 
 
-def test_execute_names_its_own_run_even_when_it_runs_another(tmp_path) -> None:
-    from diag.analysis import execute
+def test_run_names_its_own_run_even_when_it_runs_another(tmp_path) -> None:
+    from diag.contract import Analysis, run
     from diag.runs import RunStore
+
+    @dataclass(frozen=True)
+    class Steps:
+        steps: int = 10
 
     @dataclass
     class Done:
@@ -94,14 +98,24 @@ def test_execute_names_its_own_run_even_when_it_runs_another(tmp_path) -> None:
             return cls(run.read_json("value.json")["value"])
 
     store = RunStore(tmp_path)
+    child = Analysis(name="child", config=Steps, result=Done, compute=lambda config, r, p: Done(1),
+                     audit_config=lambda scale: Steps(), description="A child run.")
 
-    def outer(run, progress) -> Done:  # an analysis that runs a child analysis on the same store first
-        child = execute("child", Example(steps=1), lambda r, p: Done(1), Done, store=store)
-        return Done(child.value + 1)
+    def outer_compute(config, handle, progress) -> Done:  # runs a child analysis on the same store first
+        _, done = run(child, Steps(steps=1), store=store)
+        return Done(done.value + 1)
 
-    assert execute("outer", Example(), outer, Done, store=store).value == 2
-    assert store.last_run_id is not None and store.last_run_id.startswith("outer-")
-    first = store.last_run_id
-    execute("child", Example(steps=1), lambda r, p: Done(1), Done, store=store)  # reused: still named
-    assert store.last_run_id.startswith("child-")
-    assert execute("outer", Example(), outer, Done, store=store).value == 2 and store.last_run_id == first
+    @dataclass(frozen=True)
+    class Outer:
+        steps: int = 10
+
+    outer = Analysis(name="outer", config=Outer, result=Done, compute=outer_compute,
+                     audit_config=lambda scale: Outer(), description="A run that runs a child.")
+    run_id, result = run(outer, Outer(), store=store)
+    assert result.value == 2
+    assert run_id is not None and run_id.startswith("outer-")
+    first = run_id
+    child_id, _ = run(child, Steps(steps=1), store=store)  # reused: still named
+    assert child_id.startswith("child-")
+    again_id, again = run(outer, Outer(), store=store)
+    assert again.value == 2 and again_id == first

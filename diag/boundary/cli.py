@@ -82,10 +82,10 @@ def record(
     as_json: JsonFlag = False,
 ) -> None:
     """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
-    from diag.boundary import episodes as analysis
+    from diag.boundary.config import EPISODES
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {
+    run_and_emit(EPISODES, {
         "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
         "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames,
         "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
@@ -110,10 +110,10 @@ def analyse(
     as_json: JsonFlag = False,
 ) -> None:
     """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
-    from diag.boundary import analysis
+    from diag.boundary.config import BOUNDARY
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {
+    run_and_emit(BOUNDARY, {
         "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
         "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed,
         "attribution_states": attribution_states, "game": game, "full_action_space": full_action_space,

@@ -45,10 +45,10 @@ def toy(
     as_json: JsonFlag = False,
 ) -> None:
     """Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls."""
-    from diag.cdas import toy as analysis
+    from diag.cdas.config import TOY
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {"seed": seed, "rank": rank, "layer": layer, "dii_steps": dii_steps,
+    run_and_emit(TOY, {"seed": seed, "rank": rank, "layer": layer, "dii_steps": dii_steps,
                                                 "objectives": _names(objectives), "device": device}, as_json)
 
 
@@ -66,10 +66,10 @@ def train(
     as_json: JsonFlag = False,
 ) -> None:
     """Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss."""
-    from diag.cdas import train as analysis
+    from diag.cdas.config import TRAIN
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {"model": model, "concept": concept, "layer": layer, "rank": rank,
+    run_and_emit(TRAIN, {"model": model, "concept": concept, "layer": layer, "rank": rank,
                                                 "objective": objective, "steps": steps, "dataset": dataset,
                                                 "device": device, "dtype": dtype}, as_json)
 
@@ -90,10 +90,10 @@ def steer(
     as_json: JsonFlag = False,
 ) -> None:
     """Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores."""
-    from diag.cdas import steer as analysis
+    from diag.cdas.config import STEER
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {
+    run_and_emit(STEER, {
         "model": model, "concepts": _names(concepts), "layer": layer, "steps": steps,
         "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts, "max_new_tokens": max_new_tokens,
         "dataset": dataset, "device": device, "dtype": dtype,
@@ -115,10 +115,10 @@ def sweep(
     as_json: JsonFlag = False,
 ) -> None:
     """Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer."""
-    from diag.cdas import sweep as analysis
+    from diag.cdas.config import BY_LAYER
     from diag.cli import run_and_emit
 
-    run_and_emit(analysis, {
+    run_and_emit(BY_LAYER, {
         "layers": _ints(layers, "--layers"), "model": model, "concepts": _names(concepts),
         "steps": steps, "alphas": _floats(alphas, "--alphas"), "eval_prompts": eval_prompts,
         "max_new_tokens": max_new_tokens, "dataset": dataset, "device": device, "dtype": dtype,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,15 +31,15 @@ def train(
     import shutil
 
     from diag.cli import run_and_emit
-    from diag.credit import dpo
+    from diag.credit.config import TRAIN
 
-    def export_adapter(result: dpo.Result) -> dict[str, str]:
+    def export_adapter(result: Any) -> dict[str, str]:
         if export is None:
             return {}
         shutil.copytree(result.adapter_dir, export, dirs_exist_ok=True)
         return {"exported_to": str(export)}
 
-    run_and_emit(dpo, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
+    run_and_emit(TRAIN, {"steps": steps, "n_train": n_train, "beta": beta, "lr": lr, "seed": seed,
                        "nll_weight": nll_weight, "token_kl_weight": token_kl_weight,
                        "anchor_weight": anchor_weight, "device": device}, as_json,
                  after=export_adapter)
@@ -67,9 +67,9 @@ def score(
 ) -> None:
     """Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines."""
     from diag.cli import parse_ints, run_and_emit
-    from diag.credit import analysis
+    from diag.credit.config import SCORE
 
-    run_and_emit(analysis, {
+    run_and_emit(SCORE, {
         "policy": policy, "reference": reference, "beta": beta, "data": data, "n_pairs": n_pairs,
         "seeds": list(parse_ints(seeds, "--seeds")), "captum_steps": captum_steps,
         "captum_pairs": captum_pairs, "n_boot": n_boot, "device": device, "dtype": dtype}, as_json)
@@ -79,12 +79,12 @@ def score(
 def show(run_id: str, as_json: JsonFlag = False) -> None:
     """Where a scored run's views are (heatmap HTML, figures), plus its aggregates by token type."""
     from diag.cli import emit
-    from diag.credit import analysis
+    from diag.credit.config import SCORE
     from diag.errors import DiagError
     from diag.runs import RunStore
 
     run = RunStore().get(run_id)
-    if run.analysis != analysis.ANALYSIS or not run.finished:
+    if run.analysis != SCORE.name or not run.finished:
         raise DiagError(f"run {run.run_id} is not a finished credit scoring run")
     aggregates = run.read_json("aggregates.json")
     emit({"heatmap": str(run.path("heatmap.html")), "figures": [str(p) for p in run.figure_paths()],
@@ -100,7 +100,7 @@ def tabular(
 ) -> None:
     """Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP."""
     from diag.cli import parse_ints, run_and_emit
-    from diag.credit import tabular
+    from diag.credit.config import TABULAR
 
-    run_and_emit(tabular, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs, "device": device},
+    run_and_emit(TABULAR, {"seeds": list(parse_ints(seeds, "--seeds")), "n_pairs": n_pairs, "device": device},
                  as_json)

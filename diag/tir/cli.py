@@ -27,9 +27,9 @@ def sample(
 ) -> None:
     """Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill)."""
     from diag.cli import run_and_emit
-    from diag.tir import analysis
+    from diag.tir.config import TIR
 
-    run_and_emit(analysis, {
+    run_and_emit(TIR, {
         "model": model, "per_cell": per_cell, "n_samples": n, "temperature": temperature,
         "max_new_tokens": max_new_tokens, "max_tool_calls": max_tool_calls, "problems_per_batch": problems_per_batch,
         "dtype": dtype, "seed": seed, "device": device,
@@ -53,7 +53,7 @@ def import_rollouts(
     from diag.cli import run_and_emit
     from diag.tir import analysis
 
-    run_and_emit(analysis, analysis.import_config(path, n_bootstrap=n_bootstrap, problems=problems), as_json)
+    run_and_emit(analysis.ANALYSIS, analysis.import_config(path, n_bootstrap=n_bootstrap, problems=problems), as_json)
 
 
 @app.command()
@@ -74,11 +74,11 @@ def analyse(
     from diag.tir.analysis import export_jsonl as export
 
     run = RunStore().get(run_id)
-    if run.analysis == ANALYSIS and export_jsonl is not None:
+    if run.analysis == ANALYSIS.name and export_jsonl is not None:
         emit({"exported": str(export_jsonl), **export(run, export_jsonl)}, as_json, run.run_id)
         return
-    if run.analysis != ANALYSIS or not run.finished:
-        raise DiagError(f"run {run_id} is not a finished {ANALYSIS} run")
+    if run.analysis != ANALYSIS.name or not run.finished:
+        raise DiagError(f"run {run_id} is not a finished {ANALYSIS.name} run")
     result = Result.load(run)
     if problem is not None:
         rollouts = result.rollouts_of(problem)

@@ -301,7 +301,6 @@ def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_polici
     """The Panel launch forms are generated from Config: the new fields appear, parse, and pin as the CLI's do."""
     pytest.importorskip("panel")
     from apps.forms import ConfigForm
-    from diag.analysis import pinned
     from diag.boundary import analysis, episodes
 
     form = ConfigForm(analysis.Config, analysis.audit_config())
@@ -310,11 +309,11 @@ def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_polici
     form.widgets["game"].value = "PongNoFrameskip-v4"
     form.widgets["device"].value = "cpu"
     form.widgets["allow_tf32"].value = True
-    config = pinned(analysis, form.config())
+    config = analysis.ANALYSIS.pin(form.config())
     assert (config.game, config.device, config.allow_tf32) == ("pong", "cpu", True)
     assert config.policies_sha256[0] is not None
     record = ConfigForm(episodes.Config, episodes.audit_config())
     assert record.config().game is None  # an empty optional field is no game: shipped policies record theirs
     record.widgets["game"].value = "Pongg"
     with pytest.raises(DiagError, match="unknown game 'Pongg': close matches: pong"):
-        pinned(episodes, record.config())
+        episodes.ANALYSIS.pin(record.config())
