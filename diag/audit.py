@@ -126,7 +126,7 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object.")] = False,
 ) -> None:
     """Run every analysis on its audit budget (reusing finished runs) and write one self-contained report."""
-    from diag.cli import emit
+    from diag.commands import emit
 
     outcome = audit(scale=scale, out=out, only=only)
     emit(outcome.summary(), as_json)

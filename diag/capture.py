@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from diag.contract import Analysis, DtypeName, checked, validated
+from diag.contract import Analysis, Cli, DtypeName, checked, validated
 from diag.report.sections import Guide, Metric
 
 if TYPE_CHECKING:
@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 @validated
 class Config:
-    model: str = checked("smollm2-135m-instruct", kind="model")
+    # named model, HF id or local directory
+    model: str = checked("smollm2-135m-instruct", kind="model", cli=Cli(argument="required"))
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
-    prompt: str = "The capital of France is"
+    prompt: str = "The capital of France is"  # text to run through the model
+    # comma-separated layer indices
     layers: tuple[int, ...] = checked((0,), low=0, high=999, max_len=1000, layer_of="model")
+    # resid_pre, resid_post, attn_out or mlp_out
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
-    backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
-    device: str = checked("auto", kind="device")
+    backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"  # torch, transformer_lens or nnsight
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     # bfloat16 / float16: the result carries the measured KL to float32 (``numerics``)
     dtype: DtypeName = "float32"
 

@@ -138,9 +138,21 @@ class Check:
     layer_of: str | None = None
 
 
-def checked(default: Any, **check: Any) -> Any:
-    """A dataclass field with its ``Check`` as metadata: ``n: int = checked(32, low=1, high=4096)``."""
-    return dataclasses.field(default=default, metadata={"check": Check(**check)})
+@dataclasses.dataclass(frozen=True)
+class Cli:
+    """How a Config field appears in its generated ``diag`` command when ``--field-name`` is not the spelling.
+
+    ``option``: another flag (``--n`` for ``n_samples``); ``argument``: a positional argument instead, "required"
+    (the user must name it, e.g. a model) or "optional" (the field's default when omitted).
+    """
+
+    option: str | None = None
+    argument: Literal["required", "optional"] | None = None
+
+
+def checked(default: Any, cli: Cli | None = None, **check: Any) -> Any:
+    """A dataclass field with its ``Check`` (and ``Cli`` spelling) as metadata: ``n: int = checked(32, low=1, high=4096)``."""
+    return dataclasses.field(default=default, metadata={"check": Check(**check), "cli": cli or Cli()})
 
 
 def validated(cls: type[C]) -> type[C]:

@@ -17,16 +17,17 @@ OBJECTIVES = ("das", "cdas", "kl")  # DAS: cross-entropy; CDAS: Jensen-Shannon; 
 @dataclass(frozen=True)
 @validated
 class ToyConfig:
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    hidden: int = checked(16, low=1, high=4096)
-    layer: int = checked(0, low=0, high=2)
-    rank: int = checked(8, low=1, high=4096)
-    mlp_steps: int = checked(3000, low=1, high=1_000_000)
-    dii_steps: int = checked(600, low=1, high=1_000_000)
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed for data, MLP and DII initialisation
+    hidden: int = checked(16, low=1, high=4096)  # MLP width (the DII's layer width)
+    layer: int = checked(0, low=0, high=2)  # MLP layer (0..2) to intervene on
+    rank: int = checked(8, low=1, high=4096)  # subspace dimension per variable
+    mlp_steps: int = checked(3000, low=1, high=1_000_000)  # training steps of the MLP
+    dii_steps: int = checked(600, low=1, high=1_000_000)  # training steps per DII
     # MLP and DII batches (pyvene's DAS tutorial trains its MLP with batch 1024)
     batch: int = checked(1024, low=1, high=65_536)
-    lr: float = checked(0.01, above=0, high=10)
-    eval_pairs: int = checked(2000, low=1, high=1_000_000)
+    lr: float = checked(0.01, above=0, high=10)  # Adam learning rate
+    eval_pairs: int = checked(2000, low=1, high=1_000_000)  # interchange pairs per IIA estimate
+    # comma-separated subset of das, cdas, kl
     objectives: tuple[str, ...] = checked(("das", "cdas"), max_len=8)
     # IIA of WX per layer and objective (the layer sweep plot)
     sweep_layers: tuple[int, ...] = checked((0, 1, 2), low=0, high=2, max_len=3)
@@ -44,18 +45,19 @@ class ToyConfig:
 @dataclass(frozen=True)
 @validated
 class TrainConfig:
-    model: str = checked("smollm2-135m-instruct", kind="model")
+    model: str = checked("smollm2-135m-instruct", kind="model")  # named model, HF id or local directory
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
-    concept: str = "dogs"
+    concept: str = "dogs"  # concept from the dataset
+    # decoder layer whose residual output is intervened on
     layer: int = checked(10, low=0, high=999, layer_of="model")
-    rank: int = checked(1, low=1, high=65_536)
-    objective: str = "cdas"
-    steps: int = checked(20, low=1, high=1_000_000)
-    pairs_per_step: int = checked(4, low=1, high=1024)
-    lr: float = checked(0.01, above=0, high=10)
-    dataset: str = checked("", kind="file", empty=True)
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
+    rank: int = checked(1, low=1, high=65_536)  # subspace rank k
+    objective: str = "cdas"  # cdas (JSD), das (cross-entropy) or kl
+    steps: int = checked(20, low=1, high=1_000_000)  # training steps
+    pairs_per_step: int = checked(4, low=1, high=1024)  # training pairs per step
+    lr: float = checked(0.01, above=0, high=10)  # Adam learning rate
+    dataset: str = checked("", kind="file", empty=True)  # JSONL concept dataset (empty: the committed one)
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs and initialisation
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DII itself trains in float32
     allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
@@ -67,11 +69,12 @@ class TrainConfig:
 @dataclass(frozen=True)
 @validated
 class SteerConfig:
-    model: str = checked("smollm2-135m-instruct", kind="model")
+    model: str = checked("smollm2-135m-instruct", kind="model")  # named model, HF id or local directory
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
+    # comma-separated concepts
     concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
-    layer: int = checked(10, low=0, high=999, layer_of="model")
-    steps: int = checked(8, low=1, high=1_000_000)
+    layer: int = checked(10, low=0, high=999, layer_of="model")  # decoder layer to steer at
+    steps: int = checked(8, low=1, high=1_000_000)  # training steps of the rank-1 DIIs
     pairs_per_step: int = checked(1, low=1, high=1024)  # per concept and step
     train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the losses see
     # Adam moves every coordinate ~lr per step whatever the gradient's size: at 0.01 a 576-dim unit vector turns by
@@ -82,10 +85,10 @@ class SteerConfig:
     alphas: tuple[float, ...] = checked((0.1, 0.2, 0.4), low=-100, high=100, max_len=100)
     # held-out prompts per concept, split into two halves (choose alpha / report)
     eval_prompts: int = checked(6, low=2, high=10_000)
-    max_new_tokens: int = checked(20, low=1, high=4096)
+    max_new_tokens: int = checked(20, low=1, high=4096)  # tokens generated per answer
     dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
     allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
@@ -97,19 +100,22 @@ class SteerConfig:
 @dataclass(frozen=True)
 @validated
 class SweepConfig:
+    # comma-separated decoder layers to steer at
     layers: tuple[int, ...] = checked((3, 6, 10, 14), low=0, high=999, max_len=1000, layer_of="model")
-    model: str = checked("smollm2-135m-instruct", kind="model")
+    model: str = checked("smollm2-135m-instruct", kind="model")  # named model, HF id or local directory
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
+    # comma-separated concepts
     concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
-    steps: int = checked(4, low=1, high=1_000_000)
+    steps: int = checked(4, low=1, high=1_000_000)  # training steps of the rank-1 DIIs per layer
+    # comma-separated steering factors (residual norms)
     alphas: tuple[float, ...] = checked((0.1, 0.25), low=-100, high=100, max_len=100)
     eval_prompts: int = checked(4, low=2, high=10_000)  # two per held-out half
-    max_new_tokens: int = checked(16, low=1, high=4096)
-    dataset: str = checked("", kind="file", empty=True)
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
-    dtype: DtypeName = "float32"
-    allow_tf32: bool = False
+    max_new_tokens: int = checked(16, low=1, high=4096)  # tokens generated per answer
+    dataset: str = checked("", kind="file", empty=True)  # JSONL concept dataset (empty: the committed one)
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
+    dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
+    allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
 
     def __post_init__(self) -> None:
         if len(set(self.layers)) != len(self.layers):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diag.contract import MAX_SEED, Analysis, DtypeName, checked, validated
+from diag.contract import MAX_SEED, Analysis, Cli, DtypeName, checked, validated
 
 COMMITTED_ADAPTER = "smollm2-dpo-credit"
 
@@ -16,8 +16,9 @@ COMMITTED_ADAPTER = "smollm2-dpo-credit"
 @dataclass(frozen=True)
 @validated
 class ScoreConfig:
-    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), a model with `reference`, or a
-    # TRL DPOTrainer output dir (its final model, else its latest checkpoint-N) or one checkpoint-N dir
+    # an adapter dir or name (reference = adapter disabled), a model with `reference`, or a TRL DPOTrainer output
+    # dir (its final model, else its latest checkpoint-N) or one checkpoint-N dir
+    policy: str = checked(COMMITTED_ADAPTER, cli=Cli(argument="optional"))
     reference: str | None = None  # a model or adapter dir; for an adapter policy, default: its base, adapter off
     # None: the beta recorded (TRL's training_args.bin, or our adapter's metadata)
     beta: float | None = checked(None, above=0, high=1000)
@@ -30,9 +31,9 @@ class ScoreConfig:
     captum_steps: int = checked(8, low=0, high=10_000)
     # pairs per seed that also get the captum baseline (it costs 2 x steps passes each)
     captum_pairs: int = checked(4, low=0, high=100_000)
-    n_boot: int = checked(1000, low=1, high=1_000_000)
-    batch_size: int = checked(16, low=1, high=4096)
-    device: str = checked("auto", kind="device")
+    n_boot: int = checked(1000, low=1, high=1_000_000)  # bootstrap resamples
+    batch_size: int = checked(16, low=1, high=4096)  # pairs per forward pass
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
     dtype: DtypeName = "float32"
     allow_tf32: bool = False  # TF32 matmuls in the captum attributions (off: as exact as float32 allows)
@@ -45,14 +46,14 @@ class ScoreConfig:
 @dataclass(frozen=True)
 @validated
 class TrainConfig:
-    model: str = checked("smollm2-135m-instruct", kind="model")
+    model: str = checked("smollm2-135m-instruct", kind="model")  # base model the LoRA adapter trains on
     n_train: int = checked(320, low=1, high=100_000)  # preference pairs from diag.credit.data (train split)
     # held-out templates and entities, for preference accuracy
     n_heldout: int = checked(64, low=1, high=100_000)
-    steps: int = checked(200, low=1, high=1_000_000)
-    batch_pairs: int = checked(4, low=1, high=1024)
-    beta: float = checked(0.1, above=0, high=1000)
-    lr: float = checked(8e-4, above=0, high=10)
+    steps: int = checked(200, low=1, high=1_000_000)  # DPO steps
+    batch_pairs: int = checked(4, low=1, high=1024)  # preference pairs per step
+    beta: float = checked(0.1, above=0, high=1000)  # DPO beta
+    lr: float = checked(8e-4, above=0, high=10)  # AdamW learning rate for the LoRA weights
     # + weight * mean NLL per chosen token (RPO): keeps shared tokens near the reference
     nll_weight: float = checked(1.0, low=0, high=1000)
     # + weight * mean per-token KL(pi_ref || pi) over both answers (as in token-level DPO): moving a token the
@@ -62,10 +63,11 @@ class TrainConfig:
     # training prompts: holds the implicit reward at zero on phrasing that carries no preference, so template
     # words the training answers never use do not drift (they did: " to" in "dollars to spend", r_t -1.5)
     anchor_weight: float = checked(1.0, low=0, high=1000)
-    lora_rank: int = checked(8, low=1, high=1024)
+    lora_rank: int = checked(8, low=1, high=1024)  # LoRA rank
     # LoRA on the top N decoder layers: steps run only these, from a cached residual
     lora_layers: int = checked(6, low=1, high=999)
-    seed: int = checked(0, low=0, high=MAX_SEED)
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed (data, initialisation, batches)
+    # steps between checkpoints (a killed run resumes there)
     checkpoint_every: int = checked(5, low=1, high=1_000_000)
     # trains in float32 (LoRA in a lowered dtype would need mixed precision, not a cast)
     device: str = checked("auto", kind="device")
@@ -75,14 +77,14 @@ class TrainConfig:
 @dataclass(frozen=True)
 @validated
 class TabularConfig:
-    vocab: int = checked(5, low=2, high=1000)
-    length: int = checked(4, low=1, high=20)
-    beta: float = checked(0.5, above=0, high=1000)
-    reward_scale: float = checked(1.0, above=0, high=1000)
+    vocab: int = checked(5, low=2, high=1000)  # tokens per step of the token MDP
+    length: int = checked(4, low=1, high=20)  # tokens per sequence
+    beta: float = checked(0.5, above=0, high=1000)  # DPO beta
+    reward_scale: float = checked(1.0, above=0, high=1000)  # standard deviation of the true per-token rewards
     # data-limited below ~1e5: rare deep states need many comparisons
     n_pairs: int = checked(200_000, low=1, high=10_000_000)
-    steps: int = checked(300, low=1, high=1_000_000)
-    lr: float = checked(0.05, above=0, high=10)
+    steps: int = checked(300, low=1, high=1_000_000)  # training steps of the table
+    lr: float = checked(0.05, above=0, high=10)  # Adam learning rate of the table
     # each seed: a new MDP, new pairs, a new trained table
     seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
     device: str = checked("auto", kind="device")  # where the table trains (float64; pairs drawn on the host)
