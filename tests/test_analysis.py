@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
 from diag.contract import config_from_dict, config_to_dict
 from diag.errors import DiagError
 from diag.files import fingerprint
+from diag.registry import ANALYSES
 
 
 @dataclass(frozen=True)
@@ -119,3 +120,45 @@ def test_run_names_its_own_run_even_when_it_runs_another(tmp_path) -> None:
     assert child_id.startswith("child-")
     again_id, again = run(outer, Outer(), store=store)
     assert again.value == 2 and again_id == first
+
+
+def _command(path: tuple[str, ...]) -> Any:
+    import typer
+
+    from diag.cli import app
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    return command
+
+
+@pytest.mark.parametrize("name", sorted(ANALYSES))
+def test_every_declared_analysis_honours_the_contract(name: str) -> None:
+    """scikit-learn's ``parametrize_with_checks`` for our analyses: training and ground-truth runs included."""
+    import dataclasses
+    import inspect
+    import json
+
+    from diag.contract import NAME, Analysis
+    from diag.fields import describe
+    from diag.report.sections import Guide
+
+    analysis = ANALYSES[name]
+    assert isinstance(analysis, Analysis) and analysis.name == name and NAME.fullmatch(name)
+    assert analysis.description.strip() and "\n" not in analysis.description
+    config = analysis.config()  # every default passes its own checks
+    assert dataclasses.is_dataclass(config) and type(config).__dataclass_params__.frozen
+    for scale in (0.25, 1.0, 8.0):
+        audit = analysis.audit_config(scale)
+        assert isinstance(audit, analysis.config)
+        assert config_from_dict(analysis.config, json.loads(json.dumps(config_to_dict(audit)))) == audit
+    assert list(inspect.signature(analysis.compute).parameters)[:3] == ["config", "run", "progress"]
+    for verb in ("summary", "save", "load"):
+        assert callable(getattr(analysis.result, verb)), verb
+    assert isinstance(analysis.guide, Guide) and analysis.guide.question and analysis.guide.limitations
+    # its command: one option or argument per user-facing field, plus --json
+    command = _command(analysis.command)
+    assert command.help == analysis.description
+    assert {p.name for p in command.params} >= {spec.name for spec in describe(analysis.config)} | {"as_json"}
+    assert len({a.command for a in ANALYSES.values()}) == len(ANALYSES)  # no two share a command
