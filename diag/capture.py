@@ -7,7 +7,7 @@ It doubles as the reference for the contract (see ``diag.contract``): a Config, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from diag.contract import Analysis, Cli, DtypeName, checked, validated
 from diag.report.sections import Guide, Metric
@@ -37,6 +37,15 @@ class Config:
     dtype: DtypeName = "float32"
 
 
+class Summary(TypedDict):
+    """What ``Result.summary()`` holds (``--json``, the report, the app)."""
+
+    tokens: int
+    next_token: str
+    sites: dict[str, dict[str, Any]]  # site key -> shape, norm, mean_token_norm
+    numerics: dict[str, Any]
+
+
 @dataclass
 class Result:
     tokens: list[str]
@@ -44,7 +53,7 @@ class Result:
     next_token: str
     numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype and its faithfulness (zoo.lm)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         import numpy as np  # here, not at the top: ``diag --help`` reads this module's Config
 
         return {
@@ -138,5 +147,6 @@ GUIDE = Guide(
 
 ANALYSIS = Analysis(
     name="capture", config=Config, result=Result, compute=compute, audit_config=audit_config, guide=GUIDE,
+    summary=Summary,
     description="Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run.",
 )

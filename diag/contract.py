@@ -303,7 +303,7 @@ def _check_text(where: str, value: Any, check: Check) -> None:
 
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # analysis names: lower-case words joined by "-"
 Ref = str  # "package.module:attribute": a part imported on first use, so declaring an analysis imports no torch
-_LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "prepare"})
+_LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "pin_inputs", "check_inputs"})
 _OWNERS: dict[type, str] = {}  # Config class -> analysis name, for error lines ("tir.temperature ...")
 
 
@@ -323,8 +323,8 @@ class Analysis:
     description: str  # one line: what a run computes (``diag COMMAND --help``, the app's page)
     summary: type | Ref | None = None  # the TypedDict ``result.summary()`` returns: every key a front end reads
     guide: Guide | Ref | None = None  # how to read its report section; None: a generic one
-    # checks the local files a config reads and pins their fingerprints into it, before any run directory exists
-    prepare: Callable[[Any], Any] | Ref | None = None
+    pin_inputs: Callable[[Any], Any] | Ref | None = None  # fingerprints of the local files a config reads, into it
+    check_inputs: Callable[[Any], None] | Ref | None = None  # reads them through: bad input fails before any run
     command: tuple[str, ...] = ()  # the CLI path, e.g. ("cdas", "steer"); () means (name,)
 
     def __post_init__(self) -> None:
@@ -344,8 +344,8 @@ class Analysis:
         return value
 
     def pin(self, config: Any) -> Any:
-        """The config with the local files it reads checked and fingerprinted: the model directory, then the
-        analysis' own inputs. The one place a run id's config is made, so every front end names the same run."""
+        """The config with the local files it reads fingerprinted: the model directory, then the analysis' own
+        inputs. The one place a run id's config is made, so every front end names the same run."""
         if not isinstance(config, self.config):
             raise DiagError(f"{self.name}: expected a {self.config.__qualname__}, got {type(config).__name__}")
         if "model_sha256" in {f.name for f in dataclasses.fields(config)}:
@@ -354,13 +354,30 @@ class Analysis:
             source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
             sha = fingerprint(Path(source.location)) if source.kind == "local" else None
             config = dataclasses.replace(config, model_sha256=sha)
-        return self.prepare(config) if self.prepare is not None else config
+        return self.pin_inputs(config) if self.pin_inputs is not None else config
 
-    def run_id(self, config: Any) -> str:
-        """The id ``run`` gives this config (pinning it first)."""
-        from diag.runs import run_id_for
+    def check_summary(self, summary: dict[str, Any]) -> None:
+        """Refuse a summary with a key the schema does not declare: its readers (pages, guides, scripts reading
+        ``--json``) would miss it, or read a key that is gone, without a word."""
+        unknown = [key for key in summary if not summary_key_declared(self.summary, key)]
+        if unknown:
+            raise TypeError(f"{self.name}: summary key(s) {', '.join(map(repr, unknown))} are not declared in "
+                            f"{self.summary.__qualname__}; declare them there")
 
-        return run_id_for(self.name, config_to_dict(self.pin(config)))
+
+def summary_key_declared(schema: type | None, key: str) -> bool:
+    """Whether a summary schema (a TypedDict) declares ``key``: by name, or by a family such as
+    ``"iia_{objective}_{variable}"`` whose braces stand for any text. No schema (None) leaves every key open."""
+    if schema is None:
+        return True
+    return any(key == declared or ("{" in declared and _family(declared).fullmatch(key))
+               for declared in schema.__annotations__)
+
+
+@functools.cache
+def _family(declared: str) -> re.Pattern[str]:
+    return re.compile("".join(".+" if part.startswith("{") else re.escape(part)
+                              for part in re.split(r"(\{[^}]*\})", declared) if part))
 
 
 def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
@@ -391,7 +408,9 @@ def run(
     """
     from diag.runs import RunStore
 
-    config = analysis.pin(config)  # bad inputs fail here, before a run directory exists
+    config = analysis.pin(config)
+    if analysis.check_inputs is not None:
+        analysis.check_inputs(config)  # bad input fails here, before a run directory exists
     store = store or RunStore()
     handle = store.open(analysis.name, config_to_dict(config), group=group)
     if handle.finished:
@@ -402,6 +421,8 @@ def run(
         handle.reset()
     try:
         result = analysis.compute(config, handle, progress)
+        summary = result.summary()
+        analysis.check_summary(summary)
         result.save(handle)
     except DiagError as exc:
         # Bad input: nothing worth keeping, and no half-written run left behind. A run that checkpointed before
@@ -414,5 +435,5 @@ def run(
     except BaseException as exc:
         handle.fail(f"{type(exc).__name__}: {exc}")
         raise
-    handle.finish(result.summary())
+    handle.finish(summary)
     return handle.run_id, result

@@ -6,6 +6,7 @@ The computations live in analysis.py (RA-NLD over policies and conditions) and e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from diag.contract import MAX_SEED, Analysis, checked, validated
 
@@ -55,19 +56,33 @@ class EpisodesConfig:
     keep_frames: bool = True  # store every frame in the run
 
 
+# What each Result.summary() holds (``--json``, the report, the app); "{policy}" is each policy's name.
+PolicySummary = TypedDict("PolicySummary", {
+    "format": str, "lambda": dict[str, float], "score_within_cap": dict[str, float], "oscillation": dict[str, float],
+    "attribution_agreement": dict[str, dict[str, float]]})
+BoundarySummary = TypedDict("BoundarySummary", {
+    "game": str, "action_set": str, "device": str, "tf32": bool, "lambda_formula": str,
+    "paper_lambda_vanilla": dict[str, float], "disjointness": dict[str, Any], "{policy}": PolicySummary})
+Interval = dict[str, float]  # mean, low, high
+EpisodesSummary = TypedDict("EpisodesSummary", {
+    "game": str, "format": str, "action_set": str, "condition": str, "score": Interval, "episodes": int,
+    "capped_episodes": int, "mean_length": float, "most_frequent_action": dict[str, float],
+    "actions_above_1pct": int, "random_score": Interval})
+
+
 BOUNDARY = Analysis(
     name="boundary", config=BoundaryConfig, result="diag.boundary.analysis:Result",
     compute="diag.boundary.analysis:compute", audit_config="diag.boundary.analysis:audit_config",
-    guide="diag.boundary.analysis:GUIDE", prepare="diag.boundary.analysis:pin_inputs",
-    command=("boundary", "analyse"),
+    guide="diag.boundary.analysis:GUIDE", pin_inputs="diag.boundary.analysis:pin_inputs",
+    command=("boundary", "analyse"), summary=BoundarySummary,
     description="RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the "
                 "run.",
 )
 EPISODES = Analysis(
     name="boundary-episodes", config=EpisodesConfig, result="diag.boundary.episodes:Result",
     compute="diag.boundary.episodes:compute", audit_config="diag.boundary.episodes:audit_config",
-    guide="diag.boundary.episodes:GUIDE", prepare="diag.boundary.episodes:pin_inputs",
-    command=("boundary", "record"),
+    guide="diag.boundary.episodes:GUIDE", pin_inputs="diag.boundary.episodes:pin_inputs",
+    command=("boundary", "record"), summary=EpisodesSummary,
     description="Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% "
                 "CI.",
 )

@@ -7,6 +7,7 @@ by_layer.py (the steering study per layer); the declarations name them and they 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, TypedDict
 
 from diag.contract import MAX_SEED, Analysis, DtypeName, checked, validated
 from diag.errors import DiagError
@@ -127,24 +128,44 @@ class SweepConfig:
         return SteerConfig(layer=layer, **shared)
 
 
+# What each Result.summary() holds (``--json``, the report, the app): keys in braces are families, e.g.
+# "iia_{objective}_{variable}" is iia_das_wx, iia_cdas_yz, ...
+Interval = dict[str, float]  # value, low, high (and n where counted)
+ToySummary = TypedDict("ToySummary", {
+    "mlp_accuracy": float, "iia_{objective}_{variable}": Interval, "control_iia_{name}": Interval,
+    "aligned_iia_min": float, "control_iia_max": float, "layer_sweep_iia_wx": dict[str, dict[str, float]]})
+TrainSummary = TypedDict("TrainSummary", {
+    "heldout_loss_before": float, "heldout_loss_after": float, "orthonormality_error": float,
+    "final_train_loss": float, "rank": int, "numerics": dict[str, Any]})
+SteerSummary = TypedDict("SteerSummary", {
+    "judge": str, "{method}_{direction}": float, "cdas_minus_diffmean_{direction}": float, "concepts": list[str],
+    "residual_norm": float, "numerics": dict[str, Any]})
+SweepSummary = TypedDict("SweepSummary", {
+    "layers": list[int], "{method}_{direction}_by_layer": dict[str, float], "best_layer_{method}_{direction}": int,
+    "steer_runs": dict[str, str]})
+
+
 TOY = Analysis(
     name="cdas-toy", config=ToyConfig, result="diag.cdas.toy:Result", compute="diag.cdas.toy:compute",
     audit_config="diag.cdas.toy:audit_config", guide="diag.cdas.toy:GUIDE", command=("cdas", "toy"),
+    summary=ToySummary,
     description="Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls.",
 )
 TRAIN = Analysis(
     name="cdas-train", config=TrainConfig, result="diag.cdas.train:Result", compute="diag.cdas.train:compute",
     audit_config="diag.cdas.train:audit_config", guide="diag.cdas.train:GUIDE", command=("cdas", "train"),
+    summary=TrainSummary,
     description="Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss.",
 )
 STEER = Analysis(
     name="cdas-steer", config=SteerConfig, result="diag.cdas.steer:Result", compute="diag.cdas.steer:compute",
     audit_config="diag.cdas.steer:audit_config", guide="diag.cdas.steer:GUIDE", command=("cdas", "steer"),
+    summary=SteerSummary,
     description="Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores.",
 )
 BY_LAYER = Analysis(
     name="cdas-steer-sweep", config=SweepConfig, result="diag.cdas.by_layer:Result",
     compute="diag.cdas.by_layer:compute", audit_config="diag.cdas.by_layer:audit_config",
-    guide="diag.cdas.by_layer:GUIDE", command=("cdas", "sweep"),
+    guide="diag.cdas.by_layer:GUIDE", command=("cdas", "sweep"), summary=SweepSummary,
     description="Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer.",
 )

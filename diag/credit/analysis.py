@@ -290,13 +290,11 @@ def pin_inputs(config: Config) -> Config:
                                reference_sha256=_local_fingerprint(config.reference))
 
 
-def prepare(config: Config) -> Config:
-    """``pin_inputs``, then read the data file and check the pair: bad input fails before a run directory exists."""
-    config = pin_inputs(config)
+def check_inputs(config: Config) -> None:
+    """Read the data file through and check the pair: bad input fails before a run directory exists."""
     if config.data not in ("heldout", "train"):
         read_jsonl(Path(config.data))
     check_pair(config)
-    return config
 
 
 def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ adapter) and tabular.py (the ground truth in a token MDP).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from diag.contract import MAX_SEED, Analysis, Cli, DtypeName, checked, validated
 
@@ -90,20 +91,42 @@ class TabularConfig:
     device: str = checked("auto", kind="device")  # where the table trains (float64; pairs drawn on the host)
 
 
+# What each Result.summary() holds (``--json``, the report, the app).
+Interval = dict[str, float]  # value, low, high (and n where counted)
+ScoreSummary = TypedDict("ScoreSummary", {
+    "scores": dict[str, Any], "policy": str, "reference": str, "beta": float, "beta_from": str, "policy_loaded": str,
+    "trl_training_args": dict[str, Any], "policy_global_step": int | None, "reference_loaded": str | None,
+    "numerics": dict[str, Any], "n_pairs": int, "n_responses": int, "seeds": list[int],
+    "preference_accuracy": Interval | None, "preference_ties": Interval | None,
+    "preference_counts": dict[str, int] | None, "consistency_max_abs_diff": float | None, "consistency_n": int,
+    "interval": str, "localisation_read": str, "localisation_by_type": dict[str, Any],
+    "localisation_by_preference": dict[str, Any]})
+TrainSummary = TypedDict("TrainSummary", {
+    "steps": int, "beta": float, "final_loss": float, "heldout_preference_accuracy": Interval,
+    "heldout_mean_margin": float, "n_heldout": int, "numerics": dict[str, Any]})
+TabularSummary = TypedDict("TabularSummary", {
+    "spearman_vs_advantage": Interval, "pearson_vs_advantage": Interval, "rmse_vs_advantage": Interval,
+    "spearman_vs_reward": Interval, "heldout_preference_accuracy": float, "seeds": int, "interval": str})
+
+
 SCORE = Analysis(
     name="credit", config=ScoreConfig, result="diag.credit.analysis:Result", compute="diag.credit.analysis:compute",
     audit_config="diag.credit.analysis:audit_config", guide="diag.credit.analysis:GUIDE",
-    prepare="diag.credit.analysis:prepare", command=("credit", "score"),
+    pin_inputs="diag.credit.analysis:pin_inputs",
+    check_inputs="diag.credit.analysis:check_inputs", command=("credit", "score"),
+    summary=ScoreSummary,
     description="Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines.",
 )
 TRAIN = Analysis(
     name="credit-train", config=TrainConfig, result="diag.credit.dpo:Result", compute="diag.credit.dpo:compute",
     audit_config="diag.credit.dpo:audit_config", guide="diag.credit.dpo:GUIDE", command=("credit", "train"),
+    summary=TrainSummary,
     description="Train a LoRA DPO adapter on SmolLM2 (resumes a killed run from its checkpoint).",
 )
 TABULAR = Analysis(
     name="credit-tabular", config=TabularConfig, result="diag.credit.tabular:Result",
     compute="diag.credit.tabular:compute", audit_config="diag.credit.tabular:audit_config",
     guide="diag.credit.tabular:GUIDE", command=("credit", "tabular"),
+    summary=TabularSummary,
     description="Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP.",
 )

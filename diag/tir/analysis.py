@@ -40,15 +40,12 @@ def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
                             n_bootstrap=n_bootstrap, seed=seed))
 
 
-def prepare(config: Config) -> Config:
-    """Pin the imported files and read them through once: a bad line fails before a run directory exists."""
+def check_inputs(config: Config) -> None:
+    """Read imported files through once: a bad line fails before a run directory exists."""
     if config.problems_file is not None and config.rollouts_file is None:
         raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
-    if config.rollouts_file is None:
-        return config
-    config = pin_inputs(config)
-    _imported(config)
-    return config
+    if config.rollouts_file is not None:
+        _imported(config)
 
 
 def pin_inputs(config: Config) -> Config:

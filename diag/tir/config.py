@@ -6,7 +6,7 @@ The computation (sampling or importing rollouts, then pass@k and support sets) l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypedDict
 
 from diag.contract import MAX_SEED, Analysis, Cli, checked, validated
 from diag.tir.problems import FAMILIES, LEVELS
@@ -43,9 +43,24 @@ class Config:
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
 
 
+# What Result.summary() holds (``--json``, the report, the app); "pass@{k}" for k = 1, 4, 16, 64, 256 below
+# k_max, and k_max.
+Interval = dict[str, float]  # value, low, high
+TirSummary = TypedDict("TirSummary", {
+    "warning": str | None, "problems": int, "n_per_mode": dict[str, int], "k_max": int, "k_equals_n": str,
+    "source": dict[str, Any], "pass@{k}": dict[str, Interval], "support_size": dict[str, int],
+    "expansion": list[str], "shrinkage": list[str], "split_at_n": dict[str, Any], "split_at_k1": dict[str, float],
+    "tokens_per_correct": dict[str, Any], "tool_calls": dict[str, Any], "execution_audit": dict[str, Any],
+    "pass@1_by_family": dict[str, Any],
+    # in runs stored before per-mode n: one n for both modes, and the split at k = that n
+    "samples_per_problem_per_mode": int, "split_at_k{n}": dict[str, float]})
+
+
 TIR = Analysis(
     name="tir", config=Config, result="diag.tir.analysis:Result", compute="diag.tir.analysis:compute",
     audit_config="diag.tir.analysis:audit_config", guide="diag.tir.analysis:GUIDE",
-    prepare="diag.tir.analysis:prepare", command=("tir", "sample"),
+    pin_inputs="diag.tir.analysis:pin_inputs",
+    check_inputs="diag.tir.analysis:check_inputs", command=("tir", "sample"),
+    summary=TirSummary,
     description="Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill).",
 )
