@@ -138,7 +138,7 @@ def test_cli_exports_a_real_credit_tabular_run(diag_home: Path, tmp_path: Path, 
     from diag.credit import tabular
 
     config = tabular.Config(vocab=3, length=2, seeds=(0, 1), n_pairs=500, steps=20)
-    contract.run(tabular.ANALYSIS, config, store=RunStore(diag_home / "runs"))[1]
+    contract.run(tabular.ANALYSIS, config, store=RunStore(diag_home / "runs"))
     (info,) = RunStore(diag_home / "runs").list()
     monkeypatch.chdir(tmp_path)
     main(["runs", "export", info.run_id[:20], "--json"])

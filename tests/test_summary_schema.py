@@ -78,7 +78,8 @@ def _undeclared(source: str, schemas: list[type]) -> list[str]:
 def test_the_reader_finds_literal_and_family_keys_and_refuses_unknown_ones() -> None:
     from diag.cdas.config import ToySummary
 
-    source = 'a = summary["mlp_accuracy"]\nb = run.summary.get(f"iia_{o}_{v}")\nc = summary["iia_das"]\nsummary["x"] = 1\n'
+    source = ('a = summary["mlp_accuracy"]\nb = run.summary.get(f"iia_{o}_{v}")\nc = summary["iia_das"]\n'
+              'summary["x"] = 1\n')
     assert summary_reads(source) == [(1, "mlp_accuracy"), (2, "iia_{}_{}"), (3, "iia_das")]
     assert _undeclared(source, [ToySummary]) == ["line 3: 'iia_das'"]
 

@@ -54,18 +54,22 @@ def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> 
     """A run store with cheap real runs of every analysis the app shows (tiny budgets, shipped models)."""
     home = tmp_path_factory.mktemp("app_home")
     store = RunStore(home / "runs")
-    contract.run(capture.ANALYSIS, capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu"), store=store)[1]
-    contract.run(capture.ANALYSIS, capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu"),
-                store=store)[1]
-    contract.run(boundary.ANALYSIS, boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
-                                 attribution_states=2, ig_steps=2), store=store)[1]
-    contract.run(episodes.ANALYSIS, episodes.Config(episodes=1, max_steps=20, random_baseline=False), store=store)[1]
-    contract.run(credit.ANALYSIS, credit.Config(n_pairs=2, seeds=(0,), captum_steps=0, n_boot=50, device="cpu"), store=store)[1]
-    contract.run(steer.ANALYSIS, steer.Config(concepts=("dogs",), steps=1, alphas=(1.0,), eval_prompts=2, max_new_tokens=4,
-                           train_tokens=4), store=store)[1]
-    contract.run(toy.ANALYSIS, toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",)), store=store)[1]
-    contract.run(tir.ANALYSIS, tir.Config(per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2, max_new_tokens=24,
-                       problems_per_batch=1, workers=1, n_bootstrap=100), store=store)[1]
+    seeded = [
+        (capture, capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu")),
+        (capture, capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu")),
+        (boundary, boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
+                                   attribution_states=2, ig_steps=2)),
+        (episodes, episodes.Config(episodes=1, max_steps=20, random_baseline=False)),
+        (credit, credit.Config(n_pairs=2, seeds=(0,), captum_steps=0, n_boot=50, device="cpu")),
+        (steer, steer.Config(concepts=("dogs",), steps=1, alphas=(1.0,), eval_prompts=2, max_new_tokens=4,
+                             train_tokens=4)),
+        (toy, toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",))),
+    ]
+    for module, config in seeded:
+        contract.run(module.ANALYSIS, config, store=store)
+    contract.run(tir.ANALYSIS, tir.Config(per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2,
+                                          max_new_tokens=24, problems_per_batch=1, workers=1, n_bootstrap=100),
+                 store=store)
     return home
 
 

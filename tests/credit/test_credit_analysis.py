@@ -28,7 +28,8 @@ def test_bad_jsonl_names_the_line_and_leaves_no_run(tmp_path: Path, adapter_dir:
         path = tmp_path / "pairs.jsonl"
         path.write_text(text)
         with pytest.raises(DiagError, match=message):
-            contract.run(analysis.ANALYSIS, analysis.Config(policy=str(adapter_dir), data=str(path), device="cpu"), store=store)[1]
+            contract.run(analysis.ANALYSIS, analysis.Config(policy=str(adapter_dir), data=str(path), device="cpu"),
+                         store=store)
     assert store.list() == [] and [p for p in store.root.iterdir() if p.is_dir()] == []
     path.write_text("\n" + json.dumps(good) + "\nnot json\n")
     done = subprocess.run([sys.executable, "-m", "diag.cli", "credit", "score", str(adapter_dir), "--data", str(path)],
@@ -59,8 +60,8 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
     assert {p.name for p in run.figure_paths()} == {"cumulative_reward.png", "reward_by_position_and_type.png"}
     assert analysis.Result.load(run).summary() == json.loads(json.dumps(summary))
     # (prompt, response) lines are scored and shown, without localisation scores
-    _, only = contract.run(analysis.ANALYSIS, analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, device="cpu"),
-                        store=store)
+    config = analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, device="cpu")
+    _, only = contract.run(analysis.ANALYSIS, config, store=store)
     assert only.summary()["n_responses"] == 1 and only.items[0].side == "response"
 
 

@@ -85,8 +85,9 @@ def test_trl_adapter_scores_equal_peft_directly_and_beta_comes_from_training_arg
     from transformers import AutoModelForCausalLM
 
     out = trl_runs["adapter"]
-    _, result = contract.run(analysis.ANALYSIS, analysis.Config(policy=str(out), data=str(_pairs_file(tmp_path)), captum_steps=0,
-                                          n_boot=50, device="cpu"), store=RunStore())
+    config = analysis.Config(policy=str(out), data=str(_pairs_file(tmp_path)), captum_steps=0, n_boot=50,
+                             device="cpu")
+    _, result = contract.run(analysis.ANALYSIS, config, store=RunStore())
     summary = result.summary()
     assert summary["beta"] == 0.3 and summary["beta_from"].startswith("training_args.bin (trl.")
     assert "the final model" in summary["policy_loaded"] and summary["reference"] == "adapter disabled"
@@ -179,14 +180,16 @@ def test_corrupt_or_missing_beta_is_one_line_and_leaves_no_run(adapter_dir: Path
     (broken / "training_args.bin").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DiagError, match=r"training_args.bin: not a readable training-arguments pickle "
                                         r"\(\w+\); pass --beta"):
-        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0, device="cpu"), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0,
+                                                        device="cpu"), store=store)
     (broken / "training_args.bin").unlink()
     with pytest.raises(DiagError,
                        match=r"records no beta \(no training_args.bin with one, no diag_dpo.json\); pass --beta"):
-        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0, device="cpu"), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0,
+                                                        device="cpu"), store=store)
     with pytest.raises(DiagError, match=r"records no beta \(no training_args.bin with one\); pass --beta"):
-        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(tiny_llama_dir), reference=str(broken), data=data, captum_steps=0,
-                                     device="cpu"), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(tiny_llama_dir), reference=str(broken),
+                                                        data=data, captum_steps=0, device="cpu"), store=store)
     assert store.list() == []
 
 
@@ -227,7 +230,7 @@ def test_the_app_form_takes_a_policy_reference_and_blank_beta(adapter_dir: Path,
     config = analysis.ANALYSIS.pin(form.config())
     assert config.beta is None and config.reference == str(adapter_dir) and config.reference_sha256 is not None
     with pytest.raises(DiagError, match="records no beta"):
-        contract.run(analysis.ANALYSIS, config, store=RunStore())[1]
+        contract.run(analysis.ANALYSIS, config, store=RunStore())
     form.widgets["beta"].value = "0.25"
     form.widgets["captum_steps"].value = 0
     summary = contract.run(analysis.ANALYSIS, analysis.ANALYSIS.pin(form.config()), store=RunStore())[1].summary()
@@ -247,5 +250,5 @@ def test_unreadable_data_files_are_one_line_and_leave_no_run(tmp_path: Path, con
         path.write_bytes(content)
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        contract.run(analysis.ANALYSIS, analysis.Config(data=str(path), device="cpu"), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.Config(data=str(path), device="cpu"), store=store)
     assert store.list() == []

@@ -47,7 +47,7 @@ def capture_run(smollm2, diag_home: Path):
 
     store = RunStore()
     config = capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu")
-    contract.run(capture.ANALYSIS, config, store=store)[1]
+    contract.run(capture.ANALYSIS, config, store=store)
     (info,) = store.list(analysis="capture")
     return store.get(info.run_id)
 

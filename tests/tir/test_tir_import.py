@@ -69,7 +69,7 @@ def test_bad_lines_are_named_and_nothing_is_imported(tmp_path, bad, message):
         read_rollouts(path)
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        contract.run(analysis.ANALYSIS, analysis.import_config(path), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.import_config(path), store=store)
     assert store.list() == [] and not any(p.is_dir() for p in store.root.iterdir())  # no half-written run
 
 
@@ -172,9 +172,10 @@ def test_openai_chat_tool_rollouts_are_graded_and_give_the_graded_files_pass_at_
     graded = _write(tmp_path, [_line(pid, mode, s, bool(ok)) for (pid, mode), flags in FLAGS.items()
                                for s, ok in enumerate(flags)])
     store = RunStore()
-    from_chat = contract.run(analysis.ANALYSIS, analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path)),
-                             store=store)[1].summary()
-    from_graded = contract.run(analysis.ANALYSIS, analysis.import_config(graded, n_bootstrap=200), store=store)[1].summary()
+    chat_config = analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path))
+    from_chat = contract.run(analysis.ANALYSIS, chat_config, store=store)[1].summary()
+    graded_config = analysis.import_config(graded, n_bootstrap=200)
+    from_graded = contract.run(analysis.ANALYSIS, graded_config, store=store)[1].summary()
     for k in (1, 4):
         assert from_chat[f"pass@{k}"] == from_graded[f"pass@{k}"]
     assert from_chat["pass@1"]["tool"]["value"] == pytest.approx(0.5)
@@ -230,7 +231,8 @@ def test_bad_engine_lines_are_named_and_leave_no_run(tmp_path, line, message):
     path = _write(tmp_path, [json.dumps(_chat("p0", "text", True)) + "\n", json.dumps(line) + "\n"])
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        contract.run(analysis.ANALYSIS, analysis.import_config(path, problems=_problems_file(tmp_path)), store=store)[1]
+        contract.run(analysis.ANALYSIS, analysis.import_config(path, problems=_problems_file(tmp_path)),
+                     store=store)
     assert store.list() == [] and not any(p.is_dir() for p in store.root.iterdir())
 
 
