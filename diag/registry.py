@@ -8,6 +8,7 @@ audit and sweeps all read.
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 
 from diag.boundary.config import BOUNDARY, EPISODES
@@ -20,6 +21,7 @@ from diag.errors import DiagError
 from diag.tir.config import TIR
 
 ENTRY_POINTS = "diag.analyses"
+log = logging.getLogger("diag.registry")
 # Names of runs stored before every name was spelled with "-": such runs are read as the renamed analysis.
 RENAMED = {"boundary_episodes": "boundary-episodes", "credit_tabular": "credit-tabular", "credit_train": "credit-train"}
 
@@ -53,14 +55,15 @@ def get(name: str) -> Analysis:
 
 
 def _load_entry_points() -> None:
+    """Register the installed plugins' analyses; a broken one is named in one warning line and left out."""
     for point in entry_points(group=ENTRY_POINTS):
         try:
             analysis = point.load()
-        except Exception as exc:
-            raise DiagError(f"analysis plugin {point.name} ({point.value}) failed to load: {exc}") from exc
-        if getattr(analysis, "name", None) != point.name:
-            raise DiagError(f"analysis plugin {point.name} ({point.value}) declares {getattr(analysis, 'name', '?')!r}")
-        register(analysis)
+            if getattr(analysis, "name", None) != point.name:
+                raise DiagError(f"it declares {getattr(analysis, 'name', analysis)!r}, not {point.name!r}")
+            register(analysis)
+        except Exception as exc:  # noqa: BLE001 -- one broken plugin must not take every diag command down
+            log.warning("analysis plugin %s (%s) left out: %s", point.name, point.value, exc)
 
 
 for _analysis in (CAPTURE, TOY, TRAIN, STEER, BY_LAYER, BOUNDARY, EPISODES, SCORE, CREDIT_TRAIN, TABULAR, TIR):
