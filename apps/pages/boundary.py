@@ -2,7 +2,7 @@
 
 An episode scrubber shows each recorded frame under the stored principal unstable direction G_S of the same
 policy; beside it G_S as an image with its 2-D spectrum, the Lambda table across shifts and attacks, and the
-gradient-norm trace over time. Everything comes from stored ``boundary`` and ``boundary_episodes`` runs.
+gradient-norm trace over time. Everything comes from stored ``boundary`` and ``boundary-episodes`` runs.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def server_errors(log_path: Path) -> list[str]:
 
 # What each page must show once it has rendered the pre-filled store's runs.
 EXPECTED = {
-    "runs": ["runs shown", "boundary_episodes-"],
+    "runs": ["runs shown", "boundary-episodes-"],
     "capture": ["predicts the next token", "mean token norm"],
     "boundary": ["Λ across shifts", "Step 0 of", "G_S overlay opacity"],
     "credit": ["rejected answer", "Localisation of the known span", "preference accuracy"],
@@ -381,7 +381,7 @@ def test_deep_link_to_a_tir_problem_restores_that_view(browser, server, app_home
 
 def test_deep_link_to_a_boundary_frame_restores_that_view(browser, server, app_home) -> None:
     base, log_path = server
-    (recorded,) = RunStore(app_home / "runs").list(analysis="boundary_episodes")
+    (recorded,) = RunStore(app_home / "runs").list(analysis="boundary-episodes")
     watched = Watched(browser, base)
     page = watched.page
     page.goto(f"{base}/boundary?episodes={recorded.run_id}&frame=7", wait_until="networkidle")

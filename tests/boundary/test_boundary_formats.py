@@ -294,7 +294,7 @@ def test_cli_analyses_a_pong_policy_of_every_format_end_to_end(saved_policies: d
     assert (recorded["format"], recorded["game"], recorded["episodes"]) == ("cleanrl-dqn", "pong", 2)
     listed = json.loads(diag("runs", "list", "--json")[0].stdout)["runs"]
     assert sorted((r["analysis"], r["status"]) for r in listed) == [("boundary", "finished"),
-                                                                     ("boundary_episodes", "finished")]
+                                                                     ("boundary-episodes", "finished")]
 
 
 def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_policies: dict[str, Path]) -> None:
