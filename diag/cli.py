@@ -51,9 +51,9 @@ def zoo_list(as_json: JsonFlag = False) -> None:
 
 def check_analysis_name(store: Any, analysis: str | None) -> None:
     """A ``--analysis`` filter must name a registered analysis or one the store holds runs of."""
-    from diag.registry import ANALYSES
+    from diag.registry import ANALYSES, RENAMED
 
-    known = set(ANALYSES) | store.stored_analyses()
+    known = set(ANALYSES) | set(RENAMED) | store.stored_analyses()
     if analysis is not None and analysis not in known:
         raise DiagError(f"unknown analysis {analysis!r}: choose one of {', '.join(sorted(known))}")
 
