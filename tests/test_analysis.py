@@ -162,3 +162,14 @@ def test_every_declared_analysis_honours_the_contract(name: str) -> None:
     assert command.help == analysis.description
     assert {p.name for p in command.params} >= {spec.name for spec in describe(analysis.config)} | {"as_json"}
     assert len({a.command for a in ANALYSES.values()}) == len(ANALYSES)  # no two share a command
+
+
+def test_runs_stored_under_the_old_names_are_read_as_the_renamed_analyses() -> None:
+    """Registry names are all spelled with "-" now; runs stored as boundary_episodes etc. keep their guide and Result."""
+    from diag.registry import RENAMED, find, get
+    from diag.report.render import guide_for
+
+    for old, new in RENAMED.items():
+        assert "_" in old and find(old) is get(old) is ANALYSES[new]
+        assert guide_for(old) is ANALYSES[new].guide
+    assert find("no-such-analysis") is None
