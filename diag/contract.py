@@ -5,6 +5,12 @@ every construction. A ``Result`` knows how to save itself into a run directory, 
 itself as one JSON object (what ``--json`` prints, typed by the analysis' ``summary`` schema) and draw its
 figures. ``run`` is the one place that pins a config's inputs and decides between reusing a finished run,
 resuming a killed one, and computing a new one.
+
+Adding an analysis: a Config (``@validated`` frozen dataclass, each field commented: the comment is its CLI help)
+in a torch-free module, a Result, ``compute(config, run, progress)``, ``audit_config(scale)``, a summary TypedDict
+and a ``Guide``, declared as ``ANALYSIS = Analysis(...)`` and listed in ``diag.registry`` (or registered from
+outside: ``diag.registry.register`` or the ``diag.analyses`` entry-point group). ``diag <command>``, the app's
+page and form, ``diag report`` and ``diag audit`` then follow from the declaration.
 """
 
 from __future__ import annotations
