@@ -109,8 +109,8 @@ def analysis_command(analysis: Analysis) -> Callable[..., None]:
 
     specs = describe(analysis.config)
     after = AFTER.get(analysis.name)
-    extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-             for p in list(inspect.signature(after).parameters.values())[1:]] if after else []
+    extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)  # annotations evaluated: typer reads them as types
+             for p in list(inspect.signature(after, eval_str=True).parameters.values())[1:]] if after else []
     as_json = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonFlag)
 
     def command(**values: Any) -> None:
