@@ -100,7 +100,6 @@ def _diag(env: dict[str, str], *args: str) -> Any:
     return json.loads(proc.stdout) if "--json" in args else proc.stdout
 
 
-@pytest.mark.slow  # ~35 s on 2 cores: four CLI processes (one loads SmolLM2) and the app's page
 def test_an_analysis_declared_in_one_file_reaches_every_front_end(smollm2, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
