@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import panel as pn
 
 from apps.forms import ConfigForm
 from apps.jobs import JobPanel
-from diag.analysis import config_to_dict, pinned
+from diag.contract import Analysis, config_to_dict, run
 from diag.errors import DiagError
 from diag.runs import CHECKPOINT_FILE, RunStore, run_id_for
 
 
 class Launcher(pn.viewable.Viewer):
-    """Runs ``module.run(config)`` on the worker thread and calls ``on_done(run_id)`` when the result is stored."""
+    """Runs ``analysis`` on the worker thread and calls ``on_done(run_id)`` when the result is stored."""
 
-    def __init__(self, module: ModuleType, store: RunStore, on_done: Callable[[str], None], *, title: str,
+    def __init__(self, analysis: Analysis, store: RunStore, on_done: Callable[[str], None], *, title: str,
                  defaults: Any = None, button: str = "Run", **params: Any) -> None:
         super().__init__(**params)
-        self.module, self.store, self.on_done = module, store, on_done
-        if defaults is None:
-            defaults = module.audit_config() if hasattr(module, "audit_config") else module.Config()
-        self.form = ConfigForm(module.Config, defaults)
+        self.analysis, self.store, self.on_done = analysis, store, on_done
+        self.form = ConfigForm(analysis.config, analysis.audit_config() if defaults is None else defaults)
         self.button = pn.widgets.Button(name=button, button_type="primary", sizing_mode="stretch_width")
         self.job = JobPanel()
         self.button.on_click(self._start)
@@ -36,22 +33,21 @@ class Launcher(pn.viewable.Viewer):
 
     async def _start(self, _: Any) -> None:
         try:
-            config = pinned(self.module, self.form.config())
+            config = self.analysis.pin(self.form.config())  # bad input is said here, before the job starts
         except DiagError as exc:
             self.job.show_error(str(exc))
             return
-        name = self.module.ANALYSIS
-        run_id = run_id_for(name, config_to_dict(config))
+        run_id = run_id_for(self.analysis.name, config_to_dict(self.analysis.pin(config)))
         checkpoint = self.store.root / run_id / CHECKPOINT_FILE
         # A cancelled or interrupted run of this config resumes from its checkpoint: say so while it runs.
         note = f"resuming `{run_id}` from its checkpoint" if checkpoint.exists() else ""
         self.button.disabled = True
         try:
-            result = await self.job.run(name, lambda progress: self.module.run(config, progress=progress,
-                                                                               store=self.store), note=note)
+            outcome = await self.job.run(self.analysis.name, lambda progress: run(
+                self.analysis, config, progress=progress, store=self.store), note=note)
         finally:
             self.button.disabled = False
-        if result is not None:
+        if outcome is not None:
             self.on_done(run_id)
         elif checkpoint.exists():  # cancelled (or failed) after a checkpoint: the work is kept
             self.job.status.object += f"; `{run_id}` keeps its checkpoint: run it again to resume"

@@ -16,7 +16,7 @@ import panel as pn
 from panel.io.resources import LOCAL_DIST
 from tornado.web import RequestHandler
 
-from apps.shell import PAGES
+from apps.shell import GENERATED, pages
 from diag.errors import DiagError
 
 log = logging.getLogger("diag.apps")
@@ -30,6 +30,8 @@ def page_builder(slug: str) -> Callable[[], Any]:
         # local dist URL, which it only does once the page HTML is written: components built before that
         # (or by a callback racing it) kept CDN links (seen 1 in 8 concurrent sessions). Name it first.
         pn.state.curdoc._template_variables["dist_url"] = LOCAL_DIST
+        if slug.startswith(GENERATED):
+            return importlib.import_module("apps.pages.generic").page(slug.removeprefix(GENERATED))
         return importlib.import_module(f"apps.pages.{slug}").page()
 
     return build
@@ -96,9 +98,9 @@ def make_server(port: int, host: str, origins: list[str] | None = None) -> Any:
     os.environ["BOKEH_RESOURCES"] = "server"
     allowed = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *(origins or [])}
     return pn.serve(
-        {slug: page_builder(slug) for slug, _ in PAGES},
+        {slug: page_builder(slug) for slug, _ in pages()},
         port=port, address=host, websocket_origin=sorted(allowed), show=False, start=False, verbose=False,
-        title={slug: f"diag · {label}" for slug, label in PAGES},
+        title={slug: f"diag · {label}" for slug, label in pages()},
         extra_patterns=[(r"/report/([A-Za-z0-9_.\-]+)", ReportHandler), (r"/", RootHandler)],
     )
 
@@ -111,8 +113,8 @@ def warm_up() -> None:
     loaded here: pages load one when a job needs it.
     """
     started = time.monotonic()
-    for slug, _ in PAGES:
-        importlib.import_module(f"apps.pages.{slug}")
+    for slug, _ in pages():
+        importlib.import_module("apps.pages.generic" if slug.startswith(GENERATED) else f"apps.pages.{slug}")
     log.info("pages imported in %.1f s", time.monotonic() - started)
 
 

@@ -15,6 +15,24 @@ PAGES: list[tuple[str, str]] = [
     ("tir", "TIR"),
 ]
 
+# Analyses shown by the pages above (or, for training and ground-truth runs, by their package's page and Runs);
+# every other registered analysis gets a generated page (apps/pages/generic.py).
+SHOWN = {"capture", "cdas-toy", "cdas-train", "cdas-steer", "cdas-steer-sweep", "boundary", "boundary-episodes",
+         "credit", "credit-train", "credit-tabular", "tir"}
+GENERATED = "analysis-"  # slug prefix of generated pages
+
+
+def slug_of(analysis: str) -> str:
+    return GENERATED + analysis
+
+
+def pages() -> list[tuple[str, str]]:
+    """(slug, label) of every page: the ones above, then one generated page per registered analysis they miss."""
+    from diag.registry import ANALYSES
+
+    return PAGES + [(slug_of(name), name) for name in ANALYSES if name not in SHOWN]
+
+
 NAV_CSS = """
 a { display: block; padding: 7px 10px; margin: 2px 0; border-radius: 4px; text-decoration: none; color: #1f2d3d;
   font-size: 15px; }
@@ -26,7 +44,7 @@ INTRO_CSS = "p { color: #3d4852; font-size: 14px; margin: 0 0 6px 0; }"
 
 def nav(active: str) -> pn.pane.HTML:
     links = "".join(
-        f'<a href="./{slug}" class="{"active" if slug == active else ""}">{label}</a>' for slug, label in PAGES
+        f'<a href="./{slug}" class="{"active" if slug == active else ""}">{label}</a>' for slug, label in pages()
     )
     return pn.pane.HTML(f"<nav>{links}</nav>", sizing_mode="stretch_width", stylesheets=[NAV_CSS])
 

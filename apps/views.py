@@ -14,7 +14,8 @@ import panel as pn
 
 from apps.downloads import Downloads
 from diag.errors import DiagError
-from diag.report.sections import Metric, format_value, guide_for, metrics_from_summary
+from diag.report.render import guide_for
+from diag.report.sections import Metric, format_value, metrics_from_summary
 from diag.runs import Run, RunInfo, RunStore
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from diag import contract
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -139,8 +141,9 @@ def run_dpo(model: str, device: str, tiny: bool) -> None:
     from diag.credit import dpo
 
     start = time.perf_counter()
-    result = dpo.run(dpo.Config(model=model, n_train=8, n_heldout=4, steps=2 if tiny else 12, batch_pairs=2,
-                                lora_layers=1, anchor_weight=0.0, device=device))
+    config = dpo.Config(model=model, n_train=8, n_heldout=4, steps=2 if tiny else 12, batch_pairs=2, lora_layers=1,
+                        anchor_weight=0.0, device=device)
+    _, result = contract.run(dpo.ANALYSIS, config)
     emit("analysis credit train (DPO)", "seconds", round(time.perf_counter() - start, 1), None, True,
          summary=result.summary())
 

@@ -1,7 +1,7 @@
 """``diag audit``: run every registered analysis on its audit budget, then write one HTML report.
 
-Each analysis module says what an audit of it costs through ``audit_config(scale)`` (scale 1 fits 2 CPU cores;
-larger scales are for GPUs). Runs go through ``run()``, so ``execute`` reuses a finished run of the same config
+Each analysis declares what an audit of it costs through ``audit_config(scale)`` (scale 1 fits 2 CPU cores;
+larger scales are for GPUs). Runs go through ``diag.contract.run``, which reuses a finished run of the same config
 and resumes a killed one: a second audit only renders the report. One analysis failing does not stop the
 others; the report then says which failed and why, and the command exits 1.
 """
@@ -64,37 +64,38 @@ def audit(
 
     from tqdm import tqdm
 
-    from diag.analysis import config_to_dict, pinned
+    from diag.contract import config_to_dict
+    from diag.contract import run as run_analysis
     from diag.errors import DiagError
     from diag.progress import TqdmProgress, no_progress
-    from diag.registry import ANALYSES, analysis_module
+    from diag.registry import ANALYSES, get
     from diag.report.render import Execution, write_report
     from diag.runs import CHECKPOINT_FILE, CONFIG_FILE, RunStore
 
     if not scale > 0:
         raise DiagError(f"--scale must be positive, got {scale}")
     names = list(only) if only else list(ANALYSES)
-    modules = {name: analysis_module(name) for name in names}  # unknown names fail here, before any work
+    analyses = {name: get(name) for name in names}  # unknown names fail here, before any work
     store = store or RunStore()
     started, cpu_started = time.monotonic(), _cpu_seconds()
     execution, runs = [], []
     bar = tqdm(names, desc="audit", unit="analysis", disable=not show_progress)
     for name in bar:
         bar.set_postfix_str(name)
-        module = modules[name]
+        analysis = analyses[name]
         run, how, note = None, "computed", ""
         progress = TqdmProgress() if show_progress else no_progress
         t0, cpu0 = time.monotonic(), _cpu_seconds()
         try:
-            config = pinned(module, module.audit_config(scale))
-            run = store.open(module.ANALYSIS, config_to_dict(config))
+            config = analysis.pin(analysis.audit_config(scale))
+            run = store.open(analysis.name, config_to_dict(config))  # to say below whether it is reused or resumed
             if run.finished and run.problem(full=True) is None:
                 how = "reused"
             elif run.finished:
                 note = "recomputed: its stored files were corrupt"
             elif (run.dir / CHECKPOINT_FILE).exists():
                 note = "resumed from its checkpoint"
-            module.run(config, progress=progress, store=store)
+            run_analysis(analysis, config, progress=progress, store=store)
         except Exception as exc:  # noqa: BLE001 -- an audit reports every analysis it can and names failures
             how, note = "failed", _one_line(exc)
         finally:
@@ -125,7 +126,7 @@ def audit_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as one JSON object.")] = False,
 ) -> None:
     """Run every analysis on its audit budget (reusing finished runs) and write one self-contained report."""
-    from diag.cli import emit
+    from diag.commands import emit
 
     outcome = audit(scale=scale, out=out, only=only)
     emit(outcome.summary(), as_json)

@@ -1,38 +1,49 @@
 """The smallest analysis: capture residual activations of a prompt at chosen layers.
 
-It doubles as the reference for the ``Config -> run() -> Result`` contract (see ``diag.analysis``).
+It doubles as the reference for the contract (see ``diag.contract``): a Config, a Result, ``compute`` and the
+``ANALYSIS`` value that declares them. It imports no numpy or torch at the top, so the CLI reads its Config fast.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-import numpy as np
-
-from diag.analysis import DtypeName, checked, execute, validated
-from diag.progress import Progress, no_progress
+from diag.contract import Analysis, Cli, DtypeName, checked, validated
 from diag.report.sections import Guide, Metric
-from diag.runs import Run, RunStore
 
 if TYPE_CHECKING:
+    import numpy as np
     from matplotlib.figure import Figure
 
-ANALYSIS = "capture"
+    from diag.progress import Progress
+    from diag.runs import Run
 
 
 @dataclass(frozen=True)
 @validated
 class Config:
-    model: str = checked("smollm2-135m-instruct", kind="model")
-    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    prompt: str = "The capital of France is"
+    # named model, HF id or local directory
+    model: str = checked("smollm2-135m-instruct", kind="model", cli=Cli(argument="required"))
+    model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
+    prompt: str = "The capital of France is"  # text to run through the model
+    # comma-separated layer indices
     layers: tuple[int, ...] = checked((0,), low=0, high=999, max_len=1000, layer_of="model")
+    # resid_pre, resid_post, attn_out or mlp_out
     component: Literal["resid_pre", "resid_post", "attn_out", "mlp_out"] = "resid_post"
-    backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"
-    device: str = checked("auto", kind="device")
+    backend: Literal["torch", "transformer_lens", "nnsight"] = "torch"  # torch, transformer_lens or nnsight
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     # bfloat16 / float16: the result carries the measured KL to float32 (``numerics``)
     dtype: DtypeName = "float32"
+
+
+class Summary(TypedDict):
+    """What ``Result.summary()`` holds (``--json``, the report, the app)."""
+
+    tokens: int
+    next_token: str
+    sites: dict[str, dict[str, Any]]  # site key -> shape, norm, mean_token_norm
+    numerics: dict[str, Any]
 
 
 @dataclass
@@ -42,7 +53,9 @@ class Result:
     next_token: str
     numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype and its faithfulness (zoo.lm)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
+        import numpy as np  # here, not at the top: ``diag --help`` reads this module's Config
+
         return {
             "tokens": len(self.tokens),
             "next_token": self.next_token,
@@ -62,6 +75,7 @@ class Result:
 
     def token_norm_figure(self) -> Figure:
         """L2 norm of each token's activation at every captured site: where the residual stream grows."""
+        import numpy as np
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(6.4, 3.4))
@@ -130,5 +144,9 @@ GUIDE = Guide(
 )
 
 
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+ANALYSIS = Analysis(
+    name="capture", config=Config, result=Result, compute=compute, audit_config=audit_config, guide=GUIDE,
+    summary=Summary,
+    description="Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run.",
+)

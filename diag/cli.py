@@ -1,86 +1,44 @@
-"""The ``diag`` command line. Bad input exits 2 with one line; ``--json`` prints one JSON object."""
+"""The ``diag`` command line. Bad input exits 2 with one line; ``--json`` prints one JSON object.
+
+One command per registered analysis is generated from its Config (``diag.commands``); the package CLIs add the
+commands that do more than run (``cdas export``, ``tir import``, ...). Front ends above ``diag`` (the app's
+``diag serve``) plug in through the ``diag.commands`` entry-point group, so ``diag`` imports nothing of them.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import typer
 
-from apps.cli import serve as serve_command
 from diag.audit import audit_command
 from diag.boundary.cli import app as boundary_app
 from diag.cdas.cli import app as cdas_app
+from diag.commands import JsonFlag, add_analysis_commands, emit, run_and_emit
 from diag.credit.cli import app as credit_app
 from diag.errors import DiagError
+from diag.registry import ANALYSES
 from diag.report.cli import report_command
 from diag.tir.cli import app as tir_app
+
+COMMAND_ENTRY_POINTS = "diag.commands"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Interpretability and policy diagnostics.")
 zoo_app = typer.Typer(no_args_is_help=True, help="Named model sources.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run store.")
-app.add_typer(zoo_app, name="zoo")
-app.add_typer(runs_app, name="runs")
-app.add_typer(boundary_app, name="boundary")
-app.add_typer(cdas_app, name="cdas")
-app.add_typer(credit_app, name="credit")
-app.add_typer(tir_app, name="tir")
+GROUPS = {"zoo": zoo_app, "runs": runs_app, "boundary": boundary_app, "cdas": cdas_app, "credit": credit_app,
+          "tir": tir_app}
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
 app.command("report")(report_command)
 app.command("audit")(audit_command)
-app.command("serve")(serve_command)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
-
-
-def emit(summary: dict[str, Any], as_json: bool, run_id: str | None = None) -> None:
-    """Print a summary: one JSON object with ``--json``, readable lines otherwise."""
-    if run_id is not None:
-        summary = {"run_id": run_id, **summary}
-    if as_json:
-        typer.echo(json.dumps(summary, default=str))
-        return
-    for key, value in summary.items():
-        typer.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
-
-
-def run_and_emit(
-    module: ModuleType,
-    config: Any,
-    as_json: bool,
-    after: Callable[[Any], dict[str, Any]] | None = None,
-) -> None:
-    """Run an analysis into the store with a tqdm bar and print its summary (a "warning" in it also goes to stderr).
-
-    ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
-    result (an export, say) and returns keys to add to the printed summary.
-    """
-    from diag.analysis import config_from_dict
-    from diag.progress import TqdmProgress
-    from diag.runs import RunStore
-
-    if not dataclasses.is_dataclass(config):
-        config = config_from_dict(module.Config, config)
-    store, progress = RunStore(), TqdmProgress()
-    try:
-        result = module.run(config, progress=progress, store=store)
-    finally:
-        progress.close()
-    summary = result.summary() | (after(result) if after is not None else {})
-    if summary.get("warning"):
-        typer.echo(summary["warning"], err=True)
-    emit(summary, as_json, store.last_run_id)
-
-
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise DiagError(f"{what} must be comma-separated integers, got {text!r}") from exc
+add_analysis_commands(app, list(ANALYSES.values()), GROUPS)
+for _point in entry_points(group=COMMAND_ENTRY_POINTS):  # e.g. serve = "apps.cli:serve"
+    app.command(_point.name)(_point.load())
 
 
 @zoo_app.command("list")
@@ -89,6 +47,15 @@ def zoo_list(as_json: JsonFlag = False) -> None:
     from diag.zoo import KNOWN_LMS
 
     emit({"models": KNOWN_LMS}, as_json)
+
+
+def check_analysis_name(store: Any, analysis: str | None) -> None:
+    """A ``--analysis`` filter must name a registered analysis or one the store holds runs of."""
+    from diag.registry import ANALYSES, RENAMED
+
+    known = set(ANALYSES) | set(RENAMED) | store.stored_analyses()
+    if analysis is not None and analysis not in known:
+        raise DiagError(f"unknown analysis {analysis!r}: choose one of {', '.join(sorted(known))}")
 
 
 @runs_app.command("list")
@@ -104,7 +71,9 @@ def runs_list(
     """List runs in the store, newest first (file sizes are checked here; `diag runs verify` checks hashes)."""
     from diag.runs import RunStore
 
-    rows = RunStore().list(analysis=analysis, status=status, search=search)
+    store = RunStore()
+    check_analysis_name(store, analysis)
+    rows = store.list(analysis=analysis, status=status, search=search)
     if as_json:
         typer.echo(json.dumps({"runs": [{"run_id": r.run_id, "analysis": r.analysis, "status": r.status,
                                          "note": r.note, "label": r.label.as_dict(),
@@ -210,6 +179,7 @@ def runs_rm(
     from diag.runs import RunStore
 
     store = RunStore()
+    check_analysis_name(store, analysis)
     if not run_ids and analysis is None and status is None:
         raise DiagError("name the runs to delete, or select them with --analysis and/or --status")
     targets = [store.get(run_id, verify=False).run_id for run_id in run_ids or []]  # all resolved before any rm
@@ -221,34 +191,14 @@ def runs_rm(
     emit({"removed": removed}, as_json)
 
 
-@app.command()
-def capture(
-    model: str,
-    prompt: Annotated[str, typer.Option(help="Text to run through the model.")] = "The capital of France is",
-    layers: Annotated[str, typer.Option(help="Comma-separated layer indices.")] = "0",
-    component: Annotated[str, typer.Option(help="resid_pre, resid_post, attn_out or mlp_out.")] = "resid_post",
-    backend: Annotated[str, typer.Option(help="torch, transformer_lens or nnsight.")] = "torch",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 (measured against float32).")] = "float32",
-    as_json: JsonFlag = False,
-) -> None:
-    """Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run."""
-    from diag import capture as analysis
-
-    run_and_emit(analysis, {
-        "model": model, "prompt": prompt, "layers": list(parse_ints(layers, "--layers")),
-        "component": component, "backend": backend, "device": device, "dtype": dtype,
-    }, as_json)
-
-
 @app.command("run")
 def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
-    from diag.analysis import load_config_file
-    from diag.registry import analysis_module
+    from diag.contract import load_config_file
+    from diag.registry import get
 
     name, fields = load_config_file(config_file)
-    run_and_emit(analysis_module(name), fields, as_json)
+    run_and_emit(get(name), fields, as_json)
 
 
 @app.command()

@@ -8,7 +8,7 @@ import typing
 import numpy as np
 import torch
 
-from diag.analysis import DtypeName
+from diag.contract import DtypeName
 from diag.errors import DiagError
 from probes.numerics import exact_matmul  # defined with the gradients that need it; diag -> probes
 

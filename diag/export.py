@@ -139,7 +139,7 @@ def _write_all(run: Run, out: Path, store: RunStore | None) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diag.registry import ANALYSES, analysis_module
+    from diag.registry import find
 
     written: dict[str, bytes] = {"summary.json": summary_json(run, store)}
     for name, frame in tables(run).items():
@@ -153,8 +153,9 @@ def _write_all(run: Run, out: Path, store: RunStore | None) -> list[str]:
                 written[f"arrays/{name}/{_safe(key)}.csv"] = data
     for path in run.figure_paths():
         written[f"figures/{path.name}"] = path.read_bytes()
-    if run.analysis in ANALYSES:
-        result = analysis_module(run.analysis).Result.load(run)
+    analysis = find(run.analysis)
+    if analysis is not None:
+        result = analysis.result.load(run)
         for name, fig in (result.figures() if hasattr(result, "figures") else {}).items():
             buf = io.BytesIO()
             fig.savefig(buf, format="svg", bbox_inches="tight")

@@ -3,7 +3,7 @@
 A long job calls ``progress(done, total, message)`` as it goes and, in training loops, ``report_metrics(progress,
 step, loss=...)``; a sink that wants the numbers (the app's live curve, tqdm's postfix) defines ``metrics``, the
 others ignore them. The same calls are where a job can be stopped: a sink may raise ``Cancelled`` from either, and
-``diag.analysis.execute`` then keeps the run, with its checkpoint, as ``cancelled`` (running its config again
+``diag.contract.run`` then keeps the run, with its checkpoint, as ``cancelled`` (running its config again
 resumes it). Cancellation is cooperative: it takes effect at the job's next report, never in the middle of a step.
 """
 

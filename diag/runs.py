@@ -479,7 +479,6 @@ class RunStore:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else diag_home() / "runs"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.last_run_id: str | None = None  # the run the latest diag.analysis.execute on this store returned
         self._db_path = self.root / "index.sqlite"
         with self._connect() as db:
             db.execute(
@@ -560,12 +559,12 @@ class RunStore:
         search: str | None = None,
     ) -> list[RunInfo]:
         """Runs newest first, with their status as of now (file sizes checked against manifests, processes
-        checked for life); unknown ``analysis`` or ``status`` values are refused with the choices.
+        checked for life); an unknown ``status`` is refused with the choices (the CLI checks ``analysis`` names).
 
         ``search`` keeps the runs in which every word of it occurs (any case) in the id, analysis, group, name,
         tags or note.
         """
-        self._check_filters(analysis, status)
+        self._check_filters(status)
         query, args = f"SELECT {_COLUMNS} WHERE 1=1", []
         for column, value in (("analysis", analysis), ("group_name", group)):
             if value is not None:
@@ -621,17 +620,14 @@ class RunStore:
                        (info.run_id, new.name, json.dumps(list(new.tags)), new.note))
         return self.info(info.run_id)
 
-    def _check_filters(self, analysis: str | None, status: str | None) -> None:
+    def _check_filters(self, status: str | None) -> None:
         if status is not None and status not in RUN_STATUSES:
             raise DiagError(f"unknown status {status!r}: choose one of {', '.join(RUN_STATUSES)}")
-        if analysis is not None:
-            from diag.registry import ANALYSES
 
-            with self._connect() as db:
-                stored = {r[0] for r in db.execute("SELECT DISTINCT analysis FROM runs")}
-            known = sorted(set(ANALYSES) | stored)
-            if analysis not in known:
-                raise DiagError(f"unknown analysis {analysis!r}: choose one of {', '.join(known)}")
+    def stored_analyses(self) -> set[str]:
+        """The analysis names this store holds runs of."""
+        with self._connect() as db:
+            return {r[0] for r in db.execute("SELECT DISTINCT analysis FROM runs")}
 
     def remove(self, run_id: str) -> None:
         """Delete one run of this store (its directory, if any, and its index row)."""

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from diag.analysis import config_from_dict, config_to_dict, pinned, read_json_file
+from diag.contract import config_from_dict, config_to_dict, run
 from diag.errors import DiagError
+from diag.files import read_json_file
 from diag.progress import Progress, no_progress
-from diag.registry import analysis_module
+from diag.registry import get
 from diag.runs import RunStore, write_json_atomic
 
 Backend = Literal["serial", "ray"]
@@ -53,8 +54,8 @@ class SweepSpec:
 
     def configs(self) -> list[Any]:
         """The validated run configs, one per point; a bad field fails here, before anything runs."""
-        module = analysis_module(self.analysis)
-        return [config_from_dict(module.Config, {**self.base, **point}) for point in self.points()]
+        config = get(self.analysis).config
+        return [config_from_dict(config, {**self.base, **point}) for point in self.points()]
 
 
 def load_sweep(path: Path) -> SweepSpec:
@@ -118,9 +119,9 @@ def run_sweep(
 ) -> SweepOutcome:
     """Execute every point of the sweep that is not already finished in the store, then write the manifest."""
     store = store or RunStore()
-    module = analysis_module(spec.analysis)
-    configs = [pinned(module, c) for c in spec.configs()]
-    runs = [store.open(module.ANALYSIS, config_to_dict(c), group=spec.group) for c in configs]
+    analysis = get(spec.analysis)
+    configs = [analysis.pin(c) for c in spec.configs()]
+    runs = [store.open(analysis.name, config_to_dict(c), group=spec.group) for c in configs]
     reused = [run.finished and run.problem(full=True) is None for run in runs]  # a corrupt point is redone
     _write_manifest(store, spec, [run.run_id for run in runs])
     todo = [i for i, done in enumerate(reused) if not done]
@@ -128,7 +129,7 @@ def run_sweep(
     progress(len(runs) - len(todo), len(runs), f"sweep {spec.group}")
     if backend == "serial":
         for n, i in enumerate(todo, start=1):
-            module.run(configs[i], store=store)
+            run(analysis, configs[i], store=store, group=spec.group)
             progress(len(runs) - len(todo) + n, len(runs), f"sweep {spec.group}")
     elif backend == "ray":
         _run_on_ray(spec, [config_to_dict(configs[i]) for i in todo], store, address, progress, len(runs) - len(todo))
@@ -178,11 +179,9 @@ def _run_on_ray(
 
 def run_one(analysis: str, fields: dict[str, Any], store_root: str) -> str:
     """One sweep point, as a Ray task: rebuild the config, run it into the shared store, return its run id."""
-    module = analysis_module(analysis)
-    config = pinned(module, config_from_dict(module.Config, fields))
-    store = RunStore(store_root)
-    module.run(config, store=store)
-    return store.open(module.ANALYSIS, config_to_dict(config)).run_id
+    declared = get(analysis)
+    run_id, _ = run(declared, config_from_dict(declared.config, fields), store=RunStore(store_root))
+    return run_id
 
 
 def _write_manifest(store: RunStore, spec: SweepSpec, run_ids: list[str]) -> None:

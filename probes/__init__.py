@@ -6,7 +6,8 @@ numerically: plain torch hooks (default, fastest), TransformerLens' TransformerB
 stopped at a site or started at a block); analyses hook models through it, never by hand.
 """
 
-from probes.backends import BACKENDS_AVAILABLE, Backend, Trace, get_backend
+from probes.backends import BACKENDS_AVAILABLE, Backend, Trace
+from probes.backends.select import get_backend
 from probes.edits import Edit, clamp, interchange, interchange_subspace, patch, steer
 from probes.forward import editing, recording, run_to, starting_at
 from probes.grad import activation_gradient, input_gradient

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from diag.analysis import execute
 from diag.checkpoint import run_steps
+from diag.contract import Analysis, run
 from diag.device import seed_everything
 from diag.runs import Run, RunStore
 
@@ -63,6 +63,7 @@ def compute(config: Config, run: Run, sleep: float) -> Result:
 if __name__ == "__main__":
     root = sys.argv[1]
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    config = Config()
-    result = execute("toy-sgd", config, lambda run, _: compute(config, run, sleep), Result, store=RunStore(root))
+    toy_sgd = Analysis(name="toy-sgd", config=Config, result=Result, audit_config=lambda scale: Config(),
+                       compute=lambda config, run, _: compute(config, run, sleep), description="A resumable SGD.")
+    _, result = run(toy_sgd, Config(), store=RunStore(root))
     print(json.dumps(result.summary()), flush=True)

@@ -59,10 +59,10 @@ def test_capture_prints_shapes_norms_and_saves_a_run(smollm2, diag_home: Path) -
         (("tir", "sample", "--per-cell", "100000000", "--n", "1"), "tir.per_cell 100000000 out of range: must be 1..1000"),
         (("tir", "sample", "--device", "gpu"), "unknown device 'gpu'"),
         (("credit", "score", "--data", "DIR"), "is a directory, not a file; use a text file or one of heldout, train"),
-        (("credit", "tabular", "--n-pairs", "-5"), "credit_tabular.n_pairs -5 out of range"),
+        (("credit", "tabular", "--n-pairs", "-5"), "credit-tabular.n_pairs -5 out of range"),
         (("cdas", "steer", "--alphas", ""), "cdas-steer: no alphas given"),
         (("cdas", "steer", "--layer", "40"), "layer(s) [40] out of range"),
-        (("boundary", "record", "--eps", "inf"), "boundary_episodes.eps must be a finite number, got inf"),
+        (("boundary", "record", "--eps", "inf"), "boundary-episodes.eps must be a finite number, got inf"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], needle: str, diag_home: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diag.compare import compare, legend_names
+from diag.contract import run
 from diag.errors import DiagError
 from diag.runs import RunStore
 from diag.tir import analysis as tir
@@ -23,8 +24,8 @@ def imported_tir(store: RunStore, tmp_path: Path, name: str, tool_ok: list[bool]
              for i, ok in enumerate(tool_ok) for mode in ("tool", "text") for s in range(2)]
     path = tmp_path / f"{name}.jsonl"
     path.write_text("".join(lines))
-    tir.run(tir.import_config(path, n_bootstrap=50), store=store)
-    return store.last_run_id
+    run_id, _ = run(tir.ANALYSIS, tir.import_config(path, n_bootstrap=50), store=store)
+    return run_id
 
 
 def test_tir_pass_at_k_curves_are_the_stored_arrays_one_series_per_run(tmp_path: Path) -> None:

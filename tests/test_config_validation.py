@@ -1,6 +1,6 @@
 """Every field of every registered analysis Config refuses bad values with one line, before any run exists.
 
-The invalid values are derived from each field's type hint and its declared ``Check`` (``diag.analysis``), so a
+The invalid values are derived from each field's type hint and its declared ``Check`` (``diag.contract``), so a
 new analysis or field is swept without editing this file: wrong types, NaN and infinities, values past the
 stated bounds, empty text and lists, and directories, binary files and missing paths where a file is expected.
 """
@@ -21,9 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diag.analysis import Check, config_from_dict, read_json_lines
+from diag.contract import Check, config_from_dict
 from diag.errors import DiagError
-from diag.registry import ANALYSES, analysis_module
+from diag.files import read_json_lines
+from diag.registry import ANALYSES, get
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ def bad_paths(tmp_path_factory: pytest.TempPathFactory) -> BadPaths:
 def _fields() -> list[tuple[str, dataclasses.Field, Any]]:
     found = []
     for analysis in sorted(ANALYSES):
-        config = analysis_module(analysis).Config
+        config = get(analysis).config
         hints = typing.get_type_hints(config)
         found += [(analysis, f, hints[f.name]) for f in dataclasses.fields(config)]
     return found
@@ -121,9 +122,8 @@ def _numbers_out_of_range(hint: Any, check: Check) -> st.SearchStrategy:
 
 
 def assert_refused(analysis: str, name: str, value: Any) -> str:
-    module = analysis_module(analysis)
     with pytest.raises(DiagError) as info:
-        config_from_dict(module.Config, {name: value})
+        config_from_dict(get(analysis).config, {name: value})
     message = str(info.value)
     assert message.strip() and "\n" not in message, (analysis, name, value, message)
     return message
@@ -139,16 +139,15 @@ def test_every_number_field_states_its_bounds() -> None:
         check = _check(field)
         if inner in (int, float) and (check.high is None or (check.low is None and check.above is None)):
             unbounded.append(f"{analysis}.{field.name}")
-    assert not unbounded, f"declare low/above and high with diag.analysis.checked: {unbounded}"
+    assert not unbounded, f"declare low/above and high with diag.contract.checked: {unbounded}"
 
 
 @pytest.mark.parametrize("analysis", sorted(ANALYSES))
 def test_defaults_and_audit_configs_pass_their_own_checks(analysis: str) -> None:
-    module = analysis_module(analysis)
-    module.Config()
+    declared = get(analysis)
+    declared.config()
     for scale in (0.25, 1.0, 8.0):
-        if hasattr(module, "audit_config"):
-            module.audit_config(scale)
+        declared.audit_config(scale)
 
 
 @pytest.mark.parametrize(("analysis", "field", "hint"), FIELDS, ids=[f"{a}.{f.name}" for a, f, _ in FIELDS])

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from diag import contract
 from probes import Site
 from probes.errors import SiteError
 from probes.site import block_list, block_path, locate
@@ -70,8 +71,8 @@ def test_capture_reads_the_decoder_layer_output(family, loaded):
     from diag import capture
 
     model, tokenizer = loaded
-    result = capture.run(capture.Config(model=str(family[1]), prompt="The capital of France is", layers=(0,),
-                                        device="cpu"))
+    config = capture.Config(model=str(family[1]), prompt="The capital of France is", layers=(0,), device="cpu")
+    _, result = contract.run(capture.ANALYSIS, config)
     ids = tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         hidden = model(**ids, output_hidden_states=True).hidden_states[1][0]  # output of block 0
@@ -81,8 +82,8 @@ def test_capture_reads_the_decoder_layer_output(family, loaded):
 def test_one_cdas_training_step(family):
     from diag.cdas import train
 
-    result = train.run(train.Config(model=str(family[1]), layer=1, rank=2, steps=1, pairs_per_step=1,
-                                    device="cpu"))
+    config = train.Config(model=str(family[1]), layer=1, rank=2, steps=1, pairs_per_step=1, device="cpu")
+    _, result = contract.run(train.ANALYSIS, config)
     assert len(result.curve) == 1 and np.isfinite(result.curve[0])
     assert result.orthonormality_error < 1e-5
     assert np.isfinite(result.heldout_loss_before) and result.heldout_loss_after != result.heldout_loss_before

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from diag import contract
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 # float32 on two devices differs only in summation order: 1e-4 absolute on O(1-10) logits and activations.
@@ -34,7 +36,8 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_capture_on_cuda_matches_cpu(tiny_dir: Path) -> None:
     from diag import capture
 
-    runs = {d: capture.run(capture.Config(model=str(tiny_dir), layers=(0, 1), device=d)) for d in ("cpu", "cuda")}
+    runs = {d: contract.run(capture.ANALYSIS, capture.Config(model=str(tiny_dir), layers=(0, 1), device=d))[1]
+            for d in ("cpu", "cuda")}
     assert runs["cuda"].numerics["device"].startswith("cuda")
     for key, cpu in runs["cpu"].activations.items():
         np.testing.assert_allclose(runs["cuda"].activations[key], cpu, atol=ATOL, rtol=0)
@@ -43,8 +46,9 @@ def test_capture_on_cuda_matches_cpu(tiny_dir: Path) -> None:
 def test_cdas_training_on_cuda_matches_cpu(tiny_dir: Path) -> None:
     from diag.cdas import train
 
-    curves = {d: train.run(train.Config(model=str(tiny_dir), layer=1, rank=2, steps=2, pairs_per_step=1,
-                                        device=d)).curve for d in ("cpu", "cuda")}
+    configs = {d: train.Config(model=str(tiny_dir), layer=1, rank=2, steps=2, pairs_per_step=1, device=d)
+               for d in ("cpu", "cuda")}
+    curves = {d: contract.run(train.ANALYSIS, config)[1].curve for d, config in configs.items()}
     np.testing.assert_allclose(curves["cuda"], curves["cpu"], rtol=1e-4)
 
 
@@ -80,8 +84,9 @@ def test_tir_decoding_on_cuda_matches_a_plain_forward(tiny_dir: Path, assert_dec
 def test_tir_run_on_cuda_records_bfloat16_faithfulness(tiny_dir: Path) -> None:
     from diag.tir import analysis
 
-    result = analysis.run(analysis.Config(model=str(tiny_dir), per_cell=1, families=("arithmetic",), levels=(1,),
-                                          n_samples=2, max_new_tokens=4, dtype="bfloat16", device="cuda",
+    _, result = contract.run(analysis.ANALYSIS, analysis.Config(
+        model=str(tiny_dir), per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2, max_new_tokens=4,
+        dtype="bfloat16", device="cuda",
                                           n_bootstrap=10))
     numerics = result.source["numerics"]
     assert numerics["dtype"] == "bfloat16" and 0 <= numerics["kl_per_token"] < 1e-2
@@ -126,17 +131,19 @@ def test_tabular_and_toy_on_cuda_match_cpu() -> None:
     from diag.cdas import toy
     from diag.credit import tabular
 
-    tab = {d: tabular.run(tabular.Config(n_pairs=2000, steps=20, seeds=(0,), device=d)) for d in ("cpu", "cuda")}
+    tab = {d: contract.run(tabular.ANALYSIS, tabular.Config(n_pairs=2000, steps=20, seeds=(0,), device=d))[1]
+           for d in ("cpu", "cuda")}
     np.testing.assert_allclose(tab["cuda"].learned, tab["cpu"].learned, atol=1e-9)
     cfg = {"mlp_steps": 20, "dii_steps": 5, "eval_pairs": 200, "objectives": ("das",), "sweep_layers": (0,)}
-    toys = {d: toy.run(toy.Config(device=d, **cfg)) for d in ("cpu", "cuda")}
+    toys = {d: contract.run(toy.ANALYSIS, toy.Config(device=d, **cfg))[1] for d in ("cpu", "cuda")}
     np.testing.assert_allclose(toys["cuda"].curves["mlp"], toys["cpu"].curves["mlp"], rtol=1e-4)
 
 
 def test_dpo_training_runs_on_cuda(tiny_dir: Path) -> None:
     from diag.credit import dpo
 
-    result = dpo.run(dpo.Config(model=str(tiny_dir), n_train=4, n_heldout=2, steps=2, batch_pairs=2,
-                                lora_layers=1, anchor_weight=0.0, device="cuda"))
+    config = dpo.Config(model=str(tiny_dir), n_train=4, n_heldout=2, steps=2, batch_pairs=2, lora_layers=1,
+                        anchor_weight=0.0, device="cuda")
+    _, result = contract.run(dpo.ANALYSIS, config)
     assert len(result.losses) == 2 and np.isfinite(result.losses).all()
     assert result.summary()["numerics"]["allow_tf32"] is False

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-from diag.analysis import execute
 from diag.checkpoint import run_steps
+from diag.contract import Analysis
+from diag.contract import run as run_analysis
 from diag.progress import Cancelled, TqdmProgress, no_progress, report_metrics
 from diag.runs import CHECKPOINT_FILE, RUN_STATUSES, Run, RunStore
 
@@ -71,8 +72,12 @@ class Recorder:
         self.metrics_seen.append((step, values))
 
 
+SGD = Analysis(name="sgd", config=Config, result=Result, compute=compute, audit_config=lambda scale: Config(),
+               description="SGD on a noisy linear regression (a resumable loop)")
+
+
 def run(store: RunStore, progress, config: Config = Config()) -> Result:
-    return execute("sgd", config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+    return run_analysis(SGD, config, store=store, progress=progress)[1]
 
 
 def test_cancelled_run_keeps_its_checkpoint_and_resumes_to_the_uninterrupted_numbers(tmp_path: Path) -> None:

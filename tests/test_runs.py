@@ -120,7 +120,7 @@ def test_a_run_stopped_by_bad_input_after_a_checkpoint_ends_failed_and_resumes(t
     """The state always ends: not `running` while the (long-lived) process that stopped it carries on."""
     from dataclasses import dataclass
 
-    from diag.analysis import execute
+    from diag.contract import Analysis, run
     from diag.errors import DiagError
 
     @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def test_a_run_stopped_by_bad_input_after_a_checkpoint_ends_failed_and_resumes(t
 
     fixed: dict[str, float] = {}
 
-    def compute(run, _progress) -> Total:
+    def compute(config, run, _progress) -> Total:
         saved = run.load_checkpoint() or {"next": 0, "total": 0.0}
         total = saved["total"]
         for i in range(saved["next"], 3):
@@ -155,11 +155,13 @@ def test_a_run_stopped_by_bad_input_after_a_checkpoint_ends_failed_and_resumes(t
                 raise DiagError(f"line {i + 1} is not a number: {line!r}") from exc
         return Total(total)
 
+    summing = Analysis(name="summing", config=Config, result=Total, compute=compute,
+                       audit_config=lambda scale: Config(), description="The sum of the lines.")
     store = RunStore(tmp_path)
     with pytest.raises(DiagError):
-        execute("summing", Config(), compute, Total, store=store)
+        run(summing, Config(), store=store)
     (info,) = store.list()
     assert (info.status, info.summary) == ("failed", {"error": "DiagError: line 2 is not a number: 'x'"})
     fixed["1"] = 2.0  # the input is repaired; the same config resumes from its checkpoint at line 2
-    assert execute("summing", Config(), compute, Total, store=store).total == 6.0
+    assert run(summing, Config(), store=store)[1].total == 6.0
     assert [r.status for r in store.list()] == ["finished"]

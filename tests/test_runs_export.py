@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diag import contract
 from diag.cli import main
 from diag.export import export_run, export_zip
 from diag.registry import ANALYSES
@@ -62,9 +63,19 @@ def figtoy_run(store: RunStore) -> Run:
     return run
 
 
+@dataclass(frozen=True)
+class Config:
+    x: int = 1
+
+
+FIGTOY = contract.Analysis(name="figtoy", config=Config, result=Result, audit_config=lambda scale: Config(),
+                           compute=lambda config, run, progress: Result(np.linspace(2.0, 0.5, 7)),
+                           description="A run holding every kind of content.")
+
+
 @pytest.fixture
 def figtoy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(ANALYSES, "figtoy", __name__)
+    monkeypatch.setitem(ANALYSES, "figtoy", FIGTOY)
 
 
 def test_export_writes_every_table_array_and_figure_and_they_read_back(figtoy, tmp_path: Path) -> None:
@@ -127,7 +138,7 @@ def test_cli_exports_a_real_credit_tabular_run(diag_home: Path, tmp_path: Path, 
     from diag.credit import tabular
 
     config = tabular.Config(vocab=3, length=2, seeds=(0, 1), n_pairs=500, steps=20)
-    tabular.run(config, store=RunStore(diag_home / "runs"))
+    contract.run(tabular.ANALYSIS, config, store=RunStore(diag_home / "runs"))
     (info,) = RunStore(diag_home / "runs").list()
     monkeypatch.chdir(tmp_path)
     main(["runs", "export", info.run_id[:20], "--json"])

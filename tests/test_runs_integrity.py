@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_runs_ids import cli  # `diag ARGS` in this process
 
-from diag.analysis import execute
+from diag.contract import Analysis, run
 from diag.errors import DiagError
 from diag.runs import CHECKPOINT_FILE, MANIFEST_FILE, RESULT_FILE, Run, RunStore
 
@@ -53,17 +53,21 @@ class Walk:
     def __init__(self) -> None:
         self.computed = 0
         self.resumed_from: list[int] = []
+        self.last_run_id: str | None = None
+        self.analysis = Analysis(name="walk", config=Config, result=Result, compute=self.compute,
+                                 audit_config=lambda scale: Config(), description="A seeded random walk.")
+
+    def compute(self, config: Config, run: Run, _: Any) -> Result:
+        self.computed += 1
+        saved = run.load_checkpoint()
+        self.resumed_from.append(saved["i"] if saved else 0)
+        steps = np.random.default_rng(config.seed).normal(size=config.n)
+        run.save_checkpoint({"i": config.n // 2})
+        return Result(np.cumsum(steps))
 
     def __call__(self, config: Config, store: RunStore) -> Result:
-        def compute(run: Run, _: Any) -> Result:
-            self.computed += 1
-            saved = run.load_checkpoint()
-            self.resumed_from.append(saved["i"] if saved else 0)
-            steps = np.random.default_rng(config.seed).normal(size=config.n)
-            run.save_checkpoint({"i": config.n // 2})
-            return Result(np.cumsum(steps))
-
-        return execute("walk", config, compute, Result, store=store)
+        self.last_run_id, result = run(self.analysis, config, store=store)
+        return result
 
 
 def truncate(path: Path, keep: int = 10) -> None:
@@ -84,7 +88,7 @@ def status_of(store: RunStore, run_id: str) -> tuple[str, str]:
 def test_manifest_records_every_file_with_size_and_sha256(tmp_path: Path) -> None:
     store, walk = RunStore(tmp_path), Walk()
     walk(Config(), store)
-    run = store.get(store.last_run_id)
+    run = store.get(walk.last_run_id)
     files = json.loads((run.dir / MANIFEST_FILE).read_text())["files"]
     assert set(files) == {"config.json", "walk.npz", "table.json", RESULT_FILE}
     assert all(files[name]["size"] == (run.dir / name).stat().st_size for name in files)
@@ -102,14 +106,14 @@ def test_damaged_run_is_refused_then_recomputed_and_repaired(damage, name: str, 
                                                              caplog: pytest.LogCaptureFixture) -> None:
     store, walk = RunStore(tmp_path), Walk()
     first = walk(Config(), store)
-    run_id = store.last_run_id
+    run_id = walk.last_run_id
     damage(tmp_path / run_id / name)
     status, note = status_of(store, run_id)
     assert status == listed and (name in note or listed == "finished")
     with pytest.raises(DiagError, match=f"run {run_id} is corrupt: {name}"):
         store.get(run_id)
     assert store.get(run_id, verify=False).run_id == run_id  # rm can still resolve it
-    with caplog.at_level(logging.WARNING, logger="diag.analysis"):
+    with caplog.at_level(logging.WARNING, logger="diag.contract"):
         again = walk(Config(), store)
     assert walk.computed == 2 and walk.resumed_from == [0, 0]  # no checkpoint survives a finished run
     assert [r.getMessage() for r in caplog.records if name in r.getMessage() and "computing it again" in
@@ -123,7 +127,7 @@ def test_damaged_run_is_refused_then_recomputed_and_repaired(damage, name: str, 
 def test_repair_resumes_from_a_valid_checkpoint_and_drops_an_invalid_one(tmp_path: Path, caplog) -> None:
     store, walk = RunStore(tmp_path), Walk()
     walk(Config(), store)
-    run = store.get(store.last_run_id)
+    run = store.get(walk.last_run_id)
     truncate(run.dir / "walk.npz")
     run.save_checkpoint({"i": 25})  # as if killed during the finish, after a checkpoint
     walk(Config(), store)
@@ -139,7 +143,7 @@ def test_repair_resumes_from_a_valid_checkpoint_and_drops_an_invalid_one(tmp_pat
 def test_a_damaged_config_json_is_rewritten_by_the_repair(tmp_path: Path) -> None:
     store, walk = RunStore(tmp_path), Walk()
     walk(Config(), store)
-    run = store.get(store.last_run_id)
+    run = store.get(walk.last_run_id)
     flip_byte(run.dir / "config.json")
     with pytest.raises(DiagError, match="config.json"):
         store.get(run.run_id)
@@ -151,7 +155,7 @@ def test_runs_made_before_manifests_still_list_and_load(tmp_path: Path) -> None:
     """Old stores have no manifest: such a run is checked by structure (JSON parses, .npz opens; CRCs on load)."""
     store, walk = RunStore(tmp_path), Walk()
     first = walk(Config(), store)
-    run = store.get(store.last_run_id)
+    run = store.get(walk.last_run_id)
     (run.dir / MANIFEST_FILE).unlink()
     assert status_of(store, run.run_id) == ("finished", "made before manifests: checked by structure, not hashes")
     assert walk(Config(), store).walk.tolist() == first.walk.tolist() and walk.computed == 1
@@ -206,7 +210,7 @@ def test_cli_lists_corrupt_runs_refuses_them_and_repairs_them_by_rerunning(
 
     for config, summary, broken in zip(configs, summaries, (RESULT_FILE, "tabular.npz"), strict=True):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="diag.analysis"):
+        with caplog.at_level(logging.WARNING, logger="diag.contract"):
             code, out, err = diag("run", str(config), "--json")
         assert code == 0, err
         assert f"is corrupt: {broken}" in caplog.text and "computing it again" in caplog.text

@@ -2,7 +2,7 @@
 
 An episode scrubber shows each recorded frame under the stored principal unstable direction G_S of the same
 policy; beside it G_S as an image with its 2-D spectrum, the Lambda table across shifts and attacks, and the
-gradient-norm trace over time. Everything comes from stored ``boundary`` and ``boundary_episodes`` runs.
+gradient-norm trace over time. Everything comes from stored ``boundary`` and ``boundary-episodes`` runs.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Scrubber(pn.viewable.Viewer):
         super().__init__(**params)
         self.store = store
         self._linked_episode, self._linked_frame = url_ints("episode")[:1], url_ints("frame")[:1]
-        self.picker = RunPicker(episodes.ANALYSIS, store, describe=self._describe, url_key="episodes")
+        self.picker = RunPicker(episodes.ANALYSIS.name, store, describe=self._describe, url_key="episodes")
         self.episode = pn.widgets.Select(name="Episode", options=[], width=120)
         self.step = pn.widgets.Player(name="Step", start=0, end=1, value=0, loop_policy="once", interval=150,
                                       show_value=True, show_loop_controls=False, sizing_mode="stretch_width")
@@ -270,15 +270,15 @@ def lambda_bars(result: boundary.Result) -> figure:
 
 def page() -> Any:
     store = RunStore()
-    picker = RunPicker(boundary.ANALYSIS, store, describe=lambda i: ", ".join(
+    picker = RunPicker(boundary.ANALYSIS.name, store, describe=lambda i: ", ".join(
         k for k, v in i.summary.items() if isinstance(v, dict) and "lambda" in v))
     scrubber = Scrubber(store)
     scrubber.refresh()
     shown = PickedRunView(picker, lambda run_id: result_view(store, run_id, scrubber),
                           "No boundary runs yet: launch one from the sidebar.")
     sidebar = [
-        Launcher(boundary, store, shown.select, title="New RA-NLD run", button="Run boundary analysis"),
-        Launcher(episodes, store, scrubber.refresh, title="Record episodes", button="Record episodes"),
+        Launcher(boundary.ANALYSIS, store, shown.select, title="New RA-NLD run", button="Run boundary analysis"),
+        Launcher(episodes.ANALYSIS, store, scrubber.refresh, title="Record episodes", button="Record episodes"),
     ]
     main = [pn.pane.Markdown("### Episode scrubber"), scrubber, pn.layout.Divider(), picker, shown.view]
     return shell.page("boundary", "Boundary", INTRO, main, sidebar)

@@ -39,15 +39,15 @@ def result_view(store: RunStore, run_id: str) -> list[Any]:
         pn.Row(pn.Column(pn.pane.Markdown("**Sites**"), table(shapes)),
                pn.Column(pn.pane.Markdown("**Configuration**"), table(config_frame(run.config))),
                sizing_mode="stretch_width"),
-        pn.pane.Markdown("**Summary**"), table(metrics_frame(run.summary, capture.ANALYSIS)),
+        pn.pane.Markdown("**Summary**"), table(metrics_frame(run.summary, capture.ANALYSIS.name)),
     ]
 
 
 def page() -> Any:
     store = RunStore()
-    picker = RunPicker(capture.ANALYSIS, store, describe=lambda info: info.summary.get("next_token", "").strip())
+    picker = RunPicker(capture.ANALYSIS.name, store, describe=lambda info: info.summary.get("next_token", "").strip())
     shown = PickedRunView(picker, lambda run_id: result_view(store, run_id),
                           "No capture runs yet: launch one from the sidebar.")
-    launcher = Launcher(capture, store, shown.select, title="New capture run", button="Run capture",
+    launcher = Launcher(capture.ANALYSIS, store, shown.select, title="New capture run", button="Run capture",
                         defaults=capture.Config(layers=(0, 15, 29)))
     return shell.page("capture", "Capture", INTRO, [picker, shown.view], [launcher])

@@ -107,14 +107,14 @@ def examples_frame(result: steer.Result, concept: str, direction: str) -> pd.Dat
 
 def toy_view(store: RunStore) -> list[Any]:
     """The newest hierarchical-equality ground-truth run: IIA of aligned DIIs against misaligned controls."""
-    from diag.cdas import toy
+    from diag.cdas.config import TOY
 
-    infos = store.list(analysis=toy.ANALYSIS, status="finished")
+    infos = store.list(analysis=TOY.name, status="finished")
     if not infos:
         return [pn.pane.Markdown("_No ground-truth (cdas-toy) run stored yet: `diag cdas toy` makes one._")]
     try:
         run = store.get(infos[0].run_id)
-        result = toy.Result.load(run)
+        result = TOY.result.load(run)
     except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
         return [pn.pane.Alert(str(exc), alert_type="danger")]
     summary = run.summary
@@ -136,14 +136,14 @@ def toy_view(store: RunStore) -> list[Any]:
 
 def layer_sweep_view(store: RunStore) -> list[Any]:
     """The newest cdas-steer-sweep run: mean held-out score per layer, method and direction, and its plot."""
-    from diag.cdas import sweep
+    from diag.cdas.config import BY_LAYER
 
-    infos = store.list(analysis=sweep.ANALYSIS, status="finished")
+    infos = store.list(analysis=BY_LAYER.name, status="finished")
     if not infos:
         return [pn.pane.Markdown("_No layer sweep (cdas-steer-sweep) run stored yet: `diag cdas sweep` makes one._")]
     try:
         run = store.get(infos[0].run_id)
-        result = sweep.Result.load(run)
+        result = BY_LAYER.result.load(run)
     except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
         return [pn.pane.Alert(str(exc), alert_type="danger")]
     rows = [{"layer": layer, **{f"{m} {d}": f"{result.scores[str(layer)][m][d]:.2f}"
@@ -232,7 +232,7 @@ class LiveSteer(pn.viewable.Viewer):
 
 def page() -> Any:
     store = RunStore()
-    picker = RunPicker(steer.ANALYSIS, store, describe=lambda i: ", ".join(i.summary.get("concepts", [])))
+    picker = RunPicker(steer.ANALYSIS.name, store, describe=lambda i: ", ".join(i.summary.get("concepts", [])))
     live = LiveSteer()
     stored = pn.Column(sizing_mode="stretch_width")
     header = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -281,7 +281,7 @@ def page() -> Any:
     live.concept.param.watch(show_stored, "value")
     live.direction.param.watch(show_stored, "value")
     show()
-    launcher = Launcher(steer, store, done, title="Train steering directions", button="Train and evaluate")
+    launcher = Launcher(steer.ANALYSIS, store, done, title="Train steering directions", button="Train and evaluate")
     main = [picker, header, pn.pane.Markdown("### Steer"), live,
             pn.pane.Markdown("### Held-out judge scores (mean over concepts, 0–2)"), summary_table, stored,
             pn.pane.Markdown("### Stored figures (as in the report)"), figures,

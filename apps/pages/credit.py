@@ -176,7 +176,7 @@ class PairView(pn.viewable.Viewer):
 
 def page() -> Any:
     store = RunStore()
-    picker = RunPicker(credit.ANALYSIS, store, describe=lambda i: f"{i.summary.get('n_pairs', '?')} pairs")
+    picker = RunPicker(credit.ANALYSIS.name, store, describe=lambda i: f"{i.summary.get('n_pairs', '?')} pairs")
     pair_view = PairView()
 
     def render(run_id: str) -> list[Any]:
@@ -188,7 +188,7 @@ def page() -> Any:
             pn.pane.Markdown(f"### Headline numbers · {report_link(run.run_id)}  \nβ = {summary.get('beta')}, "
                              f"policy `{summary.get('policy')}`, reference: {summary.get('reference')}, "
                              f"{summary.get('n_pairs')} pairs."),
-            table(metrics_frame(summary, credit.ANALYSIS), css_classes=["credit-metrics"]),
+            table(metrics_frame(summary, credit.ANALYSIS.name), css_classes=["credit-metrics"]),
             pn.pane.Bokeh(auroc_chart(summary)),
             pn.pane.Markdown("### Localisation of the known span, every method"),
             table(scores_frame(summary), pagination="local", page_size=12),
@@ -197,6 +197,6 @@ def page() -> Any:
 
     shown = PickedRunView(picker, render, "No credit runs yet: launch one from the sidebar.",
                           on_empty=lambda: pair_view.set_items([]))
-    launcher = Launcher(credit, store, shown.select, title="New credit run", button="Score pairs")
+    launcher = Launcher(credit.ANALYSIS, store, shown.select, title="New credit run", button="Score pairs")
     main = [picker, pn.pane.Markdown("### Token heatmaps"), pair_view, shown.view]
     return shell.page("credit", "Credit", INTRO, main, [launcher])

@@ -168,7 +168,7 @@ class DrillDown(pn.viewable.Viewer):
 
 def page() -> Any:
     store = RunStore()
-    picker = RunPicker(tir.ANALYSIS, store, describe=lambda i: f"{i.summary.get('problems', '?')} problems, "
+    picker = RunPicker(tir.ANALYSIS.name, store, describe=lambda i: f"{i.summary.get('problems', '?')} problems, "
                        f"n={tir.n_label(i.summary)}")
     drill = DrillDown()
 
@@ -189,7 +189,7 @@ def page() -> Any:
                    pn.Column(pn.pane.Markdown("**Support sets**: expected share of problems at k"),
                              table(split_frame(summary), css_classes=["split-table"]), width=360),
                    sizing_mode="stretch_width"),
-            pn.pane.Markdown("### Headline numbers"), table(metrics_frame(summary, tir.ANALYSIS)),
+            pn.pane.Markdown("### Headline numbers"), table(metrics_frame(summary, tir.ANALYSIS.name)),
             pn.pane.Markdown("### Problems: pick one to read its rollouts"), drill,
             pn.pane.Markdown("### Stored figures (as in the report)"), stored_figures(run, width=520),
         ]
@@ -197,5 +197,5 @@ def page() -> Any:
         return items
 
     shown = PickedRunView(picker, render, "No TIR runs yet: launch one from the sidebar.")
-    launcher = Launcher(tir, store, shown.select, title="New TIR run", button="Sample rollouts")
+    launcher = Launcher(tir.ANALYSIS, store, shown.select, title="New TIR run", button="Sample rollouts")
     return shell.page("tir", "TIR", INTRO, [picker, shown.view], [launcher])

@@ -18,20 +18,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.boundary.condition import CONDITIONS, perturbation
+from diag.boundary.config import BOUNDARY as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.boundary.config import BoundaryConfig as Config
 from diag.boundary.policy.load import Policy, load_for_play
 from diag.boundary.policy.play import EnvironmentStuck, play
 from diag.device import exact_matmul, resolve_device
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run, RunStore
+from diag.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-ANALYSIS = "boundary"
 LAMBDA_FORMULA = "Lambda(S', S) = G'^T L(S) G' / lambda_max(L(S)), L(S) = sum_s v(s) v(s)^T, G' = top eigvec of L(S')"
 # Korkmaz (ICML 2024), vanilla DDQN, Lambda against the clean baseline (clean = independent clean episodes).
 PAPER_LAMBDA = {
@@ -41,30 +41,6 @@ PAPER_LAMBDA = {
     "bank_heist": {"clean": 0.84, "blur": 0.10, "rotation": 0.30},
 }
 ATTRIBUTIONS = ("saliency", "integrated_gradients", "occlusion")
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    policies: tuple[str, ...] = checked(("roadrunner-vanilla", "roadrunner-robust"), max_len=16)
-    # set by pin_inputs: retrained checkpoints make a new run
-    policies_sha256: tuple[str | None, ...] = checked((), min_len=0)
-    game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
-    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
-    device: str = checked("auto", kind="device")  # auto = CUDA when present
-    allow_tf32: bool = False  # TF32 moved RA-NLD gradients by 3% on an H200: off unless allowed
-    episodes: int = checked(10, low=2, high=1000)  # per state set, as in the paper (a direction needs 2+)
-    max_steps: int = checked(300, low=2, high=100_000)  # agent steps recorded per episode
-    conditions: tuple[str, ...] = checked(
-        ("brightness", "contrast", "blur", "rotation", "perspective", "jpeg", "fgsm", "pgd"), max_len=32)
-    eps: float = checked(1 / 255, low=0, high=1)
-    pgd_steps: int = checked(10, low=1, high=10_000)  # Madry et al.: 10 steps of 2.5 eps / 10, random start
-    # share of pixels counted as "most sensitive" for disjointness
-    topk_fraction: float = checked(0.01, above=0, high=1)
-    # states (evenly spaced over the clean set) given to the captum baselines
-    attribution_states: int = checked(32, low=1, high=100_000)
-    ig_steps: int = checked(16, low=1, high=10_000)
-    seed: int = checked(0, low=0, high=MAX_SEED)
 
 
 @dataclass
@@ -392,7 +368,3 @@ def pin_inputs(config: Config) -> Config:
     return dataclasses.replace(config, policies_sha256=tuple(policy_fingerprint(p) for p in config.policies),
                                game=resolve_game(config.game) if config.game is not None else None)
 
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    config = pin_inputs(config)
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

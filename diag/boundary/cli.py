@@ -1,4 +1,5 @@
-"""``diag boundary train|export|record|analyse``: train ALE policies, ship them, record episodes, run RA-NLD."""
+"""``diag boundary train|export``: train ALE policies and ship them (``record`` and ``analyse`` are generated
+from their Configs in ``diag.boundary.config``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
+from diag.commands import JsonFlag
+
 GameOption = Annotated[str | None, typer.Option(
     help="Game of policy files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, PongNoFrameskip-v4.")]
 FullActionsFlag = Annotated[bool, typer.Option(help="Play with all 18 ALE actions, not the game's minimal set.")]
@@ -34,7 +36,7 @@ def train(
     import torch
 
     from diag.boundary.policy.train_dqn import Args, main
-    from diag.cli import emit
+    from diag.commands import emit
 
     main(Args(out=str(out), game=game, seed=seed, total_steps=total_steps, max_minutes=max_minutes,
               init_from=init_from, adv_eps=adv_eps, eps_start=eps_start, eps_end=min(eps_start, 0.01),
@@ -53,7 +55,7 @@ def export(
 ) -> None:
     """Write the online Q-network of a training state as a policy file that `--policy` accepts."""
     from diag.boundary.policy.load import export_policy, load_policy
-    from diag.cli import emit
+    from diag.commands import emit
     from diag.errors import DiagError
 
     if not train_state.exists():
@@ -63,58 +65,3 @@ def export(
     emit({"policy": str(target), "game": policy.game, **policy.meta}, as_json)
 
 
-@app.command()
-def record(
-    policy: Annotated[str, typer.Option(help="Shipped policy name or policy file.")] = "roadrunner-vanilla",
-    episodes: int = 20,
-    max_steps: Annotated[int, typer.Option(help="Agent steps per episode before it is capped.")] = 2000,
-    condition: Annotated[str, typer.Option(
-        help="clean, a shift, or an attack: fgsm, pgd, cw (C&W L2) or deepfool.")] = "clean",
-    eps: Annotated[float, typer.Option(help="Attack radius in [0, 1] pixel units.")] = 1 / 255,
-    pgd_steps: int = 10,
-    seed: int = 0,
-    random_baseline: Annotated[bool, typer.Option(help="Also score a uniformly random policy.")] = True,
-    keep_frames: Annotated[bool, typer.Option(help="Store every frame in the run.")] = True,
-    game: GameOption = None,
-    full_action_space: FullActionsFlag = False,
-    device: DeviceOption = "auto",
-    allow_tf32: Tf32Flag = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% CI."""
-    from diag.boundary import episodes as analysis
-    from diag.cli import run_and_emit
-
-    run_and_emit(analysis, {
-        "policy": policy, "episodes": episodes, "max_steps": max_steps, "condition": condition, "eps": eps,
-        "pgd_steps": pgd_steps, "seed": seed, "random_baseline": random_baseline, "keep_frames": keep_frames,
-        "game": game, "full_action_space": full_action_space, "device": device, "allow_tf32": allow_tf32}, as_json)
-
-
-@app.command()
-def analyse(
-    policies: Annotated[str, typer.Option(help="Comma-separated policy names or files.")] = (
-        "roadrunner-vanilla,roadrunner-robust"),
-    episodes: int = 10,
-    max_steps: int = 300,
-    conditions: Annotated[str, typer.Option(help="Comma-separated shifts and attacks.")] = (
-        "brightness,contrast,blur,rotation,perspective,jpeg,fgsm,pgd"),
-    eps: float = 1 / 255,
-    pgd_steps: int = 10,
-    seed: int = 0,
-    attribution_states: Annotated[int, typer.Option(help="Clean states given to the captum baselines.")] = 32,
-    game: GameOption = None,
-    full_action_space: FullActionsFlag = False,
-    device: DeviceOption = "auto",
-    allow_tf32: Tf32Flag = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the run."""
-    from diag.boundary import analysis
-    from diag.cli import run_and_emit
-
-    run_and_emit(analysis, {
-        "policies": [p for p in policies.split(",") if p], "episodes": episodes, "max_steps": max_steps,
-        "conditions": [c for c in conditions.split(",") if c], "eps": eps, "pgd_steps": pgd_steps, "seed": seed,
-        "attribution_states": attribution_states, "game": game, "full_action_space": full_action_space,
-        "device": device, "allow_tf32": allow_tf32}, as_json)

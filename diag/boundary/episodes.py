@@ -13,37 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.boundary.condition import CONDITIONS, perturbation
+from diag.boundary.config import EPISODES as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.boundary.config import EpisodesConfig as Config
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run, RunStore
+from diag.runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-ANALYSIS = "boundary_episodes"
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    policy: str = "roadrunner-vanilla"
-    policy_sha256: str | None = None  # set by pin_inputs: a retrained checkpoint is a new run, never a stale reuse
-    game: str | None = None  # for files that do not record it (CleanRL, SB3): pong, Pong, ALE/Pong-v5, ...
-    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
-    device: str = checked("auto", kind="device")  # auto = CUDA when present
-    allow_tf32: bool = False  # attacks take gradients: TF32 off unless allowed
-    episodes: int = checked(20, low=1, high=10_000)
-    # agent steps per episode (8,000 frames); capped episodes are flagged
-    max_steps: int = checked(2000, low=1, high=1_000_000)
-    condition: str = "clean"  # clean, a shift or an attack (see diag.boundary.condition.CONDITIONS)
-    eps: float = checked(1 / 255, low=0, high=1)
-    pgd_steps: int = checked(10, low=1, high=10_000)
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    random_baseline: bool = True
-    keep_frames: bool = True
 
 
 @dataclass
@@ -182,7 +161,3 @@ def pin_inputs(config: Config) -> Config:
     return dataclasses.replace(config, policy_sha256=policy_fingerprint(config.policy),
                                game=resolve_game(config.game) if config.game is not None else None)
 
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    config = pin_inputs(config)
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

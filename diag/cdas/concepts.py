@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from diag.analysis import read_json_lines
 from diag.errors import DiagError
+from diag.files import read_json_lines
 
 DATA_PATH = Path(__file__).parent / "data" / "concepts.jsonl"
 

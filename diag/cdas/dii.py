@@ -19,8 +19,6 @@ from torch.nn.utils import parametrizations
 from diag.errors import DiagError
 from probes.edits import interchange_subspace
 
-OBJECTIVES = ("das", "cdas", "kl")
-
 
 class RotatedSubspace(nn.Module):
     """A rank-k subspace of a width-d activation, parametrised on the Stiefel manifold (R^T R = I_k)."""

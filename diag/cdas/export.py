@@ -99,22 +99,22 @@ def _steer_directions(run: Run, concept: str | None, method: str | None) -> tupl
 
 def collect(run: Run, concept: str | None = None, method: str | None = None) -> Export:
     """The directions a finished cdas run holds, for one concept and method."""
-    from diag.cdas import steer, sweep, train
+    from diag.cdas.config import BY_LAYER, STEER, TRAIN
 
     if not run.finished:
         raise DiagError(f"run {run.run_id} has not finished: nothing to export")
     config = run.config
-    if run.analysis == train.ANALYSIS:
+    if run.analysis == TRAIN.name:
         concept = _pick([config["concept"]], concept, "concept", run.run_id)
         method = _pick([config["objective"]], method, "method", run.run_id)
         basis = run.read_arrays("basis")["basis"].astype(np.float32)
         vector = basis[:, 0] if basis.shape[1] == 1 else basis
         return Export(config["model"], concept, method, run.analysis, run.run_id,
                       [Direction(int(config["layer"]), vector)])
-    if run.analysis == steer.ANALYSIS:
+    if run.analysis == STEER.name:
         concept, method, direction = _steer_directions(run, concept, method)
         return Export(config["model"], concept, method, run.analysis, run.run_id, [direction])
-    if run.analysis == sweep.ANALYSIS:
+    if run.analysis == BY_LAYER.name:
         layers = run.read_json("sweep.json")["runs"]
         directions = []
         for layer in sorted(layers, key=int):

@@ -27,46 +27,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.analysis import MAX_SEED, DtypeName, checked, execute, validated
+from diag.cdas.config import STEER as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.cdas.config import SteerConfig as Config
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress, report_metrics
+from diag.progress import Progress, report_metrics
 from diag.report.sections import Guide
-from diag.runs import Run, RunStore
+from diag.runs import Run
 
-ANALYSIS = "cdas-steer"
 VECTOR_METHODS = ("diffmean", "das", "cdas")
 METHODS = (*VECTOR_METHODS, "prompting")
 DIRECTIONS = ("elicit", "suppress")
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    model: str = checked("smollm2-135m-instruct", kind="model")
-    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
-    layer: int = checked(10, low=0, high=999, layer_of="model")
-    steps: int = checked(8, low=1, high=1_000_000)
-    pairs_per_step: int = checked(1, low=1, high=1024)  # per concept and step
-    train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the losses see
-    # Adam moves every coordinate ~lr per step whatever the gradient's size: at 0.01 a 576-dim unit vector turns by
-    # up to ~0.24 rad a step, and 8 one-pair steps (flat loss) left the directions at cos ~0.25-0.31 to their init.
-    lr: float = checked(0.002, above=0, high=10)
-    init: str = "diffmean"  # start DAS/CDAS from the DiffMean direction ("random": a seeded random unit vector)
-    # clamp offsets from the midpoint, in units of the residual norm
-    alphas: tuple[float, ...] = checked((0.1, 0.2, 0.4), low=-100, high=100, max_len=100)
-    # held-out prompts per concept, split into two halves (choose alpha / report)
-    eval_prompts: int = checked(6, low=2, high=10_000)
-    max_new_tokens: int = checked(20, low=1, high=4096)
-    dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
-    dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
-    allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
-
-    def __post_init__(self) -> None:
-        if self.init not in ("diffmean", "random"):
-            raise DiagError(f"init must be diffmean or random, got {self.init!r}")
 
 
 @dataclass
@@ -370,10 +340,6 @@ GUIDE = Guide(
               "alpha_sweep": ("Held-out half A: concept score and fluency against the steering factor alpha (the clamp's "
                               "offset from the m+/m- midpoint, in residual norms at the layer).")},
 )
-
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 
 
 def audit_config(scale: float = 1.0) -> Config:

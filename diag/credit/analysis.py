@@ -18,24 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from diag.analysis import (
-    MAX_SEED,
-    DtypeName,
-    check_text_file,
-    checked,
-    execute,
-    fingerprint,
-    read_json_lines,
-    validated,
-)
+from diag.credit.config import COMMITTED_ADAPTER
+from diag.credit.config import SCORE as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.credit.config import ScoreConfig as Config
 from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.files import check_text_file, fingerprint, read_json_lines
+from diag.progress import Progress
 from diag.report.sections import Guide, Interval, Metric, Table
-from diag.runs import Run, RunStore
+from diag.runs import Run
 
-ANALYSIS = "credit"
-COMMITTED_ADAPTER = "smollm2-dpo-credit"
 METHODS = ("dpo_reward", "reference_surprisal", "policy_surprisal", "captum_lig", "chance")
 SCOPES = ("whole", "from_first_diff")
 SIDES = ("rejected", "chosen")
@@ -48,35 +40,6 @@ def committed_adapter_dir(name: str = COMMITTED_ADAPTER) -> Path:
 def resolve_policy(policy: str) -> str:
     """The committed adapter by name, or whatever the user gave (a model name, directory or adapter)."""
     return str(committed_adapter_dir()) if policy == COMMITTED_ADAPTER else policy
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    policy: str = COMMITTED_ADAPTER  # an adapter dir (reference = adapter disabled), a model with `reference`, or a
-    # TRL DPOTrainer output dir (its final model, else its latest checkpoint-N) or one checkpoint-N dir
-    reference: str | None = None  # a model or adapter dir; for an adapter policy, default: its base, adapter off
-    # None: the beta recorded (TRL's training_args.bin, or our adapter's metadata)
-    beta: float | None = checked(None, above=0, high=1000)
-    # "heldout" or "train" (fresh generated pairs), or a JSONL file of pairs or responses
-    data: str = checked("heldout", kind="file", names=("heldout", "train"))
-    n_pairs: int = checked(32, low=1, high=100_000)  # per seed, for generated data
-    # each seed: fresh held-out pairs and its own bootstrap
-    seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
-    # LayerIntegratedGradients steps; 0 skips the captum baseline
-    captum_steps: int = checked(8, low=0, high=10_000)
-    # pairs per seed that also get the captum baseline (it costs 2 x steps passes each)
-    captum_pairs: int = checked(4, low=0, high=100_000)
-    n_boot: int = checked(1000, low=1, high=1_000_000)
-    batch_size: int = checked(16, low=1, high=4096)
-    device: str = checked("auto", kind="device")
-    # bfloat16 / float16: the result carries the measured KL to float32 ("numerics")
-    dtype: DtypeName = "float32"
-    allow_tf32: bool = False  # TF32 matmuls in the captum attributions (off: as exact as float32 allows)
-    # Filled in by pin_inputs, so a changed data file, adapter or local model is a new run, never a stale reuse.
-    data_sha256: str | None = None
-    policy_sha256: str | None = None
-    reference_sha256: str | None = None
 
 
 @dataclass
@@ -328,6 +291,13 @@ def pin_inputs(config: Config) -> Config:
                                reference_sha256=_local_fingerprint(config.reference))
 
 
+def check_inputs(config: Config) -> None:
+    """Read the data file through and check the pair: bad input fails before a run directory exists."""
+    if config.data not in ("heldout", "train"):
+        read_jsonl(Path(config.data))
+    check_pair(config)
+
+
 def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np.ndarray]:
     """captum LayerIntegratedGradients of the sequence reward onto the input embeddings, response tokens only.
 
@@ -457,14 +427,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         **localisation_tables(items, margin_of, methods, config.n_boot, config.seeds[0]),
     }
     return Result(items, metrics, per_seed, extra)
-
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    config = pin_inputs(config)
-    if config.data not in ("heldout", "train"):
-        read_jsonl(Path(config.data))  # bad lines fail here, before a run directory exists
-    check_pair(config)
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 
 
 def audit_config(scale: float = 1.0) -> Config:

@@ -17,29 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from diag.analysis import MAX_SEED, checked, execute, validated
+from diag.credit.config import TABULAR as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.credit.config import TabularConfig as Config
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress
 from diag.report.sections import Guide, Metric
-from diag.runs import Run, RunStore
-
-ANALYSIS = "credit_tabular"
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    vocab: int = checked(5, low=2, high=1000)
-    length: int = checked(4, low=1, high=20)
-    beta: float = checked(0.5, above=0, high=1000)
-    reward_scale: float = checked(1.0, above=0, high=1000)
-    # data-limited below ~1e5: rare deep states need many comparisons
-    n_pairs: int = checked(200_000, low=1, high=10_000_000)
-    steps: int = checked(300, low=1, high=1_000_000)
-    lr: float = checked(0.05, above=0, high=10)
-    # each seed: a new MDP, new pairs, a new trained table
-    seeds: tuple[int, ...] = checked((0, 1, 2), low=0, high=MAX_SEED, max_len=1000)
-    device: str = checked("auto", kind="device")  # where the table trains (float64; pairs drawn on the host)
+from diag.runs import Run
 
 
 class TokenMDP:
@@ -203,10 +186,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         accuracy.append(agree)
         progress(i + 1, len(config.seeds), "tabular seeds")
     return Result(np.stack(learned), np.stack(advantage), np.stack(reward), np.array(accuracy))
-
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 
 
 def audit_config(scale: float = 1.0) -> Config:

@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from diag.errors import DiagError
-from diag.report.sections import Guide, Metric, Table, format_value, guide_for, metrics_from_summary
+from diag.report.sections import Guide, Metric, Table, format_value, metrics_from_summary
 from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore, is_run_id
 
 # Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
@@ -69,8 +69,22 @@ class Section:
     compute_seconds: float | None
 
 
+def guide_for(analysis: str) -> Guide:
+    """The analysis' declared guide, or a generic one whose question is its one-line description."""
+    from diag.registry import find
+
+    declared = find(analysis)
+    if declared is not None and declared.guide is not None:
+        return declared.guide
+    return Guide(
+        question=declared.description if declared is not None else f"A run of the {analysis} analysis.",
+        limitations=[(f"The {analysis} analysis records no reading guide: its limitations are not stated here, "
+                     "so read its numbers with its source code at hand.")],
+    )
+
+
 def _sha256(path: Path) -> str | None:
-    from diag.analysis import fingerprint
+    from diag.files import fingerprint
 
     return fingerprint(path) if path.stat().st_size <= _HASH_LIMIT else None
 

@@ -1,14 +1,13 @@
 """The pieces a report section is made of, and how an analysis says how its results should be read.
 
-Each registered analysis module owns its reading guide as a module attribute ``GUIDE`` (a ``Guide``): the
-question it answers, its limitations stated plainly, and optional callables that pick headline metrics and
-baseline tables out of its stored summary. A run of an analysis without a ``GUIDE`` still gets a full section
-built from its stored summary, with the question taken from the module docstring.
+Each analysis declares its reading guide (``Analysis.guide``, a ``Guide``): the question it answers, its
+limitations stated plainly, and optional callables that pick headline metrics and baseline tables out of its
+stored summary. A run of an analysis without a guide still gets a full section built from its stored summary
+(``diag.report.render.guide_for``).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -128,19 +127,3 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4g}"
     return str(value)
-
-
-def guide_for(analysis: str) -> Guide:
-    """The analysis module's ``GUIDE``, or a generic guide whose question is its docstring's first paragraph."""
-    from diag.registry import ANALYSES
-
-    module = importlib.import_module(ANALYSES[analysis]) if analysis in ANALYSES else None
-    guide = getattr(module, "GUIDE", None)
-    if isinstance(guide, Guide):
-        return guide
-    first = ((module.__doc__ if module else None) or "").strip().split("\n\n")[0].replace("\n", " ").strip()
-    return Guide(
-        question=first or f"A run of the {analysis} analysis.",
-        limitations=[(f"The {analysis} analysis records no reading guide: its limitations are not stated here, "
-                     "so read its numbers with its source code at hand.")],
-    )

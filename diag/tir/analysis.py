@@ -13,15 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diag.analysis import MAX_SEED, checked, execute, validated
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run, RunStore
+from diag.runs import Run
+from diag.tir.config import TIR as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.tir.config import Config
 from diag.tir.metrics import bootstrap_mean_ci, four_way_split, pass_at_k_curve
 from diag.tir.problems import FAMILIES, LEVELS, make_suite
 from diag.tir.rollouts import MODES, Rollout
@@ -29,37 +30,7 @@ from diag.tir.rollouts import MODES, Rollout
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-ANALYSIS = "tir"
 INFRA_FLAG_RATE = 0.01
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    """Sampling settings, or ``rollouts_file`` (+ its sha256, so edits make a new run) to import instead."""
-
-    model: str = checked("smollm2-135m-instruct", kind="model")
-    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    rollouts_file: str | None = checked(None, kind="file")
-    rollouts_sha256: str | None = None
-    # imported rollouts: questions and answers to grade lines without "correct"
-    problems_file: str | None = checked(None, kind="file")
-    problems_sha256: str | None = None
-    suite_seed: int = checked(0, low=0, high=MAX_SEED)
-    # problems per (family, level): 4 families x 3 levels x 10 = 120
-    per_cell: int = checked(10, low=1, high=1000)
-    families: tuple[str, ...] = checked(FAMILIES, max_len=16)
-    levels: tuple[int, ...] = checked(LEVELS, low=1, high=3, max_len=3)
-    n_samples: int = checked(32, low=1, high=4096)
-    temperature: float = checked(0.7, above=0, high=10)
-    max_new_tokens: int = checked(48, low=1, high=32_768)
-    max_tool_calls: int = checked(2, low=0, high=100)
-    problems_per_batch: int = checked(2, low=1, high=1024)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: ~1.4x faster on CPU, KL to float32 ~1e-3/token
-    workers: int = checked(2, low=1, high=64)
-    n_bootstrap: int = checked(1000, low=1, high=1_000_000)
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
 
 
 def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
@@ -69,12 +40,17 @@ def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
                             n_bootstrap=n_bootstrap, seed=seed))
 
 
-def pin_inputs(config: Config) -> Config:
-    """Absolute paths and sha256 of the rollout and problems files, so an edited file is a new run.
+def check_inputs(config: Config) -> None:
+    """Read imported files through once: a bad line fails before a run directory exists."""
+    if config.problems_file is not None and config.rollouts_file is None:
+        raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
+    if config.rollouts_file is not None:
+        _imported(config)
 
-    ``diag.analysis.pinned`` calls it too (app launches, run ids), so every front end names the same run.
-    """
-    from diag.analysis import check_text_file
+
+def pin_inputs(config: Config) -> Config:
+    """Absolute paths and sha256 of the rollout and problems files, so an edited file is a new run."""
+    from diag.files import check_text_file
 
     pinned = {}
     for name, what in (("rollouts", "rollout file"), ("problems", "problems file")):
@@ -441,11 +417,3 @@ GUIDE = Guide(
               "split_flow": "Expected share of problems solved by tool only, text only, both or neither at each k."},
 )
 
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    if config.problems_file is not None and config.rollouts_file is None:
-        raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
-    if config.rollouts_file is not None:
-        config = pin_inputs(config)
-        _imported(config)  # bad lines fail here, before a run directory exists
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)

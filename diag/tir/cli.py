@@ -1,4 +1,5 @@
-"""``diag tir sample|import|analyse``: sample tool/text rollouts, import them from JSONL, read a finished run."""
+"""``diag tir``: ``sample`` is generated from the Config (``diag.tir.config``); ``import`` runs the same analysis on
+rollouts from JSONL, ``analyse`` reads a finished run."""
 
 from __future__ import annotations
 
@@ -7,33 +8,10 @@ from typing import Annotated
 
 import typer
 
+from diag.commands import JsonFlag
+from diag.tir.config import Config
+
 app = typer.Typer(no_args_is_help=True, help="TIR support expansion: pass@k and support sets, tool vs text.")
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result summary as one JSON object.")]
-
-
-@app.command()
-def sample(
-    model: Annotated[str, typer.Option(help="Named model, local HF directory or hub id.")] = "smollm2-135m-instruct",
-    per_cell: Annotated[int, typer.Option(help="Problems per (family, level); 10 gives 120.")] = 10,
-    n: Annotated[int, typer.Option("--n", help="Samples per problem per mode.")] = 32,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
-    max_new_tokens: Annotated[int, typer.Option(help="Sampled tokens per rollout.")] = 48,
-    max_tool_calls: Annotated[int, typer.Option(help="Tool calls per rollout.")] = 2,
-    problems_per_batch: Annotated[int, typer.Option(help="Problems sampled together (x n rows).")] = 2,
-    dtype: Annotated[str, typer.Option(help="float32, or bfloat16 (faster on CPU).")] = "float32",
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    as_json: JsonFlag = False,
-) -> None:
-    """Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill)."""
-    from diag.cli import run_and_emit
-    from diag.tir import analysis
-
-    run_and_emit(analysis, {
-        "model": model, "per_cell": per_cell, "n_samples": n, "temperature": temperature,
-        "max_new_tokens": max_new_tokens, "max_tool_calls": max_tool_calls, "problems_per_batch": problems_per_batch,
-        "dtype": dtype, "seed": seed, "device": device,
-    }, as_json)
 
 
 @app.command("import")
@@ -41,7 +19,8 @@ def import_rollouts(
     path: Path,
     problems: Annotated[Path | None, typer.Option(help="Problems JSONL (problem_id, question, answer): grades "
                                                        "lines without 'correct', matches chats to problems.")] = None,
-    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap replicates over problems.")] = 1000,
+    n_bootstrap: Annotated[int | None, typer.Option(help="Bootstrap replicates over problems.",
+                                                    show_default=str(Config.n_bootstrap))] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Import rollouts from JSONL and analyse them; all or nothing.
@@ -50,10 +29,11 @@ def import_rollouts(
     vLLM run-batch / OpenAI Batch output (custom_id = PROBLEM_ID, then optionally /tool or /text, then /LABEL);
     see diag/tir/importer.py.
     """
-    from diag.cli import run_and_emit
-    from diag.tir import analysis
+    from diag.commands import run_and_emit
+    from diag.tir.config import TIR
 
-    run_and_emit(analysis, analysis.import_config(path, n_bootstrap=n_bootstrap, problems=problems), as_json)
+    fields = {"rollouts_file": str(path), "problems_file": None if problems is None else str(problems)}
+    run_and_emit(TIR, fields | ({} if n_bootstrap is None else {"n_bootstrap": n_bootstrap}), as_json)
 
 
 @app.command()
@@ -67,18 +47,18 @@ def analyse(
     as_json: JsonFlag = False,
 ) -> None:
     """Read a finished tir run: its summary, a support set with its rollouts, or one problem's rollouts."""
-    from diag.cli import emit
+    from diag.commands import emit
     from diag.errors import DiagError
     from diag.runs import RunStore
     from diag.tir.analysis import ANALYSIS, Result
     from diag.tir.analysis import export_jsonl as export
 
     run = RunStore().get(run_id)
-    if run.analysis == ANALYSIS and export_jsonl is not None:
+    if run.analysis == ANALYSIS.name and export_jsonl is not None:
         emit({"exported": str(export_jsonl), **export(run, export_jsonl)}, as_json, run.run_id)
         return
-    if run.analysis != ANALYSIS or not run.finished:
-        raise DiagError(f"run {run_id} is not a finished {ANALYSIS} run")
+    if run.analysis != ANALYSIS.name or not run.finished:
+        raise DiagError(f"run {run_id} is not a finished {ANALYSIS.name} run")
     result = Result.load(run)
     if problem is not None:
         rollouts = result.rollouts_of(problem)

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diag.analysis import read_json_lines
 from diag.errors import DiagError
+from diag.files import read_json_lines
 from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block
 from diag.tir.sandbox import STATUSES
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from diag.analysis import fingerprint
 from diag.device import resolve_device, resolve_dtype
 from diag.errors import DiagError
+from diag.files import fingerprint
 from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, lm_config, resolve_lm_source
 
 # Headroom over the weights for activations, KV caches and the allocator (tiny models' working set is small).

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from probes.edits import Edit
-from probes.errors import ProbeError
 from probes.site import Site
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
@@ -106,26 +105,3 @@ def split_inputs(inputs: Inputs) -> tuple[tuple, dict]:
 
 def logits_of(output: object) -> torch.Tensor:
     return output.logits if hasattr(output, "logits") else output  # type: ignore[return-value]
-
-
-def get_backend(name: str, model: nn.Module, tokenizer: object | None = None, *, remote: bool = False) -> Backend:
-    """Build a backend by name over an already-loaded model (weights are shared, not copied).
-
-    ``remote=True`` sends every operation of the backend to nnsight's remote execution (NDIF); it is checked
-    here, before any work, so an offline machine fails at once with one clear line.
-    """
-    if remote and name != "nnsight":
-        raise ProbeError(f"remote execution runs through the nnsight backend only, not {name!r}")
-    if name == "torch":
-        from probes.backends.hooks import TorchHooksBackend
-
-        return TorchHooksBackend(model)
-    if name == "transformer_lens":
-        from probes.backends.transformer_lens import TransformerLensBackend
-
-        return TransformerLensBackend(model, tokenizer)
-    if name == "nnsight":
-        from probes.backends.nnsight import NNsightBackend
-
-        return NNsightBackend(model, tokenizer, remote=remote)
-    raise ProbeError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

@@ -25,7 +25,7 @@ from playwright import sync_api as playwright_api
 from playwright.sync_api import expect
 
 from apps.shell import PAGES
-from diag import capture
+from diag import capture, contract
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
 from diag.cdas import steer, toy
@@ -54,18 +54,22 @@ def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> 
     """A run store with cheap real runs of every analysis the app shows (tiny budgets, shipped models)."""
     home = tmp_path_factory.mktemp("app_home")
     store = RunStore(home / "runs")
-    capture.run(capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu"), store=store)
-    capture.run(capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu"),
-                store=store)
-    boundary.run(boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
-                                 attribution_states=2, ig_steps=2), store=store)
-    episodes.run(episodes.Config(episodes=1, max_steps=20, random_baseline=False), store=store)
-    credit.run(credit.Config(n_pairs=2, seeds=(0,), captum_steps=0, n_boot=50, device="cpu"), store=store)
-    steer.run(steer.Config(concepts=("dogs",), steps=1, alphas=(1.0,), eval_prompts=2, max_new_tokens=4,
-                           train_tokens=4), store=store)
-    toy.run(toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",)), store=store)
-    tir.run(tir.Config(per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2, max_new_tokens=24,
-                       problems_per_batch=1, workers=1, n_bootstrap=100), store=store)
+    seeded = [
+        (capture, capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu")),
+        (capture, capture.Config(model=str(tiny_llama_dir), prompt="One two three", layers=(0, 1), device="cpu")),
+        (boundary, boundary.Config(policies=("roadrunner-vanilla",), episodes=2, max_steps=6, conditions=("blur",),
+                                   attribution_states=2, ig_steps=2)),
+        (episodes, episodes.Config(episodes=1, max_steps=20, random_baseline=False)),
+        (credit, credit.Config(n_pairs=2, seeds=(0,), captum_steps=0, n_boot=50, device="cpu")),
+        (steer, steer.Config(concepts=("dogs",), steps=1, alphas=(1.0,), eval_prompts=2, max_new_tokens=4,
+                             train_tokens=4)),
+        (toy, toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",))),
+    ]
+    for module, config in seeded:
+        contract.run(module.ANALYSIS, config, store=store)
+    contract.run(tir.ANALYSIS, tir.Config(per_cell=1, families=("arithmetic",), levels=(1,), n_samples=2,
+                                          max_new_tokens=24, problems_per_batch=1, workers=1, n_bootstrap=100),
+                 store=store)
     return home
 
 
@@ -135,7 +139,7 @@ def server_errors(log_path: Path) -> list[str]:
 
 # What each page must show once it has rendered the pre-filled store's runs.
 EXPECTED = {
-    "runs": ["runs shown", "boundary_episodes-"],
+    "runs": ["runs shown", "boundary-episodes-"],
     "capture": ["predicts the next token", "mean token norm"],
     "boundary": ["Λ across shifts", "Step 0 of", "G_S overlay opacity"],
     "credit": ["rejected answer", "Localisation of the known span", "preference accuracy"],
@@ -362,8 +366,7 @@ def test_deep_link_to_a_tir_problem_restores_that_view(browser, server, app_home
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(lines))
     store = RunStore(app_home / "runs")
-    tir.run(tir.import_config(path, n_bootstrap=50), store=store)
-    run_id = store.last_run_id
+    run_id, _ = contract.run(tir.ANALYSIS, tir.import_config(path, n_bootstrap=50), store=store)
     watched = Watched(browser, base)
     page = watched.page
     page.goto(f"{base}/tir?run={run_id}&problem=p1", wait_until="networkidle")  # the page alone would open on p0
@@ -379,7 +382,7 @@ def test_deep_link_to_a_tir_problem_restores_that_view(browser, server, app_home
 
 def test_deep_link_to_a_boundary_frame_restores_that_view(browser, server, app_home) -> None:
     base, log_path = server
-    (recorded,) = RunStore(app_home / "runs").list(analysis="boundary_episodes")
+    (recorded,) = RunStore(app_home / "runs").list(analysis="boundary-episodes")
     watched = Watched(browser, base)
     page = watched.page
     page.goto(f"{base}/boundary?episodes={recorded.run_id}&frame=7", wait_until="networkidle")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from diag import contract
 from diag.boundary import analysis, episodes
 from diag.boundary.policy.network import QNetwork
 
@@ -20,7 +21,7 @@ def test_record_stores_steps_and_scores_with_a_random_baseline(monkeypatch: pyte
     compute = episodes.compute
     monkeypatch.setattr(episodes, "compute", lambda *args: computed.append(1) or compute(*args))
     config = episodes.Config(episodes=2, max_steps=40, seed=0)
-    result = episodes.run(config)
+    _, result = contract.run(episodes.ANALYSIS, config)
     summary = result.summary()
     assert summary["episodes"] == 2 and summary["game"] == "road_runner"
     n = int(result.lengths.sum())
@@ -31,7 +32,7 @@ def test_record_stores_steps_and_scores_with_a_random_baseline(monkeypatch: pyte
     shares = np.bincount(result.steps["actions"]) / n  # the action histogram, checked against the raw actions
     assert summary["most_frequent_action"] == {"action": int(shares.argmax()), "share": float(shares.max())}
     assert summary["actions_above_1pct"] == int((shares >= 0.01).sum()) >= 1
-    again = episodes.run(config)  # reused from the run store, not recomputed
+    _, again = contract.run(episodes.ANALYSIS, config)  # reused from the run store, not recomputed
     assert len(computed) == 1
     np.testing.assert_array_equal(again.steps["actions"], result.steps["actions"])
 
@@ -47,7 +48,7 @@ def test_analysis_on_two_policies_gives_quotients_in_range_and_reloads(tmp_path,
                 "state_dict": QNetwork(18).state_dict(), "meta": {}}, fresh)
     config = analysis.Config(policies=("roadrunner-vanilla", str(fresh)), episodes=2, max_steps=16,
                              conditions=("blur", "rotation", "fgsm"), attribution_states=4, ig_steps=4)
-    result = analysis.run(config)
+    _, result = contract.run(analysis.ANALYSIS, config)
     summary = result.summary()
     for name in config.policies:
         lambdas = summary[name]["lambda"]
@@ -58,7 +59,7 @@ def test_analysis_on_two_policies_gives_quotients_in_range_and_reloads(tmp_path,
         g = result.policies[name].directions["clean"]
         assert g.shape == (4, 84, 84) and np.isclose(np.linalg.norm(g), 1.0, atol=1e-4)
     assert 0.0 <= summary["disjointness"]["disjointness"] <= 1.0
-    reloaded = analysis.run(config)
+    _, reloaded = contract.run(analysis.ANALYSIS, config)
     assert len(computed) == 1
     assert json.dumps(reloaded.summary(), sort_keys=True) == json.dumps(summary, sort_keys=True)
 

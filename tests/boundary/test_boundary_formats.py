@@ -294,14 +294,13 @@ def test_cli_analyses_a_pong_policy_of_every_format_end_to_end(saved_policies: d
     assert (recorded["format"], recorded["game"], recorded["episodes"]) == ("cleanrl-dqn", "pong", 2)
     listed = json.loads(diag("runs", "list", "--json")[0].stdout)["runs"]
     assert sorted((r["analysis"], r["status"]) for r in listed) == [("boundary", "finished"),
-                                                                     ("boundary_episodes", "finished")]
+                                                                     ("boundary-episodes", "finished")]
 
 
 def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_policies: dict[str, Path]) -> None:
     """The Panel launch forms are generated from Config: the new fields appear, parse, and pin as the CLI's do."""
     pytest.importorskip("panel")
     from apps.forms import ConfigForm
-    from diag.analysis import pinned
     from diag.boundary import analysis, episodes
 
     form = ConfigForm(analysis.Config, analysis.audit_config())
@@ -310,11 +309,11 @@ def test_app_forms_offer_game_device_and_tf32_and_validate_the_game(saved_polici
     form.widgets["game"].value = "PongNoFrameskip-v4"
     form.widgets["device"].value = "cpu"
     form.widgets["allow_tf32"].value = True
-    config = pinned(analysis, form.config())
+    config = analysis.ANALYSIS.pin(form.config())
     assert (config.game, config.device, config.allow_tf32) == ("pong", "cpu", True)
     assert config.policies_sha256[0] is not None
     record = ConfigForm(episodes.Config, episodes.audit_config())
     assert record.config().game is None  # an empty optional field is no game: shipped policies record theirs
     record.widgets["game"].value = "Pongg"
     with pytest.raises(DiagError, match="unknown game 'Pongg': close matches: pong"):
-        pinned(episodes, record.config())
+        episodes.ANALYSIS.pin(record.config())

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diag.cdas import export, steer, sweep, train
+from diag import contract
+from diag.cdas import by_layer, export, steer, train
 from diag.errors import DiagError
 from diag.runs import RunStore
 
@@ -104,11 +105,12 @@ def test_steer_and_sweep_runs_export_their_stored_directions(tiny3: Path, tmp_pa
     from diag.cli import main
 
     store = RunStore()
-    result = sweep.run(sweep.Config(model=str(tiny3), layers=(1, 2), concepts=("dogs", "music"), steps=1,
-                                    alphas=(0.2,), eval_prompts=2, max_new_tokens=3), store=store)
+    config = by_layer.Config(model=str(tiny3), layers=(1, 2), concepts=("dogs", "music"), steps=1, alphas=(0.2,),
+                             eval_prompts=2, max_new_tokens=3)
+    _, result = contract.run(by_layer.ANALYSIS, config, store=store)
     per_layer = {layer: steer.Result.load(store.get(result.runs[str(layer)])) for layer in (1, 2)}
     out = tmp_path / "music.gguf"
-    export.export_run(_only_run(store, sweep.ANALYSIS), "gguf", out, concept="music", store=store)
+    export.export_run(_only_run(store, by_layer.ANALYSIS.name), "gguf", out, concept="music", store=store)
     reader = gguf.GGUFReader(out)
     tensors = {t.name: np.asarray(t.data).reshape(-1) for t in reader.tensors}
     assert sorted(tensors) == ["direction.1", "direction.2"] and _field(reader, "controlvector.layer_count") == 2
@@ -150,8 +152,9 @@ def test_steer_and_sweep_runs_export_their_stored_directions(tiny3: Path, tmp_pa
 @pytest.mark.slow  # a real rank-2 DII training run on the 3-block model (~35 s on 2 cores: JSD over 49k tokens)
 def test_train_run_exports_its_basis_and_refuses_a_rank_2_control_vector(tiny3: Path, tmp_path: Path) -> None:
     store = RunStore()
-    result = train.run(train.Config(model=str(tiny3), concept="dogs", layer=1, rank=2, steps=1), store=store)
-    run_id = _only_run(store, train.ANALYSIS)
+    config = train.Config(model=str(tiny3), concept="dogs", layer=1, rank=2, steps=1)
+    _, result = contract.run(train.ANALYSIS, config, store=store)
+    run_id = _only_run(store, train.ANALYSIS.name)
     with pytest.raises(DiagError, match="rank > 1: export it as safetensors or npz"):
         export.export_run(run_id, "gguf", tmp_path / "t.gguf", store=store)
     summary = export.export_run(run_id, "npz", tmp_path / "t.npz", store=store)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from diag import contract
 from diag.cdas import steer
 from diag.cdas.concepts import load_pairs
 from diag.cdas.judge import harmonic_mean
@@ -17,7 +18,7 @@ from diag.errors import DiagError
 @pytest.mark.slow
 def test_steer_tiny_budget_end_to_end(smollm2) -> None:
     config = steer.Config(concepts=("dogs",), steps=2, alphas=(0.2,), eval_prompts=2, max_new_tokens=8)
-    result = steer.run(config)
+    _, result = contract.run(steer.ANALYSIS, config)
     assert {(r["method"], r["direction"]) for r in result.rows} == {
         (m, d) for m in steer.METHODS for d in steer.DIRECTIONS}
     for r in result.rows:

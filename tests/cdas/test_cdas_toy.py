@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from diag import contract
 from diag.cdas import toy
 from diag.errors import DiagError
 
@@ -17,14 +18,14 @@ def test_toy_aligned_beats_controls_and_reloads(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(toy, "compute", lambda *args: computed.append(1) or compute(*args))
     # Half the CLI's DII budget, no layer sweep (the CLI default reaches aligned IIA ~0.98, controls <= 0.59).
     config = toy.Config(dii_steps=300, eval_pairs=1000, sweep_layers=(0,))
-    result = toy.run(config)
+    _, result = contract.run(toy.ANALYSIS, config)
     summary = result.summary()
     assert summary["mlp_accuracy"] >= 0.97
     # The bars. Seeded, so the values are fixed on CPU; 1000 held-out pairs give a 95% half-width ~0.01
     # at IIA 0.97 and ~0.03 at 0.6.
     assert summary["aligned_iia_min"] >= 0.95, summary
     assert summary["control_iia_max"] <= 0.75, summary
-    again = toy.run(config)  # reuses the finished run: loaded, not recomputed
+    _, again = contract.run(toy.ANALYSIS, config)  # reuses the finished run: loaded, not recomputed
     assert len(computed) == 1
     assert again.summary() == summary
     assert set(again.bases) == set(result.bases)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from diag import contract
 from diag.cdas import train
 from diag.cdas.dii import RotatedSubspace
 
@@ -17,11 +18,11 @@ def test_train_rank2_orthonormal_and_reload_identical(smollm2, monkeypatch: pyte
     compute = train.compute
     monkeypatch.setattr(train, "compute", lambda *args: computed.append(1) or compute(*args))
     config = train.Config(concept="dogs", rank=2, steps=2, pairs_per_step=1)
-    result = train.run(config)
+    _, result = contract.run(train.ANALYSIS, config)
     assert result.orthonormality_error < 1e-5
     assert math.isfinite(result.heldout_loss_before) and math.isfinite(result.heldout_loss_after)
     assert len(result.curve) == 2
-    reloaded = train.run(config)  # finished run: loaded from disk, not recomputed
+    _, reloaded = contract.run(train.ANALYSIS, config)  # finished run: loaded from disk, not recomputed
     assert len(computed) == 1
 
     def rebuild(state: dict) -> RotatedSubspace:

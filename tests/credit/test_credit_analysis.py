@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diag import contract
 from diag.credit import analysis, dpo
 from diag.errors import DiagError
 from diag.runs import RunStore
@@ -28,7 +29,8 @@ def test_bad_jsonl_names_the_line_and_leaves_no_run(tmp_path: Path, adapter_dir:
         path = tmp_path / "pairs.jsonl"
         path.write_text(text)
         with pytest.raises(DiagError, match=message):
-            analysis.run(analysis.Config(policy=str(adapter_dir), data=str(path), device="cpu"), store=store)
+            contract.run(analysis.ANALYSIS, analysis.Config(policy=str(adapter_dir), data=str(path), device="cpu"),
+                         store=store)
     assert store.list() == [] and [p for p in store.root.iterdir() if p.is_dir()] == []
     path.write_text("\n" + json.dumps(good) + "\nnot json\n")
     done = subprocess.run([sys.executable, "-m", "diag.cli", "credit", "score", str(adapter_dir), "--data", str(path)],
@@ -43,7 +45,7 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
     store = RunStore()
     config = analysis.Config(policy=str(adapter_dir), n_pairs=2, seeds=(0, 1, 2), captum_steps=4, n_boot=100,
                              device="cpu")
-    result = analysis.run(config, store=store)
+    _, result = contract.run(analysis.ANALYSIS, config, store=store)
     summary = result.summary()
     assert summary["beta"] == 0.25 and summary["n_pairs"] == 6
     assert summary["consistency_max_abs_diff"] < 1e-4
@@ -63,8 +65,8 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
     assert {p.name for p in run.figure_paths()} == {"cumulative_reward.png", "reward_by_position_and_type.png"}
     assert analysis.Result.load(run).summary() == json.loads(json.dumps(summary))
     # (prompt, response) lines are scored and shown, without localisation scores
-    only = analysis.run(analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, device="cpu"),
-                        store=store)
+    config = analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, device="cpu")
+    _, only = contract.run(analysis.ANALYSIS, config, store=store)
     assert only.summary()["n_responses"] == 1 and only.items[0].side == "response"
 
 
@@ -75,7 +77,7 @@ def test_dpo_loop_starts_at_log2_and_lowers_the_loss(tiny_llama_dir: Path, token
     config = dpo.Config(model=str(tiny_llama_dir), n_train=8, n_heldout=4, steps=6, batch_pairs=4, lr=5e-3,
                         nll_weight=0.0, token_kl_weight=token_kl_weight, anchor_weight=anchor_weight,
                         lora_layers=1, checkpoint_every=3, device="cpu")
-    result = dpo.run(config)
+    _, result = contract.run(dpo.ANALYSIS, config)
     # LoRA starts at B = 0: the cached top-layer pass must reproduce the reference exactly, so loss = log 2
     # (the per-token KL and the anchor's squared log-ratio are exactly 0 there)
     assert abs(result.losses[0] - math.log(2)) < 1e-5

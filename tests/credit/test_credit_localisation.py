@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diag import contract
 from diag.credit import analysis
 from diag.credit.analysis import Item, localisation_tables
 from diag.credit.metrics import bootstrap_mean, bounded_mean, hit_rate
@@ -105,7 +106,7 @@ def _pairs_file(path: Path) -> Path:
 def test_committed_adapter_reports_per_type_and_preference_conditioned_localisation(tmp_path: Path) -> None:
     path = _pairs_file(tmp_path / "typed.jsonl")
     config = analysis.Config(data=str(path), captum_steps=0, n_boot=50, device="cpu")
-    result = analysis.run(config, store=RunStore(tmp_path / "runs"))
+    _, result = contract.run(analysis.ANALYSIS, config, store=RunStore(tmp_path / "runs"))
     summary = result.summary()
     # Existing keys stay; the check now covers all 12 responses (it covered 4).
     assert {"scores", "preference_accuracy", "preference_ties", "consistency_max_abs_diff"} <= set(summary)

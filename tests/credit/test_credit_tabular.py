@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from diag import contract
 from diag.credit import tabular
 
 
@@ -16,7 +17,7 @@ def test_soft_bellman_advantage_defines_a_normalised_optimal_policy() -> None:
 
 
 def test_dpo_learns_the_advantage_not_the_raw_reward() -> None:
-    result = tabular.run(tabular.Config(seeds=(0,)))
+    _, result = contract.run(tabular.ANALYSIS, tabular.Config(seeds=(0,)))
     summary = result.summary()
     # 200k pairs give Spearman ~0.98 (measured); 0.9 is the acceptance bar
     assert summary["spearman_vs_advantage"]["value"] >= 0.9

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from diag import contract
 from diag.credit import analysis
 from diag.credit.encoding import encode
 from diag.credit.sources import load_pair, read_training_args, resolve
@@ -84,8 +85,9 @@ def test_trl_adapter_scores_equal_peft_directly_and_beta_comes_from_training_arg
     from transformers import AutoModelForCausalLM
 
     out = trl_runs["adapter"]
-    result = analysis.run(analysis.Config(policy=str(out), data=str(_pairs_file(tmp_path)), captum_steps=0,
-                                          n_boot=50, device="cpu"), store=RunStore())
+    config = analysis.Config(policy=str(out), data=str(_pairs_file(tmp_path)), captum_steps=0, n_boot=50,
+                             device="cpu")
+    _, result = contract.run(analysis.ANALYSIS, config, store=RunStore())
     summary = result.summary()
     assert summary["beta"] == 0.3 and summary["beta_from"].startswith("training_args.bin (trl.")
     assert "the final model" in summary["policy_loaded"] and summary["reference"] == "adapter disabled"
@@ -178,21 +180,23 @@ def test_corrupt_or_missing_beta_is_one_line_and_leaves_no_run(adapter_dir: Path
     (broken / "training_args.bin").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DiagError, match=r"training_args.bin: not a readable training-arguments pickle "
                                         r"\(\w+\); pass --beta"):
-        analysis.run(analysis.Config(policy=str(broken), data=data, captum_steps=0, device="cpu"), store=store)
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0,
+                                                        device="cpu"), store=store)
     (broken / "training_args.bin").unlink()
     with pytest.raises(DiagError,
                        match=r"records no beta \(no training_args.bin with one, no diag_dpo.json\); pass --beta"):
-        analysis.run(analysis.Config(policy=str(broken), data=data, captum_steps=0, device="cpu"), store=store)
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(broken), data=data, captum_steps=0,
+                                                        device="cpu"), store=store)
     with pytest.raises(DiagError, match=r"records no beta \(no training_args.bin with one\); pass --beta"):
-        analysis.run(analysis.Config(policy=str(tiny_llama_dir), reference=str(broken), data=data, captum_steps=0,
-                                     device="cpu"), store=store)
+        contract.run(analysis.ANALYSIS, analysis.Config(policy=str(tiny_llama_dir), reference=str(broken),
+                                                        data=data, captum_steps=0, device="cpu"), store=store)
     assert store.list() == []
 
 
 def test_policy_equal_to_reference_reports_ties_with_wilson_intervals(tiny_llama_dir: Path, tmp_path: Path) -> None:
     config = analysis.Config(policy=str(tiny_llama_dir), reference=str(tiny_llama_dir), beta=0.1,
                              data=str(_pairs_file(tmp_path)), captum_steps=0, n_boot=50, device="cpu")
-    summary = analysis.run(config, store=RunStore()).summary()
+    summary = contract.run(analysis.ANALYSIS, config, store=RunStore())[1].summary()
     assert summary["preference_counts"] == {"wins": 0, "ties": 2, "losses": 0}
     accuracy, ties = summary["preference_accuracy"], summary["preference_ties"]
     # Wilson 95% for 0 of 2: [0, z^2/(n + z^2)] = [0, 0.6576]; for 2 of 2 the mirror image.
@@ -217,20 +221,19 @@ def test_the_app_form_takes_a_policy_reference_and_blank_beta(adapter_dir: Path,
                                                               tmp_path: Path) -> None:
     """Form fields come from Config: a blank beta is None (recorded beta), and pinning fingerprints the model dir."""
     from apps.forms import ConfigForm
-    from diag.analysis import pinned
 
     form = ConfigForm(analysis.Config, analysis.Config())
     form.widgets["policy"].value = str(tiny_llama_dir)
     form.widgets["reference"].value = str(adapter_dir)
     form.widgets["beta"].value = ""
     form.widgets["data"].value = str(_pairs_file(tmp_path))
-    config = pinned(analysis, form.config())
+    config = analysis.ANALYSIS.pin(form.config())
     assert config.beta is None and config.reference == str(adapter_dir) and config.reference_sha256 is not None
     with pytest.raises(DiagError, match="records no beta"):
-        analysis.run(config, store=RunStore())
+        contract.run(analysis.ANALYSIS, config, store=RunStore())
     form.widgets["beta"].value = "0.25"
     form.widgets["captum_steps"].value = 0
-    summary = analysis.run(pinned(analysis, form.config()), store=RunStore()).summary()
+    summary = contract.run(analysis.ANALYSIS, analysis.ANALYSIS.pin(form.config()), store=RunStore())[1].summary()
     assert summary["beta"] == 0.25 and summary["reference_loaded"] == f"{adapter_dir}: the adapter in {adapter_dir}"
 
 
@@ -247,5 +250,5 @@ def test_unreadable_data_files_are_one_line_and_leave_no_run(tmp_path: Path, con
         path.write_bytes(content)
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        analysis.run(analysis.Config(data=str(path), device="cpu"), store=store)
+        contract.run(analysis.ANALYSIS, analysis.Config(data=str(path), device="cpu"), store=store)
     assert store.list() == []

@@ -18,7 +18,7 @@ NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
 def test_there_is_a_notebook_per_analysis_package() -> None:
     from diag.registry import ANALYSES
 
-    packages = {module.split(".")[1] for module in ANALYSES.values()}  # diag.boundary.episodes -> boundary
+    packages = {a.config.__module__.split(".")[1] for a in ANALYSES.values()}  # diag.boundary.config -> boundary
     missing = packages - {path.stem for path in NOTEBOOKS}
     assert not missing, f"analyses without a notebook in notebooks/: {sorted(missing)}"
 

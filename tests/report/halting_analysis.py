@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diag.analysis import execute
+from diag.contract import Analysis
 from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run, RunStore
+from diag.runs import Run
 
-ANALYSIS = "halting"
 GUIDE = Guide(question="What is the sum of the numbers?", limitations=["Stops at the first malformed line."])
 
 
@@ -55,5 +54,6 @@ def audit_config(scale: float = 1.0) -> Config:
     return Config()
 
 
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
+
+ANALYSIS = Analysis(name="halting", config=Config, result=Result, compute=compute, audit_config=audit_config,
+                    guide=GUIDE, description="The sum of the numbers, stopping at a malformed line.")

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from diag.registry import ANALYSES, analysis_module
+from diag.registry import ANALYSES, get
 from diag.report.sections import Guide
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))
 def test_registered_analyses_expose_the_audit_contract(name: str) -> None:
-    module = analysis_module(name)
-    assert module.ANALYSIS == name
-    assert isinstance(module.GUIDE, Guide) and module.GUIDE.question and module.GUIDE.limitations
+    analysis = get(name)
+    assert analysis.name == name
+    assert isinstance(analysis.guide, Guide) and analysis.guide.question and analysis.guide.limitations
     for scale in (1.0, 4.0):
-        config = module.audit_config(scale)
-        assert isinstance(config, module.Config) and dataclasses.is_dataclass(config)
+        config = analysis.audit_config(scale)
+        assert isinstance(config, analysis.config) and dataclasses.is_dataclass(config)
         json.dumps(dataclasses.asdict(config))  # JSON-able, so it hashes into a run id
-    assert callable(module.run) and hasattr(module.Result, "load")
+    assert callable(analysis.compute) and hasattr(analysis.result, "load")
 
 
 def test_audit_computes_then_reuses_and_writes_one_report(smollm2, tmp_path: Path) -> None:
@@ -60,12 +60,13 @@ def test_audit_rejects_unknown_analyses_and_bad_scales() -> None:
 
 def test_a_failing_analysis_is_reported_with_its_error_and_the_command_exits_1(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from halting_analysis import ANALYSIS  # tests/report/halting_analysis.py
     from typer.testing import CliRunner
 
     from diag.audit import audit
     from diag.cli import app
 
-    monkeypatch.setitem(ANALYSES, "halting", "halting_analysis")  # tests/report/halting_analysis.py
+    monkeypatch.setitem(ANALYSES, "halting", ANALYSIS)
     outcome = audit(only=["halting"], out=tmp_path / "a.html", show_progress=False)
     (row,) = outcome.execution
     assert row.status == "failed" and row.note == "DiagError: line 3 is not a number: 'three'"

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from diag.report.sections import Guide, Metric, format_value, guide_for, metrics_from_summary
+from diag import contract
+from diag.report.render import guide_for
+from diag.report.sections import Guide, Metric, format_value, metrics_from_summary
 
 DIAG = [sys.executable, "-m", "diag.cli"]
 
@@ -45,7 +47,7 @@ def capture_run(smollm2, diag_home: Path):
 
     store = RunStore()
     config = capture.Config(prompt="The capital of France is", layers=(0, 15, 29), device="cpu")
-    capture.run(config, store=store)
+    contract.run(capture.ANALYSIS, config, store=store)
     (info,) = store.list(analysis="capture")
     return store.get(info.run_id)
 
@@ -78,7 +80,7 @@ def test_guides_come_from_the_analysis_modules() -> None:
 
 def test_report_of_a_capture_run_is_self_contained_and_complete(capture_run) -> None:
     from diag import capture
-    from diag.analysis import fingerprint
+    from diag.files import fingerprint
     from diag.report.render import render_report
     from diag.zoo.sources import _smollm2_gguf
 
@@ -125,7 +127,7 @@ def test_a_failed_run_is_reported_with_its_error(diag_home: Path) -> None:
 
 
 def test_provenance_hashes_local_model_files_and_skips_non_model_fields(tiny_llama_dir: Path) -> None:
-    from diag.analysis import fingerprint
+    from diag.files import fingerprint
     from diag.report.render import model_provenance
 
     rows = model_provenance({"model": str(tiny_llama_dir), "model_sha256": "ab12", "preference_data": "pairs.jsonl",
@@ -150,7 +152,7 @@ def test_report_command_writes_the_file_and_rejects_unknown_runs(capture_run, tm
 def test_provenance_of_a_model_trained_by_another_run(diag_home: Path) -> None:
     import numpy as np
 
-    from diag.analysis import fingerprint
+    from diag.files import fingerprint
     from diag.report.render import model_provenance
     from diag.runs import RunStore
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diag.analysis import config_to_dict
+from diag import contract
+from diag.contract import config_to_dict
 from diag.errors import DiagError
 from diag.runs import RunStore
 from diag.tir import analysis
@@ -68,7 +69,7 @@ def test_bad_lines_are_named_and_nothing_is_imported(tmp_path, bad, message):
         read_rollouts(path)
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        analysis.run(analysis.import_config(path), store=store)
+        contract.run(analysis.ANALYSIS, analysis.import_config(path), store=store)
     assert store.list() == [] and not any(p.is_dir() for p in store.root.iterdir())  # no half-written run
 
 
@@ -81,7 +82,7 @@ def test_problem_missing_a_mode_is_rejected(tmp_path):
 def test_imported_metrics_support_sets_and_audit_flag(tmp_path):
     path = _write(tmp_path, _suite_lines())
     store = RunStore()
-    result = analysis.run(analysis.import_config(path, n_bootstrap=200), store=store)
+    _, result = contract.run(analysis.ANALYSIS, analysis.import_config(path, n_bootstrap=200), store=store)
     summary = result.summary()
     assert summary["expansion"] == ["p0"] and summary["shrinkage"] == ["p1"]
     # pass@1 = mean of c/n: tool (2/4 + 0 + 4/4)/3 = 0.5; text (0 + 1/4 + 2/4)/3 = 0.25.
@@ -99,7 +100,7 @@ def test_imported_metrics_support_sets_and_audit_flag(tmp_path):
     assert summary["tokens_per_correct"] == pytest.approx({"tool": 50.0, "text": 32.0})
     assert summary["tool_calls"]["calls_per_rollout"] == 1.0
     # The finished run reloads without recomputing and gives the same summary and figures.
-    run = store.open(analysis.ANALYSIS, config_to_dict(analysis.import_config(path, n_bootstrap=200)))
+    run = store.open(analysis.ANALYSIS.name, config_to_dict(analysis.import_config(path, n_bootstrap=200)))
     reloaded = analysis.Result.load(run)
     assert reloaded.summary()["expansion"] == ["p0"]
     assert {p.name for p in run.figure_paths()} == {"pass_at_k.png", "split_flow.png"}
@@ -109,7 +110,7 @@ def test_imported_metrics_support_sets_and_audit_flag(tmp_path):
 
 def test_unflagged_when_sandbox_is_healthy(tmp_path):
     lines = [line.replace("infra_error", "error") for line in _suite_lines()]
-    result = analysis.run(analysis.import_config(_write(tmp_path, lines)))
+    _, result = contract.run(analysis.ANALYSIS, analysis.import_config(_write(tmp_path, lines)))
     assert not result.summary()["execution_audit"]["flagged"] and result.summary()["warning"] is None
 
 
@@ -119,15 +120,15 @@ def test_export_round_trip_and_partial_checkpoint(tmp_path):
     path = _write(tmp_path, _suite_lines())
     store = RunStore()
     config = analysis.import_config(path, n_bootstrap=200)
-    first = analysis.run(config, store=store)
-    run = store.open(analysis.ANALYSIS, config_to_dict(config))
+    _, first = contract.run(analysis.ANALYSIS, config, store=store)
+    run = store.open(analysis.ANALYSIS.name, config_to_dict(config))
     exported = tmp_path / "exported.jsonl"
     assert analysis.export_jsonl(run, exported) == {"rollouts": 24, "problems": 3}
-    again = analysis.run(analysis.import_config(exported, n_bootstrap=200), store=store)
+    _, again = contract.run(analysis.ANALYSIS, analysis.import_config(exported, n_bootstrap=200), store=store)
     assert again.summary()["pass@4"] == first.summary()["pass@4"]
     # A killed sampling run: only problems finished in both modes are exported, with their family and level.
     sampling = analysis.Config(per_cell=1)
-    partial = store.open(analysis.ANALYSIS, config_to_dict(sampling))
+    partial = store.open(analysis.ANALYSIS.name, config_to_dict(sampling))
     ids = [p.problem_id for p in make_suite(per_cell=1)]
     rows = [{"problem_id": ids[0], "mode": m, "sample": s, "response": "Answer: 1", "correct": s == 0}
             for m in ("tool", "text") for s in range(2)]
@@ -171,9 +172,10 @@ def test_openai_chat_tool_rollouts_are_graded_and_give_the_graded_files_pass_at_
     graded = _write(tmp_path, [_line(pid, mode, s, bool(ok)) for (pid, mode), flags in FLAGS.items()
                                for s, ok in enumerate(flags)])
     store = RunStore()
-    from_chat = analysis.run(analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path)),
-                             store=store).summary()
-    from_graded = analysis.run(analysis.import_config(graded, n_bootstrap=200), store=store).summary()
+    chat_config = analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path))
+    from_chat = contract.run(analysis.ANALYSIS, chat_config, store=store)[1].summary()
+    graded_config = analysis.import_config(graded, n_bootstrap=200)
+    from_graded = contract.run(analysis.ANALYSIS, graded_config, store=store)[1].summary()
     for k in (1, 4):
         assert from_chat[f"pass@{k}"] == from_graded[f"pass@{k}"]
     assert from_chat["pass@1"]["tool"]["value"] == pytest.approx(0.5)
@@ -229,7 +231,8 @@ def test_bad_engine_lines_are_named_and_leave_no_run(tmp_path, line, message):
     path = _write(tmp_path, [json.dumps(_chat("p0", "text", True)) + "\n", json.dumps(line) + "\n"])
     store = RunStore()
     with pytest.raises(DiagError, match=message):
-        analysis.run(analysis.import_config(path, problems=_problems_file(tmp_path)), store=store)
+        contract.run(analysis.ANALYSIS, analysis.import_config(path, problems=_problems_file(tmp_path)),
+                     store=store)
     assert store.list() == [] and not any(p.is_dir() for p in store.root.iterdir())
 
 
@@ -275,7 +278,6 @@ def test_problems_file_errors_are_named(tmp_path):
 def test_the_app_form_imports_chats_with_a_problems_file_like_the_cli(tmp_path):
     """The launch form is generated from Config: rollouts and problems files are text fields; blanks are None."""
     from apps.forms import ConfigForm
-    from diag.analysis import pinned
 
     chats = tmp_path / "chats.jsonl"
     chats.write_text("".join(json.dumps(_chat(pid, mode, bool(ok))) + "\n"
@@ -285,10 +287,10 @@ def test_the_app_form_imports_chats_with_a_problems_file_like_the_cli(tmp_path):
     form.widgets["rollouts_file"].value = str(chats)
     form.widgets["problems_file"].value = str(_problems_file(tmp_path))
     form.widgets["n_bootstrap"].value = 200
-    config = pinned(analysis, form.config())
+    config = analysis.ANALYSIS.pin(form.config())
     cli_config = analysis.import_config(chats, n_bootstrap=200, problems=_problems_file(tmp_path))
     assert config == cli_config  # the same run id as `diag tir import --problems`
-    assert analysis.run(config).summary()["expansion"] == ["p0"]
+    assert contract.run(analysis.ANALYSIS, config)[1].summary()["expansion"] == ["p0"]
     form.widgets["problems_file"].value = ""
     assert form.config().problems_file is None
 

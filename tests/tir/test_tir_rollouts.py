@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diag import contract
 from diag.errors import DiagError
 from diag.tir import analysis
 from diag.tir.decoding import BatchDecoder, inject
@@ -84,7 +85,7 @@ def test_sampled_run_end_to_end(smollm2):
     """Real SmolLM2 on 2 arithmetic problems, 3 samples per mode: counts, audit and reload are consistent."""
     config = analysis.Config(per_cell=1, families=("arithmetic",), levels=(1, 2), n_samples=3, max_new_tokens=24,
                              problems_per_batch=2, device="cpu")
-    result = analysis.run(config)
+    _, result = contract.run(analysis.ANALYSIS, config)
     summary = result.summary()
     assert len(result.rollouts) == 2 * 2 * 3 and summary["n_per_mode"]["tool"] == {"min": 3, "max": 3}
     tool = [r for r in result.rollouts if r.mode == "tool"]
@@ -98,4 +99,5 @@ def test_sampled_run_end_to_end(smollm2):
     curve = summary["pass@3"]["tool"]
     assert curve["low"] <= curve["value"] <= curve["high"]
     assert summary["pass@1"]["tool"]["value"] == pytest.approx(sum(r.correct for r in tool) / len(tool))
-    assert analysis.run(config).summary()["expansion"] == summary["expansion"]  # reloaded, not resampled
+    _, again = contract.run(analysis.ANALYSIS, config)
+    assert again.summary()["expansion"] == summary["expansion"]  # reloaded, not resampled

@@ -61,7 +61,7 @@ def policy_path(source: str) -> Path:
 
 def policy_fingerprint(source: str) -> str | None:
     """Content hash of the policy's file (None when it does not exist: loading then fails with its own message)."""
-    from diag.analysis import fingerprint
+    from diag.files import fingerprint
 
     path = policy_path(source)
     return fingerprint(path) if path.is_file() else None

@@ -1,36 +1,44 @@
-"""The contract every analysis follows: ``Config -> run() -> Result``, cached in the run store.
+"""The contract every analysis follows: one declared ``Analysis`` value, run by ``run(analysis, config)``.
 
-A ``Config`` is a frozen dataclass of JSON-able fields (it is hashed into the run id). A ``Result`` knows how
-to save itself into a run directory, load itself back, summarise itself as one JSON object (what ``--json``
-prints) and draw its figures. ``execute`` is the one place that decides between reusing a finished run,
+A ``Config`` is a frozen dataclass of JSON-able fields (it is hashed into the run id), checked field by field on
+every construction. A ``Result`` knows how to save itself into a run directory, load itself back, summarise
+itself as one JSON object (what ``--json`` prints, typed by the analysis' ``summary`` schema) and draw its
+figures. ``run`` is the one place that pins a config's inputs and decides between reusing a finished run,
 resuming a killed one, and computing a new one.
+
+Adding an analysis: a Config (``@validated`` frozen dataclass, each field commented: the comment is its CLI help)
+in a torch-free module, a Result, ``compute(config, run, progress)``, ``audit_config(scale)``, a summary TypedDict
+and a ``Guide``, declared as ``ANALYSIS = Analysis(...)`` and listed in ``diag.registry`` (or registered from
+outside: ``diag.registry.register`` or the ``diag.analyses`` entry-point group). ``diag <command>``, the app's
+page and form, ``diag report`` and ``diag audit`` then follow from the declaration.
 """
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import functools
-import hashlib
-import json
+import importlib
 import logging
 import math
 import numbers
 import re
-import sys
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from diag.errors import DiagError
+from diag.files import check_text_file, fingerprint
 from diag.progress import Cancelled, Progress, no_progress
-from diag.runs import Run, RunStore
+
+if TYPE_CHECKING:
+    from diag.report.sections import Guide
+    from diag.runs import Run, RunStore
 
 C = TypeVar("C")
 R = TypeVar("R", bound="Result")
-log = logging.getLogger("diag.analysis")
+log = logging.getLogger("diag.contract")
 
 
 class Result(Protocol):
@@ -112,7 +120,6 @@ MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
 # The dtypes a model may run in (a Config field of this type is checked like any Literal; diag.device maps them)
 DtypeName = Literal["float32", "bfloat16", "float16"]
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-_TEXT_SNIFF = 1 << 16  # bytes read to tell a text file from a binary one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +144,21 @@ class Check:
     layer_of: str | None = None
 
 
-def checked(default: Any, **check: Any) -> Any:
-    """A dataclass field with its ``Check`` as metadata: ``n: int = checked(32, low=1, high=4096)``."""
-    return dataclasses.field(default=default, metadata={"check": Check(**check)})
+@dataclasses.dataclass(frozen=True)
+class Cli:
+    """How a Config field appears in its generated ``diag`` command when ``--field-name`` is not the spelling.
+
+    ``option``: another flag (``--n`` for ``n_samples``); ``argument``: a positional argument instead, "required"
+    (the user must name it, e.g. a model) or "optional" (the field's default when omitted).
+    """
+
+    option: str | None = None
+    argument: Literal["required", "optional"] | None = None
+
+
+def checked(default: Any, cli: Cli | None = None, **check: Any) -> Any:
+    """A dataclass field with its ``Check`` (and ``Cli`` spelling) as metadata: ``n: int = checked(32, low=1, high=4096)``."""
+    return dataclasses.field(default=default, metadata={"check": Check(**check), "cli": cli or Cli()})
 
 
 def validated(cls: type[C]) -> type[C]:
@@ -184,8 +203,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _owner(cls: type) -> str:
-    """The analysis a Config belongs to (its module's ``ANALYSIS``), which is what a user typed."""
-    return getattr(sys.modules.get(cls.__module__), "ANALYSIS", cls.__name__)
+    """The analysis a Config belongs to (the ``Analysis`` declared with it), which is what a user typed."""
+    return _OWNERS.get(cls, cls.__name__)
 
 
 def _show(value: Any) -> str:
@@ -288,128 +307,89 @@ def _check_text(where: str, value: Any, check: Check) -> None:
         check_text_file(Path(value), f"{where}: {value}", choices)
 
 
-def check_text_file(path: Path, what: str, hint: str = "") -> None:
-    """One line unless ``path`` is an existing UTF-8 text file: missing, a directory, special or binary."""
-    if not path.exists():
-        raise DiagError(f"{what} does not exist{hint}")
-    if path.is_dir():
-        raise DiagError(f"{what} is a directory, not a file{hint}")
-    if not path.is_file():
-        raise DiagError(f"{what} is not a regular file{hint}")
-    with open(path, "rb") as fh:
-        head = fh.read(_TEXT_SNIFF)
-    nul = head.find(b"\0")
-    if nul >= 0:  # valid UTF-8, but no text file holds NUL bytes
-        raise DiagError(f"{what} is not a UTF-8 text file (binary data at byte {nul})")
-    try:
-        # a full sniff may end inside a character: only a complete file must decode to its last byte
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _TEXT_SNIFF)
-    except UnicodeDecodeError as exc:
-        line = head.count(b"\n", 0, exc.start) + 1
-        raise DiagError(f"{what} is not a UTF-8 text file (line {line}, byte 0x{head[exc.start]:02x}); "
-                        "save it as UTF-8") from exc
+NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # analysis names: lower-case words joined by "-"
+Ref = str  # "package.module:attribute": a part imported on first use, so declaring an analysis imports no torch
+_LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "pin_inputs", "check_inputs"})
+_OWNERS: dict[type, str] = {}  # Config class -> analysis name, for error lines ("tir.temperature ...")
 
 
-def read_json_file(path: Path, what: str) -> Any:
-    """Parse a JSON file a user wrote; a missing, binary or malformed file is one line saying where."""
-    path = Path(path)
-    check_text_file(path, f"{what} {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DiagError(f"{what} {path} is not a UTF-8 text file (binary data at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise DiagError(f"{what} {path}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
-                        f"{json_error_reason(exc)}") from exc
+@dataclasses.dataclass(frozen=True, eq=False)
+class Analysis:
+    """One analysis, declared once; the CLI, the app, the report, the audit and sweeps are generated from it.
 
-
-def json_error_reason(exc: json.JSONDecodeError) -> str:
-    """json's message without its dangling position words ("Invalid control character at")."""
-    return exc.msg.removesuffix(" at").removesuffix(" starting")
-
-
-_HASHED_FILE_LIMIT = 1 << 30  # bigger files inside a directory (full model weights) count by size and mtime
-
-
-def fingerprint(path: Path) -> str:
-    """sha256 of a file's bytes, or over a directory's files (relative names and bytes, hidden files skipped).
-
-    Analyses put it in their config for the local files they read (checkpoints, adapters, models, data), so a
-    replaced file gives a new run id instead of silently reusing a run made from the old one.
+    ``config`` is a ``@validated`` frozen dataclass in a torch-free module (the CLI builds ``diag COMMAND``
+    from its fields at start-up). The other parts are objects or ``Ref`` strings, imported when first read.
     """
-    path = Path(path)
-    if path.is_file():
-        return _hash_into(hashlib.sha256(), path).hexdigest()
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        relative = file.relative_to(path)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        digest.update(str(relative).encode() + b"\0")
-        stat = file.stat()
-        if stat.st_size > _HASHED_FILE_LIMIT:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-        else:
-            _hash_into(digest, file)
-    return digest.hexdigest()
+
+    name: str  # what the run store records; lower-case words joined by "-"
+    config: type
+    result: type[Result] | Ref  # save / load / summary / figures of a finished run
+    compute: Callable[[Any, Run, Progress], Result] | Ref  # (config, run, progress) -> result
+    audit_config: Callable[[float], Any] | Ref  # the config ``diag audit --scale S`` runs
+    description: str  # one line: what a run computes (``diag COMMAND --help``, the app's page)
+    summary: type | Ref | None = None  # the TypedDict ``result.summary()`` returns: every key a front end reads
+    guide: Guide | Ref | None = None  # how to read its report section; None: a generic one
+    pin_inputs: Callable[[Any], Any] | Ref | None = None  # fingerprints of the local files a config reads, into it
+    check_inputs: Callable[[Any], None] | Ref | None = None  # reads them through: bad input fails before any run
+    command: tuple[str, ...] = ()  # the CLI path, e.g. ("cdas", "steer"); () means (name,)
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise DiagError(f"analysis name {self.name!r}: use lower-case words joined by '-'")
+        if not dataclasses.is_dataclass(self.config):
+            raise DiagError(f"analysis {self.name}: config must be a dataclass, got {self.config!r}")
+        object.__setattr__(self, "command", self.command or (self.name,))
+        _OWNERS[self.config] = self.name
+
+    def __getattribute__(self, attr: str) -> Any:
+        value = object.__getattribute__(self, attr)
+        if attr in _LAZY and isinstance(value, str):
+            module, _, name = value.partition(":")
+            value = getattr(importlib.import_module(module), name)
+            object.__setattr__(self, attr, value)
+        return value
+
+    def pin(self, config: Any) -> Any:
+        """The config with the local files it reads fingerprinted: the model directory, then the analysis' own
+        inputs. The one place a run id's config is made, so every front end names the same run."""
+        if not isinstance(config, self.config):
+            raise DiagError(f"{self.name}: expected a {self.config.__qualname__}, got {type(config).__name__}")
+        if "model_sha256" in {f.name for f in dataclasses.fields(config)}:
+            from diag.zoo.sources import resolve_lm_source  # torch-free: a refused run never waits for torch
+
+            source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
+            sha = fingerprint(Path(source.location)) if source.kind == "local" else None
+            config = dataclasses.replace(config, model_sha256=sha)
+        return self.pin_inputs(config) if self.pin_inputs is not None else config
+
+    def check_summary(self, summary: dict[str, Any]) -> None:
+        """Refuse a summary with a key the schema does not declare: its readers (pages, guides, scripts reading
+        ``--json``) would miss it, or read a key that is gone, without a word."""
+        unknown = [key for key in summary if not summary_key_declared(self.summary, key)]
+        if unknown:
+            raise TypeError(f"{self.name}: summary key(s) {', '.join(map(repr, unknown))} are not declared in "
+                            f"{self.summary.__qualname__}; declare them there")
 
 
-def _hash_into(digest: Any, file: Path) -> Any:
-    with open(file, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest
+def summary_key_declared(schema: type | None, key: str) -> bool:
+    """Whether a summary schema (a TypedDict) declares ``key``: by name, or by a family such as
+    ``"iia_{objective}_{variable}"`` whose braces stand for any text. No schema (None) leaves every key open."""
+    if schema is None:
+        return True
+    return any(key == declared or ("{" in declared and _family(declared).fullmatch(key))
+               for declared in schema.__annotations__)
 
 
-def pin_model(config: Any) -> Any:
-    """Fill ``model_sha256`` (for configs that have it) from the local model directory ``model`` names, else None."""
-    if "model_sha256" not in {f.name for f in dataclasses.fields(config)}:
-        return config
-    from diag.zoo.sources import resolve_lm_source  # torch-free, so a refused run never waits for torch
-
-    source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
-    sha = fingerprint(Path(source.location)) if source.kind == "local" else None
-    return dataclasses.replace(config, model_sha256=sha)
-
-
-def pinned(module: types.ModuleType, config: Any) -> Any:
-    """The config with the fingerprints of the local files it reads filled in (the module's ``pin_inputs``).
-
-    Every place that derives a run id from a config goes through here, so it names the same run ``run()`` does.
-    """
-    pin = getattr(module, "pin_inputs", None)
-    config = pin_model(config)
-    return pin(config) if pin is not None else config
-
-
-def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL file a user wrote, all or nothing.
-
-    The first bad line raises ``DiagError`` as ``PATH:LINE: problem``, so callers that validate fields use the
-    same prefix and an import never stops half-way.
-    """
-    path = Path(path)
-    check_text_file(path, f"{what} {path}")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DiagError(f"{path}:{number}: invalid JSON at column {exc.colno}: "
-                                f"{json_error_reason(exc)}") from exc
-            if not isinstance(record, dict):
-                raise DiagError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            records.append((number, record))
-    if not records:
-        raise DiagError(f"{what} {path} is empty")
-    return records
+@functools.cache
+def _family(declared: str) -> re.Pattern[str]:
+    return re.compile("".join(".+" if part.startswith("{") else re.escape(part)
+                              for part in re.split(r"(\{[^}]*\})", declared) if part))
 
 
 def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
     """Read ``{"analysis": NAME, ...fields}`` from a JSON file."""
+    from diag.files import read_json_file
+
     data = read_json_file(path, "config file")
     if not isinstance(data, dict) or "analysis" not in data:
         raise DiagError(f"config file {path}: expected an object with an \"analysis\" field")
@@ -417,48 +397,52 @@ def load_config_file(path: Path) -> tuple[str, dict[str, Any]]:
     return analysis, data
 
 
-def execute(
-    analysis: str,
+def run(
+    analysis: Analysis,
     config: Any,
-    compute: Callable[[Run, Progress], R],
-    result_type: type[R],
     *,
     store: RunStore | None = None,
     progress: Progress = no_progress,
     group: str | None = None,
-) -> R:
-    """Reuse the finished run for this config, or compute it (resuming from its checkpoint) and save it.
+) -> tuple[str, Any]:
+    """Pin the config's inputs, then reuse its finished run or compute it (resuming from its checkpoint); returns
+    ``(run_id, result)``.
 
     ``compute`` may call ``run.save_checkpoint``/``run.load_checkpoint`` to survive kills. Nothing marks the
     run finished until the result has been saved completely. A finished run is reused only if its files match
     their hashes; a corrupt one is said so in one warning line and computed again, which repairs it.
     """
+    from diag.runs import RunStore
+
+    config = analysis.pin(config)
+    if analysis.check_inputs is not None:
+        analysis.check_inputs(config)  # bad input fails here, before a run directory exists
     store = store or RunStore()
-    run = store.open(analysis, config_to_dict(pin_model(config)), group=group)
-    if run.finished:
-        problem = run.problem(full=True)
+    handle = store.open(analysis.name, config_to_dict(config), group=group)
+    if handle.finished:
+        problem = handle.problem(full=True)
         if problem is None:
-            store.last_run_id = run.run_id
-            return result_type.load(run)
-        log.warning("run %s is corrupt: %s; computing it again", run.run_id, problem)
-        run.reset()
+            return handle.run_id, analysis.result.load(handle)
+        log.warning("run %s is corrupt: %s; computing it again", handle.run_id, problem)
+        handle.reset()
     try:
-        result = compute(run, progress)
-        result.save(run)
+        result = analysis.compute(config, handle, progress)
+        summary = result.summary()
+        analysis.check_summary(summary)
+        result.save(handle)
     except DiagError as exc:
         # Bad input: nothing worth keeping, and no half-written run left behind. A run that checkpointed before
         # stopping is kept (running its config again resumes it) and marked failed, so it never reads as running.
-        if run.load_checkpoint() is None:
-            store.remove(run.run_id)
+        if handle.load_checkpoint() is None:
+            store.remove(handle.run_id)
         else:
-            run.fail(f"{type(exc).__name__}: {exc}")
+            handle.fail(f"{type(exc).__name__}: {exc}")
         raise
     except Cancelled as exc:  # stopped on request: kept with its checkpoint, so running it again resumes
-        run.cancel(str(exc) or "cancelled")
+        handle.cancel(str(exc) or "cancelled")
         raise
     except BaseException as exc:
-        run.fail(f"{type(exc).__name__}: {exc}")
+        handle.fail(f"{type(exc).__name__}: {exc}")
         raise
-    run.finish(result.summary())
-    store.last_run_id = run.run_id  # set after compute, so an analysis that runs others still names its own run
-    return result
+    handle.finish(summary)
+    return handle.run_id, result

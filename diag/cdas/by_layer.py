@@ -8,44 +8,16 @@ Alpha is in residual norms at each layer, so one grid means the same edit streng
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from diag.analysis import MAX_SEED, DtypeName, checked, config_to_dict, execute, pin_model, validated
+from diag import contract
 from diag.cdas import steer
-from diag.errors import DiagError
-from diag.progress import Progress, no_progress
+from diag.cdas.config import BY_LAYER as ANALYSIS  # noqa: F401 -- the declared value, for callers
+from diag.cdas.config import SweepConfig as Config
+from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run, RunStore, run_id_for
-
-ANALYSIS = "cdas-steer-sweep"
-
-
-@dataclass(frozen=True)
-@validated
-class Config:
-    layers: tuple[int, ...] = checked((3, 6, 10, 14), low=0, high=999, max_len=1000, layer_of="model")
-    model: str = checked("smollm2-135m-instruct", kind="model")
-    model_sha256: str | None = None  # set by diag.analysis.pin_model for a local model dir: edits make a new run
-    concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
-    steps: int = checked(4, low=1, high=1_000_000)
-    alphas: tuple[float, ...] = checked((0.1, 0.25), low=-100, high=100, max_len=100)
-    eval_prompts: int = checked(4, low=2, high=10_000)  # two per held-out half
-    max_new_tokens: int = checked(16, low=1, high=4096)
-    dataset: str = checked("", kind="file", empty=True)
-    seed: int = checked(0, low=0, high=MAX_SEED)
-    device: str = checked("auto", kind="device")
-    dtype: DtypeName = "float32"
-    allow_tf32: bool = False
-
-    def __post_init__(self) -> None:
-        if len(set(self.layers)) != len(self.layers):
-            raise DiagError(f"layers repeat: {self.layers}")
-        self.steer_config(self.layers[0])  # the per-layer study validates everything else
-
-    def steer_config(self, layer: int) -> steer.Config:
-        shared = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"}
-        return steer.Config(layer=layer, **shared)
+from diag.runs import Run
 
 
 @dataclass
@@ -102,9 +74,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         def inner(done: int, total: int, message: str, i: int = i, layer: int = layer) -> None:
             progress(i, len(config.layers), f"layer {layer}: {message} ({done}/{total})")
 
-        steer_config = config.steer_config(layer)
-        result = steer.run(steer_config, progress=inner, store=run.store)
-        runs[str(layer)] = run_id_for(steer.ANALYSIS, config_to_dict(pin_model(steer_config)))
+        runs[str(layer)], result = contract.run(steer.ANALYSIS, config.steer_config(layer), progress=inner,
+                                                store=run.store)
         scores[str(layer)] = result.table()
     progress(len(config.layers), len(config.layers), "done")
     return Result(list(config.layers), runs, scores)
@@ -147,10 +118,6 @@ GUIDE = Guide(
     baselines=_baselines,
     captions={"layer_sweep": "Mean held-out judge score over concepts against the steered layer, per method."},
 )
-
-
-def run(config: Config, progress: Progress = no_progress, store: RunStore | None = None) -> Result:
-    return execute(ANALYSIS, config, lambda r, p: compute(config, r, p), Result, store=store, progress=progress)
 
 
 def audit_config(scale: float = 1.0) -> Config:

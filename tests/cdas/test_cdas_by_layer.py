@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from diag.cdas import steer, sweep
+from diag import contract
+from diag.cdas import by_layer, steer
 from diag.errors import DiagError
 from diag.runs import RunStore
 
 
 def test_sweep_config_rejects_empty_and_repeated_layers() -> None:
     with pytest.raises(DiagError, match="no layers given"):
-        sweep.Config(layers=())
+        by_layer.Config(layers=())
     with pytest.raises(DiagError, match="layers repeat"):
-        sweep.Config(layers=(3, 3))
+        by_layer.Config(layers=(3, 3))
     with pytest.raises(DiagError, match="no alphas given"):
-        sweep.Config(alphas=())
+        by_layer.Config(alphas=())
 
 
 @pytest.mark.slow
 def test_sweep_runs_one_steer_study_per_layer(smollm2) -> None:
-    config = sweep.Config(layers=(6, 10), concepts=("dogs",), steps=1, alphas=(0.2,), eval_prompts=2,
-                          max_new_tokens=4)
-    result = sweep.run(config)
+    config = by_layer.Config(layers=(6, 10), concepts=("dogs",), steps=1, alphas=(0.2,), eval_prompts=2,
+                             max_new_tokens=4)
+    _, result = contract.run(by_layer.ANALYSIS, config)
     store = RunStore()
     assert result.layers == [6, 10]
     examples = {}
@@ -38,13 +39,13 @@ def test_sweep_runs_one_steer_study_per_layer(smollm2) -> None:
     summary = result.summary()
     assert summary["best_layer_cdas_elicit"] in (6, 10)
     assert set(summary["cdas_suppress_by_layer"]) == {"6", "10"}
-    assert sweep.run(config).scores == result.scores  # finished: reused from the store
+    assert contract.run(by_layer.ANALYSIS, config)[1].scores == result.scores  # finished: reused from the store
 
 
 def test_sweep_rejects_out_of_range_layers_without_leaving_a_run(smollm2) -> None:
     with pytest.raises(DiagError, match=r"layer\(s\) \[30\] out of range"):
-        sweep.run(sweep.Config(layers=(3, 30), concepts=("dogs",)))
-    assert RunStore().list(analysis=sweep.ANALYSIS) == []
+        contract.run(by_layer.ANALYSIS, by_layer.Config(layers=(3, 30), concepts=("dogs",)))
+    assert RunStore().list(analysis=by_layer.ANALYSIS.name) == []
 
 
 def test_clamp_target_moves_alpha_residual_norms_from_the_midpoint() -> None:
