@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from diag.errors import DiagError
+from diag.registry import RENAMED
 from diag.runs import Run, RunStore
 
 MIN_RUNS, MAX_RUNS = 2, 6
@@ -220,7 +221,7 @@ def _capture(run: Run) -> Extracted:
 # Analysis name -> how its comparable quantities are read from a stored run.
 EXTRACTORS: dict[str, Callable[[Run], Extracted]] = {
     "tir": _tir, "cdas-steer": _steer, "cdas-steer-sweep": _sweep, "cdas-train": _train, "cdas-toy": _toy,
-    "boundary": _boundary, "boundary_episodes": _episodes, "credit": _credit, "credit_tabular": _tabular,
+    "boundary": _boundary, "boundary-episodes": _episodes, "credit": _credit, "credit-tabular": _tabular,
     "capture": _capture,
 }
 
@@ -230,7 +231,7 @@ def check_comparable(store: RunStore, run_ids: list[str]) -> str:
     if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
         raise DiagError(f"overlays compare {MIN_RUNS} to {MAX_RUNS} runs, got {len(run_ids)}")
     infos = [store.info(run_id) for run_id in run_ids]
-    analyses = sorted({info.analysis for info in infos})
+    analyses = sorted({RENAMED.get(info.analysis, info.analysis) for info in infos})  # runs stored under old names
     if len(analyses) > 1:
         raise DiagError(f"overlays compare runs of one analysis, got {', '.join(analyses)}")
     unfinished = [info.run_id for info in infos if info.status != "finished"]

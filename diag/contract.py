@@ -47,7 +47,7 @@ class Result(Protocol):
         ...
 
     def save(self, run: Run) -> None:
-        """Write arrays, tables and figures into the run directory (``result.json`` is written by execute)."""
+        """Write arrays, tables and figures into the run directory (``result.json`` is written by ``run``)."""
         ...
 
     @classmethod
