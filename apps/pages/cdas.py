@@ -228,14 +228,14 @@ LIMITATION = ("The embedded model has 135M parameters: these verdicts say what r
 
 def _verdict_text(summary: dict[str, Any]) -> str:
     """One sentence per stored verdict, e.g. 'dogs elicit: CDAS ties DiffMean (budget too small)'."""
-    moves = "does" if summary["elicits_any"] else "does **not**"
-    lines = [(f"Some representation method {moves} elicit a concept within the fluency budget of "
-              f"{summary['fluency_budget']:g} nats/token (concept log-likelihood gain, 95% CI above 0).")]
+    who = "At least one representation method elicits" if summary["elicits_any"] else "**No** representation method elicits"
+    lines = [(f"{who} a concept within the fluency budget of {summary['fluency_budget']:g} nats/token (concept "
+              "log-likelihood gain with its 95% CI above 0).")]
     for concept, per_direction in summary["verdicts"].items():
         for direction, v in per_direction.items():
             if "outcome" in v:
                 flag = " (budget too small)" if v["budget_too_small"] else ""
-                lines.append(f"- {concept}, {direction}: CDAS **{v['outcome']}** against DiffMean{flag}")
+                lines.append(f"- {concept}, {direction}: CDAS vs DiffMean **{v['outcome']}**{flag}")
     return "\n".join(lines)
 
 
@@ -300,7 +300,8 @@ def page() -> Any:
     show()
     launcher = Launcher(steer, store, done, title="Train steering directions", button="Train and evaluate")
     main = [picker, header, pn.pane.Markdown("### Steer"), live,
-            pn.pane.Markdown("### Verdict: CDAS vs DiffMean at matched fluency cost; held-out judge scores"), verdict,
+            pn.pane.Markdown("### Held-out judge scores and the verdict: CDAS vs DiffMean at matched fluency cost"),
+            verdict,
             stored,
             pn.pane.Markdown("### Stored figures (as in the report)"), figures,
             pn.pane.Markdown("### Layer sweep: held-out steering score per layer"), *layer_sweep_view(store),

@@ -8,6 +8,7 @@ import numpy as np
 
 from diag.cdas.steer_measure import DIRECTIONS, UNSTEERED, VECTOR_METHODS
 
+COLOURS = {"diffmean": "C0", "das": "C1", "cdas": "C2", "prompting": "C3", "prompting+cdas": "C4"}
 CURVE_MEASURES = (("gain", "concept log-lik. gain (nats/token)"), ("cost", "fluency cost (nats/token)"),
                   ("relevance_sim", "instruction relevance (cosine)"), ("score", "judge score (0-2)"))
 
@@ -42,8 +43,8 @@ def judge_sweep_figure(alpha_sweep: list[dict[str, Any]]) -> Any:
             alphas = sorted({r["alpha"] for r in points})
             concept = [np.mean([r["concept_score"] for r in points if r["alpha"] == a]) for a in alphas]
             fluency = [np.mean([r["fluency"] for r in points if r["alpha"] == a]) for a in alphas]
-            line = ax.plot(alphas, concept, marker="o", label=f"{method} concept")[0]
-            ax.plot(alphas, fluency, marker="x", ls="--", color=line.get_color(), label=f"{method} fluency")
+            ax.plot(alphas, concept, marker="o", color=COLOURS[method], label=f"{method} concept")
+            ax.plot(alphas, fluency, marker="x", ls="--", color=COLOURS[method], label=f"{method} fluency")
         ax.set(xlabel="alpha", title=f"{direction} (held-out half A)", xscale="symlog")
     axes[0].set_ylabel("judge score (0-2)")
     axes[1].legend(fontsize=7)
@@ -70,7 +71,8 @@ def frontier_figure(points: list[dict[str, Any]], budget: float) -> Any:
                                (concept, method, direction)), key=lambda p: p["alpha"])
                 ax.errorbar([p["cost"]["value"] for p in line], [p["gain"]["value"] for p in line],
                             xerr=_errors(line, "cost"), yerr=_errors(line, "gain"), marker="o", ms=3, lw=1,
-                            capsize=2, label=method, ls=":" if method.startswith("prompting") else "-")
+                            capsize=2, label=method, ls=":" if method.startswith("prompting") else "-",
+                            color=COLOURS[method])
             ax.plot([0], [0], "k*", ms=9, label="unsteered")
             ax.axvline(budget, color="grey", ls="--", lw=1)
             ax.axhline(0, color="grey", lw=0.5)
@@ -93,11 +95,11 @@ def curves_figure(points: list[dict[str, Any]]) -> Any:
                 sel = [p for p in points if p["method"] == method and p["direction"] == direction]
                 alphas = sorted({p["alpha"] for p in sel})
                 mean = [np.mean([p[measure]["value"] for p in sel if p["alpha"] == a]) for a in alphas]
-                ax.plot(alphas, mean, marker="o", ms=3, label=method)
-            for method, style in ((UNSTEERED, "k--"), ("prompting", "k:")):
+                ax.plot(alphas, mean, marker="o", ms=3, label=method, color=COLOURS[method])
+            for method, colour in ((UNSTEERED, "k"), ("prompting", COLOURS["prompting"])):
                 sel = [p[measure]["value"] for p in points if p["method"] == method and p["direction"] == direction]
                 if sel:
-                    ax.axhline(float(np.mean(sel)), color=style[0], ls=style[1:], lw=1, label=method)
+                    ax.axhline(float(np.mean(sel)), color=colour, ls="--", lw=1, label=method)
             ax.set(title=f"{direction}: {label}", xlabel="alpha")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
