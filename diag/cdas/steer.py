@@ -181,9 +181,9 @@ def split_pairs(config: Config) -> tuple[dict[str, list[Any]], dict[str, list[An
 def judge_protocol(jobs: list[dict[str, Any]], config: Config
                    ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """(chosen alphas, half-A alpha sweep, half-B rows, half-B examples): alpha chosen by judge score on half A."""
-    def cell(c: str, m: str, d: str, half: int, alpha: float | None = None) -> list[dict[str, Any]]:
-        return [j for j in jobs if (j["concept"], j["method"], j["direction"], j["half"]) == (c, m, d, half)
-                and (alpha is None or j["alpha"] == alpha)]
+    def cell(c: str, m: str, d: str, half: int, alpha: float) -> list[dict[str, Any]]:
+        return [j for j in jobs if (j["concept"], j["method"], j["direction"], j["half"], j["alpha"]) ==
+                (c, m, d, half, alpha)]
 
     chosen, sweep, rows, examples = {}, [], [], []
     for c in config.concepts:
