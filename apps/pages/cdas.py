@@ -235,6 +235,7 @@ def _verdict_text(summary: dict[str, Any]) -> str:
         for direction, v in per_direction.items():
             if "outcome" in v:
                 flag = " (budget too small)" if v["budget_too_small"] else ""
+                flag += " (grid-limited)" if v.get("grid_limited") else ""
                 lines.append(f"- {concept}, {direction}: CDAS vs DiffMean **{v['outcome']}**{flag}")
     return "\n".join(lines)
 

@@ -237,9 +237,12 @@ def _baselines(summary: dict[str, Any]) -> list[Any]:
     verdict_rows = []
     for concept, per_direction in summary["verdicts"].items():
         for direction, v in per_direction.items():
-            note = "budget too small: intervals wider than the resolution" if v.get("budget_too_small") else ""
+            notes = ["budget too small: intervals wider than the resolution"] if v.get("budget_too_small") else []
             if v.get("none_within_budget"):
-                note = "neither stays within the fluency budget at any alpha"
+                notes.append("neither stays within the fluency budget at any alpha")
+            if v.get("grid_limited"):
+                notes.append("grid-limited: the largest alpha is within the budget")
+            note = "; ".join(notes)
             verdict_rows.append([concept, direction, v.get("outcome", "-"), ci(v["cdas"]) if "cdas" in v else "-",
                                  ci(v["diffmean"]) if "diffmean" in v else "-",
                                  ", ".join(v["methods_that_move"]) or "none", note])
@@ -265,6 +268,7 @@ def _headline(summary: dict[str, Any]) -> list[Any]:
         for direction, v in per_direction.items():
             if "outcome" in v:
                 flag = " (budget too small)" if v["budget_too_small"] else ""
+                flag += " (grid-limited)" if v.get("grid_limited") else ""
                 out.append(Metric(f"CDAS vs DiffMean, {concept} {direction}", v["outcome"] + flag))
     return out
 

@@ -12,8 +12,10 @@ is a different edit for different directions.
 
 Verdict per concept and direction: CDAS *wins* over DiffMean when its frontier interval lies entirely above
 DiffMean's, *loses* when entirely below, else *ties*; a tie whose intervals are wider than ``resolution`` is
-flagged "budget too small" (the study could not have told a difference of that size). A representation method
-*elicits* a concept when the lower end of its elicit frontier interval is > 0.
+flagged "budget too small" (the study could not have told a difference of that size), and a verdict where CDAS's
+or DiffMean's largest alpha is still within the fluency budget is flagged "grid-limited" (its frontier may lie
+beyond the alphas tried). A representation method *elicits* a concept when the lower end of its elicit frontier
+interval is > 0.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def summarise(jobs: list[dict[str, Any]], concepts: tuple[str, ...], methods: tu
                 samples = frontier_value(costs[:, draws].mean(2), gains[:, draws].mean(2), budget)
                 within = [k[1] for k, c in zip(keys, costs.mean(1), strict=True) if c <= budget]
                 frontier.append({"concept": concept, "method": method, "direction": direction, "budget": budget,
-                                 "gain": interval(samples, float(point)), "alphas_within_budget": within})
+                                 "gain": interval(samples, float(point)), "alphas_within_budget": within,
+                                 "grid_limited": len(keys) > 1 and within[-1:] == [keys[-1][1]]})
     return points, frontier
 
 
@@ -101,7 +104,8 @@ def verdicts(frontier: list[dict[str, Any]], resolution: float) -> list[dict[str
         if {"cdas", "diffmean"} <= set(methods):
             row |= verdict(by_key[(concept, "cdas", direction)]["gain"], by_key[(concept, "diffmean", direction)]["gain"],
                            resolution)
-            row["none_within_budget"] = not any(by_key[(concept, m, direction)]["alphas_within_budget"]
-                                                for m in ("cdas", "diffmean"))
+            pair = [by_key[(concept, m, direction)] for m in ("cdas", "diffmean")]
+            row["none_within_budget"] = not any(f["alphas_within_budget"] for f in pair)
+            row["grid_limited"] = any(f.get("grid_limited", False) for f in pair)
         out.append(row)
     return out

@@ -64,12 +64,13 @@ def test_summarise_pairs_prompts_and_reads_verdicts_from_the_frontier() -> None:
     by = {(f["method"], f["direction"]): f for f in frontier}
     cdas, dm = by[("cdas", "elicit")], by[("diffmean", "elicit")]
     assert cdas["alphas_within_budget"] == [0.1, 0.2] and dm["alphas_within_budget"] == [0.1]
+    assert cdas["grid_limited"] and not dm["grid_limited"]  # CDAS might gain more beyond alpha 0.2
     expected = np.mean([j["gain"] for j in jobs if (j["method"], j["direction"], j["alpha"]) ==
                         ("diffmean", "elicit", 0.1)])
     assert dm["gain"]["value"] == pytest.approx(expected)
     assert dm["gain"]["low"] <= dm["gain"]["value"] <= dm["gain"]["high"]
     (elicit, suppress) = verdicts(frontier, 0.1)
-    assert elicit["outcome"] == suppress["outcome"] == "wins"
+    assert elicit["outcome"] == suppress["outcome"] == "wins" and elicit["grid_limited"]
     assert elicit["methods_that_move"] == ["diffmean", "cdas"]
 
 
