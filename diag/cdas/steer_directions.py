@@ -10,6 +10,7 @@ of means), m+ / m- (mean projections) and the DII source states.
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -67,8 +68,12 @@ def diffmean(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def _train_step(state: dict[str, Any], i: int, *, model: torch.nn.Module, tokenizer: object, layer: int,
                 modules: dict[str, Any], optimiser: torch.optim.Optimizer, train: dict[str, list[Pair]],
                 states: dict[str, tuple[torch.Tensor, torch.Tensor]], pairs_per_step: int, train_tokens: int,
-                allow_tf32: bool) -> dict[str, Any]:
-    """One Adam step on every concept's DIIs at once (per-row bases in one batch); checkpointable state."""
+                allow_tf32: bool, seed: int) -> dict[str, Any]:
+    """One Adam step on every concept's DIIs at once (per-row bases in one batch); checkpointable state.
+
+    Each DII draws its pairs from its own seeded stream (seed, name, step), so training DAS alongside CDAS, or not,
+    leaves CDAS's direction unchanged (a shared stream made a method's direction depend on the methods compared).
+    """
     from diag.cdas.train import examples_for, intervened_losses
     from diag.device import exact_matmul
 
@@ -78,7 +83,8 @@ def _train_step(state: dict[str, Any], i: int, *, model: torch.nn.Module, tokeni
     rows = []  # (module name, objective, interchange)
     for name in modules:
         concept, objective = name.split("/")
-        picked = random.sample(range(len(train[concept])), min(pairs_per_step, len(train[concept])))
+        draw = random.Random(f"{seed}/{name}/{i}")
+        picked = draw.sample(range(len(train[concept])), min(pairs_per_step, len(train[concept])))
         chosen = [train[concept][j] for j in picked]
         pos, neg = states[concept]
         rows += [(name, objective, e) for e in examples_for(chosen, pos[picked], neg[picked])]
@@ -107,16 +113,20 @@ def train_diis(model: torch.nn.Module, tokenizer: object, config: Any, objective
     names = [f"{c}/{o}" for c in config.concepts for o in objectives]
     if not names:
         return {}, {}
-    torch.manual_seed(config.seed)
-    modules = {n: RotatedSubspace(model.config.hidden_size, 1, seed=config.seed + i) for i, n in enumerate(names)}
-    if config.init == "diffmean":
-        for n in names:
+    # Seeds by name, like the pair draws: the orthogonal parametrisation keeps a seeded completion of the basis
+    # (from the module's seed, or torch's global RNG when ``set_basis`` completes the DiffMean start), so a seed by
+    # position in ``names`` would tie one method's direction to the methods and concepts trained beside it.
+    modules = {}
+    for n in names:
+        seed = zlib.crc32(f"{config.seed}/{n}".encode())
+        modules[n] = RotatedSubspace(model.config.hidden_size, 1, seed=seed)
+        if config.init == "diffmean":
+            torch.manual_seed(seed)
             modules[n].set_basis(diffmean(*states[n.split("/")[0]]).unsqueeze(1))
     optimiser = torch.optim.Adam([p for m in modules.values() for p in m.parameters()], lr=config.lr)
-    random.seed(config.seed)  # run_steps checkpoints and restores the global RNGs
     step = partial(_train_step, model=model, tokenizer=tokenizer, layer=config.layer, modules=modules,
                    optimiser=optimiser, train=train, states=states, pairs_per_step=config.pairs_per_step,
-                   train_tokens=config.train_tokens, allow_tf32=config.allow_tf32)
+                   train_tokens=config.train_tokens, allow_tf32=config.allow_tf32, seed=config.seed)
     state = {"modules": {n: m.state_dict() for n, m in modules.items()}, "optimiser": optimiser.state_dict(),
              "curves": {o: [] for o in objectives}}
     state = run_steps(run, config.steps, state, step, every=5, progress=progress, message="train rank-1 DII")

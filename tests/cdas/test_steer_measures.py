@@ -146,3 +146,27 @@ def test_measures_on_smollm2_are_exact_where_nothing_is_edited(smollm2) -> None:
                                        torch.full((len(neutral),), m[side]), positions)
                     for side in ("m_plus", "m_minus"))
         assert all(u > d + 0.03 for u, d in zip(up, down, strict=True)), (positions, up, down)
+
+
+def test_a_methods_direction_does_not_depend_on_the_other_methods_trained(tiny_llama_dir) -> None:
+    """CDAS trained alone or beside DAS draws the same pairs, so it ends in the same direction."""
+    from diag.cdas.steer_directions import train_diis
+    from diag.progress import no_progress
+    from diag.runs import RunStore
+    from diag.zoo import load_lm
+
+    model, tokenizer = load_lm(str(tiny_llama_dir), "cpu")
+    model.requires_grad_(False)
+    config = steer.Config(model=str(tiny_llama_dir), concepts=("dogs",), layer=1, steps=2, pairs_per_step=2,
+                          train_tokens=4, lr=0.05)
+    train = {"dogs": [p for p in load_pairs(None, ("dogs",)) if p.split == "train"]}
+    states = {"dogs": read_states(model, tokenizer, train["dogs"], 1, "token")}
+    store = RunStore()
+    found = {}
+    for objectives in (("cdas",), ("das", "cdas")):
+        run = store.open("cdas-steer", {"objectives": list(objectives)})
+        found[objectives], curves = train_diis(model, tokenizer, config, objectives, train, states, run, no_progress)
+        assert set(curves) == set(objectives) and len(curves["cdas"]) == 2
+    alone, beside = found[("cdas",)]["dogs/cdas"], found[("das", "cdas")]["dogs/cdas"]
+    assert float(alone @ diffmean(*states["dogs"])) < 0.9999  # it moved from its DiffMean start
+    torch.testing.assert_close(alone, beside, atol=1e-5, rtol=0)
