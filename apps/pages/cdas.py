@@ -1,15 +1,16 @@
 """CDAS page: train (or load) rank-1 steering directions and steer a chat LM with an alpha slider.
 
 Training and the held-out evaluation are ``cdas-steer`` runs. A stored run gives, per concept and method, a
-unit direction v, the mean source projections m+ / m- and the residual norm rho at its layer; steering clamps
-h' = h + (t - v^T h) v, t = (m+ + m-)/2 +/- alpha*rho (``steer.clamp_target``), at the run's layer on every
-generated step. A ``cdas-steer-sweep`` run (the same study at several layers) is shown as its layer plot. The live panel generates with and without that clamp side by side for
-any prompt and alpha (new generations, on the worker thread); the stored held-out scores are only displayed.
+unit direction v, the mean projections m+ / m- and the residual norm rho at its layer; steering clamps
+h' = h + (t - v^T h) v at the run's layer and positions (``diag.cdas.steer_edit``). The page shows the run's
+stored verdict (CDAS vs DiffMean at matched fluency cost), its curves over alpha with bootstrap bands, and its
+figures; a ``cdas-steer-sweep`` run (the same study at several layers) is shown as its layer plot. The live panel
+asks ``diag.cdas.steer_live.steer_prompt`` for answers with and without the clamp for any prompt and alpha (new
+generations, on the worker thread); everything else is read from stored results.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ from apps.launch import Launcher
 from apps.views import RunPicker, report_link, stored_figures, table
 from diag.cdas import steer
 from diag.cdas.export import FORMATS, collect, write
+from diag.cdas.steer_live import steer_prompt
 from diag.errors import DiagError
 from diag.runs import RunStore
 
@@ -42,30 +44,6 @@ ANSWER_CSS = """
 """
 
 
-@functools.lru_cache(maxsize=1)
-def _model(name: str, device: str) -> tuple[Any, Any]:
-    """The last model used for live steering stays in memory (only the worker thread calls this)."""
-    from diag.zoo import load_lm
-
-    return load_lm(name, device)
-
-
-def steer_prompt(config: dict[str, Any], vector: np.ndarray, target: float, prompt: str,
-                 max_new_tokens: int) -> tuple[str, str]:
-    """(unsteered answer, steered answer) of the run's model for ``prompt``; greedy decoding."""
-    import torch
-
-    from diag.cdas.lm import generate
-
-    if not prompt.strip():
-        raise DiagError("empty prompt")
-    model, tokenizer = _model(config["model"], config["device"])
-    plain = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens)[0]
-    clamp = steer.row_clamp(torch.tensor(vector, dtype=torch.float32)[None], torch.tensor([target]))
-    steered = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, layer=config["layer"], fn=clamp)[0]
-    return plain, steered
-
-
 def answer_card(title: str, text: str) -> pn.pane.HTML:
     import html
 
@@ -73,20 +51,34 @@ def answer_card(title: str, text: str) -> pn.pane.HTML:
                         stylesheets=[ANSWER_CSS], sizing_mode="stretch_width")
 
 
-def sweep_figure(result: steer.Result, concept: str, direction: str) -> Any:
-    """Held-out half A: concept score and fluency against alpha, per method, for one concept and direction."""
-    rows = [r for r in result.alpha_sweep if r["concept"] == concept and r["direction"] == direction]
-    alphas = np.array(sorted({r["alpha"] for r in rows}), dtype=float)
+CURVE_MEASURES = {"gain": "concept log-likelihood gain (nats/token)", "cost": "fluency cost (nats/token)",
+                  "relevance_sim": "instruction relevance (cosine)", "score": "judge score (0–2)"}
+
+
+def curve_figure(result: steer.Result, concept: str, direction: str, measure: str) -> Any:
+    """One stored measure against α per steered method, with its 95% bootstrap band over held-out prompts."""
+    points = [p for p in result.points if p["concept"] == concept and p["direction"] == direction]
+    alphas = np.array(sorted({p["alpha"] for p in points if p["method"] in steer.VECTOR_METHODS}), dtype=float)
     series = {}
-    for method in steer.VECTOR_METHODS:
-        by_alpha = {r["alpha"]: r for r in rows if r["method"] == method}
-        if by_alpha:
-            series[f"{method} concept score"] = (np.array([by_alpha[a]["concept_score"] for a in alphas]), None, None)
-            series[f"{method} fluency"] = (np.array([by_alpha[a]["fluency"] for a in alphas]), None, None)
-    fig = plots.lines_with_bands(alphas, series, title=f"{concept}, {direction}: judge scores vs α (held-out half A)",
-                                 x_label="steering factor α", y_label="judge score (0–2)", height=300)
-    fig.y_range.start, fig.y_range.end = 0, 2.05
-    return fig
+    for method in (*steer.VECTOR_METHODS, "prompting+cdas"):
+        by_alpha = {p["alpha"]: p[measure] for p in points if p["method"] == method}
+        if by_alpha and all(a in by_alpha for a in alphas):
+            series[method] = tuple(np.array([by_alpha[a][k] for a in alphas]) for k in ("value", "low", "high"))
+    for method in ("none", "prompting"):  # unedited references: flat lines
+        ref = next((p[measure] for p in points if p["method"] == method), None)
+        if ref is not None:
+            series["unsteered" if method == "none" else method] = (np.full(len(alphas), ref["value"]), None, None)
+    return plots.lines_with_bands(alphas, series, title=f"{concept}, {direction}: {CURVE_MEASURES[measure]}",
+                                  x_label="steering factor α", y_label=CURVE_MEASURES[measure], height=280)
+
+
+def guide_tables(summary: dict[str, Any]) -> list[Any]:
+    """The report's tables for this run (verdict, frontier, judge scores), read from its stored summary."""
+    out = []
+    for t in steer.GUIDE.baselines(summary):  # type: ignore[misc]
+        out += [pn.pane.Markdown(f"**{t.title}**"),
+                table(pd.DataFrame(t.rows, columns=t.columns), css_classes=["cdas-scores"])]
+    return out
 
 
 def examples_frame(result: steer.Result, concept: str, direction: str) -> pd.DataFrame:
@@ -147,7 +139,8 @@ def layer_sweep_view(store: RunStore) -> list[Any]:
     except DiagError as exc:  # a corrupt run: the store's one line naming the damaged file
         return [pn.pane.Alert(str(exc), alert_type="danger")]
     rows = [{"layer": layer, **{f"{m} {d}": f"{result.scores[str(layer)][m][d]:.2f}"
-                                for m in steer.METHODS for d in steer.DIRECTIONS}} for layer in result.layers]
+                                for m in steer.METHODS for d in steer.DIRECTIONS if m in result.scores[str(layer)]}}
+            for layer in result.layers]
     concepts = ", ".join(run.config["concepts"])
     return [pn.pane.Markdown(f"Concepts {concepts}; {run.config['steps']} training steps and α from "
                              f"{run.config['alphas']} residual norms per layer · {report_link(run.run_id)}"),
@@ -213,21 +206,38 @@ class LiveSteer(pn.viewable.Viewer):
         if self.result is None or self.run_config is None or self.concept.value is None:
             self.job.show_error("Load a stored cdas-steer run first (or train one from the sidebar).")
             return
-        key = f"{self.concept.value}/{self.method.value}"
-        vector = self.result.vectors[key]
-        m = self.result.projections[key]
-        target = steer.clamp_target(m["m_plus"], m["m_minus"], self.direction.value, self.alpha.value,
-                                    self.result.residual_norm)
-        config, prompt, tokens = self.run_config, self.prompt.value, self.tokens.value
-        label = f"{self.direction.value} {self.concept.value} with {self.method.value}, α={self.alpha.value:g}"
+        config, result, prompt, tokens = self.run_config, self.result, self.prompt.value, self.tokens.value
+        concept, method, direction, alpha = (self.concept.value, self.method.value, self.direction.value,
+                                             self.alpha.value)
+        label = f"{direction} {concept} with {method}, α={alpha:g}"
         self.button.disabled = True
         try:
-            out = await self.job.run("steer", lambda _progress: steer_prompt(config, vector, target, prompt, tokens))
+            out = await self.job.run("steer", lambda _progress: steer_prompt(
+                config, result, concept, method, direction, alpha, prompt, tokens))
         finally:
             self.button.disabled = False
         if out is not None:
-            self.answers[:] = [answer_card("Without steering", out[0]),
-                               answer_card(f"With steering: {label} (target v·h = {target:.3g})", out[1])]
+            self.answers[:] = [answer_card("Without steering", out.plain),
+                               answer_card(f"With steering: {label} (target v·h = {out.target:.3g})", out.steered)]
+
+
+LIMITATION = ("The embedded model has 135M parameters: these verdicts say what rank-1 steering does on SmolLM2-135M, "
+              "not on the larger models of the CDAS paper. 'Budget too small' marks ties whose intervals are wider "
+              "than the run's resolution: more held-out prompts are needed before reading them as equal.")
+
+
+def _verdict_text(summary: dict[str, Any]) -> str:
+    """One sentence per stored verdict, e.g. 'dogs elicit: CDAS ties DiffMean (budget too small)'."""
+    who = "At least one representation method elicits" if summary["elicits_any"] else "**No** representation method elicits"
+    lines = [(f"{who} a concept within the fluency budget of {summary['fluency_budget']:g} nats/token (concept "
+              "log-likelihood gain with its 95% CI above 0).")]
+    for concept, per_direction in summary["verdicts"].items():
+        for direction, v in per_direction.items():
+            if "outcome" in v:
+                flag = " (budget too small)" if v["budget_too_small"] else ""
+                flag += " (grid-limited)" if v.get("grid_limited") else ""
+                lines.append(f"- {concept}, {direction}: CDAS vs DiffMean **{v['outcome']}**{flag}")
+    return "\n".join(lines)
 
 
 def page() -> Any:
@@ -243,7 +253,12 @@ def page() -> Any:
             return
         concept, direction = live.concept.value, live.direction.value
         stored[:] = [
-            pn.pane.Bokeh(sweep_figure(live.result, concept, direction)),
+            pn.pane.Markdown(f"**Curves over α** ({concept}, {direction}; every held-out prompt, 95% bootstrap "
+                             "bands; the frontier compares methods at matched fluency cost, not at one α)"),
+            pn.Row(*[pn.pane.Bokeh(curve_figure(live.result, concept, direction, m)) for m in ("gain", "cost")],
+                   sizing_mode="stretch_width"),
+            pn.Row(*[pn.pane.Bokeh(curve_figure(live.result, concept, direction, m))
+                     for m in ("relevance_sim", "score")], sizing_mode="stretch_width"),
             pn.pane.Markdown(f"**Stored held-out generations** ({concept}, {direction}; α chosen on half A, "
                              "scored by the offline judge on half B)"),
             table(examples_frame(live.result, concept, direction), layout="fit_columns",
@@ -262,15 +277,18 @@ def page() -> Any:
             return
         live.set_run(run.config, result)
         live.run_id = run.run_id
-        scores = pd.DataFrame([{"method": m, **{d: f"{v:.3f}" for d, v in per.items()}}
-                               for m, per in result.table().items()])
-        header.object = (f"Model `{run.config['model']}`, layer {run.config['layer']}, concepts "
-                         f"{', '.join(run.config['concepts'])} · judge: {result.judge} · {report_link(run.run_id)}")
-        summary_table[:] = [table(scores, css_classes=["cdas-scores"])]
+        config = run.config
+        header.object = (f"Model `{config['model']}`, layer {config['layer']}, concepts "
+                         f"{', '.join(config['concepts'])}; direction read at the {config['read']} position(s), "
+                         f"steering {config['positions']} positions, α in units of the {config['factor']} factor · "
+                         f"judge: {result.judge} · {report_link(run.run_id)}")
+        summary = run.summary
+        verdict[:] = [pn.pane.Markdown(_verdict_text(summary)), *guide_tables(summary),
+                      pn.pane.Alert(LIMITATION, alert_type="warning")]
         figures[:] = [stored_figures(run, width=560)]
         show_stored()
 
-    summary_table = pn.Column(sizing_mode="stretch_width")
+    verdict = pn.Column(sizing_mode="stretch_width")
     figures = pn.Column(sizing_mode="stretch_width")
 
     def done(run_id: str) -> None:
@@ -283,7 +301,9 @@ def page() -> Any:
     show()
     launcher = Launcher(steer.ANALYSIS, store, done, title="Train steering directions", button="Train and evaluate")
     main = [picker, header, pn.pane.Markdown("### Steer"), live,
-            pn.pane.Markdown("### Held-out judge scores (mean over concepts, 0–2)"), summary_table, stored,
+            pn.pane.Markdown("### Held-out judge scores and the verdict: CDAS vs DiffMean at matched fluency cost"),
+            verdict,
+            stored,
             pn.pane.Markdown("### Stored figures (as in the report)"), figures,
             pn.pane.Markdown("### Layer sweep: held-out steering score per layer"), *layer_sweep_view(store),
             pn.pane.Markdown("### Ground truth: does DAS/CDAS find known variables?"), *toy_view(store)]

@@ -7,12 +7,23 @@ by_layer.py (the steering study per layer); the declarations name them and they 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, get_args
 
 from diag.contract import MAX_SEED, Analysis, DtypeName, checked, validated
 from diag.errors import DiagError
 
 OBJECTIVES = ("das", "cdas", "kl")  # DAS: cross-entropy; CDAS: Jensen-Shannon; KL: one-sided (an ablation)
+
+# The steering study's choices (steer.py and its steer_* modules read them from here)
+MethodName = Literal["diffmean", "das", "cdas", "prompting", "prompting+cdas"]
+METHODS: tuple[str, ...] = get_args(MethodName)
+VECTOR_METHODS = ("diffmean", "das", "cdas")  # a unit direction clamped in the residual stream
+PROMPTED = ("prompting", "prompting+cdas")  # the instruction asks; "+cdas" also clamps the CDAS direction
+TRAINED = ("das", "cdas")  # DII objectives the study trains: cross-entropy, Jensen-Shannon
+DIRECTIONS = ("elicit", "suppress")
+Read = Literal["token", "response"]  # a direction read at the assistant-header token, or over the response
+Positions = Literal["all", "generated"]  # steer every position after BOS, or only those predicting answer tokens
+Factor = Literal["norm", "data"]  # alpha's unit: residual norms, or half the direction's own m+ - m-
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,12 @@ class SteerConfig:
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
     # comma-separated concepts
     concepts: tuple[str, ...] = checked(("dogs", "music", "space", "ocean"), max_len=100)
+    # compared methods; "prompting+cdas" asks in the instruction and clamps the CDAS direction
+    methods: tuple[MethodName, ...] = checked(METHODS, max_len=5)
     layer: int = checked(10, low=0, high=999, layer_of="model")  # decoder layer to steer at
+    read: Read = "token"  # direction read at the assistant-header token, or averaged over response positions
+    positions: Positions = "all"  # steer every position after BOS, or only those that predict answer tokens
+    factor: Factor = "norm"  # alpha's unit: residual norms, or half the direction's own m+ - m- (1 = clamp to m+/m-)
     steps: int = checked(8, low=1, high=1_000_000)  # training steps of the rank-1 DIIs
     pairs_per_step: int = checked(1, low=1, high=1024)  # per concept and step
     train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the losses see
@@ -82,11 +98,16 @@ class SteerConfig:
     # up to ~0.24 rad a step, and 8 one-pair steps (flat loss) left the directions at cos ~0.25-0.31 to their init.
     lr: float = checked(0.002, above=0, high=10)
     init: str = "diffmean"  # start DAS/CDAS from the DiffMean direction ("random": a seeded random unit vector)
-    # clamp offsets from the midpoint, in units of the residual norm
+    # clamp offsets from the midpoint, in units of ``factor``
     alphas: tuple[float, ...] = checked((0.1, 0.2, 0.4), low=-100, high=100, max_len=100)
-    # held-out prompts per concept, split into two halves (choose alpha / report)
+    # held-out prompts per concept, split into two halves (choose alpha / report) for the judge protocol
     eval_prompts: int = checked(6, low=2, high=10_000)
     max_new_tokens: int = checked(20, low=1, high=4096)  # tokens generated per answer
+    # the frontier's matched fluency cost: answers at most this many nats per token less likely than unsteered ones
+    fluency_budget: float = checked(0.5, above=0, high=20)
+    # the smallest gain difference (nats per token) worth resolving: a tie with wider intervals is "budget too small"
+    resolution: float = checked(0.1, above=0, high=100)
+    bootstrap: int = checked(1000, low=100, high=100_000)  # resamples of the held-out prompts per interval
     dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
     seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
@@ -96,6 +117,13 @@ class SteerConfig:
     def __post_init__(self) -> None:
         if self.init not in ("diffmean", "random"):
             raise DiagError(f"init must be diffmean or random, got {self.init!r}")
+        if len(set(self.methods)) != len(self.methods):
+            raise DiagError(f"methods repeat: {', '.join(self.methods)}")
+
+    def objectives(self) -> tuple[str, ...]:
+        """The DII objectives the chosen methods need (prompting+cdas clamps the CDAS direction)."""
+        wanted = {*self.methods, *(("cdas",) if "prompting+cdas" in self.methods else ())}
+        return tuple(o for o in TRAINED if o in wanted)
 
 
 @dataclass(frozen=True)
@@ -139,7 +167,11 @@ TrainSummary = TypedDict("TrainSummary", {
     "final_train_loss": float, "rank": int, "numerics": dict[str, Any]})
 SteerSummary = TypedDict("SteerSummary", {
     "judge": str, "{method}_{direction}": float, "cdas_minus_diffmean_{direction}": float, "concepts": list[str],
-    "residual_norm": float, "numerics": dict[str, Any]})
+    "residual_norm": float, "numerics": dict[str, Any],
+    # judge-independent: best concept log-likelihood gain within the fluency budget, concept -> method -> direction
+    "fluency_budget": float, "frontier_gain": dict[str, dict[str, dict[str, float]]],
+    # concept -> direction -> CDAS vs DiffMean verdict at matched fluency, and whether any method elicits at all
+    "verdicts": dict[str, dict[str, dict[str, Any]]], "elicits_any": bool})
 SweepSummary = TypedDict("SweepSummary", {
     "layers": list[int], "{method}_{direction}_by_layer": dict[str, float], "best_layer_{method}_{direction}": int,
     "steer_runs": dict[str, str]})

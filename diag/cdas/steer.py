@@ -1,59 +1,66 @@
 """Bi-directional concept steering of a chat LM with rank-1 CDAS, against DiffMean, DAS and prompting.
 
-Per concept, a rank-1 DII v is trained at the residual output of one layer on the train pairs (x, y, x_c, y_c):
-the source is the last assistant-header token of the source prompt, copied into every base position after BOS.
-CDAS minimises the Jensen-Shannon divergence, at every response token, between the intervened base run and the
-un-intervened counterfactual run (elicitation: base x+y_c, source x_c+y_c; suppression: base x_c+y, source x+y);
-DAS minimises cross-entropy on the counterfactual response tokens instead. At inference
-h' = h + (t - v^T h) v with m+ / m- the mean projection of the source token over positive / negative train
-prompts and t = c + alpha*rho on neutral prompts (elicit), t = c - alpha*rho on concept prompts (suppress),
-c = (m+ + m-)/2, rho = the mean residual norm at the layer (train source tokens). DiffMean uses the same clamp on
-the normalised difference of mean source activations. alpha is chosen per concept, method and direction on one
-held-out half and reported on the other. Scores come from the offline judge (``judge.py``).
+Per concept, a rank-1 DII v is trained at the residual output of one layer on the train pairs (x, y, x_c, y_c)
+(``steer_directions``): the source is read at the last assistant-header token of the source prompt, or averaged
+over its response positions (``read``), and copied into every base position after BOS. CDAS minimises the
+Jensen-Shannon divergence, at every response token, between the intervened base run and the un-intervened
+counterfactual run (elicitation: base x+y_c, source x_c+y_c; suppression: base x_c+y, source x+y); DAS minimises
+cross-entropy on the counterfactual response tokens instead. DiffMean is the normalised difference of mean states.
+At inference every direction clamps v^T h to alpha units above (elicit) or below (suppress) the midpoint of its
+mean projections m+ / m- (``steer_edit``), at every position or only at answer positions (``positions``).
 
-Why alpha is in units of rho, not of each direction's own (m+ - m-): every method's v is a unit vector, so
-rho makes one alpha the same edit strength for all of them. In units of (m+ - m-) a learned direction that
-separates the prompts less (CDAS's was ~4x less than DiffMean's at layer 10) gets a ~4x weaker edit at the same
-alpha, and a shared grid compared DiffMean at full strength with CDAS at a quarter. (DESIGN's alpha*m scales
-from 0; when m- > 0 that moves *towards* the concept for alpha > 1, hence the midpoint c.)
+Every method runs at every alpha on every held-out prompt (``steer_measure``) and is measured three ways: the
+concept's log-likelihood gain on the model's own concept-conditioned reference answers (judge-independent), the
+fluency cost (perplexity of the steered text under the unsteered model) with instruction relevance, and the
+offline judge (``judge.py``). ``steer_frontier`` turns these into curves over alpha with bootstrap intervals over
+prompts, compares methods at matched fluency cost (the frontier) and gives a verdict per concept and direction.
+The judge-only protocol of earlier runs stays: alpha chosen by judge score on held-out half A, scored on half B.
+
+Why alpha is in units of rho (``factor="norm"``), not of each direction's own (m+ - m-): every method's v is a
+unit vector, so rho makes one alpha the same edit strength for all of them. In units of (m+ - m-) a learned
+direction that separates the prompts less (CDAS's was ~4x less than DiffMean's at layer 10) gets a ~4x weaker
+edit at the same alpha. ``factor="data"`` is that other choice (alpha = 1 clamps to m+ / m-), for comparison; the
+frontier compares either at matched fluency cost, where the unit of alpha no longer matters.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from diag.cdas.config import DIRECTIONS, METHODS, VECTOR_METHODS  # noqa: F401 (the steer API)
 from diag.cdas.config import STEER as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.cdas.config import SteerConfig as Config
+from diag.cdas.steer_edit import clamp_target, row_clamp  # noqa: F401 (the steer API)
 from diag.errors import DiagError
-from diag.progress import Progress, report_metrics
+from diag.progress import Progress
 from diag.report.sections import Guide
 from diag.runs import Run
 
-VECTOR_METHODS = ("diffmean", "das", "cdas")
-METHODS = (*VECTOR_METHODS, "prompting")
-DIRECTIONS = ("elicit", "suppress")
+SCORES = ("score", "concept_score", "relevance", "fluency")
 
 
 @dataclass
 class Result:
     judge: str
-    alphas: dict[str, float]  # "concept/method/direction" -> alpha chosen on half A (vector methods)
-    rows: list[dict[str, Any]]  # per concept, method, direction: held-out half-B scores
+    alphas: dict[str, float]  # "concept/method/direction" -> alpha chosen on half A (steered methods)
+    rows: list[dict[str, Any]]  # per concept, method, direction: held-out half-B judge scores
     alpha_sweep: list[dict[str, Any]]  # half A: concept, method, direction, alpha, score, concept, fluency
-    examples: list[dict[str, Any]]  # every half-B generation with its scores
-    curves: dict[str, list[float]] = field(default_factory=dict)
+    examples: list[dict[str, Any]]  # every half-B generation at the chosen alpha, with its scores
+    curves: dict[str, list[float]] = field(default_factory=dict)  # DII training loss per objective
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # "concept/method" -> unit vector
     projections: dict[str, dict[str, float]] = field(default_factory=dict)  # "concept/method" -> m+, m-
-    residual_norm: float = 0.0  # rho: mean |h| of the train source tokens at the layer (alpha's unit)
+    residual_norm: float = 0.0  # rho: mean |h| of the train states at the layer
     numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype (+ faithfulness), TF32 switch
+    points: list[dict[str, Any]] = field(default_factory=list)  # curves: every measure per alpha, with intervals
+    frontier: list[dict[str, Any]] = field(default_factory=list)  # best gain within the fluency budget
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # CDAS vs DiffMean per concept and direction
+    budget: float = 0.0  # the fluency budget the frontier used
 
     def table(self) -> dict[str, dict[str, float]]:
-        """Mean held-out score per method and direction, averaged over concepts."""
+        """Mean held-out judge score per method and direction, averaged over concepts."""
         out: dict[str, dict[str, float]] = {}
         for method in METHODS:
             out[method] = {}
@@ -72,279 +79,197 @@ class Result:
             out[f"cdas_minus_diffmean_{direction}"] = table["cdas"][direction] - table["diffmean"][direction]
         out["concepts"] = sorted({r["concept"] for r in self.rows})
         out["residual_norm"] = self.residual_norm
+        out["fluency_budget"] = self.budget
+        frontier: dict[str, Any] = {}
+        for f in self.frontier:
+            frontier.setdefault(f["concept"], {}).setdefault(f["method"], {})[f["direction"]] = f["gain"]
+        out["frontier_gain"] = frontier
+        out["verdicts"] = {v["concept"]: {} for v in self.verdicts}
+        for v in self.verdicts:
+            out["verdicts"][v["concept"]][v["direction"]] = {k: v[k] for k in v if k not in ("concept", "direction")}
+        out["elicits_any"] = any(v["methods_that_move"] for v in self.verdicts if v["direction"] == "elicit")
         out["numerics"] = self.numerics
         return out
 
     def save(self, run: Run) -> None:
+        from diag.cdas.steer_figures import figures
+
         run.write_json("steer.json", {"judge": self.judge, "alphas": self.alphas, "rows": self.rows,
                                       "alpha_sweep": self.alpha_sweep, "curves": self.curves,
                                       "projections": self.projections, "table": self.table(),
-                                      "residual_norm": self.residual_norm, "numerics": self.numerics})
+                                      "residual_norm": self.residual_norm, "numerics": self.numerics,
+                                      "points": self.points, "frontier": self.frontier, "verdicts": self.verdicts,
+                                      "budget": self.budget})
         run.write_json("examples.json", self.examples)
         run.write_arrays("vectors", self.vectors)
-        for name, fig in self.figures().items():
+        for name, fig in figures(self).items():
             run.write_figure(name, fig)
 
     @classmethod
     def load(cls, run: Run) -> Result:
         data = run.read_json("steer.json")
-        if "residual_norm" not in data:
-            raise DiagError(f"run {run.run_id} predates alpha in units of the residual norm: rerun it")
+        if "points" not in data:
+            raise DiagError(f"run {run.run_id} predates the fluency-frontier measures: rerun it")
         return cls(data["judge"], data["alphas"], data["rows"], data["alpha_sweep"], run.read_json("examples.json"),
                    data["curves"], run.read_arrays("vectors"), data["projections"], data["residual_norm"],
-                   data.get("numerics", {}))
-
-    def figures(self) -> dict[str, Any]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figs = {}
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for name, curve in self.curves.items():
-            ax.plot(curve, label=name, lw=1)
-        ax.set(xlabel="training step", ylabel="loss", title="rank-1 DII training loss")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        figs["loss_curves"] = fig
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        for ax, direction in zip(axes, DIRECTIONS, strict=True):
-            for method in VECTOR_METHODS:
-                points = [r for r in self.alpha_sweep if r["method"] == method and r["direction"] == direction]
-                alphas = sorted({r["alpha"] for r in points})
-                concept = [np.mean([r["concept_score"] for r in points if r["alpha"] == a]) for a in alphas]
-                fluency = [np.mean([r["fluency"] for r in points if r["alpha"] == a]) for a in alphas]
-                line = ax.plot(alphas, concept, marker="o", label=f"{method} concept")[0]
-                ax.plot(alphas, fluency, marker="x", ls="--", color=line.get_color(), label=f"{method} fluency")
-            ax.set(xlabel="alpha (x residual norm)", title=f"{direction} (held-out half A)", xscale="log")
-        axes[0].set_ylabel("judge score (0-2)")
-        axes[1].legend(fontsize=7)
-        fig.tight_layout()
-        figs["alpha_sweep"] = fig
-        return figs
+                   data.get("numerics", {}), data["points"], data["frontier"], data["verdicts"], data["budget"])
 
 
-def clamp_target(m_plus: float, m_minus: float, direction: str, alpha: float, residual_norm: float) -> float:
-    """Value of v^T h after the clamp: alpha residual norms above (elicit) or below (suppress) the midpoint."""
-    sign = 1.0 if direction == "elicit" else -1.0
-    return (m_plus + m_minus) / 2 + sign * alpha * residual_norm
+def split_pairs(config: Config) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Train pairs and the first ``eval_prompts`` held-out pairs per concept (at least 2: two judge halves)."""
+    from diag.cdas.concepts import load_pairs
 
-
-def row_clamp(vectors: torch.Tensor, targets: torch.Tensor) -> Any:
-    """Per-row clamp h' = h + (t - v^T h) v for batched steering (``probes.clamp`` is the one-vector form); a zero
-    vector leaves the row untouched (prompting rows)."""
-
-    def fn(h: torch.Tensor) -> torch.Tensor:
-        v = vectors.to(h.device, h.dtype).unsqueeze(1)  # [b, 1, d]
-        t = targets.to(h.device, h.dtype).view(-1, 1, 1)
-        return h + (t - (h * v).sum(-1, keepdim=True)) * v
-
-    return fn
-
-
-def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from diag.cdas.concepts import CONCEPTS, load_pairs
-    from diag.cdas.dii import RotatedSubspace
-    from diag.cdas.judge import DESCRIPTION, score
-    from diag.cdas.lm import generate, response_nll
-    from diag.cdas.train import Example, examples_for, intervened_losses, source_states
-    from diag.checkpoint import run_steps
-    from diag.device import exact_matmul
-    from diag.zoo.lm import load_lm_numerics
     pairs = load_pairs(config.dataset or None, config.concepts)
-    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
-    model.requires_grad_(False)
-    width = model.config.hidden_size
     train = {c: [p for p in pairs if p.concept == c and p.split == "train"] for c in config.concepts}
     heldout = {c: [p for p in pairs if p.concept == c and p.split == "heldout"][:config.eval_prompts]
                for c in config.concepts}
     for c in config.concepts:
         if len(heldout[c]) < 2:
             raise DiagError(f"concept {c!r} has {len(heldout[c])} held-out pairs; need at least 2")
+    return train, heldout
 
-    # Source activations (fixed: the model is frozen) for DiffMean, m+/m- and the DII source.
-    states = {c: (source_states(model, tokenizer, [p.concept_instruction for p in train[c]], config.layer),
-                  source_states(model, tokenizer, [p.instruction for p in train[c]], config.layer))
-              for c in config.concepts}
-    residual_norm = float(torch.cat([h for pair in states.values() for h in pair]).norm(dim=-1).mean())
 
-    # --- Train one rank-1 DII per concept and objective (all in one batch: per-row bases). ---
-    trained = [(c, o) for c in config.concepts for o in ("das", "cdas")]
-    torch.manual_seed(config.seed)
-    modules = {f"{c}/{o}": RotatedSubspace(width, 1, seed=config.seed + i) for i, (c, o) in enumerate(trained)}
-    if config.init == "diffmean":
-        for c, o in trained:
-            diff = states[c][0].mean(0) - states[c][1].mean(0)
-            modules[f"{c}/{o}"].set_basis((diff / diff.norm()).unsqueeze(1))
-    params = [p for m in modules.values() for p in m.parameters()]
-    optimiser = torch.optim.Adam(params, lr=config.lr)
-    random.seed(config.seed)  # run_steps checkpoints and restores the global RNGs
+def judge_protocol(jobs: list[dict[str, Any]], config: Config
+                   ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(chosen alphas, half-A alpha sweep, half-B rows, half-B examples): alpha chosen by judge score on half A."""
+    def cell(c: str, m: str, d: str, half: int, alpha: float) -> list[dict[str, Any]]:
+        return [j for j in jobs if (j["concept"], j["method"], j["direction"], j["half"], j["alpha"]) ==
+                (c, m, d, half, alpha)]
 
-    def step(state: dict[str, Any], i: int) -> dict[str, Any]:
-        for name, m in modules.items():
-            m.load_state_dict(state["modules"][name])
-        optimiser.load_state_dict(state["optimiser"])
-        rows: list[tuple[str, str, Example]] = []  # (module name, objective, interchange)
-        for c, o in trained:
-            picked = random.sample(range(len(train[c])), min(config.pairs_per_step, len(train[c])))
-            chosen = [train[c][j] for j in picked]
-            rows += [(f"{c}/{o}", o, e) for e in examples_for(chosen, states[c][0][picked], states[c][1][picked])]
-        objectives = [r[1] for r in rows]
-        bases = torch.stack([modules[r[0]].basis() for r in rows])
-        with exact_matmul(config.allow_tf32):
-            per_row = intervened_losses(model, tokenizer, config.layer, [r[2] for r in rows], bases, objectives,
-                                        config.train_tokens)
-            losses = {o: per_row[[k for k, ob in enumerate(objectives) if ob == o]].mean() for o in ("das", "cdas")}
-            optimiser.zero_grad()
-            (losses["das"] + losses["cdas"]).backward()
-            optimiser.step()
-        for o in ("das", "cdas"):
-            state["curves"][o].append(float(losses[o].detach()))
-        report_metrics(progress, i + 1, **{f"{o} loss": state["curves"][o][-1] for o in ("das", "cdas")})
-        state["modules"] = {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in modules.items()}
-        state["optimiser"] = optimiser.state_dict()
-        return state
-
-    state = {"modules": {n: m.state_dict() for n, m in modules.items()}, "optimiser": optimiser.state_dict(),
-             "curves": {"das": [], "cdas": []}}
-    state = run_steps(run, config.steps, state, step, every=5, progress=progress, message="train rank-1 DII")
-    for name, m in modules.items():
-        m.load_state_dict(state["modules"][name])
-
-    # --- Steering vectors and their projections m+ / m- from the train prompts. ---
-    vectors: dict[str, torch.Tensor] = {}
-    projections: dict[str, dict[str, float]] = {}
+    chosen, sweep, rows, examples = {}, [], [], []
     for c in config.concepts:
-        pos, neg = states[c]
-        diff = pos.mean(0) - neg.mean(0)
-        candidates = {"diffmean": diff / diff.norm(), "das": modules[f"{c}/das"].basis()[:, 0].detach(),
-                      "cdas": modules[f"{c}/cdas"].basis()[:, 0].detach()}
-        for method, v in candidates.items():
-            vectors[f"{c}/{method}"] = v.float()
-            projections[f"{c}/{method}"] = {"m_plus": float((pos @ v).mean()), "m_minus": float((neg @ v).mean())}
-
-    # --- Generate: every (concept, method, direction, alpha) over held-out half A in one batch, then half B. ---
-    def prompt_for(pair: Any, method: str, direction: str) -> str:
-        if direction == "elicit":
-            return pair.concept_instruction if method == "prompting" else pair.instruction
-        if method == "prompting":
-            return f"{pair.concept_instruction} Actually, do not mention {CONCEPTS[pair.concept].phrase} at all."
-        return pair.concept_instruction
-
-    def target(job: dict[str, Any]) -> float:
-        if job["method"] == "prompting":
-            return 0.0
-        m = projections[f"{job['concept']}/{job['method']}"]
-        return clamp_target(m["m_plus"], m["m_minus"], job["direction"], job["alpha"], residual_norm)
-
-    def generate_rows(jobs: list[dict[str, Any]], message: str) -> list[dict[str, Any]]:
-        progress(0, 1, message)
-        vecs = torch.stack([vectors[f"{j['concept']}/{j['method']}"] if j["method"] != "prompting"
-                            else torch.zeros(width) for j in jobs])
-        targets = torch.tensor([target(j) for j in jobs])
-        answers = generate(model, tokenizer, [j["prompt"] for j in jobs], max_new_tokens=config.max_new_tokens,
-                           layer=config.layer, fn=row_clamp(vecs, targets))
-        nll = response_nll(model, tokenizer, [j["instruction"] for j in jobs], answers)
-        for j, a, n in zip(jobs, answers, nll, strict=True):
-            j["answer"], j["nll"] = a, n
-        for c in config.concepts:
+        for method in (m for m in METHODS if m in config.methods):
             for direction in DIRECTIONS:
-                idx = [k for k, j in enumerate(jobs) if j["concept"] == c and j["direction"] == direction]
-                if not idx:
-                    continue
-                scores = score(c, [jobs[k]["instruction"] for k in idx], [jobs[k]["answer"] for k in idx],
-                               [jobs[k]["nll"] for k in idx], suppress=direction == "suppress")
-                for pos, k in enumerate(idx):
-                    jobs[k].update({name: float(values[pos]) for name, values in scores.items()})
-        progress(1, 1, message)
-        return jobs
+                alpha = 0.0
+                if method != "prompting":
+                    entries = [{"concept": c, "method": method, "direction": direction, "alpha": a,
+                                **{k: float(np.mean([j[k] for j in cell(c, method, direction, 0, a)]))
+                                   for k in ("score", "concept_score", "fluency")}} for a in config.alphas]
+                    sweep += entries
+                    alpha = max(entries, key=lambda e: e["score"])["alpha"]  # the first alpha on ties
+                    chosen[f"{c}/{method}/{direction}"] = alpha
+                held = cell(c, method, direction, 1, alpha)
+                rows.append({"concept": c, "method": method, "direction": direction, "alpha": alpha, "n": len(held),
+                             **{k: float(np.mean([j[k] for j in held])) for k in SCORES}})
+                examples += [{k: j[k] for k in ("concept", "method", "direction", "alpha", "prompt", "answer",
+                                                 "perplexity", "gain", "cost", *SCORES)} for j in held]
+    return chosen, sweep, rows, examples
 
-    def jobs_for(half: int, choose: dict[str, float] | None) -> list[dict[str, Any]]:
-        out = []
-        for c in config.concepts:
-            cut = len(heldout[c]) // 2
-            prompts = heldout[c][:cut] if half == 0 else heldout[c][cut:]
-            for method in METHODS:
-                if half == 0 and method == "prompting":
-                    continue
-                for direction in DIRECTIONS:
-                    alphas = [1.0] if method == "prompting" else (
-                        config.alphas if choose is None else [choose[f"{c}/{method}/{direction}"]])
-                    for alpha in alphas:
-                        for p in prompts:
-                            out.append({"concept": c, "method": method, "direction": direction, "alpha": alpha,
-                                        "instruction": p.instruction, "prompt": prompt_for(p, method, direction)})
-        return out
 
-    saved = run.load_checkpoint() or {}
-    sweep_jobs = saved.get("sweep") or generate_rows(jobs_for(0, None), "alpha sweep (held-out half A)")
-    run.save_checkpoint({**saved, "sweep": sweep_jobs})
-    alpha_sweep, chosen = [], {}
-    for c in config.concepts:
-        for method in VECTOR_METHODS:
-            for direction in DIRECTIONS:
-                best = None
-                for alpha in config.alphas:
-                    sel = [j for j in sweep_jobs if (j["concept"], j["method"], j["direction"], j["alpha"]) ==
-                           (c, method, direction, alpha)]
-                    entry = {"concept": c, "method": method, "direction": direction, "alpha": alpha,
-                             "score": float(np.mean([j["score"] for j in sel])),
-                             "concept_score": float(np.mean([j["concept_score"] for j in sel])),
-                             "fluency": float(np.mean([j["fluency"] for j in sel]))}
-                    alpha_sweep.append(entry)
-                    if best is None or entry["score"] > best["score"]:
-                        best = entry
-                chosen[f"{c}/{method}/{direction}"] = best["alpha"]  # type: ignore[index]
-    report_jobs = generate_rows(jobs_for(1, chosen), "report (held-out half B)")
-    rows = []
-    for c in config.concepts:
-        for method in METHODS:
-            for direction in DIRECTIONS:
-                sel = [j for j in report_jobs if (j["concept"], j["method"], j["direction"]) == (c, method, direction)]
-                rows.append({"concept": c, "method": method, "direction": direction, "alpha": sel[0]["alpha"],
-                             "n": len(sel), **{k: float(np.mean([j[k] for j in sel]))
-                                               for k in ("score", "concept_score", "relevance", "fluency")}})
-    examples = [{k: j[k] for k in ("concept", "method", "direction", "alpha", "prompt", "answer", "score",
-                                   "concept_score", "relevance", "fluency", "perplexity")} for j in report_jobs]
-    return Result(DESCRIPTION, chosen, rows, alpha_sweep, examples, state["curves"],
-                  {k: v.cpu().numpy() for k, v in vectors.items()}, projections, residual_norm, numerics)
+def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.cdas.judge import DESCRIPTION
+    from diag.cdas.steer_directions import build_directions
+    from diag.cdas.steer_frontier import summarise, verdicts
+    from diag.cdas.steer_measure import measure, plan
+    from diag.zoo.lm import load_lm_numerics
+
+    train, heldout = split_pairs(config)
+    model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
+    model.requires_grad_(False)
+    directions = build_directions(model, tokenizer, config, config.objectives(), train, run, progress)
+    jobs = measure(model, tokenizer, config, plan(config.concepts, config.methods, config.alphas, heldout),
+                   directions, run, progress)
+    points, frontier = summarise(jobs, config.concepts, config.methods, config.fluency_budget, config.bootstrap,
+                                 config.seed)
+    chosen, alpha_sweep, rows, examples = judge_protocol(jobs, config)
+    return Result(DESCRIPTION, chosen, rows, alpha_sweep, examples, directions.curves,
+                  {k: v.cpu().numpy() for k, v in directions.vectors.items()}, directions.projections,
+                  directions.residual_norm, numerics, points, frontier, verdicts(frontier, config.resolution),
+                  config.fluency_budget)
 
 
 def _baselines(summary: dict[str, Any]) -> list[Any]:
     from diag.report.sections import Table
 
-    rows = [[m, summary.get(f"{m}_elicit"), summary.get(f"{m}_suppress")] for m in METHODS]
-    return [Table("Mean held-out judge score over concepts (0-2, harmonic mean)", ["method", "elicit", "suppress"],
-                  rows)]
+    def ci(value: dict[str, float]) -> str:
+        return f"{value['value']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]"
+
+    judge = [[m, summary.get(f"{m}_elicit"), summary.get(f"{m}_suppress")] for m in METHODS]
+    verdict_rows = []
+    for concept, per_direction in summary["verdicts"].items():
+        for direction, v in per_direction.items():
+            notes = ["budget too small: intervals wider than the resolution"] if v.get("budget_too_small") else []
+            if v.get("none_within_budget"):
+                notes.append("neither stays within the fluency budget at any alpha")
+            if v.get("grid_limited"):
+                notes.append("grid-limited: the largest alpha is within the budget")
+            note = "; ".join(notes)
+            verdict_rows.append([concept, direction, v.get("outcome", "-"), ci(v["cdas"]) if "cdas" in v else "-",
+                                 ci(v["diffmean"]) if "diffmean" in v else "-",
+                                 ", ".join(v["methods_that_move"]) or "none", note])
+    frontier_rows = [[concept, method, *[ci(per[d]) if d in per else "-" for d in DIRECTIONS]]
+                     for concept, by_method in summary["frontier_gain"].items() for method, per in by_method.items()]
+    budget = summary["fluency_budget"]
+    return [Table(f"Verdict per concept and direction: CDAS vs DiffMean at matched fluency cost (<= {budget:g} "
+                  "nats/token), concept log-likelihood gain [95% bootstrap CI over prompts]",
+                  ["concept", "direction", "CDAS vs DiffMean", "CDAS gain", "DiffMean gain",
+                   "representation methods that move it (CI > 0)", "note"], verdict_rows),
+            Table(f"Frontier: best concept log-likelihood gain within the fluency budget ({budget:g} nats/token)",
+                  ["concept", "method", "elicit", "suppress"], frontier_rows),
+            Table("Mean held-out judge score over concepts (0-2, harmonic mean; alpha chosen on half A)",
+                  ["method", "elicit", "suppress"], judge)]
+
+
+def _headline(summary: dict[str, Any]) -> list[Any]:
+    from diag.report.sections import Metric
+
+    out = [Metric("any representation method elicits a concept (gain CI > 0 within the fluency budget)",
+                  summary["elicits_any"])]
+    for concept, per_direction in summary["verdicts"].items():
+        for direction, v in per_direction.items():
+            if "outcome" in v:
+                flag = " (budget too small)" if v["budget_too_small"] else ""
+                flag += " (grid-limited)" if v.get("grid_limited") else ""
+                out.append(Metric(f"CDAS vs DiffMean, {concept} {direction}", v["outcome"] + flag))
+    return out
 
 
 GUIDE = Guide(
     question="Can one rank-1 direction trained with CDAS (Jensen-Shannon distribution matching) steer a chat LM "
              "both ways, adding a concept to neutral answers and removing it from answers asked to include it, "
-             "better than the DiffMean direction, a DAS (cross-entropy) direction, and prompting?",
+             "better than the DiffMean direction, a DAS (cross-entropy) direction, and prompting, at the same cost "
+             "in fluency?",
     limitations=[
+        ("The embedded model is SmolLM2-135M-Instruct (135M parameters): a method that fails here may work on a "
+         "larger model, and the paper's comparisons are on Gemma-2; this run says what happens on this model."),
+        ("The verdict uses the judge-independent concept log-likelihood gain: the change of log p(y_c) - log p(y) "
+         "per token, y_c / y the model's own answers to the concept / neutral instruction (so prompting, whose "
+         "prompt produced y_c, is favoured on this measure). 'Ties, budget too small' means the bootstrap "
+         "intervals over held-out prompts (a handful per concept) are wider than the resolution: more prompts, "
+         "not a conclusion."),
+        ("Fluency cost is the perplexity of the steered answer under the unsteered model, relative to the "
+         "unsteered answer; empty or repetitive answers are charged a uniform guess (log |V|). The frontier takes "
+         "the best alpha within the budget in every resample, so small gains can be selection noise; it is 0 when "
+         "no alpha stays within the budget."),
         ("The judge is offline and simple (lexicon + MiniLM similarity + perplexity buckets), not AxBench's LLM "
-        "judge: compare methods within a run, not with published numbers."),
-        ("CPU budget: few training steps, DAS/CDAS start from the DiffMean direction (init=diffmean), a handful of "
-        "held-out prompts per concept and half, short answers; differences of a few tenths are within noise."),
-        "The dataset was generated by SmolLM2 itself and filtered by the same lexicon the judge uses.",
-        ("At the default budget (8 steps, lr 0.002) DAS/CDAS stay near their DiffMean start (cos ~0.93 at layer 10): "
-         "they refine DiffMean rather than find an independent direction."),
-        ("Elicitation is weak for every direction: read at one token (end of the assistant header) and clamped at "
-         "every position, it raises the concept words' probability only slightly before fluency collapses, so "
-         "elicit scores near 0 mean 'no method elicits', not 'CDAS loses'; prompting is the strong baseline there."),
+         "judge: compare methods within a run, not with published numbers. The dataset was generated by SmolLM2 "
+         "itself and filtered by the same lexicon the judge uses."),
+        ("CPU budget: few training steps, DAS/CDAS start from the DiffMean direction (init=diffmean) and stay near "
+         "it (cos ~0.93 at layer 10 at the default 8 steps): they refine DiffMean rather than find an independent "
+         "direction."),
     ],
+    headline=_headline,
     baselines=_baselines,
     captions={"loss_curves": "Training loss (DAS: cross-entropy, CDAS: JSD) summed over concepts.",
-              "alpha_sweep": ("Held-out half A: concept score and fluency against the steering factor alpha (the clamp's "
-                              "offset from the m+/m- midpoint, in residual norms at the layer).")},
+              "alpha_sweep": ("Held-out half A: judge concept score and fluency against alpha (the clamp's offset "
+                              "from the m+/m- midpoint), the judge protocol's alpha choice."),
+              "frontier": ("Concept log-likelihood gain against fluency cost, one line per method through its "
+                           "alphas (all held-out prompts, 95% bootstrap intervals); the dashed line is the fluency "
+                           "budget, the origin the unsteered model. Up and left is better."),
+              "curves": ("Mean over concepts of each measure against alpha: concept log-likelihood gain, fluency "
+                         "cost, instruction relevance (MiniLM cosine) and the judge's 0-2 score.")},
 )
 
 
+
+
 def audit_config(scale: float = 1.0) -> Config:
-    """Two concepts, a few training steps and one alpha at scale 1 (CPU minutes); the full study at scale >= 8."""
+    """Two concepts, a few training steps and one alpha at scale 1 (CPU minutes); the full study at scale >= 8.
+
+    At scale 1 every answer is measured three ways (~4 forwards where the judge-only audit needed ~2), so the audit
+    keeps the verdict's methods (CDAS, DiffMean) and prompting, leaving out the DAS and prompting+cdas ablations, with
+    12-token answers. Measured on CPU (model load included): judge-only audit 54 CPU-s, this one 73 (84 with DAS)."""
     if scale >= 8:
         return Config()
-    return Config(concepts=("dogs", "music"), steps=max(2, int(4 * scale)), alphas=(0.2,), eval_prompts=4,
-                  max_new_tokens=16)
+    return Config(concepts=("dogs", "music"), methods=("diffmean", "cdas", "prompting"),
+                  steps=max(2, int(4 * scale)), alphas=(0.2,), eval_prompts=4, max_new_tokens=12, bootstrap=200)

@@ -43,6 +43,39 @@ def test_steer_tiny_budget_end_to_end(smollm2) -> None:
             probs = model(input_ids=ids).logits[0, -1].softmax(-1)
         mass[name] = float(probs[words].sum())
     assert mass["plus"] > mass["minus"], mass
+    # The continuous measures: every condition on every held-out prompt, intervals around their points.
+    assert {(p["method"], p["direction"]) for p in result.points} == {
+        (m, d) for m in ("none", *steer.METHODS) for d in steer.DIRECTIONS}
+    for p in result.points:
+        assert p["n"] == 2
+        for measure in ("gain", "cost", "relevance_sim", "score"):
+            assert p[measure]["low"] <= p[measure]["value"] + 1e-12 <= p[measure]["high"] + 2e-12, (p, measure)
+        if p["method"] == "none":
+            assert p["gain"]["value"] == 0.0 and p["cost"]["value"] == 0.0
+    summary = result.summary()
+    for direction in steer.DIRECTIONS:
+        v = summary["verdicts"]["dogs"][direction]
+        assert v["outcome"] in ("wins", "ties", "loses") and isinstance(v["budget_too_small"], bool)
+        assert v["cdas"] == summary["frontier_gain"]["dogs"]["cdas"][direction]
+    assert isinstance(summary["elicits_any"], bool)
+    verdict_table, frontier_table, judge_table = steer.GUIDE.baselines(summary)
+    assert [row[:2] for row in verdict_table.rows] == [["dogs", "elicit"], ["dogs", "suppress"]]
+    assert len(frontier_table.rows) == len(steer.METHODS) and len(judge_table.rows) == len(steer.METHODS)
+    from diag.runs import RunStore
+
+    (info,) = RunStore().list(analysis=steer.ANALYSIS.name)
+    run = RunStore().get(info.run_id)
+    assert {p.stem for p in run.figure_paths()} == {"loss_curves", "alpha_sweep", "frontier", "curves"}
+    # The app's live panel: the run's own clamp, greedy answers with and without it.
+    from diag.cdas.steer_live import live_target, steer_prompt
+
+    live = steer_prompt(run.config, result, "dogs", "cdas", "elicit", 1.0, "Describe a relaxing weekend.", 4)
+    assert live.target == live_target(result, "dogs", "cdas", "elicit", 1.0)
+    assert live.target == pytest.approx(steer.clamp_target(proj["m_plus"], proj["m_minus"], "elicit", 1.0,
+                                                           result.residual_norm))
+    assert live.plain and live.plain != live.steered  # one residual norm above the midpoint changes the answer
+    with pytest.raises(DiagError, match="empty prompt"):
+        steer_prompt(run.config, result, "dogs", "cdas", "elicit", 0.2, "  ", 4)
 
 
 def test_harmonic_mean_is_zero_when_any_part_is_zero() -> None:
