@@ -70,7 +70,8 @@ def audit(
     from diag.progress import TqdmProgress, no_progress
     from diag.registry import ANALYSES, get
     from diag.report.render import Execution, write_report
-    from diag.runs import CHECKPOINT_FILE, CONFIG_FILE, RunStore
+    from diag.run_files import CHECKPOINT_FILE, CONFIG_FILE
+    from diag.runs import RunStore
 
     if not scale > 0:
         raise DiagError(f"--scale must be positive, got {scale}")

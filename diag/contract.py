@@ -34,7 +34,8 @@ from diag.progress import Cancelled, Progress, no_progress
 
 if TYPE_CHECKING:
     from diag.report.sections import Guide
-    from diag.runs import Run, RunStore
+    from diag.run_dir import Run
+    from diag.runs import RunStore
 
 C = TypeVar("C")
 R = TypeVar("R", bound="Result")

@@ -26,7 +26,7 @@ from diag.errors import DiagError
 from diag.files import check_text_file, fingerprint, read_json_lines
 from diag.progress import Progress
 from diag.report.sections import Guide, Interval, Metric, Table
-from diag.runs import Run
+from diag.run_dir import Run
 
 METHODS = ("dpo_reward", "reference_surprisal", "policy_surprisal", "captum_lig", "chance")
 SCOPES = ("whole", "from_first_diff")
