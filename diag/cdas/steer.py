@@ -32,7 +32,7 @@ from diag.cdas.config import SteerConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 
 VECTOR_METHODS = ("diffmean", "das", "cdas")
 METHODS = (*VECTOR_METHODS, "prompting")
