@@ -64,7 +64,7 @@ def audit(
 
     from tqdm import tqdm
 
-    from diag.contract import config_to_dict
+    from diag.config_checks import config_to_dict
     from diag.contract import run as run_analysis
     from diag.errors import DiagError
     from diag.progress import TqdmProgress, no_progress

@@ -195,7 +195,7 @@ def runs_rm(
 @app.command("run")
 def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
-    from diag.contract import load_config_file
+    from diag.config_checks import load_config_file
     from diag.registry import get
 
     name, fields = load_config_file(config_file)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diag.atomic import write_json_atomic
-from diag.contract import config_from_dict, config_to_dict, run
+from diag.config_checks import config_from_dict, config_to_dict
+from diag.contract import run
 from diag.errors import DiagError
 from diag.files import read_json_file
 from diag.progress import Progress, no_progress
