@@ -2,7 +2,7 @@
 
 Each field gets a widget by its kind (``diag.fields``, which the CLI's options come from too): choice -> select,
 flag -> checkbox, int/float -> numeric input, lists -> comma-separated text, anything else -> text or JSON.
-``config()`` goes through ``diag.contract.config_from_dict``, so bad input raises
+``config()`` goes through ``diag.config_checks.config_from_dict``, so bad input raises
 the same ``DiagError`` line the CLI prints.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import panel as pn
 
-from diag.contract import config_from_dict, config_to_dict
+from diag.config_checks import config_from_dict, config_to_dict
 from diag.fields import FieldSpec, describe, parse_text, show
 
 

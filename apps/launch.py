@@ -9,9 +9,12 @@ import panel as pn
 
 from apps.forms import ConfigForm
 from apps.jobs import JobPanel
-from diag.contract import Analysis, config_to_dict, run
+from diag.config_checks import config_to_dict
+from diag.contract import Analysis, run
 from diag.errors import DiagError
-from diag.runs import CHECKPOINT_FILE, RunStore, run_id_for
+from diag.run_files import CHECKPOINT_FILE
+from diag.run_ids import run_id_for
+from diag.runs import RunStore
 
 
 class Launcher(pn.viewable.Viewer):

@@ -16,7 +16,8 @@ from apps.downloads import Downloads
 from diag.errors import DiagError
 from diag.report.render import guide_for
 from diag.report.sections import Metric, format_value, metrics_from_summary
-from diag.runs import Run, RunInfo, RunStore
+from diag.run_dir import Run
+from diag.runs import RunInfo, RunStore
 
 
 def _location() -> Any:

@@ -21,10 +21,10 @@ import argparse
 import torch
 from timing import interleaved_medians
 
-from diag.credit.analysis import resolve_policy
 from diag.credit.batches import collate
 from diag.credit.data import make_pairs
 from diag.credit.encoding import encode
+from diag.credit.inputs import resolve_policy
 from diag.credit.sources import load_pair
 
 

@@ -64,13 +64,14 @@ def audit(
 
     from tqdm import tqdm
 
-    from diag.contract import config_to_dict
+    from diag.config_checks import config_to_dict
     from diag.contract import run as run_analysis
     from diag.errors import DiagError
     from diag.progress import TqdmProgress, no_progress
     from diag.registry import ANALYSES, get
     from diag.report.render import Execution, write_report
-    from diag.runs import CHECKPOINT_FILE, CONFIG_FILE, RunStore
+    from diag.run_files import CHECKPOINT_FILE, CONFIG_FILE
+    from diag.runs import RunStore
 
     if not scale > 0:
         raise DiagError(f"--scale must be positive, got {scale}")

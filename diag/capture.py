@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from diag.progress import Progress
-    from diag.runs import Run
+    from diag.run_dir import Run
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from diag.progress import Progress, no_progress
-from diag.runs import Run
+from diag.run_dir import Run
 
 State = dict[str, Any]
 

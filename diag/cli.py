@@ -142,7 +142,8 @@ def runs_verify(
     as_json: JsonFlag = False,
 ) -> None:
     """Check finished runs' files against the sha256 in their manifests; exit 1 if any run is corrupt."""
-    from diag.runs import MANIFEST_FILE, RunStore
+    from diag.run_files import MANIFEST_FILE
+    from diag.runs import RunStore
 
     store = RunStore()
     runs = [store.get(run_id, verify=False) for run_id in run_ids or []]  # all resolved before any is hashed
@@ -194,7 +195,7 @@ def runs_rm(
 @app.command("run")
 def run_config(config_file: Path, as_json: JsonFlag = False) -> None:
     """Run the analysis described by a JSON config file ({"analysis": NAME, ...fields})."""
-    from diag.contract import load_config_file
+    from diag.config_checks import load_config_file
     from diag.registry import get
 
     name, fields = load_config_file(config_file)

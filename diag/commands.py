@@ -57,7 +57,8 @@ def run_and_emit(
     ``config`` is the analysis' Config, or a dict of its fields validated here; ``after`` acts on the finished
     result (an export, say) and returns keys to add to the printed summary.
     """
-    from diag.contract import config_from_dict, run
+    from diag.config_checks import config_from_dict
+    from diag.contract import run
     from diag.progress import TqdmProgress
 
     if not dataclasses.is_dataclass(config):

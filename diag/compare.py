@@ -17,7 +17,8 @@ import numpy as np
 
 from diag.errors import DiagError
 from diag.registry import RENAMED
-from diag.runs import Run, RunStore
+from diag.run_dir import Run
+from diag.runs import RunStore
 
 MIN_RUNS, MAX_RUNS = 2, 6
 

@@ -26,8 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diag.atomic import json_default
 from diag.errors import DiagError
-from diag.runs import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE, Run, RunStore, _json_default
+from diag.run_dir import Run
+from diag.run_files import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
+from diag.runs import RunStore
 
 _BOOKKEEPING = {CONFIG_FILE, MANIFEST_FILE, RESULT_FILE}
 _MAX_DEPTH = 3
@@ -108,7 +111,7 @@ def table_csv(frame: pd.DataFrame) -> bytes:
 def table_json(frame: pd.DataFrame) -> bytes:
     """Records, one object per row (missing as null), with every float's full precision."""
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-    return json.dumps(records, indent=1, ensure_ascii=False, default=_json_default).encode()
+    return json.dumps(records, indent=1, ensure_ascii=False, default=json_default).encode()
 
 
 def arrays_npz(named: dict[str, np.ndarray]) -> bytes:

@@ -19,7 +19,8 @@ import types
 import typing
 from typing import Any, Literal
 
-from diag.contract import Check, Cli
+from diag.config_checks import Check
+from diag.contract import Cli
 from diag.errors import DiagError
 from diag.files import json_error_reason
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from diag.contract import config_from_dict, config_to_dict, run
+from diag.atomic import write_json_atomic
+from diag.config_checks import config_from_dict, config_to_dict
+from diag.contract import run
 from diag.errors import DiagError
 from diag.files import read_json_file
 from diag.progress import Progress, no_progress
 from diag.registry import get
-from diag.runs import RunStore, write_json_atomic
+from diag.runs import RunStore
 
 Backend = Literal["serial", "ray"]
 RAY_MISSING = "the ray backend needs Ray: pip install '.[scale]' (or pip install 'ray>=2.30')"

@@ -16,7 +16,8 @@ import torch
 from diag.checkpoint import run_steps
 from diag.contract import Analysis, run
 from diag.device import seed_everything
-from diag.runs import Run, RunStore
+from diag.run_dir import Run
+from diag.runs import RunStore
 
 
 @dataclass(frozen=True)

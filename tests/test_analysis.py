@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import pytest
 
-from diag.contract import config_from_dict, config_to_dict
+from diag.config_checks import config_from_dict, config_to_dict
 from diag.errors import DiagError
 from diag.files import fingerprint
 from diag.registry import ANALYSES

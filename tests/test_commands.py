@@ -18,7 +18,7 @@ from diag.commands import AFTER, add_analysis_commands, after_run
 from diag.contract import Analysis, Cli, checked, validated
 from diag.errors import DiagError
 from diag.fields import describe, field_docs, parse_text, show
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 @dataclass(frozen=True)

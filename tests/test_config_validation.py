@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diag.contract import Check, config_from_dict
+from diag.config_checks import Check, config_from_dict
 from diag.errors import DiagError
 from diag.files import read_json_lines
 from diag.registry import ANALYSES, get

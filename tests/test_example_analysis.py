@@ -21,7 +21,7 @@ import pytest
 from diag.contract import Analysis, checked, validated
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 @dataclass(frozen=True)

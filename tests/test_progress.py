@@ -14,7 +14,9 @@ from diag.checkpoint import run_steps
 from diag.contract import Analysis
 from diag.contract import run as run_analysis
 from diag.progress import Cancelled, TqdmProgress, no_progress, report_metrics
-from diag.runs import CHECKPOINT_FILE, RUN_STATUSES, Run, RunStore
+from diag.run_dir import Run
+from diag.run_files import CHECKPOINT_FILE
+from diag.runs import RUN_STATUSES, RunStore
 
 
 @dataclass(frozen=True)

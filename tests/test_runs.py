@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diag.runs import RunStore, atomic_path
+from diag.atomic import atomic_path
+from diag.runs import RunStore
 
 JOB = Path(__file__).parent / "resumable_job.py"
 

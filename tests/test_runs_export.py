@@ -18,7 +18,8 @@ from diag import contract
 from diag.cli import main
 from diag.export import export_run, export_zip
 from diag.registry import ANALYSES
-from diag.runs import Run, RunStore
+from diag.run_dir import Run
+from diag.runs import RunStore
 
 
 @dataclass

@@ -13,7 +13,8 @@ import pytest
 
 from diag.cli import main
 from diag.errors import DiagError
-from diag.runs import RUN_ID, RunStore, is_run_id, run_id_for
+from diag.run_ids import RUN_ID, is_run_id, run_id_for
+from diag.runs import RunStore
 
 
 def tree_digest(root: Path) -> str:

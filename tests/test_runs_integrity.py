@@ -19,7 +19,9 @@ from test_runs_ids import cli  # `diag ARGS` in this process
 
 from diag.contract import Analysis, run
 from diag.errors import DiagError
-from diag.runs import CHECKPOINT_FILE, MANIFEST_FILE, RESULT_FILE, Run, RunStore
+from diag.run_dir import Run
+from diag.run_files import CHECKPOINT_FILE, MANIFEST_FILE, RESULT_FILE
+from diag.runs import RunStore
 
 
 @dataclass(frozen=True)

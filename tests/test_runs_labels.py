@@ -10,7 +10,8 @@ import pytest
 
 from diag.cli import main
 from diag.errors import DiagError
-from diag.runs import Label, RunStore
+from diag.labels import Label
+from diag.runs import RunStore
 
 
 def finished(store: RunStore, analysis: str, layer: int, group: str | None = None) -> str:

@@ -24,9 +24,10 @@ from apps.views import (
     when,
 )
 from diag.errors import DiagError
+from diag.labels import Label
 from diag.registry import ANALYSES
 from diag.report.sections import format_value
-from diag.runs import RUN_STATUSES, Label, RunInfo, RunStore
+from diag.runs import RUN_STATUSES, RunInfo, RunStore
 
 ALL = "(all)"
 INTRO = (

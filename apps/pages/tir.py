@@ -27,7 +27,8 @@ from apps.views import (
     table,
     url_value,
 )
-from diag.runs import Run, RunStore
+from diag.run_dir import Run
+from diag.runs import RunStore
 from diag.tir import analysis as tir
 
 INTRO = (

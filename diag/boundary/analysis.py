@@ -27,7 +27,7 @@ from diag.device import exact_matmul, resolve_device
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run
+from diag.run_dir import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

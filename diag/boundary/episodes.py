@@ -19,7 +19,7 @@ from diag.boundary.config import EpisodesConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run
+from diag.run_dir import Run
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

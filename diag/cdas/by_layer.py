@@ -17,7 +17,7 @@ from diag.cdas.config import BY_LAYER as ANALYSIS  # noqa: F401 -- the declared 
 from diag.cdas.config import SweepConfig as Config
 from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 @dataclass

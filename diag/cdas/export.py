@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from diag.atomic import write_bytes_atomic
 from diag.errors import DiagError
-from diag.runs import Run, RunStore, write_bytes_atomic
+from diag.run_dir import Run
+from diag.runs import RunStore
 
 FORMATS = ("gguf", "safetensors", "npz")
 LAYER_CONVENTION = ("direction.L is added to the residual output of decoder block L (0-based: "

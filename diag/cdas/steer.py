@@ -37,7 +37,7 @@ from diag.cdas.steer_edit import clamp_target, row_clamp  # noqa: F401 (the stee
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 
 SCORES = ("score", "concept_score", "relevance", "fluency")
 

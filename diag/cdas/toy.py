@@ -28,7 +28,7 @@ from diag.cdas.trainer import CausalVariable
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 from diag.stats import wilson
 
 VECTOR_DIM = 4

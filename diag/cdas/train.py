@@ -21,7 +21,7 @@ from diag.cdas.config import TrainConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 @dataclass(frozen=True)

@@ -13,52 +13,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from diag.credit.config import COMMITTED_ADAPTER
 from diag.credit.config import SCORE as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.credit.config import ScoreConfig as Config
+from diag.credit.inputs import load_records, resolve_policy
+from diag.credit.localisation import (
+    METHODS,
+    SCOPES,
+    SIDES,
+    Item,
+    corrupted_tokens,
+    first_difference,
+    localisation,
+    localisation_tables,
+    preference_outcomes,
+)
 from diag.credit.sources import TRAINING_ARGS
-from diag.errors import DiagError
-from diag.files import check_text_file, fingerprint, read_json_lines
 from diag.progress import Progress
 from diag.report.sections import Guide, Interval, Metric, Table
-from diag.runs import Run
-
-METHODS = ("dpo_reward", "reference_surprisal", "policy_surprisal", "captum_lig", "chance")
-SCOPES = ("whole", "from_first_diff")
-SIDES = ("rejected", "chosen")
-
-
-def committed_adapter_dir(name: str = COMMITTED_ADAPTER) -> Path:
-    return Path(__file__).resolve().parent.parent / "zoo" / "assets" / name
-
-
-def resolve_policy(policy: str) -> str:
-    """The committed adapter by name, or whatever the user gave (a model name, directory or adapter)."""
-    return str(committed_adapter_dir()) if policy == COMMITTED_ADAPTER else policy
-
-
-@dataclass
-class Item:
-    """One scored response, with its known span when it comes from a preference pair."""
-
-    pair: int
-    side: str  # "chosen", "rejected" or "response"
-    prompt: str
-    response: str
-    tokens: list[str]
-    reward: list[float]
-    policy_logp: list[float]
-    reference_logp: list[float]
-    span: list[bool]  # the fact's tokens from the first differing one (corrupted_tokens); empty: unknown
-    first_diff: int  # index of the first token that differs from the other answer of the pair
-    kind: str = ""
-    seed: int = 0
-    captum: list[float] = dataclasses.field(default_factory=list)
+from diag.run_dir import Run
 
 
 @dataclass
@@ -87,215 +63,6 @@ class Result:
         stored = run.read_json("metrics.json")
         items = [Item(**i) for i in run.read_json("items.json")]
         return cls(items, stored["metrics"], stored["per_seed"], stored["extra"])
-
-
-def corrupted_tokens(offsets: tuple[tuple[int, int], ...], span: tuple[int, int], first_diff: int) -> list[bool]:
-    """Tokens of the known span ``[start, end)`` (in characters), counted from the pair's first differing token.
-
-    Tokens before ``first_diff`` are the same in both answers after the same context, so no per-token score
-    can tell them apart (in "34K" vs "32K" the "3"). The first differing token always counts: it is where the
-    answers part, and when the corruption deletes characters ("35 meters" vs "3 meters") it is the only one.
-    """
-    start, end = span
-    return [(o_start < end and o_end > start and k >= first_diff) or k == first_diff
-            for k, (o_start, o_end) in enumerate(offsets)]
-
-
-def first_difference(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
-def method_scores(item: Item, method: str) -> np.ndarray | None:
-    """Higher = more flagged: the rejected answer's worst token, the chosen answer's best one."""
-    sign = -1.0 if item.side == "rejected" else 1.0
-    if method == "dpo_reward":
-        return sign * np.asarray(item.reward)
-    if method == "captum_lig":
-        return sign * np.asarray(item.captum) if item.captum else None
-    if method == "reference_surprisal":
-        return -np.asarray(item.reference_logp)
-    if method == "policy_surprisal":
-        return -np.asarray(item.policy_logp)
-    raise ValueError(method)
-
-
-def scope_scores(items: list[Item], side: str, scope: str, methods: tuple[str, ...], n_boot: int,
-                 seed: int) -> dict[str, Any]:
-    """method -> {top1, auroc} over the ``side`` answers with a known span: top-1 hit rate with a Wilson interval,
-    per-sequence AUROC averaged with a bootstrap (widened to Wilson near 0 or 1)."""
-    from diag.credit.metrics import auroc, bounded_mean, chance_top1, hit_rate, top1_hit
-
-    chosen = [i for i in items if i.side == side and any(i.span)]
-    out: dict[str, Any] = {}
-    for method in methods:
-        top1, aurocs = [], []
-        for item in chosen:
-            start = item.first_diff if scope == "from_first_diff" else 0
-            target = np.asarray(item.span[start:])
-            if not target.any():
-                continue
-            if method == "chance":
-                top1.append(chance_top1(target))
-                aurocs.append(0.5)
-                continue
-            scores = method_scores(item, method)
-            if scores is None:  # no captum attribution for this pair
-                continue
-            scores = scores[start:]
-            top1.append(top1_hit(scores, target))
-            aurocs.append(auroc(scores, target))
-        out[method] = {"top1": hit_rate(np.array(top1)), "auroc": bounded_mean(np.array(aurocs), seed, n_boot)}
-    return out
-
-
-def localisation(items: list[Item], methods: tuple[str, ...], n_boot: int, seed: int) -> dict[str, Any]:
-    """side -> scope -> method -> {top1, auroc} with intervals over sequences."""
-    return {side: {scope: scope_scores(items, side, scope, methods, n_boot, seed) for scope in SCOPES}
-            for side in SIDES}
-
-
-READ_AT = ("rejected", "from_first_diff")  # where localisation is read: the corrupted answer, where it departs
-
-
-def preference_split(items: list[Item], pairs: set[int], preferred: set[int], methods: tuple[str, ...],
-                     n_boot: int, seed: int) -> dict[str, Any]:
-    """Localisation on ``pairs``: all of them, those the model prefers correctly, the rest (ties included), and
-    their preference accuracy, so "the model does not disprefer this" reads apart from "r_t does not localise it".
-    """
-    from diag.stats import wilson
-
-    def scores(subset: set[int]) -> dict[str, Any]:  # methods with no scored sequence are left out (no NaNs)
-        block = scope_scores([i for i in items if i.pair in subset], *READ_AT, methods, n_boot, seed)
-        return {method: value for method, value in block.items() if value["top1"]["n"]}
-
-    wins = len(pairs & preferred)
-    return {"n_pairs": len(pairs), "n_preferred": wins,
-            "preference_accuracy": {**wilson(wins / len(pairs), len(pairs)), "n": len(pairs)},
-            "all": scores(pairs), "preferred": scores(pairs & preferred), "not_preferred": scores(pairs - preferred)}
-
-
-def localisation_tables(items: list[Item], margins: dict[int, float], methods: tuple[str, ...], n_boot: int,
-                        seed: int) -> dict[str, Any]:
-    """Per corruption type (a pair's ``kind``/``type``; "untyped" when none) and over all pairs, each split by
-    whether the model prefers the chosen answer (margin >= TIE)."""
-    preferred = {p for p, m in margins.items() if m >= TIE}
-    with_span = {i.pair for i in items if i.side == "rejected" and any(i.span)}
-    kinds: dict[str, set[int]] = {}
-    for item in items:
-        if item.pair in with_span and item.pair in margins:
-            kinds.setdefault(item.kind or "untyped", set()).add(item.pair)
-    if not kinds:
-        return {}
-    return {"localisation_read": f"{READ_AT[0]} answers, {READ_AT[1].replace('_', ' ')}",
-            "localisation_by_type": {kind: preference_split(items, pairs, preferred, methods, n_boot, seed)
-                                     for kind, pairs in sorted(kinds.items())},
-            "localisation_by_preference": preference_split(items, set().union(*kinds.values()), preferred, methods,
-                                                           n_boot, seed)}
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, type]}`` or ``{prompt, response}``.
-
-    ``type`` (or ``kind``, as generated pairs carry it) names the corruption; localisation is reported per type.
-
-    Every line is checked before anything is used; the first bad line fails the whole import.
-    """
-    records = []
-    for number, record in read_json_lines(path, "data file"):
-        where = f"{path}:{number}"
-        is_pair = "chosen" in record or "rejected" in record
-        needed = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
-        for key in needed:
-            if not isinstance(record.get(key), str) or not record[key].strip():
-                raise DiagError(f"{where}: field {key!r} must be a non-empty string")
-        for key in ("span_chosen", "span_rejected"):
-            if key in record:
-                span, text = record[key], record["chosen" if key == "span_chosen" else "rejected"]
-                if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, int) for v in span)
-                        and 0 <= span[0] < span[1] <= len(text)):
-                    raise DiagError(f"{where}: {key} must be [start, end) character offsets inside the text")
-        for key in ("type", "kind"):
-            if key in record and (not isinstance(record[key], str) or not record[key].strip()):
-                raise DiagError(f"{where}: field {key!r} must be a non-empty string when given")
-        records.append(record)
-    return records
-
-
-def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:
-    """(seed, record) for every pair or response the run scores."""
-    from diag.credit.data import make_pairs
-
-    if config.data in ("heldout", "train"):  # "train": fresh draws from the training templates and entities
-        return [(seed, p.to_dict()) for seed in config.seeds for p in make_pairs(config.data, config.n_pairs, seed)]
-    return [(0, r) for r in read_jsonl(Path(config.data))]
-
-
-def _local_fingerprint(model: str | None) -> str | None:
-    """Fingerprint of the local model or adapter directory that will load (for a TRL output: the final model or
-    latest checkpoint, so a new checkpoint is a new run); None for hub ids (their revision is the hub's)."""
-    from diag.credit.sources import resolve
-
-    if model is None:
-        return None
-    path = Path(resolve(resolve_policy(model), with_args=False).model_dir)
-    return fingerprint(path) if path.exists() else None
-
-
-TIE = 1e-6  # |r(chosen) - r(rejected)| below this is a tie: float32 log-probs cannot order such pairs
-
-
-def preference_outcomes(margins: np.ndarray) -> dict[str, Any]:
-    """Wins (r(chosen) > r(rejected)), ties and losses over pairs, each with a 95% Wilson interval.
-
-    Ties are their own outcome: a policy equal to its reference ties every pair, which is not a policy that
-    prefers the rejected answers. Wilson intervals stay informative at 0 and 1, where a percentile bootstrap of
-    a proportion collapses to [0, 0] or [1, 1].
-    """
-    from diag.stats import wilson
-
-    n = len(margins)
-    if n == 0:
-        return {"preference_accuracy": None, "preference_ties": None, "preference_counts": None}
-    wins, ties = int((margins >= TIE).sum()), int((np.abs(margins) < TIE).sum())
-    return {"preference_accuracy": {**wilson(wins / n, n), "n": n},
-            "preference_ties": {**wilson(ties / n, n), "n": n},
-            "preference_counts": {"wins": wins, "ties": ties, "losses": n - wins - ties}}
-
-
-def check_pair(config: Config) -> None:
-    """What the pair needs and lacks, as one line before any run exists: a reference, and a beta."""
-    from diag.credit.adapters import ADAPTER_META
-    from diag.credit.sources import is_adapter_dir, recorded_beta, resolve
-
-    policy = resolve(resolve_policy(config.policy))
-    adapter = is_adapter_dir(policy.model_dir)
-    if config.reference is None and not adapter:
-        raise DiagError(f"{config.policy!r} is not a PEFT adapter directory, so a reference model is needed "
-                        "(--reference)")
-    if config.beta is None and recorded_beta(policy) is None:
-        raise DiagError(f"{config.policy} records no beta (no {TRAINING_ARGS} with one"
-                        f"{f', no {ADAPTER_META}' if adapter else ''}); pass --beta")
-
-
-def pin_inputs(config: Config) -> Config:
-    """Record the hashes of the JSONL file and of local policy/reference weights in the config (and run id)."""
-    data_sha256 = None
-    if config.data not in ("heldout", "train"):
-        path = Path(config.data)
-        check_text_file(path, f"data file {path}")
-        data_sha256 = fingerprint(path)
-    return dataclasses.replace(config, data_sha256=data_sha256, policy_sha256=_local_fingerprint(config.policy),
-                               reference_sha256=_local_fingerprint(config.reference))
-
-
-def check_inputs(config: Config) -> None:
-    """Read the data file through and check the pair: bad input fails before a run directory exists."""
-    if config.data not in ("heldout", "train"):
-        read_jsonl(Path(config.data))
-    check_pair(config)
 
 
 def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np.ndarray]:
@@ -335,44 +102,85 @@ def lig_attributions(pair, encoded: list, steps: int, batch: int = 4) -> list[np
     return out
 
 
+class _Entry(NamedTuple):
+    """One response to score: ``side`` is "chosen", "rejected" or "response"; ``span`` its known error, if any."""
+
+    pair: int
+    side: str
+    seed: int
+    record: dict[str, Any]
+    text: str
+    span: list[int] | None
+
+
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    import torch
-
     from diag.credit.encoding import encode
-    from diag.credit.sources import load_pair, recorded_beta, resolve
 
-    records = load_records(config)
-    from diag.device import exact_matmul
+    entries = _entries(load_records(config))
+    policy_source, reference_source, pair = _load_pair(config)
+    encoded = [encode(pair.tokenizer, e.record["prompt"], e.text) for e in entries]
+    scores = pair.score(encoded, batch_size=config.batch_size, progress=progress)
+    captum = _captum(config, pair, entries, encoded, progress)
+    items = _items(entries, encoded, scores, captum, pair.tokenizer)
+    differences = _consistency(pair, encoded, items, progress)
+    methods = tuple(m for m in METHODS if m != "captum_lig" or config.captum_steps > 0)
+    metrics = localisation(items, methods, config.n_boot, seed=config.seeds[0])
+    per_seed = {str(s): localisation([i for i in items if i.seed == s], methods, config.n_boot, s)
+                for s in config.seeds} if len(config.seeds) > 1 else {}
+    extra = {**_provenance(config, pair, policy_source, reference_source),
+             **_preference_and_types(config, items, methods, differences)}
+    return Result(items, metrics, per_seed, extra)
+
+
+def _entries(records: list[tuple[int, dict[str, Any]]]) -> list[_Entry]:
+    """Each pair's two answers (or a lone response), in record order."""
+    entries = []
+    for index, (seed, record) in enumerate(records):
+        if "response" in record:
+            entries.append(_Entry(index, "response", seed, record, record["response"], None))
+            continue
+        for side in ("chosen", "rejected"):
+            entries.append(_Entry(index, side, seed, record, record[side], record.get(f"span_{side}")))
+    return entries
+
+
+def _load_pair(config: Config) -> tuple[Any, Any, Any]:
+    """The policy's and reference's sources (what was loaded, from where) and the loaded model pair."""
+    from diag.credit.sources import load_pair, recorded_beta, resolve
 
     policy_source = resolve(resolve_policy(config.policy))
     reference_source = resolve(config.reference, with_args=False) if config.reference is not None else None
     beta = config.beta if config.beta is not None else recorded_beta(policy_source)
     pair = load_pair(policy_source.model_dir, reference_source.model_dir if reference_source else None, beta,
                      config.device, config.dtype)
-    tok = pair.tokenizer
-    entries = []  # (pair index, side, record, text, span)
-    for index, (seed, record) in enumerate(records):
-        if "response" in record:
-            entries.append((index, "response", seed, record, record["response"], None))
-            continue
-        for side in ("chosen", "rejected"):
-            entries.append((index, side, seed, record, record[side], record.get(f"span_{side}")))
-    encoded = [encode(tok, e[3]["prompt"], e[4]) for e in entries]
-    scores = pair.score(encoded, batch_size=config.batch_size, progress=progress)
+    return policy_source, reference_source, pair
+
+
+def _captum(config: Config, pair, entries: list[_Entry], encoded: list, progress: Progress) -> list[np.ndarray]:
+    """captum attributions for the answers with a span among each seed's first ``captum_pairs`` pairs; empty
+    arrays elsewhere (and everywhere when ``captum_steps`` is 0)."""
+    from diag.device import exact_matmul
+
     captum = [np.zeros(0)] * len(encoded)
-    if config.captum_steps > 0:
-        first_pairs = {seed: sorted({e[0] for e in entries if e[2] == seed})[:config.captum_pairs]
-                       for seed in config.seeds}
-        with_span = [k for k, e in enumerate(entries) if e[5] is not None and e[0] in first_pairs.get(e[2], [])]
-        attributions = []
-        for start in range(0, len(with_span), 4):
-            with exact_matmul(config.allow_tf32):
-                attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
-                                                 config.captum_steps)
-            progress(min(start + 4, len(with_span)), len(with_span), "captum LayerIntegratedGradients")
-        for k, a in zip(with_span, attributions, strict=True):
-            captum[k] = a
-    partner = {(e[0], e[1]): k for k, e in enumerate(entries)}
+    if config.captum_steps <= 0:
+        return captum
+    first_pairs = {seed: sorted({e.pair for e in entries if e.seed == seed})[:config.captum_pairs]
+                   for seed in config.seeds}
+    with_span = [k for k, e in enumerate(entries) if e.span is not None and e.pair in first_pairs.get(e.seed, [])]
+    attributions = []
+    for start in range(0, len(with_span), 4):
+        with exact_matmul(config.allow_tf32):
+            attributions += lig_attributions(pair, [encoded[k] for k in with_span[start:start + 4]],
+                                             config.captum_steps)
+        progress(min(start + 4, len(with_span)), len(with_span), "captum LayerIntegratedGradients")
+    for k, a in zip(with_span, attributions, strict=True):
+        captum[k] = a
+    return captum
+
+
+def _items(entries: list[_Entry], encoded: list, scores: list, captum: list[np.ndarray], tok) -> list[Item]:
+    """The scored responses, each with its span counted from where it departs from the pair's other answer."""
+    partner = {(e.pair, e.side): k for k, e in enumerate(entries)}
     items = []
     for k, (index, side, seed, record, text, span) in enumerate(entries):
         other = partner.get((index, "rejected" if side == "chosen" else "chosen"))
@@ -384,9 +192,14 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [],
             first_diff=diff,
             kind=record.get("type", record.get("kind", "")), seed=seed, captum=captum[k].tolist()))
+    return items
 
-    # consistency: sum of r_t against the sequence reward from an independent, unbatched full-logits pass, for
-    # every scored response (a batching or tree-attention fault may touch only some of them)
+
+def _consistency(pair, encoded: list, items: list[Item], progress: Progress) -> list[float]:
+    """|sum of r_t - the sequence reward| from an independent, unbatched full-logits pass, for every scored
+    response (a batching or tree-attention fault may touch only some of them)."""
+    import torch
+
     check = []
     for k in range(len(encoded)):
         progress(k, len(encoded), "consistency check")
@@ -399,16 +212,12 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         targets = ids[0, -n:]
         sequence = pair.beta * (policy.gather(-1, targets[:, None]).sum() - ref.gather(-1, targets[:, None]).sum())
         check.append(abs(float(sequence) - float(np.sum(items[k].reward))))
+    return check
 
-    methods = tuple(m for m in METHODS if m != "captum_lig" or config.captum_steps > 0)
-    metrics = localisation(items, methods, config.n_boot, seed=config.seeds[0])
-    per_seed = {str(s): localisation([i for i in items if i.seed == s], methods, config.n_boot, s)
-                for s in config.seeds} if len(config.seeds) > 1 else {}
-    pairs = sorted({i.pair for i in items if i.side != "response"})
-    reward_of = {(i.pair, i.side): float(np.sum(i.reward)) for i in items}
-    margin_of = {p: reward_of[(p, "chosen")] - reward_of[(p, "rejected")] for p in pairs}
-    margins = np.array([margin_of[p] for p in pairs])
-    extra = {
+
+def _provenance(config: Config, pair, policy_source, reference_source) -> dict[str, Any]:
+    """What was scored with what: the models as loaded, beta and where it came from, the numerics."""
+    return {
         "policy": config.policy, "reference": config.reference or "adapter disabled", "beta": pair.beta,
         "beta_from": ("config" if config.beta is not None
                       else f"{TRAINING_ARGS} ({policy_source.training_args['class']})"
@@ -417,16 +226,25 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         "trl_training_args": policy_source.training_args, "policy_global_step": policy_source.global_step,
         "reference_loaded": f"{reference_source.model_dir}: {reference_source.chosen}" if reference_source else None,
         "numerics": {**pair.numerics, "allow_tf32": config.allow_tf32},
+    }
+
+
+def _preference_and_types(config: Config, items: list[Item], methods: tuple[str, ...],
+                          differences: list[float]) -> dict[str, Any]:
+    """Counts, preference outcomes over pairs, the consistency check, and localisation per corruption type."""
+    pairs = sorted({i.pair for i in items if i.side != "response"})
+    reward_of = {(i.pair, i.side): float(np.sum(i.reward)) for i in items}
+    margin_of = {p: reward_of[(p, "chosen")] - reward_of[(p, "rejected")] for p in pairs}
+    return {
         "n_pairs": len(pairs), "n_responses": len(items), "seeds": list(config.seeds),
-        **preference_outcomes(margins),
-        "consistency_max_abs_diff": max(check) if check else None,
-        "consistency_n": len(check),
+        **preference_outcomes(np.array([margin_of[p] for p in pairs])),
+        "consistency_max_abs_diff": max(differences) if differences else None,
+        "consistency_n": len(differences),
         "interval": ("top-1 hit rates: 95% Wilson over sequences; AUROC: 95% percentile bootstrap over sequences, "
                      "widened to Wilson within 0.1 of 0 or 1 (all seeds pooled; per_seed in metrics.json); "
                      "preference outcomes: 95% Wilson intervals over pairs"),
         **localisation_tables(items, margin_of, methods, config.n_boot, config.seeds[0]),
     }
-    return Result(items, metrics, per_seed, extra)
 
 
 def audit_config(scale: float = 1.0) -> Config:

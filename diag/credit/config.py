@@ -112,8 +112,8 @@ TabularSummary = TypedDict("TabularSummary", {
 SCORE = Analysis(
     name="credit", config=ScoreConfig, result="diag.credit.analysis:Result", compute="diag.credit.analysis:compute",
     audit_config="diag.credit.analysis:audit_config", guide="diag.credit.analysis:GUIDE",
-    pin_inputs="diag.credit.analysis:pin_inputs",
-    check_inputs="diag.credit.analysis:check_inputs", command=("credit", "score"),
+    pin_inputs="diag.credit.inputs:pin_inputs",
+    check_inputs="diag.credit.inputs:check_inputs", command=("credit", "score"),
     summary=ScoreSummary,
     description="Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines.",
 )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diag.atomic import write_bytes_atomic
 from diag.credit.adapters import ADAPTER_META
 from diag.credit.batches import collate, response_logits, response_logps
 from diag.credit.config import TRAIN as ANALYSIS  # noqa: F401 -- the declared value, for callers
@@ -28,7 +29,7 @@ from diag.credit.model_pair import ModelPair
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
 from diag.report.sections import Guide
-from diag.runs import Run, write_bytes_atomic
+from diag.run_dir import Run
 from probes import Site, recording, starting_at
 
 EncodedPair = tuple[Encoded, Encoded]  # (chosen, rejected)

@@ -22,7 +22,7 @@ from diag.credit.config import TabularConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 class TokenMDP:

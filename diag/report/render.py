@@ -20,7 +20,10 @@ import jinja2
 
 from diag.errors import DiagError
 from diag.report.sections import Guide, Metric, Table, format_value, metrics_from_summary
-from diag.runs import CONFIG_FILE, RESULT_FILE, Run, RunStore, is_run_id
+from diag.run_dir import Run
+from diag.run_files import CONFIG_FILE, RESULT_FILE
+from diag.run_ids import is_run_id
+from diag.runs import RunStore
 
 # Config fields that name a model: "model", "policy", "ref_model", "vanilla_policy", "adapter", "policies"...
 _MODEL_FIELD = re.compile(r"(^|_)(model|policy|policies|adapter|reference|ref|checkpoint|weights)s?($|_)")
@@ -259,7 +262,7 @@ def write_report(runs: list[Run], out: Path | str | None = None, title: str = "d
                  notes: list[str] | None = None, execution: list[Execution] | None = None,
                  sweeps: list[Table] | None = None) -> Path:
     """Render the report and write it atomically to ``out`` (default ``reports/...``); returns the path."""
-    from diag.runs import write_bytes_atomic
+    from diag.atomic import write_bytes_atomic
 
     target = Path(out) if out is not None else default_report_path(runs)
     if target.suffix.lower() not in {".html", ".htm"}:

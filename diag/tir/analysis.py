@@ -20,7 +20,7 @@ import numpy as np
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric, Table
-from diag.runs import Run
+from diag.run_dir import Run
 from diag.tir.config import TIR as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.tir.config import Config
 from diag.tir.metrics import bootstrap_mean_ci, four_way_split, pass_at_k_curve

@@ -23,7 +23,8 @@ from apps.compare import CHART_NAME, LEGEND_NAME
 from apps.jobs import LIVE_CURVE
 from apps.shell import PAGES
 from diag.cdas import toy
-from diag.runs import CHECKPOINT_FILE, RunStore
+from diag.run_files import CHECKPOINT_FILE
+from diag.runs import RunStore
 
 pytestmark = pytest.mark.slow
 app_home, server, browser = shared.app_home, shared.server, shared.browser  # the fixtures, requested by name below

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from diag import contract
-from diag.credit import analysis, dpo
+from diag.credit import analysis, dpo, inputs, localisation
 from diag.errors import DiagError
 from diag.runs import RunStore
 
@@ -49,10 +49,10 @@ def test_scoring_run_saves_views_and_reloads(adapter_dir: Path, tmp_path: Path) 
     summary = result.summary()
     assert summary["beta"] == 0.25 and summary["n_pairs"] == 6
     assert summary["consistency_max_abs_diff"] < 1e-4
-    for side in analysis.SIDES:
-        for scope in analysis.SCOPES:
+    for side in localisation.SIDES:
+        for scope in localisation.SCOPES:
             block = summary["scores"][side][scope]
-            assert set(block) == set(analysis.METHODS)
+            assert set(block) == set(localisation.METHODS)
             # chance top-1 from the stored spans: the span's share of the scored tokens, averaged over sequences
             shares = [np.mean(i.span[start:]) for i in result.items if i.side == side and any(i.span)
                       for start in [i.first_diff if scope == "from_first_diff" else 0] if any(i.span[start:])]
@@ -90,21 +90,21 @@ def test_a_retrained_adapter_is_a_new_run_not_a_stale_reuse(tmp_path) -> None:
     import shutil
 
     adapter = tmp_path / "adapter"
-    shutil.copytree(analysis.committed_adapter_dir(), adapter)
+    shutil.copytree(inputs.committed_adapter_dir(), adapter)
     config = analysis.Config(policy=str(adapter))
-    before = analysis.pin_inputs(config)
+    before = inputs.pin_inputs(config)
     assert before.policy_sha256 is not None and before.reference_sha256 is None and before.data_sha256 is None
-    assert analysis.pin_inputs(before) == before  # pinning twice names the same run
+    assert inputs.pin_inputs(before) == before  # pinning twice names the same run
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
-    after = analysis.pin_inputs(config)
+    after = inputs.pin_inputs(config)
     assert after.policy_sha256 != before.policy_sha256
-    assert analysis.pin_inputs(analysis.Config(policy="HuggingFaceTB/not-local")).policy_sha256 is None
+    assert inputs.pin_inputs(analysis.Config(policy="HuggingFaceTB/not-local")).policy_sha256 is None
 
 
 def test_corrupted_tokens_start_at_the_first_differing_token(smollm2) -> None:
-    from diag.credit.analysis import corrupted_tokens, first_difference
     from diag.credit.encoding import encode
+    from diag.credit.localisation import corrupted_tokens, first_difference
 
     _, tok = smollm2
     prompt = "Log: 35 meters."

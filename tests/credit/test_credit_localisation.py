@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from diag import contract
-from diag.credit import analysis
-from diag.credit.analysis import Item, localisation_tables
+from diag.credit import analysis, inputs
+from diag.credit.localisation import Item, localisation_tables
 from diag.credit.metrics import bootstrap_mean, bounded_mean, hit_rate
 from diag.errors import DiagError
 from diag.report.sections import format_value
@@ -82,7 +82,7 @@ def test_jsonl_type_must_be_a_non_empty_string(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({**good, "type": "magnitude"}) + "\n" + json.dumps({**good, "type": ""}) + "\n")
     with pytest.raises(DiagError, match=":2: field 'type'"):
-        analysis.read_jsonl(path)
+        inputs.read_jsonl(path)
 
 
 def _pairs_file(path: Path) -> Path:

@@ -110,8 +110,9 @@ def test_mismatched_tokenizer_or_vocabulary_fails_with_one_line(tiny_llama_dir: 
 
 @pytest.mark.slow
 def test_committed_adapter_prefers_the_correct_answer_and_blames_the_corrupted_token() -> None:
-    from diag.credit.analysis import corrupted_tokens, first_difference, resolve_policy
     from diag.credit.data import make_pairs
+    from diag.credit.inputs import resolve_policy
+    from diag.credit.localisation import corrupted_tokens, first_difference
     from diag.credit.metrics import top1_hit
 
     pair = load_adapter_pair(resolve_policy("smollm2-dpo-credit"), device="cpu")

@@ -13,7 +13,7 @@ from diag.contract import Analysis
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.sections import Guide
-from diag.runs import Run
+from diag.run_dir import Run
 
 GUIDE = Guide(question="What is the sum of the numbers?", limitations=["Stops at the first malformed line."])
 

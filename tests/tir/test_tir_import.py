@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from diag import contract
-from diag.contract import config_to_dict
+from diag.config_checks import config_to_dict
 from diag.errors import DiagError
 from diag.runs import RunStore
 from diag.tir import analysis

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diag.atomic import atomic_path
 from diag.boundary.attacks import pgd
 from diag.boundary.policy.network import QNetwork
-from diag.runs import atomic_path
 
 
 @dataclass
