@@ -20,7 +20,7 @@ import torch
 from diag.cdas.concepts import Pair
 from diag.cdas.config import Read
 from diag.progress import Progress, report_metrics
-from diag.runs import Run
+from diag.run_dir import Run
 
 
 @dataclass

@@ -30,7 +30,7 @@ from diag.cdas.config import DIRECTIONS, PROMPTED, VECTOR_METHODS
 from diag.cdas.steer_directions import Directions
 from diag.cdas.steer_edit import alpha_unit, clamp_target, row_clamp
 from diag.progress import Progress
-from diag.runs import Run
+from diag.run_dir import Run
 
 UNSTEERED = "none"
 CHUNK = 32  # jobs per batch: 64 teacher-forced rows keep the float32 logits under ~1 GB
