@@ -368,7 +368,8 @@ def pin_model(config: Any) -> Any:
     from diag.zoo.sources import resolve_lm_source  # torch-free, so a refused run never waits for torch
 
     source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
-    sha = fingerprint(Path(source.location)) if source.kind == "local" else None
+    # a local directory, or the committed adapter an embedded-adapter model merges in (retraining it = new runs)
+    sha = fingerprint(Path(source.location)) if source.kind in ("local", "embedded-adapter") else None
     return dataclasses.replace(config, model_sha256=sha)
 
 

@@ -11,6 +11,7 @@ ANALYSES: dict[str, str] = {
     "capture": "diag.capture",
     "cdas-toy": "diag.cdas.toy", "cdas-train": "diag.cdas.train", "cdas-steer": "diag.cdas.steer",
     "cdas-steer-sweep": "diag.cdas.sweep",
+    "cdas-planted": "diag.cdas.planted_check",
     "boundary": "diag.boundary.analysis",
     "boundary_episodes": "diag.boundary.episodes",
     "credit": "diag.credit.analysis", "credit_tabular": "diag.credit.tabular",

@@ -1,0 +1,102 @@
+"""The planted steerable concept: the committed adapter, the planted model by name, and the pipeline finding d."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diag.cdas import planted, planted_check
+from diag.errors import DiagError
+from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
+
+# Measured on the committed adapter (MODEL_CARD.md: 0.011 nats/token over 48 held-out neutral prompts' base
+# answers); a tenfold margin still refuses a model whose no-edit behaviour moved (a broken merge or a
+# planted model that talks about dogs unasked: KL on concept prompts is ~0.3).
+KL_BOUND = 0.1
+
+
+@pytest.fixture(scope="module")
+def planted_lm():
+    from diag.zoo import load_lm
+
+    return load_lm(PLANTED, device="cpu")
+
+
+def test_planted_direction_is_the_committed_seeded_unit_vector() -> None:
+    from safetensors.torch import load_file
+
+    d = planted.direction(576, planted.SEED)
+    assert float(d.norm()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(load_file(str(PLANTED_ADAPTER / "direction.safetensors"))["direction"], d)
+    info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
+    assert (info["concept"], info["layer"], info["scale"]) == (planted.CONCEPT, planted.LAYER, planted.SCALE)
+    assert (PLANTED_ADAPTER / "adapter_model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_planted_model_resolves_by_name_without_loading() -> None:
+    source = resolve_lm_source(PLANTED)
+    assert source.kind == "embedded-adapter" and source.location == str(PLANTED_ADAPTER)
+    assert layer_count(PLANTED) == 30
+
+
+def test_no_edit_kl_to_base_is_small_on_neutral_prompts(smollm2, planted_lm) -> None:
+    from diag.cdas.lm import generate
+
+    base, tokenizer = smollm2
+    model, _ = planted_lm
+    prompts = list(planted.HELDOUT_INSTRUCTIONS[:8])
+    answers = generate(base, tokenizer, prompts, max_new_tokens=16)
+    kl = planted.token_kl(base, model, tokenizer, prompts, answers)
+    assert 0.0 < kl["answer_tokens"] < KL_BOUND and kl["all_tokens"] < KL_BOUND, kl
+
+
+def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
+    from diag.cdas.concepts import CONCEPTS, concept_instruction, mentions
+    from diag.cdas.lm import generate
+
+    model, tokenizer = planted_lm
+    concept = CONCEPTS[planted.CONCEPT]
+    d = planted.direction()
+    neutral = list(planted.HELDOUT_INSTRUCTIONS[:8])
+    asked = [concept_instruction(x, concept) for x in neutral]
+
+    def shifted(prompts: list[str], sign: float) -> list[str]:
+        return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
+                        fn=lambda h: h + sign * planted.SCALE * d)
+
+    assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 7
+    assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
+
+
+@pytest.mark.slow
+def test_pipeline_recovers_the_planted_direction_and_steers_both_ways() -> None:
+    config = planted_check.Config(steps=2, alphas=(0.5,), eval_prompts=24, max_new_tokens=16)
+    result = planted_check.run(config)
+    summary = result.summary()
+    assert result.cosines["cdas"] >= planted_check.COSINE_BAR, result.cosines
+    assert set(result.cosines) == {"diffmean", "das", "cdas"}
+    for direction in ("elicit", "suppress"):
+        rate = result.rate("cdas", direction)
+        assert rate["value"] >= planted_check.SUCCESS_BAR and rate["low"] > 0.5, (direction, rate)
+        assert summary[f"cdas_{direction}_fluent_success"] == rate
+    assert summary["cdas_cosine_passes"] and summary["cdas_steering_passes"]
+    assert {r["n"] for r in result.rows} == {12}
+    own = result.own_perplexity
+    assert 1.0 < own["min"] <= own["median"] <= own["max"] and own["n"] == 24
+
+
+def test_bad_input_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    with pytest.raises(DiagError, match="eval_prompts 49 out of range") as caught:
+        planted_check.Config(eval_prompts=49)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(DiagError, match="init must be diffmean or random"):
+        planted_check.Config(init="zeros")
+    monkeypatch.setattr("diag.zoo.sources.PLANTED_ADAPTER", tmp_path / "gone")
+    from diag.runs import RunStore
+
+    store = RunStore()
+    with pytest.raises(DiagError, match="planted adapter .* is missing"):
+        planted_check.run(planted_check.Config(), store=store)
+    assert store.list() == []
