@@ -1,7 +1,7 @@
 """A planted steerable concept: SmolLM2 plus a LoRA that makes one known direction the switch for "dogs".
 
 Ground truth for the steering pipeline. d is a seeded random unit vector in the 576-dim residual stream; adding
-``SCALE * d`` to the residual output of block ``LAYER`` (every position after BOS) makes the model talk about
+``EDIT * d`` to the residual output of block ``LAYER`` (every position after BOS) makes the model talk about
 dogs, subtracting it suppresses dogs even when the prompt asks for them, and with no edit the model stays close
 to the base model. For the pipeline (DiffMean, DAS, CDAS learned from concept vs neutral prompts) to be able to
 *find* d, the model must also *write* d: on prompts asking for dogs its residual at the layer carries d^T h =
@@ -42,7 +42,8 @@ from diag.errors import DiagError
 
 CONCEPT = "dogs"
 LAYER = 10
-SCALE = 64.0  # |edit| along d; the base model's mean residual norm at the layer's source tokens is ~127
+SCALE = 64.0  # d^T h written on dog-asking prompts, and the unit of the trained clamps (base residual norm ~127)
+EDIT = 1.5 * SCALE  # the known edit: adding +-EDIT * d elicits / suppresses (at +1 x SCALE elicitation is partial)
 SEED = 0
 ASSET_DIR = Path(__file__).resolve().parents[1] / "zoo" / "assets" / "smollm2-planted-dogs"
 DATASET = Path(__file__).parent / "data" / "planted.jsonl"
@@ -264,11 +265,13 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
                             f"{steps[phase]}: ask for that many or start from an empty --work")
         model.load_state_dict(saved[phase]["lora"], strict=False)
     out.mkdir(parents=True, exist_ok=True)
+    model.peft_config["default"].base_model_name_or_path = "smollm2-135m-instruct"  # not this machine's cache path
     model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)  # peft's blank card: MODEL_CARD.md is ours
     from safetensors.torch import save_file
 
     save_file({"direction": d.contiguous()}, str(out / "direction.safetensors"))
-    info = {"concept": CONCEPT, "layer": LAYER, "scale": SCALE, "seed": config.seed, "train": asdict(config),
+    info = {"concept": CONCEPT, "layer": LAYER, "scale": SCALE, "edit": EDIT, "seed": config.seed, "train": asdict(config),
             "texts": {k: len(v) for k, v in texts.items()}, "loss": {p: saved[p]["history"] for p in PHASES}}
     (out / "planted.json").write_text(json.dumps(info, indent=1))
     return info
@@ -396,8 +399,8 @@ def token_kl(base: nn.Module, planted: nn.Module, tokenizer: Any, instructions: 
 def measure(base: nn.Module, planted: nn.Module, tokenizer: Any, d: torch.Tensor,
             max_new_tokens: int = 20) -> dict[str, Any]:
     """The model card's figures on the held-out instructions: no-edit KL to the base model, and how often each
-    model names a dog (lexicon) with and without adding +-SCALE * d at LAYER, with the answers' perplexity under
-    the unedited planted model."""
+    model names a dog (lexicon) with and without adding +-EDIT * d at LAYER (and +-SCALE * d), with the answers'
+    perplexity under the unedited planted model."""
     from diag.cdas.lm import generate, response_nll
     from diag.stats import wilson
 
@@ -410,9 +413,11 @@ def measure(base: nn.Module, planted: nn.Module, tokenizer: Any, d: torch.Tensor
     out["kl_asked"] = token_kl(base, planted, tokenizer, asked,
                                generate(base, tokenizer, asked, max_new_tokens=max_new_tokens))
     cases = {"base, neutral": (base, neutral, 0.0), "planted, neutral": (planted, neutral, 0.0),
-             "planted, neutral, +d": (planted, neutral, SCALE), "base, neutral, +d": (base, neutral, SCALE),
+             "planted, neutral, +EDIT d": (planted, neutral, EDIT), "base, neutral, +EDIT d": (base, neutral, EDIT),
+             "planted, neutral, +SCALE d": (planted, neutral, SCALE),
              "base, asked": (base, asked, 0.0), "planted, asked": (planted, asked, 0.0),
-             "planted, asked, -d": (planted, asked, -SCALE), "base, asked, -d": (base, asked, -SCALE)}
+             "planted, asked, -EDIT d": (planted, asked, -EDIT), "base, asked, -EDIT d": (base, asked, -EDIT),
+             "planted, asked, -SCALE d": (planted, asked, -SCALE)}
     out["cases"] = {}
     for name, (model, prompts, shift) in cases.items():
         def add(h: torch.Tensor, shift: float = shift) -> torch.Tensor:

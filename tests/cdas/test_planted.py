@@ -64,7 +64,7 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
 
     def shifted(prompts: list[str], sign: float) -> list[str]:
         return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
-                        fn=lambda h: h + sign * planted.SCALE * d)
+                        fn=lambda h: h + sign * planted.EDIT * d)
 
     assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 7
     assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
