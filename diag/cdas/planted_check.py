@@ -229,6 +229,9 @@ GUIDE = Guide(
          "AxBench score; fluency is perplexity under the unsteered planted model against its own answers' range."),
         ("With init=diffmean DAS and CDAS start from the DiffMean direction; their cosines then say the training "
          "kept (or left) d, and init=random tests recovery from scratch."),
+        ("The committed planted model elicits dogs on ~0.7 of held-out prompts even along d itself (its "
+         "MODEL_CARD.md; the planted_d row): an elicitation rate below 0.9 there is the model's ceiling, not only "
+         "the pipeline's miss. Suppression and the cosine reach their bars."),
         "Intervals are 95% Wilson intervals over held-out prompts of one seed.",
     ],
     headline=_headline,
