@@ -75,10 +75,13 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline():
-    """The cdas-planted check at a small budget (2 DII steps, one alpha, 24 held-out prompts: 12 per half)."""
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """The cdas-planted check at a small budget (2 DII steps, one alpha, 24 held-out prompts: 12 per half), in a
+    store of its own (a module fixture runs before the per-test DIAG_HOME exists)."""
+    from diag.runs import RunStore
+
     config = planted_check.Config(steps=2, alphas=(0.5,), eval_prompts=24, max_new_tokens=16)
-    return planted_check.run(config)
+    return planted_check.run(config, store=RunStore(tmp_path_factory.mktemp("planted-runs")))
 
 
 @pytest.mark.slow
