@@ -147,7 +147,8 @@ class Analysis:
             from diag.zoo.sources import resolve_lm_source  # torch-free: a refused run never waits for torch
 
             source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
-            sha = fingerprint(Path(source.location)) if source.kind == "local" else None
+            # a local directory, or the committed adapter an embedded-adapter model merges in (retrained = new runs)
+            sha = fingerprint(Path(source.location)) if source.kind in ("local", "embedded-adapter") else None
             config = dataclasses.replace(config, model_sha256=sha)
         return self.pin_inputs(config) if self.pin_inputs is not None else config
 

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 from diag.boundary.config import BOUNDARY, EPISODES
 from diag.capture import ANALYSIS as CAPTURE
-from diag.cdas.config import BY_LAYER, STEER, TOY, TRAIN
+from diag.cdas.config import BY_LAYER, PLANTED_CHECK, STEER, TOY, TRAIN
 from diag.contract import Analysis
 from diag.credit.config import SCORE, TABULAR
 from diag.credit.config import TRAIN as CREDIT_TRAIN
@@ -66,6 +66,6 @@ def _load_entry_points() -> None:
             log.warning("analysis plugin %s (%s) left out: %s", point.name, point.value, exc)
 
 
-for _analysis in (CAPTURE, TOY, TRAIN, STEER, BY_LAYER, BOUNDARY, EPISODES, SCORE, CREDIT_TRAIN, TABULAR, TIR):
+for _analysis in (CAPTURE, TOY, PLANTED_CHECK, TRAIN, STEER, BY_LAYER, BOUNDARY, EPISODES, SCORE, CREDIT_TRAIN, TABULAR, TIR):
     register(_analysis)
 _load_entry_points()

@@ -7,6 +7,7 @@ by_layer.py (the steering study per layer); the declarations name them and they 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 
 from diag.contract import MAX_SEED, Analysis, DtypeName, checked, validated
@@ -24,6 +25,12 @@ DIRECTIONS = ("elicit", "suppress")
 Read = Literal["token", "response"]  # a direction read at the assistant-header token, or over the response
 Positions = Literal["all", "generated"]  # steer every position after BOS, or only those predicting answer tokens
 Factor = Literal["norm", "data"]  # alpha's unit: residual norms, or half the direction's own m+ - m-
+
+# The planted concept (diag.cdas.planted trains it; cdas-planted checks the steering pipeline finds it)
+PLANTED_CONCEPT = "dogs"
+PLANTED_LAYER = 10  # d is written and read at this block's residual output
+PLANTED_DATASET = Path(__file__).parent / "data" / "planted.jsonl"
+PLANTED_METHODS = ("diffmean", "das", "cdas", "prompting")
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,38 @@ class SweepConfig:
         return SteerConfig(layer=layer, **shared)
 
 
+@dataclass(frozen=True)
+@validated
+class PlantedConfig:
+    steps: int = checked(8, low=1, high=1_000_000)  # DII training steps (DAS and CDAS), as in cdas-steer
+    pairs_per_step: int = checked(2, low=1, high=1024)  # training pairs per concept and step
+    train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the DII losses see
+    lr: float = checked(0.002, above=0, high=10)  # Adam learning rate of the DIIs
+    init: str = "diffmean"  # DAS/CDAS start: the DiffMean direction, or "random" (a seeded random unit vector)
+    # clamp offsets from the m+/m- midpoint in residual norms (~0.5 x the planted scale 64 at 0.25)
+    alphas: tuple[float, ...] = checked((0.25, 0.5), low=-100, high=100, max_len=100)
+    # held-out prompts (48 exist), halves: choose alpha / report
+    eval_prompts: int = checked(48, low=2, high=48)
+    max_new_tokens: int = checked(20, low=1, high=4096)  # tokens generated per answer
+    seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
+    device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
+    dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
+    allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
+
+    def steer_config(self) -> SteerConfig:
+        """The cdas-steer study this check runs, on the planted model and its concept."""
+        from diag.zoo.sources import PLANTED
+
+        return SteerConfig(model=PLANTED, concepts=(PLANTED_CONCEPT,), methods=PLANTED_METHODS, layer=PLANTED_LAYER,
+                           steps=self.steps, pairs_per_step=self.pairs_per_step, train_tokens=self.train_tokens,
+                           lr=self.lr, init=self.init, alphas=self.alphas, eval_prompts=self.eval_prompts,
+                           max_new_tokens=self.max_new_tokens, dataset=str(PLANTED_DATASET), seed=self.seed,
+                           device=self.device, dtype=self.dtype, allow_tf32=self.allow_tf32)
+
+    def __post_init__(self) -> None:
+        self.steer_config()  # the study validates init and the rest
+
+
 # What each Result.summary() holds (``--json``, the report, the app): keys in braces are families, e.g.
 # "iia_{objective}_{variable}" is iia_das_wx, iia_cdas_yz, ...
 Interval = dict[str, float]  # value, low, high (and n where counted)
@@ -176,12 +215,24 @@ SweepSummary = TypedDict("SweepSummary", {
     "layers": list[int], "{method}_{direction}_by_layer": dict[str, float], "best_layer_{method}_{direction}": int,
     "steer_runs": dict[str, str]})
 
+PlantedSummary = TypedDict("PlantedSummary", {
+    "layer": int, "scale": float, "steer_run": str, "cosine_{method}": float,
+    "{method}_{direction}_success": Interval, "{method}_{direction}_fluent_success": Interval,
+    "{method}_{direction}_median_perplexity": float, "own_perplexity": dict[str, float],
+    "cdas_cosine_passes": bool, "cdas_steering_passes": bool})
 
 TOY = Analysis(
     name="cdas-toy", config=ToyConfig, result="diag.cdas.toy:Result", compute="diag.cdas.toy:compute",
     audit_config="diag.cdas.toy:audit_config", guide="diag.cdas.toy:GUIDE", command=("cdas", "toy"),
     summary=ToySummary,
     description="Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls.",
+)
+PLANTED_CHECK = Analysis(
+    name="cdas-planted", config=PlantedConfig, result="diag.cdas.planted_check:Result",
+    compute="diag.cdas.planted_check:compute", audit_config="diag.cdas.planted_check:audit_config",
+    guide="diag.cdas.planted_check:GUIDE", check_inputs="diag.cdas.planted_check:check_inputs",
+    command=("cdas", "planted"), summary=PlantedSummary,
+    description="Ground truth for steering: does cdas-steer recover and use a direction planted in SmolLM2?",
 )
 TRAIN = Analysis(
     name="cdas-train", config=TrainConfig, result="diag.cdas.train:Result", compute="diag.cdas.train:compute",

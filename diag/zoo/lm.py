@@ -60,6 +60,34 @@ def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
     return model, tokenizer
 
 
+def _load_merged(source: LMSource) -> tuple[torch.nn.Module, object]:
+    """The embedded model with a committed LoRA adapter merged in, cached like the dequantized weights; the cache
+    records the adapter's hash, so a retrained adapter replaces it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache, sha = cache_dir(source), fingerprint(Path(source.location))
+    marker = cache / "diag_source.json"
+    if marker.exists() and json.loads(marker.read_text()).get("sha256") == sha:
+        return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
+    if not (Path(source.location) / "adapter_model.safetensors").exists():
+        raise DiagError(f"model {source.name!r}: its adapter {source.location} is missing; retrain it with "
+                        "python -m diag.cdas.planted")
+    from peft import PeftModel
+
+    base, tokenizer = _load_embedded(resolve_lm_source(SMOLLM2))
+    model = PeftModel.from_pretrained(base, source.location).merge_and_unload()
+    staging = cache.with_name(cache.name + ".partial")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
+    (staging / "diag_source.json").write_text(json.dumps({"adapter": source.location, "sha256": sha}, indent=2))
+    if cache.exists():
+        import shutil
+
+        shutil.rmtree(cache)
+    staging.rename(cache)
+    return model, tokenizer
+
+
 def load_lm(name: str = SMOLLM2, device: str = "auto", dtype: str = "float32") -> tuple[torch.nn.Module, object]:
     """Load a causal LM and its tokenizer in eval mode, in ``dtype``, on ``device`` (see ``load_lm_numerics``)."""
     model, tokenizer, _ = load_lm_numerics(name, device, dtype)
@@ -99,6 +127,8 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
     source = resolve_lm_source(name)
     if source.kind == "embedded-gguf":
         model, tokenizer = _load_embedded(source)
+    elif source.kind == "embedded-adapter":
+        model, tokenizer = _load_merged(source)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -129,7 +159,7 @@ def parameter_estimate(name: str) -> int | None:
             return None
         folder = Path(cached).parent
     else:
-        folder = cache_dir(source) if source.kind == "embedded-gguf" else Path(source.location)
+        folder = cache_dir(source) if source.kind.startswith("embedded") else Path(source.location)
     config = lm_config(name)
     files = (list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))) if folder.is_dir() else []
     if files:
@@ -196,4 +226,6 @@ def lm_provenance(name: str) -> dict[str, str | None]:
     if source.kind == "embedded-gguf":
         marker = cache_dir(source) / "diag_source.json"
         sha = json.loads(marker.read_text())["sha256"] if marker.exists() else fingerprint(Path(source.location))
+    elif source.kind == "embedded-adapter":
+        sha = fingerprint(Path(source.location))
     return {"name": source.name, "kind": source.kind, "location": source.location, "sha256": sha}

