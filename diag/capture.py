@@ -42,13 +42,19 @@ class Result:
     next_token: str
     numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype and its faithfulness (zoo.lm)
 
+    def token_norms(self) -> dict[str, np.ndarray]:
+        """L2 norm of each token's activation, per site: [tokens]."""
+        return {key: np.linalg.norm(a, axis=-1) for key, a in self.activations.items()}
+
     def summary(self) -> dict[str, Any]:
+        norms = self.token_norms()
         return {
             "tokens": len(self.tokens),
             "next_token": self.next_token,
             "sites": {
-                key: {"shape": list(a.shape), "norm": float(np.linalg.norm(a)), "mean_token_norm": float(
-                    np.linalg.norm(a, axis=-1).mean())}
+                key: {"shape": list(a.shape), "norm": float(np.linalg.norm(a)),
+                      "mean_token_norm": float(norms[key].mean()), "max_token_norm": float(norms[key].max()),
+                      "token_norms": [float(v) for v in norms[key]]}
                 for key, a in self.activations.items()
             },
             "numerics": self.numerics,
@@ -66,8 +72,8 @@ class Result:
 
         fig = Figure(figsize=(6.4, 3.4))
         ax = fig.subplots()
-        for key, acts in self.activations.items():
-            ax.plot(np.linalg.norm(acts, axis=-1), marker="o", label=key)
+        for key, norms in self.token_norms().items():
+            ax.plot(norms, marker="o", label=key)
         labels = [t.replace("\u0120", "\u2423") for t in self.tokens]  # GPT-2 style space marker -> visible space
         ax.set_xticks(range(len(self.tokens)), labels, rotation=45)
         ax.set(xlabel="prompt token", ylabel="activation L2 norm", yscale="log",

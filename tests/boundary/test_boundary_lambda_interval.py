@@ -1,0 +1,130 @@
+"""Lambda's bootstrap intervals over states: the Gram-space algebra, coverage of the point estimate, shrinking
+with more states, and what a tiny real run stores, shows and flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diag.boundary import analysis, nld
+from diag.boundary.analysis import QuotientBootstrap
+from diag.report.sections import read_summary
+
+
+def planted(n: int, direction: torch.Tensor, seed: int) -> torch.Tensor:
+    """n gradients along ``direction`` (scale ~2) plus isotropic noise (0.1 per coordinate), as [n, 1, 20, 20]."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(n, 1, generator=g) * 2.0 * direction + torch.randn(n, direction.numel(), generator=g) * 0.1
+    return rows.reshape(n, 1, 20, 20)
+
+
+BASE = torch.zeros(400)
+BASE[0] = 1.0
+SHIFTED = torch.zeros(400)
+SHIFTED[0], SHIFTED[1] = 0.8, 0.6  # Lambda of the noiseless sets: 0.8^2 = 0.64
+
+
+def point(shifted: torch.Tensor, base: torch.Tensor) -> float:
+    _, lam = nld.principal_direction(base)
+    return nld.correlation_quotient(nld.principal_direction(shifted)[0], base, lam)
+
+
+def test_unit_weights_reproduce_lambda_from_the_randomised_svd(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, shifted = planted(80, BASE, 1), planted(60, SHIFTED, 2)
+    monkeypatch.setattr(QuotientBootstrap, "_weights",
+                        lambda self, n, seed: torch.ones(self.n_bootstrap, n, dtype=torch.float64))
+    replicates = QuotientBootstrap(base, 20, 0).replicates(shifted, 0)
+    # Every "resample" is the data itself: the Gram-space formula must give nld's Lambda (randomised SVD, 6
+    # power iterations: accurate to ~1e-7 on a matrix with this spectral gap).
+    np.testing.assert_allclose(replicates, point(shifted, base), rtol=1e-5)
+
+
+def test_lobpcg_and_full_eigendecomposition_give_the_same_replicates(monkeypatch: pytest.MonkeyPatch) -> None:
+    base, shifted = planted(90, BASE, 3), planted(70, SHIFTED, 4)
+    monkeypatch.setattr(QuotientBootstrap, "EIGH_LIMIT", 10**6)  # every replicate by a full eigendecomposition
+    exact = QuotientBootstrap(base, 30, 0).replicates(shifted, 5)
+    monkeypatch.setattr(QuotientBootstrap, "EIGH_LIMIT", 0)  # every replicate by warm-started LOBPCG
+    np.testing.assert_allclose(QuotientBootstrap(base, 30, 0).replicates(shifted, 5), exact, rtol=1e-6)
+
+
+def test_interval_contains_the_point_estimate_and_shrinks_with_more_states() -> None:
+    widths = []
+    for n in (240, 960):
+        base, shifted = planted(n, BASE, 1), planted(n, SHIFTED, 2)
+        low, high = QuotientBootstrap(base, 100, 0).interval(shifted, 1)
+        estimate = point(shifted, base)
+        assert low <= estimate <= high, (n, low, estimate, high)
+        assert low <= 0.64 <= high + 0.01, (n, low, high)  # near the noiseless value (the statistic is biased low)
+        widths.append(high - low)
+    # Percentile intervals of a root-n consistent statistic: 4x the states, about half the width (measured 0.49).
+    assert widths[0] > 1.5 * widths[1], widths
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """Two shipped policies, 2 episodes of 6 steps per set: 12 states, far too few to read Lambda."""
+    from diag.runs import RunStore
+
+    store = RunStore(tmp_path_factory.mktemp("boundary") / "runs")
+    config = analysis.Config(episodes=2, max_steps=6, conditions=("blur", "fgsm"), attribution_states=2,
+                             ig_steps=2, n_bootstrap=100)
+    result = analysis.run(config, store=store)
+    (info,) = store.list(analysis=analysis.ANALYSIS)
+    return result, store.get(info.run_id)
+
+
+def test_a_tiny_run_stores_intervals_and_flags_them_as_too_small_to_read(tiny_run) -> None:
+    from apps.views import metrics_frame
+    from diag.report.render import render_report
+
+    result, run = tiny_run
+    summary = run.summary
+    for name, policy in result.policies.items():
+        assert set(summary[name]["lambda_interval"]) == set(policy.lambdas) == {"clean", "blur", "fgsm"}
+        for condition, (low, high) in summary[name]["lambda_interval"].items():
+            assert 0.0 <= low <= high <= 1.0 + 1e-9, (name, condition, low, high)
+    reading = read_summary(analysis.GUIDE, summary)
+    lambdas = [m for m in reading.headline if "Lambda" in m.name]
+    assert lambdas and all(m.has_interval and m.bounds == (0.0, 1.0) for m in lambdas)
+    # The rule, on the stored numbers: wider than half of [0, 1], or missing the point estimate.
+    expected = {m.name for m in lambdas if m.high - m.low > 0.5 or not m.low <= m.value <= m.high}
+    assert expected, [(m.name, m.value, m.low, m.high) for m in lambdas]  # 12 states: some Lambda is unreadable
+    assert {m.name for m in reading.unreadable} == expected
+    # The Lambda figure draws every condition's interval, so it carries the badge when any of them is unreadable.
+    drawn = analysis.GUIDE.figure_metrics(summary)["lambda_table"]
+    assert len(drawn) == sum(len(p.lambdas) for p in result.policies.values())
+    assert set(reading.figure_badges) == {"lambda_table"}
+    # Report and app mark the same metrics.
+    html = render_report([run])
+    assert html.count('class="badge budget"') == len(expected) + 1 + 1  # metric rows, the figure, the legend line
+    frame = metrics_frame(summary, analysis.ANALYSIS)
+    flagged = frame[frame["95% interval"].str.contains("budget too small to read")]["metric"]
+    assert set(flagged) == expected
+
+
+def test_stored_spectrum_is_the_clean_direction_s_and_old_runs_derive_it(tiny_run) -> None:
+    result, run = tiny_run
+    for i, policy in enumerate(result.policies.values()):
+        np.testing.assert_allclose(policy.spectrum, nld.fourier_spectrum(policy.directions["clean"]), rtol=1e-6)
+        assert "spectrum" in run.read_arrays(f"policy{i}")
+    loaded = analysis.Result.load(run)
+    np.testing.assert_array_equal(next(iter(loaded.policies.values())).spectrum,
+                                  next(iter(result.policies.values())).spectrum)
+
+
+def test_integer_axes_of_the_boundary_figures_tick_at_whole_numbers(tiny_run) -> None:
+    from apps.pages.boundary import image_figure, oscillation_view
+
+    result, _ = tiny_run
+    fig = result.oscillation_figure()
+    fig.canvas.draw()  # matplotlib places ticks at draw time
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
+    bokeh_figs = [oscillation_view(result)[0].object, image_figure(np.zeros((84, 84)), title="", palette=["#000"],
+                                                                   low=0, high=1)]
+    for bokeh_fig in bokeh_figs:  # Bokeh ticks in the browser: steps of mantissa x 10^n, never below 1
+        ticker = bokeh_fig.xaxis[0].ticker
+        assert ticker.min_interval >= 1 and all(float(m).is_integer() for m in ticker.mantissas)
