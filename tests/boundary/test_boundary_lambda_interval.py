@@ -30,29 +30,38 @@ def point(shifted: torch.Tensor, base: torch.Tensor) -> float:
     return nld.correlation_quotient(nld.principal_direction(shifted)[0], base, lam)
 
 
+def bootstrap(base: torch.Tensor, n_bootstrap: int) -> QuotientBootstrap:
+    return QuotientBootstrap(base, nld.principal_direction(base)[0], n_bootstrap, 0)
+
+
 def test_unit_weights_reproduce_lambda_from_the_randomised_svd(monkeypatch: pytest.MonkeyPatch) -> None:
     base, shifted = planted(80, BASE, 1), planted(60, SHIFTED, 2)
     monkeypatch.setattr(QuotientBootstrap, "_weights",
                         lambda self, n, seed: torch.ones(self.n_bootstrap, n, dtype=torch.float64))
-    replicates = QuotientBootstrap(base, 20, 0).replicates(shifted, 0)
-    # Every "resample" is the data itself: the Gram-space formula must give nld's Lambda (randomised SVD, 6
-    # power iterations: accurate to ~1e-7 on a matrix with this spectral gap).
+    replicates = bootstrap(base, 20).replicates(shifted, nld.principal_direction(shifted)[0], 0)
+    # Every "resample" is the data itself: the Gram-space formula must give nld's Lambda (float32 Gram matrices,
+    # float64 eigenproblems: agreement to ~1e-6).
     np.testing.assert_allclose(replicates, point(shifted, base), rtol=1e-5)
 
 
-def test_lobpcg_and_full_eigendecomposition_give_the_same_replicates(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_power_iteration_matches_a_full_eigendecomposition_of_each_replicate() -> None:
     base, shifted = planted(90, BASE, 3), planted(70, SHIFTED, 4)
-    monkeypatch.setattr(QuotientBootstrap, "EIGH_LIMIT", 10**6)  # every replicate by a full eigendecomposition
-    exact = QuotientBootstrap(base, 30, 0).replicates(shifted, 5)
-    monkeypatch.setattr(QuotientBootstrap, "EIGH_LIMIT", 0)  # every replicate by warm-started LOBPCG
-    np.testing.assert_allclose(QuotientBootstrap(base, 30, 0).replicates(shifted, 5), exact, rtol=1e-6)
+    boot = bootstrap(base, 30)
+    replicates = boot.replicates(shifted, nld.principal_direction(shifted)[0], 5)
+    # The same resamples, each solved by eigh and the definition: G'* from the resampled rows, L* of the base.
+    b, a = base.reshape(90, -1).double(), shifted.reshape(70, -1).double()
+    for r, (w_b, w_a) in enumerate(zip(boot._weights(90, 0), boot._weights(70, 5), strict=True)):
+        g = torch.linalg.eigh(a.T @ (w_a[:, None] * a))[1][:, -1]  # top eigenvector of V'^T W' V' (d x d, d=400)
+        l_base = b.T @ (w_b[:, None] * b)
+        expected = float(g @ l_base @ g / torch.linalg.eigvalsh(l_base)[-1])
+        assert replicates[r] == pytest.approx(expected, rel=1e-5), r
 
 
 def test_interval_contains_the_point_estimate_and_shrinks_with_more_states() -> None:
     widths = []
     for n in (240, 960):
         base, shifted = planted(n, BASE, 1), planted(n, SHIFTED, 2)
-        low, high = QuotientBootstrap(base, 100, 0).interval(shifted, 1)
+        low, high = bootstrap(base, 100).interval(shifted, nld.principal_direction(shifted)[0], 1)
         estimate = point(shifted, base)
         assert low <= estimate <= high, (n, low, estimate, high)
         assert low <= 0.64 <= high + 0.01, (n, low, high)  # near the noiseless value (the statistic is biased low)
