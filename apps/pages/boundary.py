@@ -82,7 +82,7 @@ def lambda_frame(result: boundary.Result, summary: dict[str, Any]) -> pd.DataFra
         row: dict[str, Any] = {"condition": c}
         for n in names:
             metric = boundary.lambda_metric(summary, n, c)
-            row[f"Λ [95% interval] {n}"] = boundary.lambda_cell(metric) + (" ⚠" if metric.unreadable else "")
+            row[f"Λ [95% interval] {n}"] = boundary.lambda_cell(metric)
             row[f"score {n}"] = round(result.policies[n].scores.get(c, float("nan")), 1)
         row["paper Λ (vanilla DDQN)"] = paper.get(c, "")
         rows.append(row)
@@ -283,7 +283,8 @@ def lambda_bars(summary: dict[str, Any]) -> figure:
                  title="Λ(S_condition, S_clean) per policy, 95% bootstrap interval over states",
                  x_axis_label="condition / policy", y_axis_label="Λ", tools="save")
     fig.vbar(x="x", top="value", width=0.8, color="colour", source=source)
-    fig.add_layout(Whisker(base="x", lower="low", upper="high", source=source, line_color="#333"))
+    fig.add_layout(Whisker(base="x", lower="low", upper="high", source=source, line_color="#111",
+                           level="overlay"))  # over the bars: an interval may lie below its bar's top
     fig.add_tools(HoverTool(tooltips=[("condition, policy", "@x"), ("Λ", "@value{0.000}"),
                                       ("95% interval", "[@low{0.000}, @high{0.000}]")]))
     fig.xaxis.major_label_orientation = 0.8

@@ -107,9 +107,9 @@ def problems_frame(run: Run, result: tir.Result) -> pd.DataFrame:
 def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
     """Each support set as a count and a share of the problems at k = n, and its expected share at k = 1."""
     at_1 = summary.get("split_at_k1", {})
-    return pd.DataFrame([{"support set": name.replace("_", " "), "problems (k=n)": tir.set_count(summary, name),
-                          "share (k=n)": f"{tir.split_at_n(summary)[name]:.1%}",
-                          "share (k=1)": f"{at_1.get(name, 0):.1%}"} for name in tir.SUPPORT_SETS])
+    return pd.DataFrame([{"support set": name.replace("_", " "), "count": tir.set_count(summary, name),
+                          "share": f"{tir.split_at_n(summary)[name]:.1%}",
+                          "share, k=1": f"{at_1.get(name, 0):.1%}"} for name in tir.SUPPORT_SETS])
 
 
 class DrillDown(pn.viewable.Viewer):
@@ -189,8 +189,8 @@ def page() -> Any:
                              f"{report_link(run.run_id)}"),
             pn.Row(pn.pane.Bokeh(curves_figure(run), sizing_mode="stretch_width"),
                    pn.Column(pn.pane.Markdown(f"**Support sets** of the {summary['problems']} problems: count and "
-                                              "share at k = n, expected share at k = 1"),
-                             table(split_frame(summary), css_classes=["split-table"]), width=420),
+                                              "share at k = n (all samples), expected share at k = 1"),
+                             table(split_frame(summary), css_classes=["split-table"]), width=440),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Headline numbers"), table(metrics_frame(summary, tir.ANALYSIS)),
             pn.pane.Markdown("### Problems: pick one to read its rollouts"), drill,

@@ -240,10 +240,12 @@ class Result:
         conditions = list(next(iter(self.policies.values())).lambdas)
         width = 0.8 / len(self.policies)
         for i, (name, p) in enumerate(self.policies.items()):
-            values = np.array([p.lambdas[c] for c in conditions])
-            bounds = np.array([p.lambda_intervals.get(c, (v, v)) for c, v in zip(conditions, values, strict=True)])
-            ax.bar(np.arange(len(conditions)) + i * width, values, width, label=name,
-                   yerr=np.abs(bounds.T - values), capsize=3, error_kw={"elinewidth": 1})
+            xs = np.arange(len(conditions)) + i * width
+            ax.bar(xs, [p.lambdas[c] for c in conditions], width, label=name)
+            low, high = np.array([p.lambda_intervals.get(c, (np.nan, np.nan)) for c in conditions]).T
+            # The interval as drawn, not as +-errors: at tiny budgets it can miss the point estimate.
+            ax.vlines(xs, low, high, color="black", lw=1)
+            ax.scatter(np.repeat(xs, 2), np.concatenate([low, high]), color="black", marker="_", s=40)
         ref = PAPER_LAMBDA.get(next(iter(self.policies.values())).game, {})
         xs = [j for j, c in enumerate(conditions) if c in ref]
         ax.scatter(np.array(xs) + 0.4 - width / 2, [ref[conditions[j]] for j in xs], color="black", marker="_",
@@ -446,17 +448,18 @@ def _figure_metrics(summary: dict[str, Any]) -> dict[str, list[Metric]]:
 
 
 def lambda_cell(metric: Metric) -> str:
-    """Lambda with its 95% interval as one table cell: ``0.812 [0.74, 0.87]``."""
+    """Lambda with its 95% interval as one table cell, ``0.812 [0.74, 0.87]``, marked ``⚠`` when the budget is
+    too small to read it."""
     interval = f" [{metric.low:.2f}, {metric.high:.2f}]" if metric.has_interval else ""
-    return f"{metric.value:.3f}{interval}"
+    return f"{metric.value:.3f}{interval}{' ⚠' if metric.unreadable else ''}"
 
 
 def _baselines(summary: dict[str, Any]) -> list[Table]:
     names = _policies(summary)
     ref = summary.get("paper_lambda_vanilla", {})
     conditions = list(summary[names[0]]["lambda"]) if names else []
-    lam = Table(f"Lambda [95% bootstrap interval over states] against the clean baseline "
-                f"({summary.get('lambda_formula', '')})",
+    lam = Table(f"Lambda [95% bootstrap interval over states; ⚠ budget too small to read] against the clean "
+                f"baseline ({summary.get('lambda_formula', '')})",
                 ["condition", *names, "paper (vanilla DDQN)"],
                 [[c, *[lambda_cell(lambda_metric(summary, n, c)) for n in names], ref.get(c, "")]
                  for c in conditions])

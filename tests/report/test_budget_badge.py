@@ -94,4 +94,4 @@ def test_support_sets_are_counted_and_shared_alike_in_headline_table_and_app(tmp
     assert rows["expansion"][1:3] == [expansion, pytest.approx(share)]
     assert sum(row[1] for row in table.rows) == problems
     app = split_frame(summary).set_index("support set")
-    assert app.loc["expansion", "problems (k=n)"] == expansion and app.loc["expansion", "share (k=n)"] == f"{share:.1%}"
+    assert app.loc["expansion", "count"] == expansion and app.loc["expansion", "share"] == f"{share:.1%}"
