@@ -33,6 +33,16 @@ def test_labels_are_readable_and_prose_is_left_alone() -> None:
     assert readable("/tmp/my_policy.pt: Lambda pgd") == "/tmp/my_policy.pt: Lambda pgd"
 
 
+def test_a_dict_of_values_pairs_with_a_sibling_dict_of_intervals() -> None:
+    from diag.report.sections import metrics_from_summary
+
+    summary = {"vanilla": {"lambda": {"blur": 0.3, "pgd": 0.1}, "lambda_interval": {"blur": [0.2, 0.4]}}}
+    metrics = {m.name: m for m in metrics_from_summary(summary)}
+    assert metrics["vanilla.lambda.blur"] == Metric("vanilla.lambda.blur", 0.3, 0.2, 0.4)
+    assert not metrics["vanilla.lambda.pgd"].has_interval  # no interval stored for it
+    assert not any("lambda_interval" in name for name in metrics)  # folded into the values, not listed twice
+
+
 def rollouts(path: Path, problems: int, n: int, seed: int) -> Path:
     """Imported rollouts of problems of mixed difficulty: each problem's solve rate is uniform on [0, 1] with
     the tool and on [0, 0.5] without it, as on a real suite where some problems are easy and some out of reach."""
