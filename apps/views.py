@@ -3,6 +3,7 @@ page's state in its URL (``url_value``/``set_url``), so a copied link reopens th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import urllib.parse
@@ -92,8 +93,9 @@ def table(frame: pd.DataFrame, **kwargs: Any) -> pn.widgets.Tabulator:
 
 
 def headline_metrics(analysis: str, summary: dict[str, Any]) -> list[Metric]:
-    """The numbers the analysis' GUIDE calls its headline (as in the report), else every number in the summary."""
-    return read_summary(guide_for(analysis), summary).headline
+    """The numbers the analysis' GUIDE calls its headline (as in the report), else every number in the summary,
+    named with readable labels."""
+    return [dataclasses.replace(m, name=readable(m.name)) for m in read_summary(guide_for(analysis), summary).headline]
 
 
 def metrics_frame(summary: dict[str, Any], analysis: str | None = None) -> pd.DataFrame:

@@ -17,12 +17,11 @@ from typing import Any
 
 # The budget-too-small rule, used by the report and the app alike: an interval wider than this share of the
 # metric's possible range (``Metric.bounds``) says little more than "somewhere in the range", however its point
-# estimate reads; and a bootstrap interval that misses its own point estimate says that resampling moves the
-# statistic more than the data pin it down (a biased statistic at a tiny budget, e.g. Lambda on a dozen states).
+# estimate reads.
 UNREADABLE_SHARE = 0.5
 BUDGET_BADGE = "budget too small to read"
 BUDGET_RULE = (f"{BUDGET_BADGE}: the 95% interval spans more than {UNREADABLE_SHARE:.0%} of the metric's "
-               "possible range, or misses its own point estimate, so the number cannot be read at this budget")
+               "possible range, so the number cannot be read at this budget")
 UNIT = (0.0, 1.0)  # bounds of a share, probability, pass@k, AUROC, Lambda
 
 
@@ -43,16 +42,14 @@ class Metric:
     @property
     def unreadable(self) -> bool:
         """The budget-too-small rule (``BUDGET_RULE``), for a bounded metric with an interval."""
-        if not self.has_interval or self.bounds is None or not _is_number(self.value):
+        if not self.has_interval or self.bounds is None:
             return False
-        return too_small_to_read(self.value, self.low, self.high, self.bounds)  # type: ignore[arg-type]
+        return too_small_to_read(self.low, self.high, self.bounds)  # type: ignore[arg-type]
 
 
-def too_small_to_read(value: float, low: float, high: float, bounds: tuple[float, float]) -> bool:
-    """Whether ``[low, high]`` spans more than ``UNREADABLE_SHARE`` of ``bounds`` or misses ``value``."""
-    span = bounds[1] - bounds[0]
-    slack = 1e-9 * span  # rounding: a degenerate interval [v, v] computed another way still holds v
-    return (high - low) > UNREADABLE_SHARE * span or not low - slack <= value <= high + slack
+def too_small_to_read(low: float, high: float, bounds: tuple[float, float]) -> bool:
+    """Whether the interval ``[low, high]`` spans more than ``UNREADABLE_SHARE`` of the range ``bounds``."""
+    return (high - low) > UNREADABLE_SHARE * (bounds[1] - bounds[0])
 
 
 @dataclass(frozen=True)
