@@ -31,6 +31,7 @@ from apps.views import (
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
 from diag.errors import DiagError
+from diag.report.sections import format_value
 from diag.runs import RunStore
 
 INTRO = (
@@ -89,16 +90,17 @@ def lambda_frame(result: boundary.Result, summary: dict[str, Any]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def oscillation_view(result: boundary.Result) -> list[Any]:
+def oscillation_view(result: boundary.Result, summary: dict[str, Any]) -> list[Any]:
     fig = figure(title="Gradient-norm trace over the first clean episode (normalised by its mean)", height=280,
                  sizing_mode="stretch_width", x_axis_label="agent step", y_axis_label="‖v(s_t)‖ / mean",
                  tools="pan,wheel_zoom,box_zoom,reset,save")
     plots.integer_axis(fig.xaxis)
     rows = []
     for (name, p), colour in zip(result.policies.items(), plots.PALETTE, strict=False):
-        first = p.traces[p.trace_episode == p.trace_episode[0]]
-        fig.line(np.arange(len(first)), first / first.mean(), line_color=colour, line_width=1.5, legend_label=name)
-        rows.append({"policy": name, **{k.replace("_", " "): f"{v:.4g}" for k, v in p.oscillation().items()}})
+        trace = p.first_episode_trace()
+        fig.line(np.arange(len(trace)), trace, line_color=colour, line_width=1.5, legend_label=name)
+        rows.append({"policy": name, **{k.replace("_", " "): format_value(v)
+                                        for k, v in summary[name]["oscillation"].items()}})
     fig.legend.location = "top_left"
     return [pn.pane.Bokeh(fig), table(pd.DataFrame(rows))]
 
@@ -132,7 +134,7 @@ class Scrubber(pn.viewable.Viewer):
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.result: episodes.Result | None = None
-        self.directions: dict[str, np.ndarray] = {}
+        self.overlays: dict[str, np.ndarray] = {}  # policy name -> |G_S| scaled to [0, 1]
         self._build_figures()
         self.picker.select.param.watch(self._load, "value")
         self.episode.param.watch(self._episode_changed, "value")
@@ -169,9 +171,9 @@ class Scrubber(pn.viewable.Viewer):
         self.q_fig.add_tools(HoverTool(tooltips=[("action", "@action"), ("Q", "@q{0.000}")]))
         self.q_fig.xaxis.major_label_orientation = 0.8
 
-    def set_directions(self, directions: dict[str, np.ndarray]) -> None:
-        """Clean G_S per policy name, from the selected boundary run."""
-        self.directions = directions
+    def set_overlays(self, overlays: dict[str, np.ndarray]) -> None:
+        """Each policy's clean |G_S| in [0, 1] (``PolicyResult.sensitivity_map``), from the selected boundary run."""
+        self.overlays = overlays
         self._show_step()
 
     def _load(self, *_: Any) -> None:
@@ -214,10 +216,9 @@ class Scrubber(pn.viewable.Viewer):
         steps = self.result.steps
         self.frame_source.data = {"image": [steps["frames"][i].astype(float)]}
         policy = self.store.get(self.picker.value, verify=False).config["policy"]  # hashes checked in _load
-        g = self.directions.get(policy)
-        if g is not None:
-            mag = np.abs(g).mean(axis=0)
-            self.overlay_source.data = {"image": [mag / mag.max()]}
+        overlay = self.overlays.get(policy)
+        if overlay is not None:
+            self.overlay_source.data = {"image": [overlay]}
             self.note.object = (f"Overlay: |G_S| of `{policy}` over its clean states (mean over the 4 stacked "
                                 "frames, scaled to [0, 1]); brighter = the direction the boundary is most "
                                 "sensitive to.")
@@ -245,7 +246,7 @@ class Scrubber(pn.viewable.Viewer):
 def result_view(store: RunStore, run_id: str, scrubber: Scrubber) -> list[Any]:
     run = store.get(run_id)
     result = boundary.Result.load(run)
-    scrubber.set_directions({name: p.directions["clean"] for name, p in result.policies.items()})
+    scrubber.set_overlays({name: p.sensitivity_map() for name, p in result.policies.items()})
     summary = run.summary
     items: list[Any] = [
         *budget_alert(boundary.ANALYSIS, summary),
@@ -256,7 +257,7 @@ def result_view(store: RunStore, run_id: str, scrubber: Scrubber) -> list[Any]:
         table(lambda_frame(result, summary), css_classes=["lambda-table"]),
         pn.pane.Bokeh(lambda_bars(summary)),
         pn.pane.Markdown("### Oscillation over time"),
-        *oscillation_view(result),
+        *oscillation_view(result, summary),
     ]
     if "disjointness" in summary:
         d = summary["disjointness"]

@@ -146,6 +146,16 @@ class PolicyResult:
     attributions: dict[str, np.ndarray]  # method -> mean |attribution| map [4, 84, 84]
     format: str = "diag-qnet-v1"  # the policy file's format (see diag.boundary.policy.load.FORMATS)
 
+    def first_episode_trace(self) -> np.ndarray:
+        """The gradient-norm trace of the first clean episode divided by its mean (what the figures draw)."""
+        first = self.traces[self.trace_episode == self.trace_episode[0]]
+        return first / first.mean()
+
+    def sensitivity_map(self) -> np.ndarray:
+        """|G_S| of the clean states, mean over the frame stack, scaled to [0, 1]: an overlay for screens."""
+        magnitude = np.abs(self.directions["clean"]).mean(axis=0)
+        return magnitude / magnitude.max()
+
     def oscillation(self) -> dict[str, float]:
         """Mean over episodes of the variance of the gradient-norm trace, raw and relative to its mean^2."""
         per_ep = [self.traces[self.trace_episode == e] for e in np.unique(self.trace_episode)]
@@ -283,9 +293,8 @@ class Result:
         fig = Figure(figsize=(8, 3.4))
         ax = fig.subplots()
         for name, p in self.policies.items():
-            first = p.traces[p.trace_episode == p.trace_episode[0]]
             osc = p.oscillation()
-            ax.plot(first / first.mean(), lw=0.8,
+            ax.plot(p.first_episode_trace(), lw=0.8,
                     label=f"{name} (var {osc['variance']:.3g}, relative var {osc['relative_variance']:.3g})")
         ax.set(xlabel="agent step (episode 0)", ylabel="||v(s_t)|| / mean", title="Gradient-norm trace")
         integer_ticks(ax.xaxis)

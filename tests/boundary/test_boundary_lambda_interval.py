@@ -127,14 +127,14 @@ def test_stored_spectrum_is_the_clean_direction_s_and_old_runs_derive_it(tiny_ru
 def test_integer_axes_of_the_boundary_figures_tick_at_whole_numbers(tiny_run) -> None:
     from apps.pages.boundary import image_figure, oscillation_view
 
-    result, _ = tiny_run
+    result, run = tiny_run
     fig = result.oscillation_figure()
     fig.canvas.draw()  # matplotlib places ticks at draw time
     ax = fig.axes[0]
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks), ticks
-    bokeh_figs = [oscillation_view(result)[0].object, image_figure(np.zeros((84, 84)), title="", palette=["#000"],
+    bokeh_figs = [oscillation_view(result, run.summary)[0].object, image_figure(np.zeros((84, 84)), title="", palette=["#000"],
                                                                    low=0, high=1)]
     for bokeh_fig in bokeh_figs:  # Bokeh ticks in the browser: steps of mantissa x 10^n, never below 1
         ticker = bokeh_fig.xaxis[0].ticker
