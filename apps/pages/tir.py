@@ -87,7 +87,7 @@ def curves_figure(run: Run) -> Any:
                                      arrays[f"pass_{mode}_high"]) for mode in ("tool", "text")}
     fig = plots.lines_with_bands(k, series, title="Unbiased pass@k, mean over problems", x_label="k (samples)",
                                  y_label="pass@k", log_x=len(k) > 8, height=340)
-    fig.y_range.start, fig.y_range.end = 0, 1.02
+    fig.y_range.start, fig.y_range.end = -0.02, 1.02  # a mode that never (or always) passes stays visible
     return fig
 
 

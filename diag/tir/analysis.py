@@ -265,7 +265,7 @@ class Result:
         for mode, color in zip(MODES, ("tab:orange", "tab:blue"), strict=True):
             ax.plot(ks, curves[mode]["mean"], color=color, label=f"{mode} mode")
             ax.fill_between(ks, curves[mode]["low"], curves[mode]["high"], color=color, alpha=0.25)
-        ax.set(xscale="log", xlabel="k (samples)", ylabel="pass@k", ylim=(0, 1),
+        ax.set(xscale="log", xlabel="k (samples)", ylabel="pass@k", ylim=(-0.02, 1.02),  # 0 and 1 stay visible
                title=f"pass@k over {len(self.problems)} problems (95% bootstrap bands){self._title_suffix()}")
         ax.set_xscale("log", base=2)
         integer_ticks(ax.xaxis)
