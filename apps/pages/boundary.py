@@ -83,7 +83,7 @@ def lambda_frame(result: boundary.Result, summary: dict[str, Any]) -> pd.DataFra
         row: dict[str, Any] = {"condition": c}
         for n in names:
             metric = boundary.lambda_metric(summary, n, c)
-            row[f"Λ [95% interval] {n}"] = boundary.lambda_cell(metric)
+            row[f"Λ {n}"] = boundary.lambda_cell(metric)
             row[f"score {n}"] = round(result.policies[n].scores.get(c, float("nan")), 1)
         row["paper Λ (vanilla DDQN)"] = paper.get(c, "")
         rows.append(row)
@@ -252,8 +252,9 @@ def result_view(store: RunStore, run_id: str, scrubber: Scrubber) -> list[Any]:
         *budget_alert(boundary.ANALYSIS, summary),
         pn.pane.Markdown(f"### Principal direction G_S and its spectrum · {report_link(run_id)}"),
         pn.FlexBox(*[direction_row(name, p) for name, p in result.policies.items()]),
-        pn.pane.Markdown("### Λ across shifts and attacks (1 = same principal direction as clean), with 95% "
-                         "bootstrap intervals over states"),
+        pn.pane.Markdown("### Λ across shifts and attacks (1 = same principal direction as clean)\n"
+                         "Λ [95% bootstrap interval over states]; ⚠ budget too small to read; score within the "
+                         "step cap"),
         table(lambda_frame(result, summary), css_classes=["lambda-table"]),
         pn.pane.Bokeh(lambda_bars(summary)),
         pn.pane.Markdown("### Oscillation over time"),
