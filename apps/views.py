@@ -3,6 +3,7 @@ page's state in its URL (``url_value``/``set_url``), so a copied link reopens th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import urllib.parse
@@ -15,7 +16,15 @@ import panel as pn
 from apps.downloads import Downloads
 from diag.errors import DiagError
 from diag.report.render import guide_for
-from diag.report.sections import Metric, format_value, metrics_from_summary
+from diag.report.sections import (
+    BUDGET_BADGE,
+    BUDGET_RULE,
+    Metric,
+    format_value,
+    metrics_from_summary,
+    read_summary,
+    readable,
+)
 from diag.run_dir import Run
 from diag.runs import RunInfo, RunStore
 
@@ -85,24 +94,41 @@ def table(frame: pd.DataFrame, **kwargs: Any) -> pn.widgets.Tabulator:
 
 
 def headline_metrics(analysis: str, summary: dict[str, Any]) -> list[Metric]:
-    """The numbers the analysis' GUIDE calls its headline (as in the report), else every number in the summary."""
-    guide = guide_for(analysis)
-    if guide.headline is not None and summary:
-        try:
-            return guide.headline(summary)
-        except (KeyError, TypeError, ValueError, IndexError):  # an older summary layout: show everything
-            pass
-    return metrics_from_summary(summary)
+    """The numbers the analysis' GUIDE calls its headline (as in the report), else every number in the summary,
+    named with readable labels."""
+    return [dataclasses.replace(m, name=readable(m.name)) for m in read_summary(guide_for(analysis), summary).headline]
 
 
 def metrics_frame(summary: dict[str, Any], analysis: str | None = None) -> pd.DataFrame:
-    """A summary's headline numbers as rows: metric, value, and its interval where the run stored one."""
+    """A summary's headline numbers as rows: readable metric name, value, and its interval where the run stored
+    one, marked when the budget is too small to read it (``diag.report.sections.BUDGET_RULE``)."""
     rows = []
     metrics = headline_metrics(analysis, summary) if analysis else metrics_from_summary(summary)
     for metric in metrics:
         interval = f"[{format_value(metric.low)}, {format_value(metric.high)}]" if metric.has_interval else ""
-        rows.append({"metric": metric.name, "value": format_value(metric.value), "95% interval": interval})
+        interval += f" ⚠ {BUDGET_BADGE}" if metric.unreadable else ""
+        rows.append({"metric": readable(metric.name), "value": format_value(metric.value), "95% interval": interval})
     return pd.DataFrame(rows, columns=["metric", "value", "95% interval"])
+
+
+BADGE_CSS = """
+.budget-badge { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 12px; color: #fff;
+                background: #b26a00; font-weight: 600; }
+"""
+
+
+def budget_badge(too_wide: list[str]) -> pn.pane.HTML:
+    """The visible "budget too small to read" badge, naming the metrics whose intervals are too wide."""
+    names = ", ".join(readable(name) for name in too_wide)
+    return pn.pane.HTML(f'<span class="budget-badge" title="{BUDGET_RULE}">⚠ {BUDGET_BADGE}</span> '
+                        f'<small>intervals too wide: {names}</small>', stylesheets=[BADGE_CSS],
+                        css_classes=["budget"], sizing_mode="stretch_width", margin=(0, 5))
+
+
+def budget_alert(analysis: str, summary: dict[str, Any]) -> list[pn.pane.HTML]:
+    """A badge above a run's view when any of its headline metrics is too wide to read (none: nothing)."""
+    unreadable = read_summary(guide_for(analysis), summary).unreadable
+    return [budget_badge([m.name for m in unreadable])] if unreadable else []
 
 
 def config_frame(config: dict[str, Any]) -> pd.DataFrame:
@@ -111,9 +137,12 @@ def config_frame(config: dict[str, Any]) -> pd.DataFrame:
 
 
 def stored_figures(run: Run, width: int = 640) -> pn.FlexBox:
-    """The PNG figures the run saved, captioned by file name (the same figures the HTML report inlines)."""
+    """The PNG figures the run saved, captioned by file name (the same figures the HTML report inlines), each
+    with the budget badge where the report has it."""
+    badges = read_summary(guide_for(run.analysis), run.summary).figure_badges if run.finished else {}
     cards = [
         pn.Column(pn.pane.Markdown(f"**{path.stem.replace('_', ' ')}**", margin=(0, 5)),
+                  *([budget_badge(badges[path.stem])] if path.stem in badges else []),
                   pn.pane.PNG(str(path), width=width, fixed_aspect=True), margin=(0, 10, 10, 0))
         for path in run.figure_paths()
     ]

@@ -42,7 +42,8 @@ class Summary(TypedDict):
 
     tokens: int
     next_token: str
-    sites: dict[str, dict[str, Any]]  # site key -> shape, norm, mean_token_norm
+    # site key -> shape, norm, mean_token_norm, max_token_norm, token_norms (one per prompt token)
+    sites: dict[str, dict[str, Any]]
     numerics: dict[str, Any]
 
 
@@ -53,15 +54,23 @@ class Result:
     next_token: str
     numerics: dict[str, Any] = field(default_factory=dict)  # device, dtype and its faithfulness (zoo.lm)
 
-    def summary(self) -> Summary:
+    def token_norms(self) -> dict[str, np.ndarray]:
+        """L2 norm of each token's activation, per site: [tokens]."""
         import numpy as np  # here, not at the top: ``diag --help`` reads this module's Config
 
+        return {key: np.linalg.norm(a, axis=-1) for key, a in self.activations.items()}
+
+    def summary(self) -> Summary:
+        import numpy as np
+
+        norms = self.token_norms()
         return {
             "tokens": len(self.tokens),
             "next_token": self.next_token,
             "sites": {
-                key: {"shape": list(a.shape), "norm": float(np.linalg.norm(a)), "mean_token_norm": float(
-                    np.linalg.norm(a, axis=-1).mean())}
+                key: {"shape": list(a.shape), "norm": float(np.linalg.norm(a)),
+                      "mean_token_norm": float(norms[key].mean()), "max_token_norm": float(norms[key].max()),
+                      "token_norms": [float(v) for v in norms[key]]}
                 for key, a in self.activations.items()
             },
             "numerics": self.numerics,
@@ -75,13 +84,12 @@ class Result:
 
     def token_norm_figure(self) -> Figure:
         """L2 norm of each token's activation at every captured site: where the residual stream grows."""
-        import numpy as np
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(6.4, 3.4))
         ax = fig.subplots()
-        for key, acts in self.activations.items():
-            ax.plot(np.linalg.norm(acts, axis=-1), marker="o", label=key)
+        for key, norms in self.token_norms().items():
+            ax.plot(norms, marker="o", label=key)
         labels = [t.replace("\u0120", "\u2423") for t in self.tokens]  # GPT-2 style space marker -> visible space
         ax.set_xticks(range(len(self.tokens)), labels, rotation=45)
         ax.set(xlabel="prompt token", ylabel="activation L2 norm", yscale="log",

@@ -18,11 +18,20 @@ from bokeh.plotting import figure
 
 from apps import plots, shell
 from apps.launch import Launcher
-from apps.views import PickedRunView, RunPicker, report_link, set_url, stored_figures, table, url_ints
+from apps.views import (
+    PickedRunView,
+    RunPicker,
+    budget_alert,
+    report_link,
+    set_url,
+    stored_figures,
+    table,
+    url_ints,
+)
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
-from diag.boundary.nld import fourier_spectrum
 from diag.errors import DiagError
+from diag.report.sections import format_value
 from diag.runs import RunStore
 
 INTRO = (
@@ -35,22 +44,24 @@ INTRO = (
 
 def image_figure(image: np.ndarray, *, title: str, palette: Any, low: float, high: float, size: int = 290,
                  label: str = "value") -> figure:
-    """An image in pixel coordinates (row 0 at the top, as on the screen), with hover values."""
+    """An image in pixel coordinates (row 0 at the top, as on the screen), with hover values and a colour bar."""
     h, w = image.shape
-    fig = figure(title=title, width=size, height=size, x_range=(0, w), y_range=(h, 0), tools="hover,save,reset",
+    fig = figure(title=title, width=size + 70, height=size, x_range=(0, w), y_range=(h, 0), tools="hover,save,reset",
                  tooltips=[("x", "$x{0}"), ("y", "$y{0}"), (label, "@image{0.0000}")], toolbar_location=None,
                  x_axis_label="x (pixel)", y_axis_label="y (pixel)")
-    fig.image(image=[image], x=0, y=0, dw=w, dh=h,
-              color_mapper=LinearColorMapper(palette=palette, low=low, high=high))
+    mapper = LinearColorMapper(palette=palette, low=low, high=high)
+    fig.image(image=[image], x=0, y=0, dw=w, dh=h, color_mapper=mapper)
+    plots.integer_axis([*fig.xaxis, *fig.yaxis])
+    plots.colour_bar(fig, mapper, label)
     fig.grid.visible = False
     return fig
 
 
-def direction_row(name: str, g: np.ndarray) -> pn.Row:
-    """G_S (mean over the frame stack, diverging colours) and its log-magnitude spectrum."""
-    mean = g.mean(axis=0)
+def direction_row(name: str, p: boundary.PolicyResult) -> pn.Row:
+    """G_S (mean over the frame stack, diverging colours) and its stored log-magnitude spectrum."""
+    mean = p.directions["clean"].mean(axis=0)
     bound = float(np.abs(mean).max()) or 1.0
-    spectrum = fourier_spectrum(g)
+    spectrum = p.spectrum
     return pn.Column(
         pn.pane.Markdown(f"**{name}**", margin=(0, 10)),
         pn.Row(pn.pane.Bokeh(image_figure(mean, title="G_S over clean states", palette=list(reversed(RdBu11)),
@@ -61,7 +72,8 @@ def direction_row(name: str, g: np.ndarray) -> pn.Row:
     )
 
 
-def lambda_frame(result: boundary.Result) -> pd.DataFrame:
+def lambda_frame(result: boundary.Result, summary: dict[str, Any]) -> pd.DataFrame:
+    """Λ [95% bootstrap interval] and score per condition and policy, beside the paper's vanilla values."""
     names = list(result.policies)
     game = next(iter(result.policies.values())).game
     paper = boundary.PAPER_LAMBDA.get(game, {})
@@ -70,22 +82,25 @@ def lambda_frame(result: boundary.Result) -> pd.DataFrame:
     for c in conditions:
         row: dict[str, Any] = {"condition": c}
         for n in names:
-            row[f"Λ {n}"] = round(result.policies[n].lambdas[c], 3)
+            metric = boundary.lambda_metric(summary, n, c)
+            row[f"Λ {n}"] = boundary.lambda_cell(metric)
             row[f"score {n}"] = round(result.policies[n].scores.get(c, float("nan")), 1)
         row["paper Λ (vanilla DDQN)"] = paper.get(c, "")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def oscillation_view(result: boundary.Result) -> list[Any]:
+def oscillation_view(result: boundary.Result, summary: dict[str, Any]) -> list[Any]:
     fig = figure(title="Gradient-norm trace over the first clean episode (normalised by its mean)", height=280,
                  sizing_mode="stretch_width", x_axis_label="agent step", y_axis_label="‖v(s_t)‖ / mean",
                  tools="pan,wheel_zoom,box_zoom,reset,save")
+    plots.integer_axis(fig.xaxis)
     rows = []
     for (name, p), colour in zip(result.policies.items(), plots.PALETTE, strict=False):
-        first = p.traces[p.trace_episode == p.trace_episode[0]]
-        fig.line(np.arange(len(first)), first / first.mean(), line_color=colour, line_width=1.5, legend_label=name)
-        rows.append({"policy": name, **{k.replace("_", " "): f"{v:.4g}" for k, v in p.oscillation().items()}})
+        trace = p.first_episode_trace()
+        fig.line(np.arange(len(trace)), trace, line_color=colour, line_width=1.5, legend_label=name)
+        rows.append({"policy": name, **{k.replace("_", " "): format_value(v)
+                                        for k, v in summary[name]["oscillation"].items()}})
     fig.legend.location = "top_left"
     return [pn.pane.Bokeh(fig), table(pd.DataFrame(rows))]
 
@@ -119,7 +134,7 @@ class Scrubber(pn.viewable.Viewer):
         self.info = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.note = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.result: episodes.Result | None = None
-        self.directions: dict[str, np.ndarray] = {}
+        self.overlays: dict[str, np.ndarray] = {}  # policy name -> |G_S| scaled to [0, 1]
         self._build_figures()
         self.picker.select.param.watch(self._load, "value")
         self.episode.param.watch(self._episode_changed, "value")
@@ -149,15 +164,16 @@ class Scrubber(pn.viewable.Viewer):
             image="image", x=0, y=0, dw=84, dh=84, source=self.overlay_source, global_alpha=0.5,
             color_mapper=LinearColorMapper(palette=Inferno256, low=0, high=1, low_color=(0, 0, 0, 0)))
         self.frame_fig.grid.visible = False
+        plots.integer_axis([*self.frame_fig.xaxis, *self.frame_fig.yaxis])
         self.q_fig = figure(title="Q-values at this step (red: greedy action)", height=340, width=420,
                             x_range=[], tools="", toolbar_location=None, x_axis_label="action", y_axis_label="Q(s, a)")
         self.q_fig.vbar(x="action", top="q", width=0.7, color="colour", source=self.q_source)
         self.q_fig.add_tools(HoverTool(tooltips=[("action", "@action"), ("Q", "@q{0.000}")]))
         self.q_fig.xaxis.major_label_orientation = 0.8
 
-    def set_directions(self, directions: dict[str, np.ndarray]) -> None:
-        """Clean G_S per policy name, from the selected boundary run."""
-        self.directions = directions
+    def set_overlays(self, overlays: dict[str, np.ndarray]) -> None:
+        """Each policy's clean |G_S| in [0, 1] (``PolicyResult.sensitivity_map``), from the selected boundary run."""
+        self.overlays = overlays
         self._show_step()
 
     def _load(self, *_: Any) -> None:
@@ -200,10 +216,9 @@ class Scrubber(pn.viewable.Viewer):
         steps = self.result.steps
         self.frame_source.data = {"image": [steps["frames"][i].astype(float)]}
         policy = self.store.get(self.picker.value, verify=False).config["policy"]  # hashes checked in _load
-        g = self.directions.get(policy)
-        if g is not None:
-            mag = np.abs(g).mean(axis=0)
-            self.overlay_source.data = {"image": [mag / mag.max()]}
+        overlay = self.overlays.get(policy)
+        if overlay is not None:
+            self.overlay_source.data = {"image": [overlay]}
             self.note.object = (f"Overlay: |G_S| of `{policy}` over its clean states (mean over the 4 stacked "
                                 "frames, scaled to [0, 1]); brighter = the direction the boundary is most "
                                 "sensitive to.")
@@ -231,16 +246,19 @@ class Scrubber(pn.viewable.Viewer):
 def result_view(store: RunStore, run_id: str, scrubber: Scrubber) -> list[Any]:
     run = store.get(run_id)
     result = boundary.Result.load(run)
-    scrubber.set_directions({name: p.directions["clean"] for name, p in result.policies.items()})
+    scrubber.set_overlays({name: p.sensitivity_map() for name, p in result.policies.items()})
     summary = run.summary
     items: list[Any] = [
+        *budget_alert(boundary.ANALYSIS, summary),
         pn.pane.Markdown(f"### Principal direction G_S and its spectrum · {report_link(run_id)}"),
-        pn.FlexBox(*[direction_row(name, p.directions["clean"]) for name, p in result.policies.items()]),
-        pn.pane.Markdown("### Λ across shifts and attacks (1 = same principal direction as clean)"),
-        table(lambda_frame(result), css_classes=["lambda-table"]),
-        pn.pane.Bokeh(lambda_bars(result)),
+        pn.FlexBox(*[direction_row(name, p) for name, p in result.policies.items()]),
+        pn.pane.Markdown("### Λ across shifts and attacks (1 = same principal direction as clean)\n"
+                         "Λ [95% bootstrap interval over states]; ⚠ budget too small to read; score within the "
+                         "step cap"),
+        table(lambda_frame(result, summary), css_classes=["lambda-table"]),
+        pn.pane.Bokeh(lambda_bars(summary)),
         pn.pane.Markdown("### Oscillation over time"),
-        *oscillation_view(result),
+        *oscillation_view(result, summary),
     ]
     if "disjointness" in summary:
         d = summary["disjointness"]
@@ -251,19 +269,26 @@ def result_view(store: RunStore, run_id: str, scrubber: Scrubber) -> list[Any]:
     return items
 
 
-def lambda_bars(result: boundary.Result) -> figure:
-    conditions = list(next(iter(result.policies.values())).lambdas)
-    names = list(result.policies)
-    x = [(c, n) for c in conditions for n in names]
-    from bokeh.models import FactorRange
+def lambda_bars(summary: dict[str, Any]) -> figure:
+    """Λ per condition and policy with its 95% bootstrap interval as a whisker."""
+    from bokeh.models import FactorRange, Whisker
 
-    source = ColumnDataSource({"x": x, "value": [result.policies[n].lambdas[c] for c, n in x],
+    names = [n for n, v in summary.items() if isinstance(v, dict) and "lambda" in v]
+    conditions = list(summary[names[0]]["lambda"]) if names else []
+    x = [(c, n) for c in conditions for n in names]
+    metrics = [boundary.lambda_metric(summary, n, c) for c, n in x]
+    source = ColumnDataSource({"x": x, "value": [m.value for m in metrics],
+                               "low": [m.low if m.has_interval else m.value for m in metrics],
+                               "high": [m.high if m.has_interval else m.value for m in metrics],
                                "colour": [plots.PALETTE[names.index(n)] for _, n in x]})
     fig = figure(x_range=FactorRange(*x), height=280, sizing_mode="stretch_width", y_range=(0, 1.05),
-                 title="Λ(S_condition, S_clean) per policy", x_axis_label="condition / policy",
-                 y_axis_label="Λ", tools="save")
+                 title="Λ(S_condition, S_clean) per policy, 95% bootstrap interval over states",
+                 x_axis_label="condition / policy", y_axis_label="Λ", tools="save")
     fig.vbar(x="x", top="value", width=0.8, color="colour", source=source)
-    fig.add_tools(HoverTool(tooltips=[("condition, policy", "@x"), ("Λ", "@value{0.000}")]))
+    fig.add_layout(Whisker(base="x", lower="low", upper="high", source=source, line_color="#111",
+                           level="overlay"))  # over the bars: an interval may lie below its bar's top
+    fig.add_tools(HoverTool(tooltips=[("condition, policy", "@x"), ("Λ", "@value{0.000}"),
+                                      ("95% interval", "[@low{0.000}, @high{0.000}]")]))
     fig.xaxis.major_label_orientation = 0.8
     return fig
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import panel as pn
 
@@ -12,6 +11,7 @@ from apps import plots, shell
 from apps.launch import Launcher
 from apps.views import PickedRunView, RunPicker, config_frame, metrics_frame, report_link, table
 from diag import capture
+from diag.report.sections import format_value
 from diag.runs import RunStore
 
 INTRO = (
@@ -23,19 +23,20 @@ INTRO = (
 def result_view(store: RunStore, run_id: str) -> list[Any]:
     run = store.get(run_id)
     result = capture.Result.load(run)
-    layers = list(result.activations)
-    norms = np.stack([np.linalg.norm(result.activations[k], axis=-1) for k in layers])  # [sites, tokens]
+    sites = run.summary["sites"]  # per-token norms, computed by the analysis
+    if "token_norms" not in next(iter(sites.values()), {}):  # stored before the summary carried them
+        sites = result.summary()["sites"]
     tokens = [t.replace("Ġ", "␣") for t in result.tokens]
-    shapes = pd.DataFrame([{"site": k, "shape": " x ".join(map(str, a.shape)),
-                            "mean token norm": f"{np.linalg.norm(a, axis=-1).mean():.4g}",
-                            "max token norm": f"{np.linalg.norm(a, axis=-1).max():.4g}"}
-                           for k, a in result.activations.items()])
+    shapes = pd.DataFrame([{"site": k, "shape": " x ".join(map(str, s["shape"])),
+                            "mean token norm": format_value(s["mean_token_norm"]),
+                            "max token norm": format_value(s["max_token_norm"])} for k, s in sites.items()])
     return [
         pn.pane.Markdown(f"### Prompt: “{run.config['prompt']}”\nModel `{run.config['model']}` predicts the next "
                          f"token **`{result.next_token}`** · {report_link(run_id)}", css_classes=["capture-result"]),
-        pn.pane.Bokeh(plots.heatmap(norms, tokens, layers, title="Activation norm per token and site",
+        pn.pane.Bokeh(plots.heatmap([s["token_norms"] for s in sites.values()], tokens, list(sites),
+                                    title="Activation norm per token and site (log colour scale)",
                                     x_label="token (position:text)", y_label="site (layer.component)",
-                                    value_label="L2 norm", height=200 + 40 * len(layers))),
+                                    value_label="L2 norm", log=True, height=200 + 40 * len(sites))),
         pn.Row(pn.Column(pn.pane.Markdown("**Sites**"), table(shapes)),
                pn.Column(pn.pane.Markdown("**Configuration**"), table(config_frame(run.config))),
                sizing_mode="stretch_width"),

@@ -20,6 +20,7 @@ from apps.launch import Launcher
 from apps.views import (
     PickedRunView,
     RunPicker,
+    budget_alert,
     metrics_frame,
     report_link,
     set_url,
@@ -87,7 +88,7 @@ def curves_figure(run: Run) -> Any:
                                      arrays[f"pass_{mode}_high"]) for mode in ("tool", "text")}
     fig = plots.lines_with_bands(k, series, title="Unbiased pass@k, mean over problems", x_label="k (samples)",
                                  y_label="pass@k", log_x=len(k) > 8, height=340)
-    fig.y_range.start, fig.y_range.end = 0, 1.02
+    fig.y_range.start, fig.y_range.end = -0.02, 1.02  # a mode that never (or always) passes stays visible
     return fig
 
 
@@ -105,10 +106,11 @@ def problems_frame(run: Run, result: tir.Result) -> pd.DataFrame:
 
 
 def split_frame(summary: dict[str, Any]) -> pd.DataFrame:
-    at_n = summary.get("split_at_n") or summary.get(f"split_at_k{summary.get('samples_per_problem_per_mode')}", {})
+    """Each support set as a count and a share of the problems at k = n, and its expected share at k = 1."""
     at_1 = summary.get("split_at_k1", {})
-    return pd.DataFrame([{"set": name.replace("_", " "), "k=1": f"{at_1.get(name, 0):.3f}",
-                          "k=n": f"{value:.3f}"} for name, value in at_n.items()])
+    return pd.DataFrame([{"support set": name.replace("_", " "), "count": tir.set_count(summary, name),
+                          "share": f"{tir.split_at_n(summary)[name]:.1%}",
+                          "share, k=1": f"{at_1.get(name, 0):.1%}"} for name in tir.SUPPORT_SETS])
 
 
 class DrillDown(pn.viewable.Viewer):
@@ -177,7 +179,7 @@ def page() -> Any:
         run = store.get(run_id)
         result = tir.Result.load(run)
         summary = run.summary
-        items: list[Any] = []
+        items: list[Any] = [*budget_alert(tir.ANALYSIS, summary)]
         if summary.get("warning"):
             items.append(pn.pane.Alert(summary["warning"], alert_type="warning"))
         items += [
@@ -187,8 +189,9 @@ def page() -> Any:
                              f" · sandbox: {summary['source'].get('isolation', 'n/a')} · "
                              f"{report_link(run.run_id)}"),
             pn.Row(pn.pane.Bokeh(curves_figure(run), sizing_mode="stretch_width"),
-                   pn.Column(pn.pane.Markdown("**Support sets**: expected share of problems at k"),
-                             table(split_frame(summary), css_classes=["split-table"]), width=360),
+                   pn.Column(pn.pane.Markdown(f"**Support sets** of the {summary['problems']} problems: count and "
+                                              "share at k = n (all samples), expected share at k = 1"),
+                             table(split_frame(summary), css_classes=["split-table"]), width=440),
                    sizing_mode="stretch_width"),
             pn.pane.Markdown("### Headline numbers"), table(metrics_frame(summary, tir.ANALYSIS.name)),
             pn.pane.Markdown("### Problems: pick one to read its rollouts"), drill,

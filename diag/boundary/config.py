@@ -33,6 +33,8 @@ class BoundaryConfig:
     # states (evenly spaced over the clean set) given to the captum baselines
     attribution_states: int = checked(32, low=1, high=100_000)
     ig_steps: int = checked(16, low=1, high=10_000)  # integrated-gradients steps of the captum baseline
+    # bootstrap resamples of each state set for Lambda's 95% percentile interval
+    n_bootstrap: int = checked(200, low=20, high=100_000)
     seed: int = checked(0, low=0, high=MAX_SEED)  # seed for play and attacks
 
 
@@ -59,6 +61,8 @@ class EpisodesConfig:
 # What each Result.summary() holds (``--json``, the report, the app); "{policy}" is each policy's name.
 PolicySummary = TypedDict("PolicySummary", {
     "format": str, "lambda": dict[str, float], "score_within_cap": dict[str, float], "oscillation": dict[str, float],
+    # condition -> [low, high], the 95% bootstrap percentile interval of Lambda over resampled states
+    "lambda_interval": dict[str, list[float]],
     "attribution_agreement": dict[str, dict[str, float]]})
 BoundarySummary = TypedDict("BoundarySummary", {
     "game": str, "action_set": str, "device": str, "tf32": bool, "lambda_formula": str,

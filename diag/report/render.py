@@ -19,7 +19,17 @@ from typing import Any
 import jinja2
 
 from diag.errors import DiagError
-from diag.report.sections import Guide, Metric, Table, format_value, metrics_from_summary
+from diag.report.sections import (
+    BUDGET_BADGE,
+    BUDGET_RULE,
+    Guide,
+    Metric,
+    Table,
+    format_value,
+    metrics_from_summary,
+    read_summary,
+    readable,
+)
 from diag.run_dir import Run
 from diag.run_files import CONFIG_FILE, RESULT_FILE
 from diag.run_ids import is_run_id
@@ -36,6 +46,7 @@ class Figure:
     name: str
     caption: str
     data_uri: str
+    too_wide: list[str]  # metrics drawn in it whose intervals are too wide to read (the budget badge)
 
 
 @dataclass(frozen=True)
@@ -97,33 +108,23 @@ def _directory_rows(root: Path) -> list[tuple[str, str | None]]:
             if p.is_file() and p.suffix in _WEIGHT_SUFFIXES][:50]
 
 
-def _zoo_asset(name: str) -> Path | None:
-    """A model we trained and committed under ``diag/zoo/assets/`` (``.../NAME/`` or ``.../NAME.pt``)."""
-    import diag.zoo
-
-    root = Path(diag.zoo.__file__).parent / "assets"
-    if not name or "/" in name or not root.is_dir():
-        return None
-    return next((p for p in sorted(root.rglob(f"{name}*")) if p.name == name or (p.is_file() and p.stem == name)),
-                None)
-
-
 def _provenance_row(key: str, value: str, store: RunStore) -> dict[str, Any]:
     from diag.zoo.lm import lm_provenance
+    from diag.zoo.sources import model_card, shipped_asset
 
     row: dict[str, Any] = {"field": key, "name": value, "files": [], "card": None}
-    asset, path = _zoo_asset(value), Path(value).expanduser()
+    asset, path = shipped_asset(value), Path(value).expanduser()
     produced_by = store.root / value if is_run_id(value) else None
     if produced_by is not None and (produced_by / CONFIG_FILE).exists():
         analysis = json.loads((produced_by / CONFIG_FILE).read_text())["analysis"]
         return {**row, "kind": f"run of {analysis} in the store", "location": str(produced_by), "sha256": None,
                 "files": _directory_rows(produced_by)}
     if asset is not None:
-        card = (asset if asset.is_dir() else asset.parent) / "MODEL_CARD.md"
+        card = model_card(asset)
         return {**row, "kind": "zoo asset (trained in this repository)", "location": str(asset),
                 "sha256": None if asset.is_dir() else _sha256(asset),
                 "files": _directory_rows(asset) if asset.is_dir() else [],
-                "card": card.read_text() if card.exists() else None}
+                "card": card.read_text() if card is not None else None}
     if path.is_file():
         return {**row, "kind": "file", "location": str(path.resolve()), "sha256": _sha256(path)}
     try:
@@ -151,11 +152,11 @@ def model_provenance(config: dict[str, Any], store: RunStore | None = None) -> l
     return rows
 
 
-def _figure(path: Path, guide: Guide) -> Figure:
+def _figure(path: Path, guide: Guide, badges: dict[str, list[str]]) -> Figure:
     data = base64.b64encode(path.read_bytes()).decode()
     fallback = path.stem.replace("_", " ").replace("-", " ")
     caption = guide.captions.get(path.stem, fallback[:1].upper() + fallback[1:])
-    return Figure(path.stem, caption, f"data:image/png;base64,{data}")
+    return Figure(path.stem, caption, f"data:image/png;base64,{data}", badges.get(path.stem, []))
 
 
 def _utc(timestamp: float) -> str:
@@ -188,36 +189,27 @@ def build_section(run: Run, number: int = 1, failure: str | None = None) -> Sect
         rows = [r for r in run.store.list(analysis=analysis) if r.run_id == run.run_id]
         status = rows[0].status if rows else "unknown"
         error = (rows[0].summary.get("error") if rows else None) or "the run has not finished: no result stored"
-    all_metrics = metrics_from_summary(summary)
-    headline, baselines, unread = _read_with_guide(guide, summary, all_metrics)
+    reading = read_summary(guide, summary)
+    every = metrics_from_summary(summary)
     return Section(
         number=number, run_id=run.run_id, analysis=analysis, status=status, question=guide.question,
         provenance=model_provenance(config, run.store),
         versions={**meta.get("versions", {}), "python": meta.get("python", "?")},
         config=config,
-        headline=headline, all_metrics=all_metrics if headline is not all_metrics else [], baselines=baselines,
-        figures=[_figure(p, guide) for p in run.figure_paths()],
-        limitations=[*unread, *guide.limitations], error=error, created=_utc(meta.get("created", 0.0)),
-        compute_seconds=compute_seconds,
+        headline=reading.headline, all_metrics=every if guide.headline and reading.unread is None else [],
+        baselines=reading.baselines,
+        figures=[_figure(p, guide, reading.figure_badges) for p in run.figure_paths()],
+        limitations=[*([reading.unread] if reading.unread else []), *_budget_note(reading.unreadable),
+                     *guide.limitations],
+        error=error, created=_utc(meta.get("created", 0.0)), compute_seconds=compute_seconds,
     )
 
 
-def _read_with_guide(guide: Guide, summary: dict[str, Any], all_metrics: list[Metric]
-                     ) -> tuple[list[Metric], list[Table], list[str]]:
-    """The guide's headline metrics and baseline tables; a summary it cannot read (a run stored by an older
-    version of the analysis) falls back to every stored value, and the report says so."""
-    headline, baselines, unread = all_metrics, [], []
-    if not summary:
-        return headline, baselines, unread
-    try:
-        headline = guide.headline(summary) if guide.headline else all_metrics
-        baselines = guide.baselines(summary) if guide.baselines else []
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        headline, baselines = all_metrics, []
-        problem = f"{type(exc).__name__}: {exc}"
-        unread = [(f"The analysis's reading guide could not read this run's summary ({problem}); every stored "
-                  "value is listed instead and no baseline table is shown.")]
-    return headline, baselines, unread
+def _budget_note(unreadable: list[Metric]) -> list[str]:
+    """The limitation that names the metrics this run's budget is too small to read (none: no note)."""
+    if not unreadable:
+        return []
+    return [f"{BUDGET_RULE[:1].upper()}{BUDGET_RULE[1:]}: {', '.join(readable(m.name) for m in unreadable)}."]
 
 
 def _env() -> jinja2.Environment:
@@ -226,6 +218,9 @@ def _env() -> jinja2.Environment:
         autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
     )
     env.filters["fmt"] = format_value
+    env.filters["label"] = readable
+    env.globals["budget_badge"] = BUDGET_BADGE
+    env.globals["budget_rule"] = BUDGET_RULE
     env.filters["json"] = lambda v: json.dumps(v, default=str)
     env.filters["duration"] = lambda s: "—" if s is None else f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
     return env

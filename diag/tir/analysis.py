@@ -19,7 +19,8 @@ import numpy as np
 
 from diag.errors import DiagError
 from diag.progress import Progress
-from diag.report.sections import Guide, Metric, Table
+from diag.report.figures import integer_ticks
+from diag.report.sections import UNIT, Guide, Metric, Table
 from diag.run_dir import Run
 from diag.tir.config import TIR as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.tir.config import Config
@@ -240,9 +241,10 @@ class Result:
         for mode, color in zip(MODES, ("tab:orange", "tab:blue"), strict=True):
             ax.plot(ks, curves[mode]["mean"], color=color, label=f"{mode} mode")
             ax.fill_between(ks, curves[mode]["low"], curves[mode]["high"], color=color, alpha=0.25)
-        ax.set(xscale="log", xlabel="k (samples)", ylabel="pass@k", ylim=(0, 1),
+        ax.set(xscale="log", xlabel="k (samples)", ylabel="pass@k", ylim=(-0.02, 1.02),  # 0 and 1 stay visible
                title=f"pass@k over {len(self.problems)} problems (95% bootstrap bands){self._title_suffix()}")
         ax.set_xscale("log", base=2)
+        integer_ticks(ax.xaxis)
         ax.legend()
         return fig
 
@@ -256,9 +258,10 @@ class Result:
         names = ["preserved", "expansion", "shrinkage", "jointly_unsolved"]
         colors = ["tab:green", "tab:orange", "tab:red", "lightgray"]
         ax.stackplot(ks, *[split[n] for n in names], labels=[n.replace("_", " ") for n in names], colors=colors)
-        ax.set(xlabel="k (samples)", ylabel="fraction of problems", ylim=(0, 1),
+        ax.set(xlabel="k (samples)", ylabel="share of problems (expected)", ylim=(0, 1),
                title=f"Four-way split of problems by k{self._title_suffix()}")
         ax.set_xscale("log", base=2)
+        integer_ticks(ax.xaxis)
         ax.legend(loc="upper left", fontsize=8)
         return fig
 
@@ -379,21 +382,52 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
     for k in sorted({1, k_max}):
         for mode in MODES:
             v = summary[f"pass@{k}"][mode]
-            metrics.append(Metric(f"pass@{k} ({mode})", v["value"], v["low"], v["high"]))
-    metrics += [Metric("expansion (solved only with the tool)", len(summary["expansion"])),
-                Metric("shrinkage (solved only without it)", len(summary["shrinkage"])),
+            metrics.append(Metric(f"pass@{k} ({mode})", v["value"], v["low"], v["high"], bounds=UNIT))
+    metrics += [Metric("expansion at k = n (solved only with the tool)", count_and_share(summary, "expansion")),
+                Metric("shrinkage at k = n (solved only without it)", count_and_share(summary, "shrinkage")),
                 Metric("infrastructure failure rate", summary["execution_audit"]["infra_failure_rate"])]
     if summary.get("warning"):
         metrics.insert(0, Metric("WARNING", summary["warning"]))
     return metrics
 
 
+SUPPORT_SETS = ("expansion", "shrinkage", "preserved", "jointly_unsolved")
+PAPER_SPLIT = {"expansion": 0.154, "shrinkage": 0.018, "preserved": 0.666, "jointly_unsolved": 0.162}
+
+
+def split_at_n(summary: dict[str, Any]) -> dict[str, float]:
+    """Share of problems in each support set at k = n (runs stored before ``split_at_n``: ``split_at_kN``)."""
+    return summary.get("split_at_n") or summary[f"split_at_k{summary.get('samples_per_problem_per_mode')}"]
+
+
+def set_count(summary: dict[str, Any], name: str) -> int:
+    """Problems in one support set at k = n (each mode at its own n): its share times the number of problems."""
+    return round(split_at_n(summary)[name] * summary["problems"])
+
+
+def count_and_share(summary: dict[str, Any], name: str) -> str:
+    """A support set as "3 of 12 problems (25.0%)": the count and the share, always together."""
+    return f"{set_count(summary, name)} of {summary['problems']} problems ({split_at_n(summary)[name]:.1%})"
+
+
 def _baselines(summary: dict[str, Any]) -> list[Table]:
-    split = summary["split_at_n"]
+    split = split_at_n(summary)
     n = n_label(summary)
-    paper = {"expansion": 0.154, "shrinkage": 0.018, "preserved": 0.666, "jointly_unsolved": 0.162}
     return [Table(f"Four-way split at k = n ({n}) vs the paper (Qwen3-8B, Omni-MATH-512, k = 256)",
-                  ["cell", "this run", "paper"], [[name, split[name], paper[name]] for name in paper])]
+                  ["support set", "problems (count)", "share of problems", "paper (share)"],
+                  [[name.replace("_", " "), set_count(summary, name), split[name], PAPER_SPLIT[name]]
+                   for name in SUPPORT_SETS])]
+
+
+def pass_metrics(summary: dict[str, Any]) -> list[Metric]:
+    """Every stored pass@k of both modes with its bootstrap interval (what the pass@k figure draws)."""
+    ks = sorted(int(key[5:]) for key in summary if key.startswith("pass@") and key[5:].isdigit())
+    return [Metric(f"pass@{k} ({mode})", v["value"], v["low"], v["high"], bounds=UNIT)
+            for k in ks for mode, v in summary[f"pass@{k}"].items()]
+
+
+def _figure_metrics(summary: dict[str, Any]) -> dict[str, list[Metric]]:
+    return {"pass_at_k": pass_metrics(summary)}
 
 
 GUIDE = Guide(
@@ -413,6 +447,7 @@ GUIDE = Guide(
     ],
     headline=_headline,
     baselines=_baselines,
+    figure_metrics=_figure_metrics,
     captions={"pass_at_k": "Unbiased pass@k per mode with 95% bootstrap bands over problems.",
               "split_flow": "Expected share of problems solved by tool only, text only, both or neither at each k."},
 )

@@ -65,6 +65,25 @@ def resolve_lm_source(name: str) -> LMSource:
     )
 
 
+ASSETS = Path(__file__).resolve().parent / "assets"  # models trained here and committed, each with a model card
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def shipped_asset(name: str) -> Path | None:
+    """A committed model by name: ``assets/**/NAME/`` (a directory, e.g. an adapter) or ``assets/**/NAME.pt``
+    (a file, e.g. a policy); None for any other name (paths and hub ids are not assets)."""
+    if not name or "/" in name or not ASSETS.is_dir():
+        return None
+    return next((p for p in sorted(ASSETS.rglob(f"{name}*")) if p.name == name or (p.is_file() and p.stem == name)),
+                None)
+
+
+def model_card(asset: Path) -> Path | None:
+    """The model card of a shipped asset: inside its directory, or beside the file."""
+    card = (asset if asset.is_dir() else asset.parent) / MODEL_CARD
+    return card if card.exists() else None
+
+
 def models_dir() -> Path:
     """``$DIAG_MODELS`` or ``$DIAG_HOME/models``: dequantized and downloaded weights."""
     return Path(os.environ["DIAG_MODELS"]) if os.environ.get("DIAG_MODELS") else diag_home() / "models"

@@ -51,7 +51,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_home(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
-    """A run store with cheap real runs of every analysis the app shows (tiny budgets, shipped models)."""
+    """A run store with cheap real runs of every analysis the app shows (tiny budgets, shipped models).
+
+    ``DIAG_SCREENSHOT_HOME=DIR`` serves an existing store instead (runs at a readable budget, e.g. ``diag audit``'s),
+    for refreshing docs/screenshots: ``pytest tests/apps/test_app_browser.py -k screenshotted``.
+    """
+    if os.environ.get("DIAG_SCREENSHOT_HOME"):
+        return Path(os.environ["DIAG_SCREENSHOT_HOME"])
     home = tmp_path_factory.mktemp("app_home")
     store = RunStore(home / "runs")
     seeded = [

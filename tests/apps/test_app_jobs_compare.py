@@ -22,6 +22,7 @@ from test_app_browser import EXPECTED, Watched, server_errors
 from apps.compare import CHART_NAME, LEGEND_NAME
 from apps.jobs import LIVE_CURVE
 from apps.shell import PAGES
+from diag import contract
 from diag.cdas import toy
 from diag.run_files import CHECKPOINT_FILE
 from diag.runs import RunStore
@@ -74,7 +75,8 @@ def test_compare_overlays_one_curve_or_bar_set_per_run_with_a_legend_by_name(bro
     base, log_path = server
     store = RunStore(app_home / "runs")
     for seed in (1, 2):
-        toy.run(toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",), seed=seed), store=store)
+        contract.run(toy.ANALYSIS, toy.Config(mlp_steps=300, dii_steps=20, eval_pairs=200, objectives=("cdas",),
+                                              seed=seed), store=store)
     ids = [info.run_id for info in store.list(analysis="cdas-toy")]
     assert len(ids) == 3
     store.label(ids[0], name="seed two")

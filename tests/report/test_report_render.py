@@ -174,3 +174,18 @@ def test_a_summary_the_guide_cannot_read_falls_back_to_every_stored_value(diag_h
     assert {m.name: m.value for m in section.headline} == {"tokens": 5, "next_token": " Paris"}
     assert section.limitations[0].startswith("The analysis's reading guide could not read this run's summary (KeyError")
     assert section.baselines == [] and section.status == "finished"
+
+
+def test_provenance_of_shipped_assets_comes_from_the_zoo_s_own_lookup() -> None:
+    from diag.files import fingerprint
+    from diag.report.render import model_provenance
+    from diag.zoo.sources import ASSETS, model_card, shipped_asset
+
+    policy, adapter = shipped_asset("roadrunner-vanilla"), shipped_asset("smollm2-dpo-credit")
+    assert policy == ASSETS / "atari" / "roadrunner-vanilla.pt" and adapter == ASSETS / "smollm2-dpo-credit"
+    assert model_card(policy) == ASSETS / "atari" / "MODEL_CARD.md" and model_card(adapter).parent == adapter
+    assert shipped_asset("roadrunner") is None and shipped_asset("org/model") is None  # no prefix or hub matches
+    rows = model_provenance({"policies": ["roadrunner-vanilla"], "policy": "smollm2-dpo-credit"})
+    assert [r["kind"] for r in rows] == ["zoo asset (trained in this repository)"] * 2
+    assert rows[0]["sha256"] == fingerprint(policy) and rows[0]["card"] == model_card(policy).read_text()
+    assert dict(rows[1]["files"])["adapter_config.json"] == fingerprint(adapter / "adapter_config.json")
