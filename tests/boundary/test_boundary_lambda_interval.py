@@ -110,7 +110,7 @@ def test_a_tiny_run_stores_intervals_and_flags_them_as_too_small_to_read(tiny_ru
     # Report and app mark the same metrics.
     html = render_report([run])
     assert html.count('class="badge budget"') == len(expected) + 1 + 1  # metric rows, the figure, the legend line
-    frame = metrics_frame(summary, analysis.ANALYSIS)
+    frame = metrics_frame(summary, analysis.ANALYSIS.name)
     flagged = frame[frame["95% interval"].str.contains("budget too small to read")]["metric"]
     assert set(flagged) == expected
 

@@ -84,7 +84,7 @@ def test_report_and_app_badge_the_same_metrics_of_a_real_tir_run(tmp_path: Path,
     assert any("budget too small to read" in note.lower() for note in section.limitations) is flagged
     html = render_report([run])
     assert html.count('<span class="badge budget"') == (len(expected) + 1 + 1 if flagged else 1)  # + legend line
-    frame = metrics_frame(summary, tir.ANALYSIS)
+    frame = metrics_frame(summary, tir.ANALYSIS.name)
     assert set(frame[frame["95% interval"].str.contains("budget too small to read")]["metric"]) == expected
 
 

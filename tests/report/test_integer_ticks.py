@@ -24,9 +24,8 @@ def tir_run(tmp_path: Path, n: int):
                          "correct": (i + s) % 3 == 0}) for i in range(4) for mode in ("tool", "text") for s in range(n)]
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
     store = RunStore()
-    _, result = run(tir.ANALYSIS, tir.import_config(tmp_path / "r.jsonl", n_bootstrap=50), store=store)
-    (info,) = store.list(analysis=tir.ANALYSIS)
-    return result, store.get(info.run_id)
+    run_id, result = run(tir.ANALYSIS, tir.import_config(tmp_path / "r.jsonl", n_bootstrap=50), store=store)
+    return result, store.get(run_id)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 6, 40])
