@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from diag.boundary import analysis, nld
-from diag.boundary.analysis import QuotientBootstrap
+from diag.boundary.bootstrap import QuotientBootstrap
 from diag.contract import run
 from diag.report.sections import read_summary
 
