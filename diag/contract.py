@@ -8,7 +8,8 @@ resuming a killed one, and computing a new one.
 
 Adding an analysis: a Config (``@validated`` frozen dataclass, each field commented: the comment is its CLI help)
 in a torch-free module, a Result, ``compute(config, run, progress)``, ``audit_config(scale)``, a summary TypedDict
-and a ``Guide``, declared as ``ANALYSIS = Analysis(...)`` and listed in ``diag.registry`` (or registered from
+and a ``Guide`` (``GUIDE``), declared as ``ANALYSIS = Analysis(..., module="pkg.mod")`` (the module holding
+them; heavy modules are imported only when a run starts) and listed in ``diag.registry`` (or registered from
 outside: ``diag.registry.register`` or the ``diag.analyses`` entry-point group). ``diag <command>``, the app's
 page and form, ``diag report`` and ``diag audit`` then follow from the declaration.
 """
@@ -100,6 +101,7 @@ def validated(cls: type[C]) -> type[C]:
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # analysis names: lower-case words joined by "-"
 Ref = str  # "package.module:attribute": a part imported on first use, so declaring an analysis imports no torch
 _LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "pin_inputs", "check_inputs"})
+_IN_MODULE = {"result": "Result", "compute": "compute", "audit_config": "audit_config", "guide": "GUIDE"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,10 +114,13 @@ class Analysis:
 
     name: str  # what the run store records; lower-case words joined by "-"
     config: type
-    result: type[Result] | Ref  # save / load / summary / figures of a finished run
-    compute: Callable[[Any, Run, Progress], Result] | Ref  # (config, run, progress) -> result
-    audit_config: Callable[[float], Any] | Ref  # the config ``diag audit --scale S`` runs
     description: str  # one line: what a run computes (``diag COMMAND --help``, the app's page)
+    # the module holding ``Result``, ``compute``, ``audit_config`` and ``GUIDE`` by those names (each a Ref into
+    # it); a part given below wins
+    module: str = ""
+    result: type[Result] | Ref | None = None  # save / load / summary / figures of a finished run
+    compute: Callable[[Any, Run, Progress], Result] | Ref | None = None  # (config, run, progress) -> result
+    audit_config: Callable[[float], Any] | Ref | None = None  # the config ``diag audit --scale S`` runs
     summary: type | Ref | None = None  # the TypedDict ``result.summary()`` returns: every key a front end reads
     guide: Guide | Ref | None = None  # how to read its report section; None: a generic one
     pin_inputs: Callable[[Any], Any] | Ref | None = None  # fingerprints of the local files a config reads, into it
@@ -128,6 +133,12 @@ class Analysis:
         if not dataclasses.is_dataclass(self.config):
             raise DiagError(f"analysis {self.name}: config must be a dataclass, got {self.config!r}")
         object.__setattr__(self, "command", self.command or (self.name,))
+        for part, attribute in _IN_MODULE.items():
+            if object.__getattribute__(self, part) is None and self.module:
+                object.__setattr__(self, part, f"{self.module}:{attribute}")
+        missing = [part for part in ("result", "compute", "audit_config") if object.__getattribute__(self, part) is None]
+        if missing:
+            raise DiagError(f"analysis {self.name}: no {', '.join(missing)} (give them, or the module holding them)")
         OWNERS[self.config] = self.name
 
     def __getattribute__(self, attr: str) -> Any:

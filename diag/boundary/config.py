@@ -75,17 +75,13 @@ EpisodesSummary = TypedDict("EpisodesSummary", {
 
 
 BOUNDARY = Analysis(
-    name="boundary", config=BoundaryConfig, result="diag.boundary.analysis:Result",
-    compute="diag.boundary.analysis:compute", audit_config="diag.boundary.analysis:audit_config",
-    guide="diag.boundary.analysis:GUIDE", pin_inputs="diag.boundary.analysis:pin_inputs",
+    name="boundary", config=BoundaryConfig, module="diag.boundary.analysis", pin_inputs="diag.boundary.analysis:pin_inputs",
     command=("boundary", "analyse"), summary=BoundarySummary,
     description="RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the "
                 "run.",
 )
 EPISODES = Analysis(
-    name="boundary-episodes", config=EpisodesConfig, result="diag.boundary.episodes:Result",
-    compute="diag.boundary.episodes:compute", audit_config="diag.boundary.episodes:audit_config",
-    guide="diag.boundary.episodes:GUIDE", pin_inputs="diag.boundary.episodes:pin_inputs",
+    name="boundary-episodes", config=EpisodesConfig, module="diag.boundary.episodes", pin_inputs="diag.boundary.episodes:pin_inputs",
     command=("boundary", "record"), summary=EpisodesSummary,
     description="Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% "
                 "CI.",

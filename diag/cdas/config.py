@@ -222,33 +222,27 @@ PlantedSummary = TypedDict("PlantedSummary", {
     "cdas_cosine_passes": bool, "cdas_steering_passes": bool})
 
 TOY = Analysis(
-    name="cdas-toy", config=ToyConfig, result="diag.cdas.toy:Result", compute="diag.cdas.toy:compute",
-    audit_config="diag.cdas.toy:audit_config", guide="diag.cdas.toy:GUIDE", command=("cdas", "toy"),
+    name="cdas-toy", config=ToyConfig, module="diag.cdas.toy", command=("cdas", "toy"),
     summary=ToySummary,
     description="Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls.",
 )
 PLANTED_CHECK = Analysis(
-    name="cdas-planted", config=PlantedConfig, result="diag.cdas.planted_check:Result",
-    compute="diag.cdas.planted_check:compute", audit_config="diag.cdas.planted_check:audit_config",
-    guide="diag.cdas.planted_check:GUIDE", check_inputs="diag.cdas.planted_check:check_inputs",
-    command=("cdas", "planted"), summary=PlantedSummary,
+    name="cdas-planted", config=PlantedConfig, module="diag.cdas.planted_check",
+    check_inputs="diag.cdas.planted_check:check_inputs", command=("cdas", "planted"), summary=PlantedSummary,
     description="Ground truth for steering: does cdas-steer recover and use a direction planted in SmolLM2?",
 )
 TRAIN = Analysis(
-    name="cdas-train", config=TrainConfig, result="diag.cdas.train:Result", compute="diag.cdas.train:compute",
-    audit_config="diag.cdas.train:audit_config", guide="diag.cdas.train:GUIDE", command=("cdas", "train"),
+    name="cdas-train", config=TrainConfig, module="diag.cdas.train", command=("cdas", "train"),
     summary=TrainSummary,
     description="Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss.",
 )
 STEER = Analysis(
-    name="cdas-steer", config=SteerConfig, result="diag.cdas.steer:Result", compute="diag.cdas.steer:compute",
-    audit_config="diag.cdas.steer:audit_config", guide="diag.cdas.steer:GUIDE", command=("cdas", "steer"),
+    name="cdas-steer", config=SteerConfig, module="diag.cdas.steer", command=("cdas", "steer"),
     summary=SteerSummary,
     description="Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores.",
 )
 BY_LAYER = Analysis(
-    name="cdas-steer-sweep", config=SweepConfig, result="diag.cdas.by_layer:Result",
-    compute="diag.cdas.by_layer:compute", audit_config="diag.cdas.by_layer:audit_config",
-    guide="diag.cdas.by_layer:GUIDE", command=("cdas", "sweep"), summary=SweepSummary,
+    name="cdas-steer-sweep", config=SweepConfig, module="diag.cdas.by_layer", command=("cdas", "sweep"),
+    summary=SweepSummary,
     description="Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer.",
 )

@@ -110,23 +110,19 @@ TabularSummary = TypedDict("TabularSummary", {
 
 
 SCORE = Analysis(
-    name="credit", config=ScoreConfig, result="diag.credit.analysis:Result", compute="diag.credit.analysis:compute",
-    audit_config="diag.credit.analysis:audit_config", guide="diag.credit.analysis:GUIDE",
+    name="credit", config=ScoreConfig, module="diag.credit.analysis",
     pin_inputs="diag.credit.inputs:pin_inputs",
     check_inputs="diag.credit.inputs:check_inputs", command=("credit", "score"),
     summary=ScoreSummary,
     description="Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines.",
 )
 TRAIN = Analysis(
-    name="credit-train", config=TrainConfig, result="diag.credit.dpo:Result", compute="diag.credit.dpo:compute",
-    audit_config="diag.credit.dpo:audit_config", guide="diag.credit.dpo:GUIDE", command=("credit", "train"),
+    name="credit-train", config=TrainConfig, module="diag.credit.dpo", command=("credit", "train"),
     summary=TrainSummary,
     description="Train a LoRA DPO adapter on SmolLM2 (resumes a killed run from its checkpoint).",
 )
 TABULAR = Analysis(
-    name="credit-tabular", config=TabularConfig, result="diag.credit.tabular:Result",
-    compute="diag.credit.tabular:compute", audit_config="diag.credit.tabular:audit_config",
-    guide="diag.credit.tabular:GUIDE", command=("credit", "tabular"),
+    name="credit-tabular", config=TabularConfig, module="diag.credit.tabular", command=("credit", "tabular"),
     summary=TabularSummary,
     description="Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP.",
 )

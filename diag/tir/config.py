@@ -57,8 +57,7 @@ TirSummary = TypedDict("TirSummary", {
 
 
 TIR = Analysis(
-    name="tir", config=Config, result="diag.tir.analysis:Result", compute="diag.tir.analysis:compute",
-    audit_config="diag.tir.analysis:audit_config", guide="diag.tir.analysis:GUIDE",
+    name="tir", config=Config, module="diag.tir.analysis",
     pin_inputs="diag.tir.analysis:pin_inputs",
     check_inputs="diag.tir.analysis:check_inputs", command=("tir", "sample"),
     summary=TirSummary,
