@@ -106,12 +106,16 @@ def test_compare_overlays_one_curve_or_bar_set_per_run_with_a_legend_by_name(bro
     page.close()
 
 
-def fill_steer_launcher(page, model: Path, steps: int, seed: int) -> None:
-    """The CDAS page's training form, set for a small model and ``steps`` cheap steps."""
+def launch_steer(browser, base: str, model: Path, steps: int, seed: int) -> Watched:
+    """A tab on the CDAS page whose training form, set for a small model and ``steps`` cheap steps, is launched."""
+    watched = Watched(browser, base)
+    watched.open("cdas")
     for label, value in (("model", str(model)), ("concepts (comma-separated)", "dogs"), ("layer", "1"),
                          ("steps", str(steps)), ("train tokens", "4"), ("alphas (comma-separated)", "1.0"),
                          ("eval prompts", "2"), ("max new tokens", "4"), ("seed", str(seed)), ("device", "cpu")):
-        page.get_by_label(label, exact=True).fill(value)
+        watched.page.get_by_label(label, exact=True).fill(value)
+    watched.page.get_by_role("button", name="Train and evaluate").click()
+    return watched
 
 
 def first_training_step(status, timeout: float = 120) -> int:
@@ -131,12 +135,9 @@ def test_cancelled_job_leaves_a_cancelled_run_that_resumes_when_launched_again(b
                                                                               tiny_llama_dir) -> None:
     base, log_path = server
     store = RunStore(app_home / "runs")
-    watched = Watched(browser, base)
-    page = watched.page
-    watched.open("cdas")
     steps = 40
-    fill_steer_launcher(page, tiny_llama_dir, steps, seed=3)
-    page.get_by_role("button", name="Train and evaluate").click()
+    watched = launch_steer(browser, base, tiny_llama_dir, steps, seed=3)
+    page = watched.page
     # Live metrics: the training loop's losses stream to the page as text and a curve.
     expect(page.locator(".job-metrics").first).to_contain_text("das loss", timeout=120000)
     page.wait_for_function(f"() => Bokeh.documents.some(d => [...d.all_models].some(m => m.name === '{LIVE_CURVE}'))",
@@ -177,11 +178,8 @@ def test_reloading_a_tab_mid_job_logs_no_traceback_and_cancels_the_orphaned_job(
                                                                              tiny_llama_dir) -> None:
     base, log_path = server
     store = RunStore(app_home / "runs")
-    watched = Watched(browser, base)
+    watched = launch_steer(browser, base, tiny_llama_dir, steps=4000, seed=4)  # far longer than a session drop
     page = watched.page
-    watched.open("cdas")
-    fill_steer_launcher(page, tiny_llama_dir, steps=4000, seed=4)  # far longer than the session takes to drop
-    page.get_by_role("button", name="Train and evaluate").click()
     expect(page.locator(".job-metrics").first).to_contain_text("das loss", timeout=120000)
     (running,) = store.list(analysis="cdas-steer", status="running")
     page.reload(wait_until="networkidle")
