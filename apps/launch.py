@@ -40,7 +40,7 @@ class Launcher(pn.viewable.Viewer):
         except DiagError as exc:
             self.job.show_error(str(exc))
             return
-        run_id = run_id_for(self.analysis.name, config_to_dict(self.analysis.pin(config)))
+        run_id = run_id_for(self.analysis.name, config_to_dict(config))  # config is pinned above
         checkpoint = self.store.root / run_id / CHECKPOINT_FILE
         # A cancelled or interrupted run of this config resumes from its checkpoint: say so while it runs.
         note = f"resuming `{run_id}` from its checkpoint" if checkpoint.exists() else ""

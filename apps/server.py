@@ -22,6 +22,11 @@ from diag.errors import DiagError
 log = logging.getLogger("diag.apps")
 
 
+def page_module(slug: str) -> str:
+    """The module that builds a page: the page's own, or the generic one for a generated analysis page."""
+    return "apps.pages.generic" if slug.startswith(GENERATED) else f"apps.pages.{slug}"
+
+
 def page_builder(slug: str) -> Callable[[], Any]:
     """Import a page module only when a session asks for it (pages import torch-heavy analysis code)."""
 
@@ -30,9 +35,8 @@ def page_builder(slug: str) -> Callable[[], Any]:
         # local dist URL, which it only does once the page HTML is written: components built before that
         # (or by a callback racing it) kept CDN links (seen 1 in 8 concurrent sessions). Name it first.
         pn.state.curdoc._template_variables["dist_url"] = LOCAL_DIST
-        if slug.startswith(GENERATED):
-            return importlib.import_module("apps.pages.generic").page(slug.removeprefix(GENERATED))
-        return importlib.import_module(f"apps.pages.{slug}").page()
+        module = importlib.import_module(page_module(slug))
+        return module.page(slug.removeprefix(GENERATED)) if slug.startswith(GENERATED) else module.page()
 
     return build
 
@@ -114,7 +118,7 @@ def warm_up() -> None:
     """
     started = time.monotonic()
     for slug, _ in pages():
-        importlib.import_module("apps.pages.generic" if slug.startswith(GENERATED) else f"apps.pages.{slug}")
+        importlib.import_module(page_module(slug))
     log.info("pages imported in %.1f s", time.monotonic() - started)
 
 
