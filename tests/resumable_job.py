@@ -1,4 +1,5 @@
-"""A small real training job (SGD on a noisy linear regression) used by the resume test.
+"""A small real training job (SGD on a noisy linear regression), used by the kill-and-resume test (as a script)
+and the cancel-and-resume tests (as an analysis).
 
 Usage: python resumable_job.py STORE_ROOT [--sleep SECONDS]. Prints "step N" per step and the result JSON last.
 """
@@ -16,6 +17,7 @@ import torch
 from diag.checkpoint import run_steps
 from diag.contract import Analysis, run
 from diag.device import seed_everything
+from diag.progress import Progress, no_progress, report_metrics
 from diag.run_dir import Run
 from diag.runs import RunStore
 
@@ -24,6 +26,7 @@ from diag.runs import RunStore
 class Config:
     steps: int = 40
     seed: int = 0
+    checkpoint_every: int = 5
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Result:
         return cls(data["weights"], data["loss"])
 
 
-def compute(config: Config, run: Run, sleep: float) -> Result:
+def compute(config: Config, run: Run, progress: Progress = no_progress, sleep: float = 0.0) -> Result:
+    """``sleep`` seconds after each step give a test time to kill the process mid-run."""
     seed_everything(config.seed)
     true_w = torch.tensor([1.5, -2.0, 0.5])
 
@@ -54,17 +58,24 @@ def compute(config: Config, run: Run, sleep: float) -> Result:
         loss = ((x @ w - y) ** 2).mean()
         loss.backward()
         print(f"step {i + 1}", flush=True)
+        report_metrics(progress, i + 1, loss=loss.item())
         time.sleep(sleep)
         return {"w": (w - 0.05 * w.grad).detach(), "loss": float(loss)}
 
-    state = run_steps(run, config.steps, {"w": torch.zeros(3), "loss": 0.0}, step, every=5)
+    state = run_steps(run, config.steps, {"w": torch.zeros(3), "loss": 0.0}, step, every=config.checkpoint_every,
+                      progress=progress, message="sgd")
     return Result([round(float(v), 12) for v in state["w"]], round(state["loss"], 12))
+
+
+def analysis(sleep: float = 0.0) -> Analysis:
+    """The job declared as an analysis, sleeping ``sleep`` seconds after each step."""
+    return Analysis(name="toy-sgd", config=Config, result=Result, audit_config=lambda scale: Config(),
+                    compute=lambda config, run, progress: compute(config, run, progress, sleep),
+                    description="A resumable SGD.")
 
 
 if __name__ == "__main__":
     root = sys.argv[1]
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    toy_sgd = Analysis(name="toy-sgd", config=Config, result=Result, audit_config=lambda scale: Config(),
-                       compute=lambda config, run, _: compute(config, run, sleep), description="A resumable SGD.")
-    _, result = run(toy_sgd, Config(), store=RunStore(root))
+    _, result = run(analysis(sleep), Config(), store=RunStore(root))
     print(json.dumps(result.summary()), flush=True)

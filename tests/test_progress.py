@@ -3,58 +3,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from resumable_job import Config, Result, analysis  # tests/resumable_job.py: the SGD job
 
-from diag.checkpoint import run_steps
-from diag.contract import Analysis
 from diag.contract import run as run_analysis
 from diag.progress import Cancelled, TqdmProgress, no_progress, report_metrics
-from diag.run_dir import Run
 from diag.run_files import CHECKPOINT_FILE
 from diag.runs import RUN_STATUSES, RunStore
-
-
-@dataclass(frozen=True)
-class Config:
-    steps: int = 12
-    seed: int = 0
-
-
-@dataclass
-class Result:
-    weights: list[float]
-
-    def summary(self) -> dict[str, Any]:
-        return {"weights": self.weights}
-
-    def save(self, run: Run) -> None:
-        run.write_json("weights.json", self.summary())
-
-    @classmethod
-    def load(cls, run: Run) -> Result:
-        return cls(run.read_json("weights.json")["weights"])
-
-
-def compute(config: Config, run: Run, progress) -> Result:
-    """SGD on a noisy linear regression, a fresh random batch per step (resume must restore the RNG)."""
-    torch.manual_seed(config.seed)
-    true_w = torch.tensor([1.5, -2.0, 0.5])
-
-    def step(state: dict, i: int) -> dict:
-        x = torch.randn(16, 3)
-        w = state["w"].clone().requires_grad_(True)
-        loss = ((x @ w - x @ true_w - 0.1 * torch.randn(16)) ** 2).mean()
-        loss.backward()
-        report_metrics(progress, i + 1, loss=loss.item())
-        return {"w": (w - 0.05 * w.grad).detach()}
-
-    state = run_steps(run, config.steps, {"w": torch.zeros(3)}, step, every=2, progress=progress, message="sgd")
-    return Result([float(v) for v in state["w"]])
 
 
 class Recorder:
@@ -74,11 +33,11 @@ class Recorder:
         self.metrics_seen.append((step, values))
 
 
-SGD = Analysis(name="sgd", config=Config, result=Result, compute=compute, audit_config=lambda scale: Config(),
-               description="SGD on a noisy linear regression (a resumable loop)")
+SGD = analysis()
+TWELVE_STEPS = Config(steps=12, checkpoint_every=2)
 
 
-def run(store: RunStore, progress, config: Config = Config()) -> Result:
+def run(store: RunStore, progress, config: Config = TWELVE_STEPS) -> Result:
     return run_analysis(SGD, config, store=store, progress=progress)[1]
 
 
