@@ -127,9 +127,15 @@ class LiveMetrics(pn.viewable.Viewer):
         self._layout[:] = [self.text]
 
     def add(self, points: list[tuple[int, dict[str, float]]]) -> None:
-        """Append new points (step, {metric: value}) to their curves and show the latest values."""
-        if not points:
-            return
+        """Append new points (step, {metric: value}) to their curves and show the latest values.
+
+        Streaming into a Bokeh source needs the document's lock: the periodic poll holds it, but the code after a
+        job's ``await`` does not, so ``pn.state.execute`` runs it now when it may and on the next tick otherwise.
+        """
+        if points:
+            pn.state.execute(lambda: self._draw(points))
+
+    def _draw(self, points: list[tuple[int, dict[str, float]]]) -> None:
         from bokeh.models import ColumnDataSource
         from bokeh.plotting import figure
 

@@ -28,11 +28,13 @@ class Launcher(pn.viewable.Viewer):
         self.button = pn.widgets.Button(name=button, button_type="primary", sizing_mode="stretch_width")
         self.job = JobPanel()
         self.button.on_click(self._start)
-        self._card = pn.Card(self.form, self.button, self.job, title=title, sizing_mode="stretch_width",
-                             collapsed=False)
+        card = pn.Card(self.form, self.button, self.job, title=title, sizing_mode="stretch_width", collapsed=False)
+        # Sent to the browser once the page has loaded: a form of 10-30 widgets would otherwise delay the page's
+        # own content (first render, issue 18).
+        self._view = pn.panel(lambda: card, defer_load=True)
 
-    def __panel__(self) -> pn.Card:
-        return self._card
+    def __panel__(self) -> Any:
+        return self._view
 
     async def _start(self, _: Any) -> None:
         try:

@@ -16,7 +16,7 @@ import panel as pn
 from panel.io.resources import LOCAL_DIST
 from tornado.web import RequestHandler
 
-from apps.shell import GENERATED, pages
+from apps.shell import FIGURE_ROUTE, GENERATED, pages
 from diag.errors import DiagError
 
 log = logging.getLogger("diag.apps")
@@ -89,6 +89,28 @@ class ReportHandler(RequestHandler):
         self.finish(html)
 
 
+class FigureHandler(RequestHandler):
+    """One PNG figure a run saved, by run id and file stem: pages link to figures instead of inlining them, so a
+    page's document stays small and its content renders before the images arrive (issue 18's first render)."""
+
+    def get(self, run_id: str, stem: str) -> None:
+        from diag.runs import RunStore
+
+        try:
+            paths = {path.stem: path for path in RunStore().get(run_id).figure_paths()}
+        except DiagError as exc:
+            self.set_status(404)
+            self.finish(str(exc))
+            return
+        if stem not in paths:  # only a figure the run lists is served: no path is built from the request
+            self.set_status(404)
+            self.finish(f"run {run_id} has no figure {stem}")
+            return
+        self.set_header("Content-Type", "image/png")
+        self.set_header("Cache-Control", "private, max-age=3600")
+        self.finish(paths[stem].read_bytes())
+
+
 class RootHandler(RequestHandler):
     def get(self) -> None:
         self.redirect("/runs")
@@ -105,7 +127,9 @@ def make_server(port: int, host: str, origins: list[str] | None = None) -> Any:
         {slug: page_builder(slug) for slug, _ in pages()},
         port=port, address=host, websocket_origin=sorted(allowed), show=False, start=False, verbose=False,
         title={slug: f"diag · {label}" for slug, label in pages()},
-        extra_patterns=[(r"/report/([A-Za-z0-9_.\-]+)", ReportHandler), (r"/", RootHandler)],
+        extra_patterns=[(r"/report/([A-Za-z0-9_.\-]+)", ReportHandler),
+                        (rf"/{FIGURE_ROUTE}/([A-Za-z0-9_.\-]+)/([A-Za-z0-9_.\-]+)\.png", FigureHandler),
+                        (r"/", RootHandler)],
     )
 
 

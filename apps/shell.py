@@ -20,6 +20,7 @@ PAGES: list[tuple[str, str]] = [
 SHOWN = {"capture", "cdas-toy", "cdas-train", "cdas-steer", "cdas-steer-sweep", "boundary", "boundary-episodes",
          "credit", "credit-train", "credit-tabular", "tir"}
 GENERATED = "analysis-"  # slug prefix of generated pages
+FIGURE_ROUTE = "figure"  # /figure/RUN_ID/STEM.png serves a run's saved figure (apps/server.py)
 
 
 def slug_of(analysis: str) -> str:

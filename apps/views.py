@@ -14,6 +14,7 @@ import pandas as pd
 import panel as pn
 
 from apps.downloads import Downloads
+from apps.shell import FIGURE_ROUTE
 from diag.errors import DiagError
 from diag.report.render import guide_for
 from diag.report.sections import (
@@ -136,6 +137,13 @@ def config_frame(config: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value"])
 
 
+def figure_image(run_id: str, stem: str, width: int) -> pn.pane.HTML:
+    """A saved figure linked from the server (``FIGURE_ROUTE``), not inlined: the browser fetches it after the
+    page's content has rendered."""
+    return pn.pane.HTML(f'<img src="./{FIGURE_ROUTE}/{run_id}/{stem}.png" alt="{stem}" width="{width}" '
+                        'style="max-width: 100%; height: auto">', width=width, margin=0)
+
+
 def stored_figures(run: Run, width: int = 640) -> pn.FlexBox:
     """The PNG figures the run saved, captioned by file name (the same figures the HTML report inlines), each
     with the budget badge where the report has it."""
@@ -143,7 +151,7 @@ def stored_figures(run: Run, width: int = 640) -> pn.FlexBox:
     cards = [
         pn.Column(pn.pane.Markdown(f"**{path.stem.replace('_', ' ')}**", margin=(0, 5)),
                   *([budget_badge(badges[path.stem])] if path.stem in badges else []),
-                  pn.pane.PNG(str(path), width=width, fixed_aspect=True), margin=(0, 10, 10, 0))
+                  figure_image(run.run_id, path.stem, width), margin=(0, 10, 10, 0))
         for path in run.figure_paths()
     ]
     if not cards:

@@ -247,7 +247,11 @@ def page() -> Any:
     stored = pn.Column(sizing_mode="stretch_width")
     header = pn.pane.Markdown("", sizing_mode="stretch_width")
 
+    loading = False  # while a run is loaded into the widgets, their watchers do not redraw (show does, once)
+
     def show_stored(*_: Any) -> None:
+        if loading:
+            return
         if live.result is None or live.concept.value is None:
             stored[:] = []
             return
@@ -275,7 +279,12 @@ def page() -> Any:
         except DiagError as exc:
             header.object = f"**Cannot load this run:** {exc}"
             return
-        live.set_run(run.config, result)
+        nonlocal loading
+        loading = True
+        try:
+            live.set_run(run.config, result)
+        finally:
+            loading = False
         live.run_id = run.run_id
         config = run.config
         header.object = (f"Model `{config['model']}`, layer {config['layer']}, concepts "

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ import pytest
 from playwright import sync_api as playwright_api
 from playwright.sync_api import expect
 
-from apps.shell import PAGES
+from apps.shell import FIGURE_ROUTE, PAGES
 from diag import capture, contract
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
@@ -155,6 +156,34 @@ EXPECTED = {
 }
 
 
+FIGURES_SHOWN = {"cdas", "boundary", "credit", "tir"}  # pages showing the selected run's saved figures
+
+
+def assert_figures_loaded(page, timeout: float = 30) -> None:
+    """Every saved figure on the page (``<img>`` from the figure route, inside Panel's shadow roots) has loaded."""
+    images = page.locator(f"img[src*='{FIGURE_ROUTE}/']")
+    expect(images.first).to_be_attached(timeout=30000)
+    deadline = time.monotonic() + timeout
+    while True:
+        widths = images.evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : -1)")
+        if all(w > 0 for w in widths):
+            return
+        assert time.monotonic() < deadline and 0 not in widths, widths  # 0: loaded but broken (a 404)
+        time.sleep(0.2)
+
+
+def test_figure_route_serves_only_figures_a_run_lists(server, app_home) -> None:
+    base, _ = server
+    run = RunStore(app_home / "runs").list(analysis="boundary")[0]
+    stem = RunStore(app_home / "runs").get(run.run_id).figure_paths()[0].stem
+    with urllib.request.urlopen(f"{base}/{FIGURE_ROUTE}/{run.run_id}/{stem}.png", timeout=30) as reply:
+        assert reply.headers["Content-Type"] == "image/png" and reply.read(8) == b"\x89PNG\r\n\x1a\n"
+    for bad in (f"{run.run_id}/nothing", f"boundary-0123456789abcdef/{stem}", f"../{stem}"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{base}/{FIGURE_ROUTE}/{bad}.png", timeout=30)
+        assert caught.value.code == 404, bad
+
+
 @pytest.mark.parametrize("slug", [slug for slug, _ in PAGES])
 def test_page_loads_without_errors_and_is_screenshotted(browser, server, slug: str) -> None:
     base, log_path = server
@@ -166,6 +195,8 @@ def test_page_loads_without_errors_and_is_screenshotted(browser, server, slug: s
     assert "Traceback" not in watched.body()
     assert watched.errors == []
     assert watched.page.locator("nav a.active").inner_text() == dict(PAGES)[slug]
+    if slug in FIGURES_SHOWN:  # stored figures are linked from the server, and every one arrives
+        assert_figures_loaded(watched.page)
     SHOTS.mkdir(parents=True, exist_ok=True)
     watched.page.screenshot(path=str(SHOTS / f"{slug}.png"), full_page=True)
     assert (SHOTS / f"{slug}.png").stat().st_size > 10_000
