@@ -28,6 +28,7 @@ from diag.credit.encoding import Encoded, encode
 from diag.credit.model_pair import ModelPair
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
+from diag.report.figures import integer_ticks
 from diag.report.sections import Guide
 from diag.run_dir import Run
 from probes import Site, recording, starting_at
@@ -69,14 +70,19 @@ class Result:
     def save(self, run: Run) -> None:
         run.write_arrays("training", {"losses": self.losses, "margins": self.margins,
                                       "heldout_margins": self.heldout_margins})
+        run.write_figure("dpo_loss", self.loss_figure())
+
+    def loss_figure(self) -> Any:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.plot(self.losses, lw=0.8, label="loss (DPO + NLL + anchor)")
-        ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
+        if len(self.losses) >= 10:  # "valid" on a shorter curve would slide the curve over the window instead
+            ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
         ax.set_xlabel("step")
+        integer_ticks(ax.xaxis)
         ax.legend()
-        run.write_figure("dpo_loss", fig)
+        return fig
 
     @classmethod
     def load(cls, run: Run) -> Result:
