@@ -28,7 +28,7 @@ from diag.cdas.trainer import CausalVariable
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.figures import integer_ticks
-from diag.report.sections import Guide
+from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from diag.stats import wilson
 
@@ -284,10 +284,8 @@ def _compute(config: Config, device: torch.device, progress: Progress) -> Result
 
 
 def _headline(summary: dict[str, Any]) -> list[Any]:
-    from diag.report.sections import Metric
-
     keys = [k for k, v in summary.items() if k.startswith(("iia_", "control_iia_")) and isinstance(v, dict)]
-    return [Metric(k, summary[k]["value"], summary[k]["low"], summary[k]["high"]) for k in keys]
+    return [Metric(k, summary[k]["value"], summary[k]["low"], summary[k]["high"], bounds=UNIT) for k in keys]
 
 
 GUIDE = Guide(
