@@ -155,6 +155,6 @@ GUIDE = Guide(
 
 ANALYSIS = Analysis(
     name="capture", config=Config, result=Result, compute=compute, audit_config=audit_config, guide=GUIDE,
-    summary=Summary,
+    summary=Summary, comparable="diag.compare:capture_quantities",
     description="Capture activations of PROMPT at LAYERS; prints shapes and norms and saves a run.",
 )

@@ -1,24 +1,27 @@
 """Which stored numbers of two to six runs of one analysis can be overlaid, read from their files (torch-free).
 
-Each analysis names its comparable quantities here: curves (pass@k over k, a training loss over steps, IIA over
-layers) and bars (Lambda per condition, IIA per variable, localisation per method). ``compare`` reads them from
-the runs' stored JSON and NPZ files, one ``Series`` per run and quantity, and the front ends only draw them (the
-app's Runs page overlays each ``Chart`` with a legend by run name). A quantity a run lacks (an older layout, a
+Each analysis declares the function that reads its comparable quantities from a stored run
+(``Analysis.comparable``, ``run -> {Quantity: Series or None}``; those of the analyses shipped with diag are
+here): curves (pass@k over k, a training loss over steps, IIA over layers) and bars (Lambda per condition, IIA per
+variable, localisation per method). ``compare`` reads them from the runs' stored JSON and NPZ files, one
+``Series`` per run and quantity, and the front ends only draw them (the app's Runs page overlays each ``Chart``
+with a legend by run name). A quantity a run lacks (an older layout, a
 mode it did not sample) is left out for that run, never guessed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from diag.errors import DiagError
-from diag.registry import RENAMED
 from diag.run_dir import Run
 from diag.runs import RunStore
+
+if TYPE_CHECKING:
+    from diag.contract import Analysis
 
 MIN_RUNS, MAX_RUNS = 2, 6
 
@@ -95,7 +98,7 @@ def _has(run: Run, name: str) -> bool:
 Extracted = dict[Quantity, Series | None]
 
 
-def _tir(run: Run) -> Extracted:
+def tir_quantities(run: Run) -> Extracted:
     out: Extracted = {}
     if _has(run, "metrics.npz"):
         arrays = run.read_arrays("metrics")
@@ -112,7 +115,7 @@ def _tir(run: Run) -> Extracted:
     return out
 
 
-def _steer(run: Run) -> Extracted:
+def cdas_steer_quantities(run: Run) -> Extracted:
     data = run.read_json("steer.json") if _has(run, "steer.json") else {}
     out: Extracted = {Quantity(f"{method.upper()} training loss", "line", "step", "loss"): _curve(curve)
                       for method, curve in (data.get("curves") or {}).items()}
@@ -123,7 +126,7 @@ def _steer(run: Run) -> Extracted:
     return out
 
 
-def _sweep(run: Run) -> Extracted:
+def cdas_sweep_quantities(run: Run) -> Extracted:
     scores = run.read_json("sweep.json").get("scores", {}) if _has(run, "sweep.json") else {}
     out: Extracted = {}
     methods = sorted({(m, d) for by_method in scores.values() for m, by_d in by_method.items() for d in by_d})
@@ -136,14 +139,14 @@ def _sweep(run: Run) -> Extracted:
     return out
 
 
-def _train(run: Run) -> Extracted:
+def cdas_train_quantities(run: Run) -> Extracted:
     data = run.read_json("train.json") if _has(run, "train.json") else {}
     return {Quantity("DII training loss", "line", "step", "loss"): _curve(data.get("curve")),
             Quantity("held-out loss", "bar", "", "loss"): _bars({"before": data.get("before"),
                                                                   "after": data.get("after")})}
 
 
-def _toy(run: Run) -> Extracted:
+def cdas_toy_quantities(run: Run) -> Extracted:
     data = run.read_json("toy.json") if _has(run, "toy.json") else {}
     summary = run.summary
     iia = {key.removeprefix("iia_"): value for key, value in summary.items() if key.startswith("iia_")}
@@ -160,7 +163,7 @@ def _toy(run: Run) -> Extracted:
     return out
 
 
-def _boundary(run: Run) -> Extracted:
+def boundary_quantities(run: Run) -> Extracted:
     tables = run.read_json("tables.json") if _has(run, "tables.json") else {}
     policies = tables.get("policies") or {}
     several = len(policies) > 1
@@ -177,14 +180,14 @@ def _boundary(run: Run) -> Extracted:
     return out
 
 
-def _episodes(run: Run) -> Extracted:
+def episodes_quantities(run: Run) -> Extracted:
     arrays = run.read_arrays("episodes") if _has(run, "episodes.npz") else {}
     returns = arrays.get("returns")
     return {Quantity("return per episode", "bar", "", "return"): _bars(
         {f"episode {i}": float(r) for i, r in enumerate(returns)}) if returns is not None else None}
 
 
-def _credit(run: Run) -> Extracted:
+def credit_quantities(run: Run) -> Extracted:
     summary = run.summary
     read = _dig(summary, "scores", "rejected", "from_first_diff") or {}
     out: Extracted = {}
@@ -197,7 +200,7 @@ def _credit(run: Run) -> Extracted:
     return out
 
 
-def _tabular(run: Run) -> Extracted:
+def tabular_quantities(run: Run) -> Extracted:
     rows = run.read_json("per_seed.json") if _has(run, "per_seed.json") else []
     correlations = {key: float(np.mean([r[key] for r in rows])) for key in ("spearman", "pearson", "spearman_vs_r")
                     if rows and all(_number(r.get(key)) is not None for r in rows)}
@@ -207,7 +210,7 @@ def _tabular(run: Run) -> Extracted:
                 {f"seed {i}": float(a) for i, a in enumerate(accuracy)}) if accuracy is not None else None}
 
 
-def _capture(run: Run) -> Extracted:
+def capture_quantities(run: Run) -> Extracted:
     arrays = run.read_arrays("activations") if _has(run, "activations.npz") else {}
     by_layer = {}
     for site, values in arrays.items():
@@ -219,16 +222,12 @@ def _capture(run: Run) -> Extracted:
         tuple(layers), tuple(by_layer[la] for la in layers)) if layers else None}
 
 
-# Analysis name -> how its comparable quantities are read from a stored run.
-EXTRACTORS: dict[str, Callable[[Run], Extracted]] = {
-    "tir": _tir, "cdas-steer": _steer, "cdas-steer-sweep": _sweep, "cdas-train": _train, "cdas-toy": _toy,
-    "boundary": _boundary, "boundary-episodes": _episodes, "credit": _credit, "credit-tabular": _tabular,
-    "capture": _capture,
-}
+def check_comparable(store: RunStore, run_ids: list[str]) -> Analysis:
+    """The one analysis of 2-6 finished runs, declared with its ``comparable`` quantities, or a DiagError saying
+    why they cannot be overlaid."""
+    # Imported here: a plugin declaring its quantities imports this module while the registry loads it.
+    from diag.registry import RENAMED, find
 
-
-def check_comparable(store: RunStore, run_ids: list[str]) -> str:
-    """The one analysis of 2-6 finished runs, or a DiagError saying why they cannot be overlaid."""
     if not MIN_RUNS <= len(run_ids) <= MAX_RUNS:
         raise DiagError(f"overlays compare {MIN_RUNS} to {MAX_RUNS} runs, got {len(run_ids)}")
     infos = [store.info(run_id) for run_id in run_ids]
@@ -239,9 +238,10 @@ def check_comparable(store: RunStore, run_ids: list[str]) -> str:
     if unfinished:
         raise DiagError(f"only finished runs have stored results to overlay: {', '.join(unfinished)} "
                         f"{'is' if len(unfinished) == 1 else 'are'} not")
-    if analyses[0] not in EXTRACTORS:
+    analysis = find(analyses[0])  # None: an analysis no longer installed (a plugin's runs)
+    if analysis is None or analysis.comparable is None:
         raise DiagError(f"{analyses[0]} runs store nothing this version knows how to overlay")
-    return analyses[0]
+    return analysis
 
 
 def compare(store: RunStore, run_ids: list[str]) -> list[Chart]:
@@ -251,7 +251,7 @@ def compare(store: RunStore, run_ids: list[str]) -> list[Chart]:
     charts: dict[Quantity, Chart] = {}
     for run_id in run_ids:
         run = store.get(run_id)
-        for quantity, series in EXTRACTORS[analysis](run).items():
+        for quantity, series in analysis.comparable(run).items():
             if series is not None:
                 charts.setdefault(quantity, Chart(quantity)).series[run.run_id] = series
     return list(charts.values())

@@ -11,7 +11,8 @@ in a torch-free module, a Result, ``compute(config, run, progress)``, ``audit_co
 and a ``Guide`` (``GUIDE``), declared as ``ANALYSIS = Analysis(..., module="pkg.mod")`` (the module holding
 them; heavy modules are imported only when a run starts) and listed in ``diag.registry`` (or registered from
 outside: ``diag.registry.register`` or the ``diag.analyses`` entry-point group). ``diag <command>``, the app's
-page and form, ``diag report`` and ``diag audit`` then follow from the declaration.
+page and form, ``diag report`` and ``diag audit`` then follow from the declaration; ``comparable`` (optional) adds
+its runs to the Runs page's overlays.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from diag.files import fingerprint
 from diag.progress import Cancelled, Progress, no_progress
 
 if TYPE_CHECKING:
+    from diag.compare import Extracted
     from diag.report.sections import Guide
     from diag.run_dir import Run
     from diag.runs import RunStore
@@ -100,7 +102,8 @@ def validated(cls: type[C]) -> type[C]:
 
 NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # analysis names: lower-case words joined by "-"
 Ref = str  # "package.module:attribute": a part imported on first use, so declaring an analysis imports no torch
-_LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "pin_inputs", "check_inputs"})
+_LAZY = frozenset({"result", "compute", "summary", "audit_config", "guide", "pin_inputs", "check_inputs",
+                   "comparable"})
 _IN_MODULE = {"result": "Result", "compute": "compute", "audit_config": "audit_config", "guide": "GUIDE"}
 
 
@@ -125,6 +128,8 @@ class Analysis:
     guide: Guide | Ref | None = None  # how to read its report section; None: a generic one
     pin_inputs: Callable[[Any], Any] | Ref | None = None  # fingerprints of the local files a config reads, into it
     check_inputs: Callable[[Any], None] | Ref | None = None  # reads them through: bad input fails before any run
+    # reads a finished run's quantities the Runs page overlays across runs (``diag.compare``); None: not comparable
+    comparable: Callable[[Run], Extracted] | Ref | None = None
     command: tuple[str, ...] = ()  # the CLI path, e.g. ("cdas", "steer"); () means (name,)
 
     def __post_init__(self) -> None:

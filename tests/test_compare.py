@@ -13,6 +13,7 @@ import pytest
 from diag.compare import compare, legend_names
 from diag.contract import run
 from diag.errors import DiagError
+from diag.registry import ANALYSES
 from diag.runs import RunStore
 from diag.tir import analysis as tir
 
@@ -72,3 +73,21 @@ def test_runs_that_cannot_be_overlaid_are_refused_in_one_line(tmp_path: Path) ->
 def test_compare_imports_no_torch() -> None:
     code = "import sys, diag.compare; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(ANALYSES))
+def test_each_declared_comparable_reference_resolves(name: str) -> None:
+    comparable = ANALYSES[name].comparable  # a "module:function" reference, imported here
+    assert comparable is None or callable(comparable)
+
+
+@pytest.mark.parametrize("analysis", ["cdas-planted", "no-longer-installed"])
+def test_runs_of_an_analysis_declaring_no_comparable_quantities_are_refused(tmp_path: Path, analysis: str) -> None:
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for seed in (0, 1):
+        handle = store.open(analysis, {"seed": seed})
+        handle.finish({})
+        ids.append(handle.run_id)
+    with pytest.raises(DiagError, match=f"^{analysis} runs store nothing this version knows how to overlay$"):
+        compare(store, ids)

@@ -1,4 +1,5 @@
-"""A new analysis is one file: declared here, registered, and found by every front end without editing any of them.
+"""A new analysis is one file: declared here, registered, and found by every front end without editing any of them
+(the CLI, ``diag report``/``diag audit``, the app's pages and forms, and the Runs page's overlay of its runs).
 
 "Mean activation norm": the mean L2 norm over a prompt's tokens of the residual stream after one decoder block,
 captured through probes. The CLI sees it through the ``diag.analyses`` entry-point group (a dist-info written
@@ -18,6 +19,7 @@ from typing import Any, TypedDict
 
 import pytest
 
+from diag.compare import Quantity, Series
 from diag.contract import Analysis, checked, validated
 from diag.progress import Progress
 from diag.report.sections import Guide, Metric
@@ -78,8 +80,16 @@ GUIDE = Guide(
     headline=lambda summary: [Metric("mean token L2 norm", summary["mean_norm"])],
 )
 
+
+def norms_by_position(run: Run) -> dict[Quantity, Series | None]:
+    """What the Runs page overlays across runs of this analysis: each token's norm at its position."""
+    norms = run.read_json("norms.json")["norms"]
+    return {Quantity("residual L2 norm by token position", "line", "token position", "L2 norm"):
+            Series(tuple(range(len(norms))), tuple(norms))}
+
+
 ANALYSIS = Analysis(name="mean-norm", config=Config, result=Result, compute=compute, audit_config=audit_config,
-                    summary=Summary, guide=GUIDE,
+                    summary=Summary, guide=GUIDE, comparable=norms_by_position,
                     description="Mean L2 norm of the residual stream of PROMPT after decoder block LAYER.")
 
 
@@ -141,3 +151,16 @@ def test_an_analysis_declared_in_one_file_reaches_every_front_end(smollm2, tmp_p
     widgets = [w for w in card.select(pn.widgets.Widget) if w.name and not isinstance(w, pn.widgets.Button)]
     fields = {w.name: w.value for w in widgets}
     assert fields == {"model": "smollm2-135m-instruct", "prompt": Config.prompt, "layer": 3, "device": "cpu"}
+
+    # The Runs page's overlay: two layers' runs, one series each, the norms each run stored (what it declared).
+    from diag.compare import compare
+    from diag.contract import run
+    from diag.runs import RunStore
+
+    deeper_id, deeper = run(ANALYSIS, Config(layer=4))
+    (chart,) = compare(RunStore(), [ran["run_id"], deeper_id])
+    assert chart.quantity.title == "residual L2 norm by token position" and list(chart.series) == [ran["run_id"],
+                                                                                                   deeper_id]
+    assert chart.series[deeper_id].y == tuple(deeper.norms)
+    assert chart.series[ran["run_id"]].x == tuple(range(ran["tokens"]))
+    assert sum(chart.series[ran["run_id"]].y) / ran["tokens"] == pytest.approx(ran["mean_norm"], rel=1e-12)

@@ -76,13 +76,13 @@ EpisodesSummary = TypedDict("EpisodesSummary", {
 
 BOUNDARY = Analysis(
     name="boundary", config=BoundaryConfig, module="diag.boundary.analysis", pin_inputs="diag.boundary.analysis:pin_inputs",
-    command=("boundary", "analyse"), summary=BoundarySummary,
+    command=("boundary", "analyse"), summary=BoundarySummary, comparable="diag.compare:boundary_quantities",
     description="RA-NLD: Lambda table, gradient-norm oscillation, disjointness and captum baselines; figures in the "
                 "run.",
 )
 EPISODES = Analysis(
     name="boundary-episodes", config=EpisodesConfig, module="diag.boundary.episodes", pin_inputs="diag.boundary.episodes:pin_inputs",
-    command=("boundary", "record"), summary=EpisodesSummary,
+    command=("boundary", "record"), summary=EpisodesSummary, comparable="diag.compare:episodes_quantities",
     description="Play and record greedy episodes (frames, actions, Q-values, rewards); prints the score with a 95% "
                 "CI.",
 )

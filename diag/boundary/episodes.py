@@ -18,6 +18,7 @@ from diag.boundary.config import EPISODES as ANALYSIS  # noqa: F401 -- the decla
 from diag.boundary.config import EpisodesConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress
+from diag.report.figures import integer_ticks
 from diag.report.sections import Guide, Metric, Table
 from diag.run_dir import Run
 
@@ -70,6 +71,7 @@ class Result:
         ax.set(xlabel="agent step", ylabel="max Q (clipped-reward units)",
                title=f"{self.game}, {self.condition}: episode 0 (score {self.returns[0]:.0f})")
         twin.set_ylabel("score so far")
+        integer_ticks(ax.xaxis, twin.yaxis)  # agent steps, and game points (whole numbers)
         fig.legend(loc="upper left", fontsize=8)
         return fig
 

@@ -223,7 +223,7 @@ PlantedSummary = TypedDict("PlantedSummary", {
 
 TOY = Analysis(
     name="cdas-toy", config=ToyConfig, module="diag.cdas.toy", command=("cdas", "toy"),
-    summary=ToySummary,
+    summary=ToySummary, comparable="diag.compare:cdas_toy_quantities",
     description="Hierarchical-equality ground truth: IIA of DAS/CDAS for aligned variables and for controls.",
 )
 PLANTED_CHECK = Analysis(
@@ -233,16 +233,16 @@ PLANTED_CHECK = Analysis(
 )
 TRAIN = Analysis(
     name="cdas-train", config=TrainConfig, module="diag.cdas.train", command=("cdas", "train"),
-    summary=TrainSummary,
+    summary=TrainSummary, comparable="diag.compare:cdas_train_quantities",
     description="Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss.",
 )
 STEER = Analysis(
     name="cdas-steer", config=SteerConfig, module="diag.cdas.steer", command=("cdas", "steer"),
-    summary=SteerSummary,
+    summary=SteerSummary, comparable="diag.compare:cdas_steer_quantities",
     description="Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores.",
 )
 BY_LAYER = Analysis(
     name="cdas-steer-sweep", config=SweepConfig, module="diag.cdas.by_layer", command=("cdas", "sweep"),
-    summary=SweepSummary,
+    summary=SweepSummary, comparable="diag.compare:cdas_sweep_quantities",
     description="Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer.",
 )

@@ -27,7 +27,7 @@ from diag.cdas.config import PLANTED_CHECK as ANALYSIS  # noqa: F401 -- the decl
 from diag.cdas.config import PlantedConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress
-from diag.report.sections import Guide
+from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from diag.stats import wilson
 
@@ -176,13 +176,12 @@ def check_inputs(config: Config) -> None:
 
 
 def _headline(summary: dict[str, Any]) -> list[Any]:
-    from diag.report.sections import Metric
-
     out = [Metric(f"|cos| to d, {m}", summary[f"cosine_{m}"]) for m in VECTOR_METHODS]
     for method in ("cdas", "das", "diffmean", "planted_d"):
         for direction in DIRECTIONS:
             r = summary[f"{method}_{direction}_fluent_success"]
-            out.append(Metric(f"{method} {direction}: success at own fluency", r["value"], r["low"], r["high"]))
+            out.append(Metric(f"{method} {direction}: success at own fluency", r["value"], r["low"], r["high"],
+                              bounds=UNIT))
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from diag.cdas.config import DIRECTIONS, VECTOR_METHODS
 from diag.cdas.steer_measure import UNSTEERED
+from diag.report.figures import integer_ticks
 
 COLOURS = {"diffmean": "C0", "das": "C1", "cdas": "C2", "prompting": "C3", "prompting+cdas": "C4"}
 CURVE_MEASURES = (("gain", "concept log-lik. gain (nats/token)"), ("cost", "fluency cost (nats/token)"),
@@ -29,6 +30,7 @@ def loss_figure(curves: dict[str, list[float]]) -> Any:
     for name, curve in curves.items():
         ax.plot(curve, label=name, lw=1)
     ax.set(xlabel="training step", ylabel="loss", title="rank-1 DII training loss")
+    integer_ticks(ax.xaxis)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

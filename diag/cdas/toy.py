@@ -27,7 +27,8 @@ from diag.cdas.config import ToyConfig as Config
 from diag.cdas.trainer import CausalVariable
 from diag.errors import DiagError
 from diag.progress import Progress
-from diag.report.sections import Guide
+from diag.report.figures import integer_ticks
+from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from diag.stats import wilson
 
@@ -207,6 +208,7 @@ class Result:
             ax.plot([int(la) for la in layers], [per_layer[la] for la in layers], marker="o", label=objective)
         ax.axhline(max(self.controls.values()), color="grey", ls="--", lw=1, label="best control")
         ax.set(xlabel="MLP layer", ylabel="IIA (WX)", ylim=(0.4, 1.02), title="Layer sweep (toy)")
+        integer_ticks(ax.xaxis)
         ax.legend(fontsize=8)
         fig.tight_layout()
         return fig
@@ -222,6 +224,7 @@ class Result:
             if name != "mlp":
                 ax.plot(curve, label=name, lw=1)
         ax.set(xlabel="training step", ylabel="loss", yscale="log", title="DII training loss (toy)")
+        integer_ticks(ax.xaxis)
         ax.legend(fontsize=7)
         fig.tight_layout()
         return fig
@@ -281,10 +284,8 @@ def _compute(config: Config, device: torch.device, progress: Progress) -> Result
 
 
 def _headline(summary: dict[str, Any]) -> list[Any]:
-    from diag.report.sections import Metric
-
     keys = [k for k, v in summary.items() if k.startswith(("iia_", "control_iia_")) and isinstance(v, dict)]
-    return [Metric(k, summary[k]["value"], summary[k]["low"], summary[k]["high"]) for k in keys]
+    return [Metric(k, summary[k]["value"], summary[k]["low"], summary[k]["high"], bounds=UNIT) for k in keys]
 
 
 GUIDE = Guide(

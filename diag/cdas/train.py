@@ -20,6 +20,7 @@ from diag.cdas.config import TRAIN as ANALYSIS  # noqa: F401 -- the declared val
 from diag.cdas.config import TrainConfig as Config
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
+from diag.report.figures import integer_ticks
 from diag.report.sections import Guide
 from diag.run_dir import Run
 
@@ -109,20 +110,24 @@ class Result:
                 "rank": int(self.basis.shape[1]), "numerics": self.numerics}
 
     def save(self, run: Run) -> None:
+        run.write_json("train.json", {"before": self.heldout_loss_before, "after": self.heldout_loss_after,
+                                      "orthonormality_error": self.orthonormality_error, "curve": self.curve,
+                                      "numerics": self.numerics})
+        run.write_arrays("basis", {"basis": self.basis, **self.intervention_state})
+        run.write_figure("loss_curve", self.loss_figure())
+
+    def loss_figure(self) -> Any:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        run.write_json("train.json", {"before": self.heldout_loss_before, "after": self.heldout_loss_after,
-                                      "orthonormality_error": self.orthonormality_error, "curve": self.curve,
-                                      "numerics": self.numerics})
-        run.write_arrays("basis", {"basis": self.basis, **self.intervention_state})
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(self.curve)
         ax.set(xlabel="step", ylabel="train loss", title="DII training loss")
+        integer_ticks(ax.xaxis)
         fig.tight_layout()
-        run.write_figure("loss_curve", fig)
+        return fig
 
     @classmethod
     def load(cls, run: Run) -> Result:

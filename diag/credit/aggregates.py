@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from diag.report.figures import integer_ticks
+
 
 def token_type(token: str, in_span: bool) -> str:
     """Coarse type for aggregates: the known span first, then digits, words, punctuation, special tokens."""
@@ -61,6 +63,7 @@ def figures(items: list[Any]) -> dict[str, Any]:
         ax.plot(np.arange(-15, 16), np.mean(rows, axis=0), color=colours[side], lw=2.5, label=f"{side} (mean)")
     ax.axvline(0, color="k", lw=0.8, ls=":")
     ax.set_xlabel("token index relative to the first differing token")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("cumulative r_t")
     ax.legend()
     out["cumulative_reward"] = fig
@@ -71,6 +74,7 @@ def figures(items: list[Any]) -> dict[str, Any]:
         left.plot([r["position"] for r in rows], [r["mean"] for r in rows], color=colours[side], label=side)
     left.axhline(0, color="k", lw=0.6)
     left.set_xlabel("response token position")
+    integer_ticks(left.xaxis)
     left.set_ylabel("mean r_t")
     left.legend()
     types = sorted({k for d in summary["by_type"].values() for k in d})

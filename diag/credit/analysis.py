@@ -33,7 +33,7 @@ from diag.credit.localisation import (
 )
 from diag.credit.sources import TRAINING_ARGS
 from diag.progress import Progress
-from diag.report.sections import Guide, Interval, Metric, Table
+from diag.report.sections import UNIT, Guide, Interval, Metric, Table
 from diag.run_dir import Run
 
 
@@ -257,23 +257,26 @@ def _headline(summary: dict[str, Any]) -> list[Metric]:
     out = []
     if summary.get("preference_accuracy"):
         acc = summary["preference_accuracy"]
-        out.append(Metric("preference accuracy (r(chosen) > r(rejected))", acc["value"], acc["low"], acc["high"]))
+        out.append(Metric("preference accuracy (r(chosen) > r(rejected))", acc["value"], acc["low"], acc["high"],
+                          bounds=UNIT))
         ties = summary.get("preference_ties")
         if ties and ties["value"] > 0:
-            out.append(Metric("ties (|r(chosen) - r(rejected)| < 1e-6)", ties["value"], ties["low"], ties["high"]))
+            out.append(Metric("ties (|r(chosen) - r(rejected)| < 1e-6)", ties["value"], ties["low"], ties["high"],
+                              bounds=UNIT))
     for side, scope in (("rejected", "whole"), ("rejected", "from_first_diff"), ("chosen", "whole")):
         block = summary.get("scores", {}).get(side, {}).get(scope, {}).get("dpo_reward")
         if block:
             for metric in ("top1", "auroc"):
                 m = block[metric]
-                out.append(Metric(f"{side} {metric} ({scope.replace('_', ' ')})", m["value"], m["low"], m["high"]))
+                out.append(Metric(f"{side} {metric} ({scope.replace('_', ' ')})", m["value"], m["low"], m["high"],
+                                  bounds=UNIT))
     split = summary.get("localisation_by_preference") or {}
     for subset, words in (("preferred", "pairs the model prefers"), ("not_preferred", "pairs it does not prefer")):
         block = split.get(subset, {}).get("dpo_reward")
         if block:
             m = block["top1"]
             out.append(Metric(f"rejected top1 (from first diff), {words} (n={m['n']})", m["value"], m["low"],
-                              m["high"]))
+                              m["high"], bounds=UNIT))
     out.append(Metric("max |sum r_t - sequence reward|", summary.get("consistency_max_abs_diff")))
     return out
 

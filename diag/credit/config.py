@@ -113,7 +113,7 @@ SCORE = Analysis(
     name="credit", config=ScoreConfig, module="diag.credit.analysis",
     pin_inputs="diag.credit.inputs:pin_inputs",
     check_inputs="diag.credit.inputs:check_inputs", command=("credit", "score"),
-    summary=ScoreSummary,
+    summary=ScoreSummary, comparable="diag.compare:credit_quantities",
     description="Per-token implicit rewards of POLICY vs its reference, with localisation scores and baselines.",
 )
 TRAIN = Analysis(
@@ -123,6 +123,6 @@ TRAIN = Analysis(
 )
 TABULAR = Analysis(
     name="credit-tabular", config=TabularConfig, module="diag.credit.tabular", command=("credit", "tabular"),
-    summary=TabularSummary,
+    summary=TabularSummary, comparable="diag.compare:tabular_quantities",
     description="Ground truth: DPO's per-token log-ratio vs the optimal advantage A* in a tabular token MDP.",
 )

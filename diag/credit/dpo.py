@@ -28,7 +28,8 @@ from diag.credit.encoding import Encoded, encode
 from diag.credit.model_pair import ModelPair
 from diag.errors import DiagError
 from diag.progress import Progress, report_metrics
-from diag.report.sections import Guide
+from diag.report.figures import integer_ticks
+from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from probes import Site, recording, starting_at
 
@@ -69,14 +70,19 @@ class Result:
     def save(self, run: Run) -> None:
         run.write_arrays("training", {"losses": self.losses, "margins": self.margins,
                                       "heldout_margins": self.heldout_margins})
+        run.write_figure("dpo_loss", self.loss_figure())
+
+    def loss_figure(self) -> Any:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.plot(self.losses, lw=0.8, label="loss (DPO + NLL + anchor)")
-        ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
+        if len(self.losses) >= 10:  # "valid" on a shorter curve would slide the curve over the window instead
+            ax.plot(np.convolve(self.losses, np.ones(10) / 10, mode="valid"), lw=2, label="10-step mean")
         ax.set_xlabel("step")
+        integer_ticks(ax.xaxis)
         ax.legend()
-        run.write_figure("dpo_loss", fig)
+        return fig
 
     @classmethod
     def load(cls, run: Run) -> Result:
@@ -317,6 +323,14 @@ def reference_answers(model: torch.nn.Module, tokenizer, prompts: list[str], pro
     return answers
 
 
+def _headline(summary: dict[str, Any]) -> list[Metric]:
+    acc = summary["heldout_preference_accuracy"]
+    return [Metric(f"held-out preference accuracy (n={acc['n']})", acc["value"], acc["low"], acc["high"], bounds=UNIT),
+            Metric("held-out mean reward margin", summary["heldout_mean_margin"]),
+            Metric("final loss (mean of the last 10% of steps)", summary["final_loss"]),
+            Metric("steps", summary["steps"])]
+
+
 GUIDE = Guide(
     question=("Does a LoRA DPO adapter trained on pairs that differ in one known span learn the preference? Held-out "
               "preference accuracy (chosen answer's implicit reward above the rejected one's) on new templates and "
@@ -327,6 +341,7 @@ GUIDE = Guide(
          "(weights in the config); a low loss says the objective was met, not that the credit localises."),
         "Audit budgets train a few steps only: they check that the loop runs and moves the loss, not convergence.",
     ],
+    headline=_headline,
 )
 
 

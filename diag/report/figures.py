@@ -11,8 +11,8 @@ if TYPE_CHECKING:
 def integer_ticks(*axes: Axis) -> None:
     """Ticks at whole numbers only, for axes that count things (agent steps, k, layers, token positions).
 
-    A linear axis gets at most ~8 integer ticks; a log axis (pass@k's k) ticks at powers of its base, never
-    below 1 (call after ``set_xscale``/``set_yscale``).
+    A linear axis gets at most ~8 integer ticks (one, if the data are flat); a log axis (pass@k's k) ticks at
+    powers of its base, never below 1 (call after ``set_xscale``/``set_yscale``).
     """
     from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullLocator
 
@@ -25,4 +25,6 @@ def integer_ticks(*axes: Axis) -> None:
             low, high = getattr(axis.axes, f"get_{axis.axis_name}lim")()
             getattr(axis.axes, f"set_{axis.axis_name}lim")(max(low, 1), max(high, base))
         else:
-            axis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+            # min_n_ticks=1: a flat count (one layer, a score that stays 1) still ticks at its whole number, where
+            # the default two ticks would fall on fractions of the autoscale margin
+            axis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))

@@ -60,6 +60,6 @@ TIR = Analysis(
     name="tir", config=Config, module="diag.tir.analysis",
     pin_inputs="diag.tir.analysis:pin_inputs",
     check_inputs="diag.tir.analysis:check_inputs", command=("tir", "sample"),
-    summary=TirSummary,
+    summary=TirSummary, comparable="diag.compare:tir_quantities",
     description="Sample N tool-using and N text-only rollouts per problem, then analyse them (resumes after a kill).",
 )

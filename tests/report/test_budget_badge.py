@@ -104,3 +104,64 @@ def test_support_sets_are_counted_and_shared_alike_in_headline_table_and_app(tmp
     assert sum(row[1] for row in table.rows) == problems
     app = split_frame(summary).set_index("support set")
     assert app.loc["expansion", "count"] == expansion and app.loc["expansion", "share"] == f"{share:.1%}"
+
+
+# Summaries built by each analysis' own code from n trials (held-out pairs, eval pairs, prompts): at n = 4 every
+# share's 95% interval spans most of [0, 1]; at n = 2000 it is a few points wide.
+def _credit_score(n: int) -> dict:
+    import numpy as np
+
+    from diag.credit.analysis import Result
+    from diag.credit.localisation import Item, localisation, localisation_tables, preference_outcomes
+
+    rng = np.random.default_rng(n)
+    span = [False, False, True, False]  # the corrupted fact is token 2, where the answers part
+    items = [Item(p, side, "q", "a", list("abcd"), list(rng.normal(size=4) - (2.0 if side == "rejected" else 0) *
+                                                       np.array(span)), [0.0] * 4, [0.0] * 4, span, first_diff=2)
+             for p in range(n) for side in ("chosen", "rejected")]
+    margins = {p: sum(items[2 * p].reward) - sum(items[2 * p + 1].reward) for p in range(n)}
+    methods = ("dpo_reward", "chance")
+    extra = {**preference_outcomes(np.array(list(margins.values()))), "consistency_max_abs_diff": 0.0,
+             **localisation_tables(items, margins, methods, n_boot=200, seed=0)}
+    return Result(items, localisation(items, methods, n_boot=200, seed=0), {}, extra).summary()
+
+
+def _credit_train(n: int) -> dict:
+    import numpy as np
+
+    from diag.credit.dpo import Result
+
+    margins = np.random.default_rng(n).normal(0.3, 1.0, size=n)  # a win where the margin is positive
+    return Result(Path("adapter"), np.linspace(0.7, 0.3, 20), np.zeros(20), margins, {"beta": 0.1}).summary()
+
+
+def _cdas_toy(n: int) -> dict:
+    from diag.cdas.toy import Result
+
+    return Result(1.0, n, {"das": {"wx": 0.5, "yz": 0.75}, "cdas": {"wx": 0.5, "yz": 0.5}},
+                  {"random_basis": 0.5, "untrained": 0.5}).summary()
+
+
+def _cdas_planted(n: int) -> dict:
+    from diag.cdas.config import DIRECTIONS, VECTOR_METHODS
+    from diag.stats import wilson
+
+    return {**{f"cosine_{m}": 0.9 for m in VECTOR_METHODS},
+            **{f"{method}_{direction}_fluent_success": wilson(0.5, n)
+               for method in ("cdas", "das", "diffmean", "planted_d") for direction in DIRECTIONS}}
+
+
+@pytest.mark.parametrize(("summarise", "analysis"), [(_credit_score, "credit"), (_credit_train, "credit-train"),
+                                                     (_cdas_toy, "cdas-toy"), (_cdas_planted, "cdas-planted")],
+                         ids=lambda x: getattr(x, "__name__", x))
+def test_shares_of_credit_and_cdas_are_badged_when_their_budget_is_too_small(summarise, analysis: str) -> None:
+    from diag.registry import get
+
+    guide = get(analysis).guide
+    tiny, readable_budget = read_summary(guide, summarise(4)), read_summary(guide, summarise(2000))
+    assert tiny.unread is None and readable_budget.unread is None
+    shares = [m for m in tiny.headline if m.bounds == UNIT]
+    assert shares and all(m.has_interval for m in shares)
+    assert tiny.unreadable and {m.name for m in tiny.unreadable} == {m.name for m in shares if m.high - m.low > 0.5}
+    assert readable_budget.unreadable == []
+    assert max(m.high - m.low for m in readable_budget.headline if m.bounds == UNIT) < 0.1
