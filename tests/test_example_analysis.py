@@ -147,7 +147,10 @@ def test_an_analysis_declared_in_one_file_reaches_every_front_end(smollm2, tmp_p
     monkeypatch.setattr(registry, "ANALYSES", dict(registry.ANALYSES))  # registered for this test only
     registry.register(ANALYSIS)
     assert ("analysis-mean-norm", "mean-norm") in shell.pages()
-    (card,) = [item for item in generic.page("mean-norm").sidebar if isinstance(item, pn.Card)]
+    # the launch card is sent once the page has loaded: a deferred function in the sidebar that returns it
+    (deferred,) = [item for item in generic.page("mean-norm").sidebar if isinstance(item, pn.param.ParamFunction)]
+    card = deferred.object()
+    assert isinstance(card, pn.Card)
     widgets = [w for w in card.select(pn.widgets.Widget) if w.name and not isinstance(w, pn.widgets.Button)]
     fields = {w.name: w.value for w in widgets}
     assert fields == {"model": "smollm2-135m-instruct", "prompt": Config.prompt, "layer": 3, "device": "cpu"}
