@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,14 +25,21 @@ class Launcher(pn.viewable.Viewer):
                  defaults: Any = None, button: str = "Run", **params: Any) -> None:
         super().__init__(**params)
         self.analysis, self.store, self.on_done = analysis, store, on_done
-        self.form = ConfigForm(analysis.config, analysis.audit_config() if defaults is None else defaults)
-        self.button = pn.widgets.Button(name=button, button_type="primary", sizing_mode="stretch_width")
+        self._title, self._defaults, self._button = title, defaults, button
+        # Built and sent to the browser once the page has loaded: a form of 10-30 widgets would otherwise delay
+        # the page's own content (first render, issue 18).
+        self._view = pn.panel(lambda: self.card, defer_load=True)
+
+    @functools.cached_property
+    def card(self) -> pn.Card:
+        """The form, its button and the job's progress (built on first use, see ``__init__``)."""
+        self.form = ConfigForm(self.analysis.config,
+                               self.analysis.audit_config() if self._defaults is None else self._defaults)
+        self.button = pn.widgets.Button(name=self._button, button_type="primary", sizing_mode="stretch_width")
         self.job = JobPanel()
         self.button.on_click(self._start)
-        card = pn.Card(self.form, self.button, self.job, title=title, sizing_mode="stretch_width", collapsed=False)
-        # Sent to the browser once the page has loaded: a form of 10-30 widgets would otherwise delay the page's
-        # own content (first render, issue 18).
-        self._view = pn.panel(lambda: card, defer_load=True)
+        return pn.Card(self.form, self.button, self.job, title=self._title, sizing_mode="stretch_width",
+                       collapsed=False)
 
     def __panel__(self) -> Any:
         return self._view

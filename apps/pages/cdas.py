@@ -72,6 +72,19 @@ def curve_figure(result: steer.Result, concept: str, direction: str, measure: st
                                   x_label="steering factor α", y_label=CURVE_MEASURES[measure], height=280)
 
 
+CURVE_TABS = {"concept gain and fluency cost": ("gain", "cost"), "relevance and judge score": ("relevance_sim", "score")}
+
+
+def curve_tabs(result: steer.Result, concept: str, direction: str) -> pn.Tabs:
+    """The curves over α, two per tab; a tab's figures are built when it is first shown (the page renders sooner)."""
+    def row(measures: tuple[str, str]) -> pn.Row:
+        return pn.Row(*[pn.pane.Bokeh(curve_figure(result, concept, direction, m)) for m in measures],
+                      sizing_mode="stretch_width")
+
+    return pn.Tabs(*[(title, pn.param.ParamFunction(lambda m=measures: row(m), lazy=True))
+                     for title, measures in CURVE_TABS.items()], dynamic=True, sizing_mode="stretch_width")
+
+
 def guide_tables(summary: dict[str, Any]) -> list[Any]:
     """The report's tables for this run (verdict, frontier, judge scores), read from its stored summary."""
     out = []
@@ -259,10 +272,7 @@ def page() -> Any:
         stored[:] = [
             pn.pane.Markdown(f"**Curves over α** ({concept}, {direction}; every held-out prompt, 95% bootstrap "
                              "bands; the frontier compares methods at matched fluency cost, not at one α)"),
-            pn.Row(*[pn.pane.Bokeh(curve_figure(live.result, concept, direction, m)) for m in ("gain", "cost")],
-                   sizing_mode="stretch_width"),
-            pn.Row(*[pn.pane.Bokeh(curve_figure(live.result, concept, direction, m))
-                     for m in ("relevance_sim", "score")], sizing_mode="stretch_width"),
+            curve_tabs(live.result, concept, direction),
             pn.pane.Markdown(f"**Stored held-out generations** ({concept}, {direction}; α chosen on half A, "
                              "scored by the offline judge on half B)"),
             table(examples_frame(live.result, concept, direction), layout="fit_columns",
