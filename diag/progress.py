@@ -38,6 +38,21 @@ def report_metrics(progress: Progress, step: int, **values: float) -> None:
         sink(step, {name: float(value) for name, value in values.items()})
 
 
+class Stage:
+    """A nested job's progress as one stage of its parent's: its reports are reworded as
+    "LABEL: message (done/total)" at the parent's (done, total), and its metrics reach the parent's sink (an app's
+    live curve, a cancel request) unchanged."""
+
+    def __init__(self, parent: Progress, done: int, total: int, label: str) -> None:
+        self.parent, self.done, self.total, self.label = parent, done, total, label
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        self.parent(self.done, self.total, f"{self.label}: {message} ({done}/{total})")
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        report_metrics(self.parent, step, **values)
+
+
 class TqdmProgress:
     """Adapter from the ``Progress`` protocol to a tqdm bar (one bar per message stage; metrics as its postfix)."""
 

@@ -11,7 +11,7 @@ import torch
 from resumable_job import Config, Result, analysis  # tests/resumable_job.py: the SGD job
 
 from diag.contract import run as run_analysis
-from diag.progress import Cancelled, TqdmProgress, no_progress, report_metrics
+from diag.progress import Cancelled, Stage, TqdmProgress, no_progress, report_metrics
 from diag.run_files import CHECKPOINT_FILE
 from diag.runs import RUN_STATUSES, RunStore
 
@@ -84,3 +84,28 @@ def test_metrics_reach_sinks_that_take_them_and_plain_functions_ignore_them() ->
     report_metrics(bar, 1, loss=0.123456)
     assert bar._bar.postfix == "loss=0.1235"
     bar.close()
+
+
+def test_a_nested_job_reports_as_one_stage_and_its_metrics_and_cancel_reach_the_parent(tmp_path: Path) -> None:
+    """How cdas-planted and the layer sweep run cdas-steer: the parent's sink sees the child's steps as one stage,
+    its losses (the app's live curve) and can stop it."""
+    messages: list[tuple[int, int, str]] = []
+
+    class Parent(Recorder):
+        def __call__(self, done: int, total: int, message: str = "") -> None:
+            messages.append((done, total, message))
+
+    parent = Parent()
+    run(RunStore(tmp_path / "runs"), Stage(parent, 1, 3, "layer 4"), Config(steps=3))
+    assert messages == [(1, 3, f"layer 4: sgd ({i}/3)") for i in (1, 2, 3)]
+    assert [step for step, values in parent.metrics_seen] == [1, 2, 3]
+    assert all(set(values) == {"loss"} and values["loss"] > 0 for _, values in parent.metrics_seen)
+
+    class StopOnMetrics(Recorder):
+        def metrics(self, step: int, values: dict[str, float]) -> None:
+            raise Cancelled(f"cancelled at metrics of step {step}")
+
+    store = RunStore(tmp_path / "cancelled")
+    with pytest.raises(Cancelled, match="step 1"):
+        run(store, Stage(StopOnMetrics(), 0, 1, "child"), Config(steps=3))
+    assert [info.status for info in store.list()] == ["cancelled"]

@@ -15,7 +15,7 @@ from diag import contract
 from diag.cdas import steer
 from diag.cdas.config import BY_LAYER as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.cdas.config import SweepConfig as Config
-from diag.progress import Progress
+from diag.progress import Progress, Stage
 from diag.report.sections import Guide
 from diag.run_dir import Run
 
@@ -71,10 +71,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):
-        def inner(done: int, total: int, message: str, i: int = i, layer: int = layer) -> None:
-            progress(i, len(config.layers), f"layer {layer}: {message} ({done}/{total})")
-
-        runs[str(layer)], result = contract.run(steer.ANALYSIS, config.steer_config(layer), progress=inner,
+        stage = Stage(progress, i, len(config.layers), f"layer {layer}")
+        runs[str(layer)], result = contract.run(steer.ANALYSIS, config.steer_config(layer), progress=stage,
                                                 store=run.store)
         scores[str(layer)] = result.table()
     progress(len(config.layers), len(config.layers), "done")

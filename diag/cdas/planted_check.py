@@ -26,7 +26,7 @@ from diag.cdas.config import DIRECTIONS, PLANTED_METHODS, VECTOR_METHODS
 from diag.cdas.config import PLANTED_CHECK as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.cdas.config import PlantedConfig as Config
 from diag.errors import DiagError
-from diag.progress import Progress
+from diag.progress import Progress, Stage
 from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from diag.stats import wilson
@@ -113,10 +113,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
 
     steer_config = config.steer_config()
 
-    def inner(done: int, total: int, message: str) -> None:
-        progress(0, 2, f"cdas-steer on the planted model: {message} ({done}/{total})")
-
-    steer_id, study = contract.run(steer.ANALYSIS, steer_config, progress=inner, store=run.store)
+    steer_id, study = contract.run(steer.ANALYSIS, steer_config, store=run.store,
+                                   progress=Stage(progress, 0, 2, "cdas-steer on the planted model"))
     progress(1, 2, "the planted model's own answers and steering along d")
     d = load_file(str(PLANTED_ADAPTER / "direction.safetensors"))["direction"].double()
     cosines = {m: abs(float(torch.from_numpy(study.vectors[f"{CONCEPT}/{m}"]).double() @ d))
