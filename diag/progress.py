@@ -39,15 +39,15 @@ def report_metrics(progress: Progress, step: int, **values: float) -> None:
 
 
 class Stage:
-    """A nested job's progress as one stage of its parent's: its reports are reworded as
-    "LABEL: message (done/total)" at the parent's (done, total), and its metrics reach the parent's sink (an app's
-    live curve, a cancel request) unchanged."""
+    """A nested job's progress as stages of its parent's: its reports reach the parent prefixed "LABEL: " (one
+    tqdm bar per inner stage, "layer 4: train rank-1 DII 12/40" in the app), and its metrics reach the parent's
+    sink (an app's live curve, a cancel request) unchanged."""
 
-    def __init__(self, parent: Progress, done: int, total: int, label: str) -> None:
-        self.parent, self.done, self.total, self.label = parent, done, total, label
+    def __init__(self, parent: Progress, label: str) -> None:
+        self.parent, self.label = parent, label
 
     def __call__(self, done: int, total: int, message: str = "") -> None:
-        self.parent(self.done, self.total, f"{self.label}: {message} ({done}/{total})")
+        self.parent(done, total, f"{self.label}: {message}" if message else self.label)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         report_metrics(self.parent, step, **values)

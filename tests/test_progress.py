@@ -96,8 +96,8 @@ def test_a_nested_job_reports_as_one_stage_and_its_metrics_and_cancel_reach_the_
             messages.append((done, total, message))
 
     parent = Parent()
-    run(RunStore(tmp_path / "runs"), Stage(parent, 1, 3, "layer 4"), Config(steps=3))
-    assert messages == [(1, 3, f"layer 4: sgd ({i}/3)") for i in (1, 2, 3)]
+    run(RunStore(tmp_path / "runs"), Stage(parent, "layer 4"), Config(steps=3))
+    assert messages == [(i, 3, "layer 4: sgd") for i in (1, 2, 3)]
     assert [step for step, values in parent.metrics_seen] == [1, 2, 3]
     assert all(set(values) == {"loss"} and values["loss"] > 0 for _, values in parent.metrics_seen)
 
@@ -107,5 +107,5 @@ def test_a_nested_job_reports_as_one_stage_and_its_metrics_and_cancel_reach_the_
 
     store = RunStore(tmp_path / "cancelled")
     with pytest.raises(Cancelled, match="step 1"):
-        run(store, Stage(StopOnMetrics(), 0, 1, "child"), Config(steps=3))
+        run(store, Stage(StopOnMetrics(), "child"), Config(steps=3))
     assert [info.status for info in store.list()] == ["cancelled"]

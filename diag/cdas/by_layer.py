@@ -71,7 +71,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     runs: dict[str, str] = {}
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for i, layer in enumerate(config.layers):
-        stage = Stage(progress, i, len(config.layers), f"layer {layer}")
+        stage = Stage(progress, f"layer {layer} ({i + 1} of {len(config.layers)})")
         runs[str(layer)], result = contract.run(steer.ANALYSIS, config.steer_config(layer), progress=stage,
                                                 store=run.store)
         scores[str(layer)] = result.table()

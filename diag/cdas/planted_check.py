@@ -114,7 +114,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     steer_config = config.steer_config()
 
     steer_id, study = contract.run(steer.ANALYSIS, steer_config, store=run.store,
-                                   progress=Stage(progress, 0, 2, "cdas-steer on the planted model"))
+                                   progress=Stage(progress, "cdas-steer on the planted model"))
     progress(1, 2, "the planted model's own answers and steering along d")
     d = load_file(str(PLANTED_ADAPTER / "direction.safetensors"))["direction"].double()
     cosines = {m: abs(float(torch.from_numpy(study.vectors[f"{CONCEPT}/{m}"]).double() @ d))
