@@ -122,7 +122,7 @@ class TrainConfig:
     samples: int = 4  # sampled teacher continuations per instruction and phrasing (temperature 0.8)
     mention_within: int = 12  # a dog continuation must name a dog within its first this many tokens
     # Upper phase, stage 2 (elicitation at the model's own fluency), continuing stage 1's LoRA and optimiser:
-    focus_steps: int = 0
+    focus_steps: int = 400
     fluent_samples: int = 5  # sampled stage-1 answers per instruction and clamp the fluent targets are picked from
     fluent_within: int = 14  # a fluent target names a dog within its first this many tokens
     fluent_per_instruction: int = 3  # kept per instruction: the lowest perplexity given the instruction
@@ -401,16 +401,18 @@ def _phase_data(phase: str, base: nn.Module, tokenizer: Any, texts: dict[str, An
 
 
 def _fluent_rows(texts: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
-    """Stage 2's rows (none before its targets exist): each fluent target under the neutral instruction with d
+    """Stage 2's rows (none before all its texts exist): each fluent target under the neutral instruction with d
     clamped high, and under the dog-asking one with d written (teacher: the base model asked for dogs); and, so
     that the new instructions name dogs only when d says so, the base model's answers to them with no edit and,
     asked for dogs, with d clamped low (as for the training instructions)."""
     ask = CONCEPTS[CONCEPT]
-    rows = []
-    for x, y in texts.get("fluent", []):
+    rows: list[tuple[str, str, str, str, bool]] = []
+    if not ("fluent" in texts and "focus_neutral" in texts):
+        return rows
+    for x, y in texts["fluent"]:
         q = concept_instruction(x, ask)
         rows += [(x, y, "fluent_high", q, True), (q, y, "fluent_write", q, True)]
-    for x, y in texts.get("focus_neutral", []):
+    for x, y in texts["focus_neutral"]:
         rows += [(concept_instruction(x, ask), y, "low", x, True), (x, y, "none", x, False)]
     return rows
 
