@@ -122,7 +122,7 @@ class TrainConfig:
     samples: int = 4  # sampled teacher continuations per instruction and phrasing (temperature 0.8)
     mention_within: int = 12  # a dog continuation must name a dog within its first this many tokens
     # Upper phase, stage 2 (elicitation at the model's own fluency), continuing stage 1's LoRA and optimiser:
-    focus_steps: int = 400
+    focus_steps: int = 170
     fluent_samples: int = 5  # sampled stage-1 answers per instruction and clamp the fluent targets are picked from
     fluent_within: int = 14  # a fluent target names a dog within its first this many tokens
     fluent_per_instruction: int = 3  # kept per instruction: the lowest perplexity given the instruction
