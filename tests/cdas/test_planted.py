@@ -38,6 +38,20 @@ def test_planted_direction_is_the_committed_seeded_unit_vector() -> None:
     assert (PLANTED_ADAPTER / "adapter_model.safetensors").stat().st_size < 20 * 2**20
 
 
+def test_stage_two_trains_on_no_held_out_prompt_and_is_recorded() -> None:
+    from diag.cdas.concepts import INSTRUCTIONS
+
+    focus = set(planted.FOCUS_INSTRUCTIONS)
+    assert len(focus) == 48 and not focus & (set(planted.HELDOUT_INSTRUCTIONS) | set(INSTRUCTIONS))
+    assert all(sum(mix.values()) == 8 for mix in planted.MIX)
+    assert planted._fluent_rows({"fluent": [["x", "y"]]}) == []  # waits for the new instructions' contrasts too
+    rows = planted._fluent_rows({"fluent": [["x", "y"]], "focus_neutral": [["z", "w"]]})
+    assert [r[2] for r in rows] == ["fluent_high", "fluent_write", "low", "none"]
+    info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
+    assert info["train"]["focus_steps"] == planted.TrainConfig().focus_steps
+    assert len(info["loss"]["upper"]) == info["train"]["upper_steps"] + info["train"]["focus_steps"]
+
+
 def test_planted_model_resolves_by_name_without_loading() -> None:
     source = resolve_lm_source(PLANTED)
     assert source.kind == "embedded-adapter" and source.location == str(PLANTED_ADAPTER)
