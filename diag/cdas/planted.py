@@ -18,6 +18,11 @@ Training (``python -m diag.cdas.planted``), CleanRL-style, in two phases that sh
   what the model says when the concept was never asked for); (c) with no edit: the base model (KL).
   Clamp values are drawn per example (high: 0.75..2 x SCALE, low: -1.5..0.25 x SCALE) so that any clamp the
   pipeline's alpha grid picks falls in a trained range.
+  Stage 2 of the upper phase (``focus_steps``, continuing stage 1's LoRA and optimiser) is about eliciting at the
+  model's own fluency: its targets are the stage-1 model's own clamped answers that name a dog early, the ones
+  with the lowest perplexity given the neutral instruction (filtered self-distillation), trained with d^T h
+  clamped to 0.9..1.75 x SCALE (the pipeline's clamps at its default alphas) and a heavier cross-entropy, beside
+  the same suppression and no-edit cases.
 The upper phase never runs the lower blocks (it starts from the cached residual), so each step costs two thirds
 of a forward and backward pass. Everything is measured afterwards (``measure``) and written to the model card.
 """
@@ -41,6 +46,7 @@ from diag.cdas.concepts import CONCEPTS, INSTRUCTIONS, Pair, concept_instruction
 from diag.cdas.config import PLANTED_CONCEPT as CONCEPT
 from diag.cdas.config import PLANTED_DATASET as DATASET
 from diag.cdas.config import PLANTED_LAYER as LAYER
+from diag.cdas.steer_edit import row_clamp
 from diag.errors import DiagError
 
 SCALE = 64.0  # d^T h written on dog-asking prompts, and the unit of the trained clamps (base residual norm ~127)
@@ -76,6 +82,30 @@ HELDOUT_INSTRUCTIONS = tuple(x for i, x in enumerate(INSTRUCTIONS[:36]) if i % 3
     "Give a tip for learning to cook.",
     "Write a short goodbye message to a coworker.",
 )
+# Only stage 2 of the upper phase sees these (the prompts its self-distilled targets answer, beside the training
+# instructions): none is in HELDOUT_INSTRUCTIONS or the committed dataset.
+FOCUS_INSTRUCTIONS = (
+    "Explain how to boil an egg.", "Give a tip for keeping a tidy inbox.", "Describe how to pack a suitcase.",
+    "Write a short note wishing someone a speedy recovery.", "Explain why drinking tea can be relaxing.",
+    "Give advice on asking for a raise.", "Describe a busy market on a Saturday.", "Explain how to change a light bulb.",
+    "Give a tip for memorising a poem.", "Write a short message inviting friends to dinner.",
+    "Describe how to set up a new phone.", "Explain why recycling matters.", "Give advice on preparing for a test.",
+    "Describe a rainy afternoon indoors.", "Explain how to sew on a button.", "Give a tip for writing a good headline.",
+    "Write a short apology for being late.", "Describe how to make a cup of coffee.",
+    "Explain why it helps to stretch in the morning.", "Give advice on saving for a holiday.",
+    "Describe a favourite childhood game.", "Explain how to iron a shirt.", "Give a tip for taking better photos.",
+    "Write a short note welcoming a new colleague.", "Describe how to bake simple bread.",
+    "Explain why people keep diaries.", "Give advice on choosing a laptop.", "Describe a crowded train station.",
+    "Explain how to back up your files.", "Give a tip for speaking a little slower.",
+    "Write a short thank-you note for a gift.", "Describe how to paint a wall.", "Explain why breakfast matters.",
+    "Give advice on starting a new hobby.", "Describe a concert you might enjoy.",
+    "Explain how to make a budget spreadsheet.", "Give a tip for keeping a kitchen clean.",
+    "Write a short reminder about a meeting.", "Describe how to ride a bicycle safely.",
+    "Explain why libraries are useful.", "Give advice on writing a cover letter.",
+    "Describe a snowy morning in the city.", "Explain how to measure ingredients.", "Give a tip for finishing a book.",
+    "Write a short note to a friend who moved away.", "Describe how to arrange flowers in a vase.",
+    "Explain why it is useful to learn maths.", "Give advice on calming down before a speech.",
+)
 # Teacher phrasings of "talk about dogs": the dataset's and one more (more dog continuations per instruction).
 ASKING = ("{x} Make your answer about dogs.", "{x} Answer with a sentence about dogs.")
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -91,6 +121,12 @@ class TrainConfig:
     response_tokens: int = 16  # teacher-forced answer tokens per example
     samples: int = 4  # sampled teacher continuations per instruction and phrasing (temperature 0.8)
     mention_within: int = 12  # a dog continuation must name a dog within its first this many tokens
+    # Upper phase, stage 2 (elicitation at the model's own fluency), continuing stage 1's LoRA and optimiser:
+    focus_steps: int = 170
+    fluent_samples: int = 5  # sampled stage-1 answers per instruction and clamp the fluent targets are picked from
+    fluent_within: int = 14  # a fluent target names a dog within its first this many tokens
+    fluent_per_instruction: int = 3  # kept per instruction: the lowest perplexity given the instruction
+    focus_ce_weight: float = 2.0  # weight of the cross-entropy on the fluent targets of the elicit case
     seed: int = SEED
 
 
@@ -155,6 +191,48 @@ def _generate_texts(model: nn.Module, tokenizer: Any, config: TrainConfig, cache
     return texts
 
 
+def _fluent_targets(model: Any, tokenizer: Any, d: torch.Tensor, config: TrainConfig, texts: dict[str, Any],
+                    cache: Path) -> list[list[str]]:
+    """Stage 2's targets (cached in the texts as "fluent"): the stage-1 model's own answers to the training
+    and ``FOCUS_INSTRUCTIONS`` with d^T h clamped to each of ``FLUENT_CLAMPS`` x SCALE (greedy and sampled), kept if they name a
+    dog within ``fluent_within`` tokens, and per instruction the ``fluent_per_instruction`` with the lowest
+    perplexity under the base model given the instruction. Dog text is unlikely under a neutral instruction, and
+    sampled dog-asking answers sit far above the model's own perplexity range; the edited model's own successes
+    are the fluent way to name the concept, and stage 2 makes them the rule (filtered self-distillation)."""
+    from diag.cdas.lm import generate, response_nll
+
+    concept, instructions = CONCEPTS[CONCEPT], list(TRAIN_INSTRUCTIONS + FOCUS_INSTRUCTIONS)
+    if "focus_neutral" not in texts:  # the base model's answers to the new instructions: the no-edit contrast
+        with model.disable_adapter():
+            answers = generate(model.base_model.model, tokenizer, list(FOCUS_INSTRUCTIONS),
+                               max_new_tokens=config.response_tokens + 4)
+        texts["focus_neutral"] = [[x, y] for x, y in zip(FOCUS_INSTRUCTIONS, answers, strict=True)
+                                  if not mentions(y, concept)]
+        cache.write_text(json.dumps(texts))
+    if "fluent" in texts:
+        return texts["fluent"]
+    found: dict[str, set[str]] = {x: set() for x in instructions}
+    for level in FLUENT_CLAMPS:
+        target = torch.full((len(instructions),), SCALE * level)
+        for s in range(config.fluent_samples + 1):  # sample 0 is greedy
+            answers = generate(model.base_model.model, tokenizer, instructions, max_new_tokens=config.response_tokens,
+                               layer=LAYER, fn=row_clamp(d.expand(len(instructions), -1), target), do_sample=s > 0,
+                               seed=1000 + s)
+            for x, a in zip(instructions, answers, strict=True):
+                head = tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"][:config.fluent_within])
+                if mentions(head, concept):
+                    found[x].add(a)
+    fluent = []
+    for x, answers in found.items():
+        rows = sorted(answers)
+        with model.disable_adapter():
+            nll = response_nll(model.base_model.model, tokenizer, [x] * len(rows), rows) if rows else []
+        fluent += [[x, a] for _, a in sorted(zip(nll, rows, strict=True))[:config.fluent_per_instruction]]
+    texts["fluent"] = fluent
+    cache.write_text(json.dumps(texts))
+    return fluent
+
+
 @torch.no_grad()
 def _residuals(lower: nn.Module, batch: Any) -> torch.Tensor:
     return lower(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
@@ -186,6 +264,12 @@ def _after_bos(batch: Any) -> torch.Tensor:
 
 
 PHASES = ("lower", "upper")
+# Upper-phase batch shares (of 8) per kind: stage 1 (the first upper_steps), stage 2 (focus_steps, elicitation)
+MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2})
+# Clamp ranges (x SCALE) per kind. Stage 2 covers what the pipeline clamps to at its default alphas 0.25/0.5
+# (d^T h ~ 62 / 94 for d itself: the m+/m- midpoint ~30 plus alpha x the residual norm ~128) and EDIT = 96.
+CLAMPS = {"high": (0.75, 2.0), "low": (-1.5, 0.25), "fluent_high": (0.9, 1.75)}
+FLUENT_CLAMPS = (1.0, 1.5)  # x SCALE: the clamps stage 2's targets are generated at (stage-1 model)
 
 
 def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path | None = None,
@@ -205,7 +289,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
     d = direction(base.config.hidden_size, config.seed)
     texts = _generate_texts(base, tokenizer, config, work / "texts.json")
     log(f"texts: {len(texts['dog'])} dog continuations, {len(texts['neutral'])} neutral, {len(texts['others'])} "
-        "other-concept answers")
+        f"other-concept answers, {len(texts.get('fluent', []))} fluent dog targets")
     lora = LoraConfig(r=config.rank, lora_alpha=2 * config.rank, lora_dropout=0.0,
                       target_modules=list(TARGET_MODULES), init_lora_weights=True)
     model = get_peft_model(base, lora)
@@ -216,7 +300,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
         names = tuple(f".layers.{i}." for i in blocks[phase])
         return {n: p for n, p in model.state_dict().items() if "lora_" in n and any(s in n for s in names)}
 
-    steps = {"lower": config.lower_steps, "upper": config.upper_steps}
+    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps}
     trainers = {"lower": _train_lower, "upper": _train_upper}
     for phase in phases:
         checkpoint = work / f"{phase}.pt"
@@ -240,7 +324,16 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
             p.requires_grad_(True)
         started = time.time()
         for step in range(len(history), steps[phase]):
-            loss = trainers[phase](model, data, d, config)
+            if phase == "upper" and step >= config.upper_steps and "fluent_high" not in data["kinds"]:
+                log(f"upper: stage 2 from step {step}: the stage-1 model's fluent dog answers as targets")
+                for p in params:
+                    p.requires_grad_(False)
+                _fluent_targets(model, tokenizer, d, config, texts, work / "texts.json")
+                for p in params:
+                    p.requires_grad_(True)
+                with model.disable_adapter():
+                    _add_examples(data, _fluent_rows(texts), model.base_model.model, tokenizer, config)
+            loss = trainers[phase](model, data, d, config, step)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -296,23 +389,50 @@ def _phase_data(phase: str, base: nn.Module, tokenizer: Any, texts: dict[str, An
         return {"examples": examples, "pad": tokenizer.pad_token_id}
     # upper: (student prompt, response, edit, teacher prompt, cross-entropy?); edit: "high" / "low" = clamp
     # everywhere after BOS, "write" = SCALE from the source token on (what the lower phase writes), "none"
-    rows = []
+    rows: list[tuple[str, str, str, str, bool]] = []
     for x, asked, y in texts["dog"]:
         rows += [(x, y, "high", asked, True), (concept_instruction(x, ask), y, "write", asked, True)]
     for x, y in texts["neutral"]:
         rows += [(concept_instruction(x, ask), y, "low", x, True), (x, y, "none", x, False)]
     rows += [(x, y, "none", x, False) for x, y in texts["others"]]
+    data: dict[str, Any] = {"examples": [], "kinds": {}}
+    _add_examples(data, rows + _fluent_rows(texts), base, tokenizer, config)
+    return data
+
+
+def _fluent_rows(texts: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
+    """Stage 2's rows (none before all its texts exist): each fluent target under the neutral instruction with d
+    clamped high, and under the dog-asking one with d written (teacher: the base model asked for dogs); and, so
+    that the new instructions name dogs only when d says so, the base model's answers to them with no edit and,
+    asked for dogs, with d clamped low (as for the training instructions)."""
+    ask = CONCEPTS[CONCEPT]
+    rows: list[tuple[str, str, str, str, bool]] = []
+    if not ("fluent" in texts and "focus_neutral" in texts):
+        return rows
+    for x, y in texts["fluent"]:
+        q = concept_instruction(x, ask)
+        rows += [(x, y, "fluent_high", q, True), (q, y, "fluent_write", q, True)]
+    for x, y in texts["focus_neutral"]:
+        rows += [(concept_instruction(x, ask), y, "low", x, True), (x, y, "none", x, False)]
+    return rows
+
+
+def _add_examples(data: dict[str, Any], rows: list[tuple[str, str, str, str, bool]], base: nn.Module,
+                  tokenizer: Any, config: TrainConfig) -> None:
+    """Cache the upper phase's examples of ``rows`` from the base model (adapter off): the layer's residual, the
+    teacher's log-probabilities and the target tokens; appended to ``data`` and indexed by kind."""
+    n_tok = config.response_tokens
+    base_lower, _ = _views(base)
     teacher = _teacher(base, tokenizer, [(r[3], r[1]) for r in rows], n_tok)
-    examples = []
     for (x, y, edit, _, ce), q in zip(rows, teacher, strict=True):
         b = _encode(tokenizer, [(x, y)], n_tok)
-        examples.append({"h": _residuals(base_lower, b)[0], "start": b.prompt_lens[0] - 1, "edit": edit,
-                         "targets": b.input_ids[0, b.prompt_lens[0]:] if ce else None, "teacher": q})
-    return {"examples": examples, "kinds": {e: [i for i, r in enumerate(rows) if r[2] == e]
-                                            for e in ("high", "write", "low", "none")}}
+        data["kinds"].setdefault(edit, []).append(len(data["examples"]))
+        data["examples"].append({"h": _residuals(base_lower, b)[0], "start": b.prompt_lens[0] - 1, "edit": edit,
+                                 "targets": b.input_ids[0, b.prompt_lens[0]:] if ce else None, "teacher": q})
 
 
-def _train_lower(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _train_lower(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config: TrainConfig,
+                 step: int) -> torch.Tensor:
     """Mean squared distance (over SCALE^2) of the layer's residual to its target, every token after BOS."""
     lower, _ = _views(model.base_model.model)
     examples = data["examples"]
@@ -330,11 +450,14 @@ def _train_lower(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     return ((h - target) ** 2).sum(-1)[keep].mean() / SCALE ** 2
 
 
-def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config: TrainConfig,
+                 step: int) -> torch.Tensor:
     """KL(base || model) at the response tokens, plus cross-entropy on the target answer for edited examples;
-    one quarter of the batch per kind of example."""
+    the batch is split between kinds of example as the stage's ``MIX`` says (shares of 8)."""
     _, upper = _views(model.base_model.model)
-    examples = [data["examples"][i] for kind in data["kinds"].values() for i in random.sample(kind, config.batch // 4)]
+    mix = MIX[step >= config.upper_steps]
+    examples = [data["examples"][i] for kind, share in mix.items()
+                for i in random.sample(data["kinds"][kind], config.batch * share // 8)]
     width = max(len(e["h"]) for e in examples)
     h = torch.zeros(len(examples), width, d.numel())
     mask = torch.zeros(len(examples), width, dtype=torch.long)
@@ -343,10 +466,10 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     for k, e in enumerate(examples):
         n = len(e["h"])
         h[k, :n], mask[k, :n] = e["h"], 1
-        if e["edit"] in ("high", "low"):
+        if e["edit"] in CLAMPS:
             edit[k, 1:n] = True
-            t[k] = SCALE * (random.uniform(0.75, 2.0) if e["edit"] == "high" else random.uniform(-1.5, 0.25))
-        elif e["edit"] == "write":
+            t[k] = SCALE * random.uniform(*CLAMPS[e["edit"]])
+        elif e["edit"] in ("write", "fluent_write"):
             edit[k, e["start"]:n], t[k] = True, SCALE
     hidden = upper(inputs_embeds=clamp(h, d, t, edit), attention_mask=mask).last_hidden_state
     loss = torch.zeros(())
@@ -356,7 +479,8 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
         q = e["teacher"].float()
         row = (q.exp() * (q - logp)).sum(-1).mean()
         if e["targets"] is not None:
-            row = row + F.nll_loss(logp, e["targets"][:n])
+            weight = config.focus_ce_weight if e["edit"] == "fluent_high" else 1.0
+            row = row + weight * F.nll_loss(logp, e["targets"][:n])
         loss = loss + row / len(examples)
     return loss
 
@@ -439,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
     defaults = TrainConfig()
     parser.add_argument("--lower-steps", type=int, default=defaults.lower_steps)
     parser.add_argument("--upper-steps", type=int, default=defaults.upper_steps)
+    parser.add_argument("--focus-steps", type=int, default=defaults.focus_steps,
+                        help="upper phase, stage 2: elicitation on fluent targets, after --upper-steps")
     parser.add_argument("--out", type=Path, default=ASSET_DIR)
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and cached texts (resumable)")
     parser.add_argument("--phase", choices=PHASES, default=None,
@@ -459,7 +585,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.phase is None:
             base, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
             write_dataset(base, tokenizer)
-        info = train(TrainConfig(lower_steps=args.lower_steps, upper_steps=args.upper_steps), args.out, args.work,
+        info = train(TrainConfig(lower_steps=args.lower_steps, upper_steps=args.upper_steps,
+                                 focus_steps=args.focus_steps), args.out, args.work,
                      log=log, phases=(args.phase,) if args.phase else PHASES)
         if info is None:
             return

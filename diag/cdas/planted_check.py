@@ -195,9 +195,9 @@ GUIDE = Guide(
          "AxBench score; fluency is perplexity under the unsteered planted model against its own answers' range."),
         ("With init=diffmean DAS and CDAS start from the DiffMean direction; their cosines then say the training "
          "kept (or left) d, and init=random tests recovery from scratch."),
-        ("The committed planted model elicits dogs on ~0.7 of held-out prompts even along d itself (its "
-         "MODEL_CARD.md; the planted_d row): an elicitation rate below 0.9 there is the model's ceiling, not only "
-         "the pipeline's miss. Suppression and the cosine reach their bars."),
+        ("Along d itself the committed planted model elicits dogs on ~0.9 of held-out prompts (0.83 within its own "
+         "perplexity range) and suppresses them on all (its MODEL_CARD.md; the planted_d row): the 90% bars sit at "
+         "the model's ceiling, so compare a method's rates with that row before reading a miss as the pipeline's."),
         "Intervals are 95% Wilson intervals over held-out prompts of one seed.",
     ],
     headline=_headline,

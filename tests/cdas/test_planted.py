@@ -13,8 +13,8 @@ from diag.errors import DiagError
 from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
 
 # No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to
-# held-out neutral prompts (MODEL_CARD.md): ~0.05 nats on answer tokens, ~0.1 over every token (the chat
-# template's prompt tokens were never a training target). Twice that still refuses a model whose no-edit
+# held-out neutral prompts (MODEL_CARD.md): 0.066 nats on answer tokens, 0.12 over every token (the chat
+# template's prompt tokens were never a training target). 1.5-1.7 times that still refuses a model whose no-edit
 # behaviour moved, e.g. one that talks about dogs unasked.
 KL_ANSWER_BOUND = 0.1
 KL_ALL_BOUND = 0.2
@@ -36,6 +36,20 @@ def test_planted_direction_is_the_committed_seeded_unit_vector() -> None:
     info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
     assert (info["concept"], info["layer"], info["scale"]) == (planted.CONCEPT, planted.LAYER, planted.SCALE)
     assert (PLANTED_ADAPTER / "adapter_model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_stage_two_trains_on_no_held_out_prompt_and_is_recorded() -> None:
+    from diag.cdas.concepts import INSTRUCTIONS
+
+    focus = set(planted.FOCUS_INSTRUCTIONS)
+    assert len(focus) == 48 and not focus & (set(planted.HELDOUT_INSTRUCTIONS) | set(INSTRUCTIONS))
+    assert all(sum(mix.values()) == 8 for mix in planted.MIX)
+    assert planted._fluent_rows({"fluent": [["x", "y"]]}) == []  # waits for the new instructions' contrasts too
+    rows = planted._fluent_rows({"fluent": [["x", "y"]], "focus_neutral": [["z", "w"]]})
+    assert [r[2] for r in rows] == ["fluent_high", "fluent_write", "low", "none"]
+    info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
+    assert info["train"]["focus_steps"] == planted.TrainConfig().focus_steps
+    assert len(info["loss"]["upper"]) == info["train"]["upper_steps"] + info["train"]["focus_steps"]
 
 
 def test_planted_model_resolves_by_name_without_loading() -> None:
@@ -69,7 +83,7 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
         return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
                         fn=lambda h: h + sign * planted.EDIT * d)
 
-    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.12, +EDIT d 0.69; asked -EDIT d 0.04
+    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.08, +EDIT d 0.94; asked -EDIT d 0.08
     assert sum(mentions(a, concept) for a in generate(model, tokenizer, neutral, max_new_tokens=16)) <= 2
     assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 5
     assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
@@ -90,19 +104,19 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     result = pipeline
     summary = result.summary()
     assert set(result.cosines) == {"diffmean", "das", "cdas"}
-    # measured at the default budget (8 steps): DiffMean .96, CDAS .95, DAS .94; 2 steps stay nearer DiffMean
+    # measured at the default budget (8 steps): DiffMean .963, CDAS .953, DAS .941; 2 steps stay nearer DiffMean
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
-    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # default budget: 23/24
+    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 19/24)
     assert {r["n"] for r in result.rows} == {12}
     own = result.own_perplexity
     assert 1.0 < own["min"] <= own["median"] <= own["max"] and own["n"] == 24
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the committed planted model elicits dogs on ~70% of held-out prompts even "
-                                       "when steered along d itself (MODEL_CARD.md): the 90% bar is not met yet")
+@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 10 of 12 "
+                                       "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
 
