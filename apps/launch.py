@@ -10,6 +10,7 @@ import panel as pn
 
 from apps.forms import ConfigForm
 from apps.jobs import JobPanel
+from apps.shell import after_load
 from diag.config_checks import config_to_dict
 from diag.contract import Analysis, run
 from diag.errors import DiagError
@@ -26,9 +27,7 @@ class Launcher(pn.viewable.Viewer):
         super().__init__(**params)
         self.analysis, self.store, self.on_done = analysis, store, on_done
         self._title, self._defaults, self._button = title, defaults, button
-        # Built and sent to the browser once the page has loaded: a form of 10-30 widgets would otherwise delay
-        # the page's own content (first render, issue 18).
-        self._view = pn.panel(lambda: self.card, defer_load=True)
+        self._view = after_load(lambda: self.card)  # a form of 10-30 widgets, not needed first
 
     @functools.cached_property
     def card(self) -> pn.Card:

@@ -83,8 +83,9 @@ def lines_with_bands(x: np.ndarray, series: dict[str, tuple[np.ndarray, np.ndarr
                  x_axis_label=x_label, y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save")
     for (name, (y, low, high)), colour in zip(series.items(), PALETTE * 4, strict=False):
         # one source per series, shared by its glyphs (a source per glyph triples the document's models)
-        source = ColumnDataSource({"x": x, "y": y, **({"low": low, "high": high} if low is not None else {})})
-        if low is not None and high is not None:
+        banded = low is not None and high is not None
+        source = ColumnDataSource({"x": x, "y": y, **({"low": low, "high": high} if banded else {})})
+        if banded:
             fig.varea(x="x", y1="low", y2="high", source=source, fill_color=colour, fill_alpha=0.18,
                       legend_label=name)
         fig.line("x", "y", source=source, line_color=colour, line_width=2, legend_label=name)

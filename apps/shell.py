@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import panel as pn
@@ -41,6 +42,12 @@ a:hover { background: #e8eef6; }
 a.active { background: #d3e0f0; font-weight: 600; }
 """
 INTRO_CSS = "p { color: #3d4852; font-size: 14px; margin: 0 0 6px 0; }"
+
+
+def after_load(build: Callable[[], Any]) -> Any:
+    """What ``build()`` returns, built and sent once the page has loaded: parts a user does not need first
+    (launch forms, sections below the fold) then do not delay the page's own content (issue 18's first render)."""
+    return pn.panel(build, defer_load=True)
 
 
 def nav(active: str) -> pn.pane.HTML:

@@ -253,11 +253,6 @@ def _verdict_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def below_the_fold(view: Any, store: RunStore) -> Any:
-    """``view(store)``, built and sent once the page has loaded (the top of the page renders first)."""
-    return pn.panel(lambda: pn.Column(*view(store), sizing_mode="stretch_width"), defer_load=True)
-
-
 def page() -> Any:
     store = RunStore()
     picker = RunPicker(steer.ANALYSIS.name, store, describe=lambda i: ", ".join(i.summary.get("concepts", [])))
@@ -329,6 +324,8 @@ def page() -> Any:
             verdict,
             stored,
             pn.pane.Markdown("### Stored figures (as in the report)"), figures,
-            pn.pane.Markdown("### Layer sweep: held-out steering score per layer"), below_the_fold(layer_sweep_view, store),
-            pn.pane.Markdown("### Ground truth: does DAS/CDAS find known variables?"), below_the_fold(toy_view, store)]
+            pn.pane.Markdown("### Layer sweep: held-out steering score per layer"),
+            shell.after_load(lambda: pn.Column(*layer_sweep_view(store), sizing_mode="stretch_width")),
+            pn.pane.Markdown("### Ground truth: does DAS/CDAS find known variables?"),
+            shell.after_load(lambda: pn.Column(*toy_view(store), sizing_mode="stretch_width"))]
     return shell.page("cdas", "CDAS steering", INTRO, main, [launcher])
