@@ -129,11 +129,12 @@ class LiveMetrics(pn.viewable.Viewer):
     def add(self, points: list[tuple[int, dict[str, float]]]) -> None:
         """Append new points (step, {metric: value}) to their curves and show the latest values.
 
-        Streaming into a Bokeh source needs the document's lock: the periodic poll holds it, but the code after a
-        job's ``await`` does not, so ``pn.state.execute`` runs it now when it may and on the next tick otherwise.
+        Streaming into a Bokeh source needs the document's lock, which the code after a job's ``await`` does not
+        hold although Panel judges it safe to write there (``pn.state.execute`` ran the draw at once, and it raised
+        "no document lock"): on a server the draw is always scheduled for the next tick, which holds the lock.
         """
         if points:
-            pn.state.execute(lambda: self._draw(points))
+            pn.state.execute(lambda: self._draw(points), schedule=True)
 
     def _draw(self, points: list[tuple[int, dict[str, float]]]) -> None:
         from bokeh.models import ColumnDataSource
