@@ -9,6 +9,9 @@ m+/m-, alpha chosen on held-out half A, steering and judging on half B) and read
   dog (lexicon) for elicitation, names none for suppression; and the share that also stays fluent: perplexity
   under the unsteered planted model no higher than the highest of the planted model's own unsteered answers to
   the same prompts (its own range), and not degenerate (the judge's distinct-word rule). 95% Wilson intervals.
+  Every answer (each method's, d's and the model's own) is read as an answer to the neutral instruction x, the
+  model card's convention: ``cdas-steer``'s fluency cost reads an elicited answer under x_c instead, and a bar
+  read against a range measured another way would compare two scales.
 - the same for steering along d itself with the clamp the pipeline chose for CDAS (what the model allows).
 Bars (issue 19): CDAS cosine >= 0.9; elicitation and suppression succeed at that fluency on >= 90% of prompts.
 """
@@ -107,6 +110,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.cdas.judge import distinct_ratio
     from diag.cdas.lm import generate, response_nll
     from diag.cdas.planted import CONCEPT, DATASET, LAYER, SCALE
+    from diag.cdas.steer_measure import prompt_for
     from diag.cdas.train import source_states
     from diag.zoo.lm import load_lm
     from diag.zoo.sources import PLANTED, PLANTED_ADAPTER
@@ -124,9 +128,15 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     asked = list(dict.fromkeys(e["prompt"] for e in examples if e["method"] == "cdas" and e["direction"] == "suppress"))
     if len(neutral) != len(asked):
         raise DiagError(f"cdas-steer run {steer_id} has {len(neutral)} elicit but {len(asked)} suppress prompts")
+    heldout = steer.split_pairs(steer_config)[1][CONCEPT]
+    instruction = {prompt_for(p, m, direction): p.instruction for p in heldout for m in steer_config.methods
+                   for direction in DIRECTIONS}
     model, tokenizer = load_lm(PLANTED, config.device, config.dtype)
-    # The planted model's own (unsteered) answers to the same prompts, scored as steer scores: under the neutral
-    # instruction. Their perplexities are the range a steered answer must stay in.
+    read_as_x = np.exp(response_nll(model, tokenizer, [instruction[e["prompt"]] for e in examples],
+                                    [e["answer"] for e in examples]))
+    examples = [{**e, "perplexity": float(p)} for e, p in zip(examples, read_as_x, strict=True)]
+    # The planted model's own (unsteered) answers to the same prompts, read as answers to x like every answer
+    # here: their perplexities are the range a steered answer must stay in.
     own = generate(model, tokenizer, neutral + asked, max_new_tokens=config.max_new_tokens)
     own_ppl = np.exp(response_nll(model, tokenizer, neutral + neutral, own))
     limit = float(own_ppl.max())
