@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,66 +27,87 @@ PRECISION_PROBE = ("Question: What is 37 * 41?\n<code>print(37 * 41)</code>\n<in
                    "Answer: 1517\n\nThe capital of France is Paris. Dogs bark, music plays, and the ocean is deep.")
 
 
-def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
+def build_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Callable[[Path], dict[str, Any]]) -> None:
+    """Make ``cache`` hold a build whose marker (``diag_source.json``) is ``valid``. Two loaders of a missing or
+    stale cache (two jobs, the app and the CLI, Ray workers) build it one at a time under a file lock, the second
+    finding the first's; ``build`` writes into a folder of its own, which replaces the old cache only once
+    complete, so no loader ever reads half a cache. ``build(folder)`` returns the marker's content."""
+    import shutil
+    import tempfile
+
+    from filelock import FileLock
+
+    marker = cache / "diag_source.json"
+
+    def ready() -> bool:
+        return marker.exists() and valid(json.loads(marker.read_text()))
+
+    if ready():
+        return
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):
+        if ready():
+            return
+        staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".partial", dir=cache.parent))
+        try:
+            info = build(staging)
+            (staging / "diag_source.json").write_text(json.dumps(info, indent=2))
+            if cache.exists():
+                stale = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".stale", dir=cache.parent))
+                os.replace(cache, stale / cache.name)
+                shutil.rmtree(stale)
+            os.replace(staging, cache)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache = cache_dir(source)
-    marker = cache / "diag_source.json"
-    if marker.exists():
-        return (
-            AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(cache),
-        )
-    gguf = Path(source.location)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # The dequantized weights are plain float32: rebuild the model without the GGUF marker so it saves
-    # and reloads as an ordinary checkpoint.
-    config = quantized.config
-    del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    del quantized
-    staging = cache.with_name(cache.name + ".partial")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "diag_source.json").write_text(
-        json.dumps({"gguf": str(gguf), "sha256": fingerprint(gguf)}, indent=2)
-    )
-    if cache.exists():
-        import shutil
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
 
-        shutil.rmtree(cache)
-    staging.rename(cache)
-    return model, tokenizer
+
+def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
+    gguf = Path(source.location)
+
+    def dequantize(folder: Path) -> dict[str, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The dequantized weights are plain float32: rebuild the model without the GGUF marker so it saves
+        # and reloads as an ordinary checkpoint.
+        config = quantized.config
+        del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict())
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return {"gguf": str(gguf), "sha256": fingerprint(gguf)}
+
+    cache = cache_dir(source)
+    build_once(cache, lambda info: True, dequantize)
+    return _load_cached(cache)
 
 
 def _load_merged(source: LMSource) -> tuple[torch.nn.Module, object]:
     """The embedded model with a committed LoRA adapter merged in, cached like the dequantized weights; the cache
     records the adapter's hash, so a retrained adapter replaces it."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cache, sha = cache_dir(source), fingerprint(Path(source.location))
-    marker = cache / "diag_source.json"
-    if marker.exists() and json.loads(marker.read_text()).get("sha256") == sha:
-        return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
     if not (Path(source.location) / "adapter_model.safetensors").exists():
         raise DiagError(f"model {source.name!r}: its adapter {source.location} is missing; retrain it with "
                         "python -m diag.cdas.planted")
-    from peft import PeftModel
+    cache, sha = cache_dir(source), fingerprint(Path(source.location))
 
-    base, tokenizer = _load_embedded(resolve_lm_source(SMOLLM2))
-    model = PeftModel.from_pretrained(base, source.location).merge_and_unload()
-    staging = cache.with_name(cache.name + ".partial")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
-    (staging / "diag_source.json").write_text(json.dumps({"adapter": source.location, "sha256": sha}, indent=2))
-    if cache.exists():
-        import shutil
+    def merge(folder: Path) -> dict[str, Any]:
+        from peft import PeftModel
 
-        shutil.rmtree(cache)
-    staging.rename(cache)
-    return model, tokenizer
+        base, tokenizer = _load_embedded(resolve_lm_source(SMOLLM2))
+        PeftModel.from_pretrained(base, source.location).merge_and_unload().save_pretrained(folder)
+        tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+        return {"adapter": source.location, "sha256": sha}
+
+    build_once(cache, lambda info: info.get("sha256") == sha, merge)
+    return _load_cached(cache)
 
 
 def load_lm(name: str = SMOLLM2, device: str = "auto", dtype: str = "float32") -> tuple[torch.nn.Module, object]:

@@ -51,3 +51,55 @@ def test_corrupt_local_checkpoint_fails_cleanly(tiny_llama_dir: Path, tmp_path: 
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DiagError, match="cannot load model"):
         load_lm(str(broken), device="cpu")
+
+
+def _slow_build(counter: Path, version: str):  # a build that takes long enough for loaders to overlap
+    import time
+
+    def build(folder: Path) -> dict[str, str]:
+        with counter.open("a") as f:
+            f.write(version + "\n")
+        (folder / "weights.bin").write_bytes(b"\0" * 1024)
+        time.sleep(0.5)
+        (folder / "config.json").write_text(version)
+        return {"sha256": version}
+
+    return build
+
+
+def _load_concurrently(cache: Path, counter: Path, version: str) -> str:
+    from diag.zoo.lm import build_once
+
+    build_once(cache, lambda info: info["sha256"] == version, _slow_build(counter, version))
+    return (cache / "config.json").read_text()
+
+
+def test_concurrent_loaders_build_a_cache_once_and_never_see_half_of_it(tmp_path: Path) -> None:
+    """Two jobs loading a model whose cache is missing or stale (a retrained adapter) once wrote one staging
+    folder together and deleted each other's files (FileNotFoundError in rmtree, seen with the planted model)."""
+    import multiprocessing
+
+    cache, counter = tmp_path / "models" / "some-lm", tmp_path / "builds.txt"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        seen = pool.starmap(_load_concurrently, [(cache, counter, "v1")] * 4)
+    assert seen == ["v1"] * 4 and counter.read_text() == "v1\n"
+    with multiprocessing.get_context("fork").Pool(3) as pool:  # stale: the marker names another version
+        seen = pool.starmap(_load_concurrently, [(cache, counter, "v2")] * 3)
+    assert seen == ["v2"] * 3 and counter.read_text() == "v1\nv2\n"
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["some-lm", "some-lm.lock"]  # no staging left
+
+
+def test_a_failed_build_leaves_the_old_cache_and_no_staging(tmp_path: Path) -> None:
+    from diag.zoo.lm import build_once
+
+    cache, counter = tmp_path / "some-lm", tmp_path / "builds.txt"
+    build_once(cache, lambda info: info["sha256"] == "v1", _slow_build(counter, "v1"))
+
+    def broken(folder: Path) -> dict[str, str]:
+        (folder / "config.json").write_text("half")
+        raise DiagError("the adapter is corrupt")
+
+    with pytest.raises(DiagError, match="corrupt"):
+        build_once(cache, lambda info: info["sha256"] == "v2", broken)
+    assert (cache / "config.json").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["builds.txt", "some-lm", "some-lm.lock"]
