@@ -115,7 +115,7 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 10 of 12 "
+@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 7 of 12 "
                                        "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
