@@ -98,7 +98,7 @@ def examples_frame(result: steer.Result, concept: str, direction: str) -> pd.Dat
     """Stored held-out generations: one row per prompt, one column per method (answer and score)."""
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
-    for ex in result.examples:  # every method answers the same held-out pairs in the same order
+    for ex in result.chosen_examples():  # every method answers the same held-out pairs in the same order
         if ex["concept"] != concept or ex["direction"] != direction:
             continue
         index = seen[ex["method"]] = seen.get(ex["method"], -1) + 1

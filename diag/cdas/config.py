@@ -219,6 +219,8 @@ PlantedSummary = TypedDict("PlantedSummary", {
     "layer": int, "scale": float, "steer_run": str, "cosine_{method}": float,
     "{method}_{direction}_success": Interval, "{method}_{direction}_fluent_success": Interval,
     "{method}_{direction}_median_perplexity": float, "own_perplexity": dict[str, float],
+    # alpha (formatted) -> fluent success at that alpha of the grid, steered methods and d itself
+    "{method}_{direction}_fluent_success_by_alpha": dict[str, float],
     "cdas_cosine_passes": bool, "cdas_steering_passes": bool})
 
 TOY = Analysis(

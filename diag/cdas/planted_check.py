@@ -12,7 +12,8 @@ m+/m-, alpha chosen on held-out half A, steering and judging on half B) and read
   Every answer (each method's, d's and the model's own) is read as an answer to the neutral instruction x, the
   model card's convention: ``cdas-steer``'s fluency cost reads an elicited answer under x_c instead, and a bar
   read against a range measured another way would compare two scales.
-- the same for steering along d itself with the clamp the pipeline chose for CDAS (what the model allows).
+- the same for steering along d itself with the clamp the pipeline chose for CDAS (what the model allows);
+- each method's and d's fluent success at every alpha of the grid, beside the one chosen on half A.
 Bars (issue 19): CDAS cosine >= 0.9; elicitation and suppression succeed at that fluency on >= 90% of prompts.
 """
 
@@ -45,12 +46,18 @@ class Result:
     layer: int
     scale: float
     cosines: dict[str, float]  # method -> |cos(v, d)|
-    rows: list[dict[str, Any]]  # method, direction, alpha, n, named, fluent_named, median_perplexity
+    # method, direction, alpha, chosen (the alpha chosen on half A), n, successes, fluent_successes,
+    # median_perplexity: one row per alpha of the grid, so that what the half-A choice cost can be read
+    rows: list[dict[str, Any]]
     own_perplexity: dict[str, float]  # the planted model's unsteered answers: min, median, max, n
     curves: dict[str, list[float]] = field(default_factory=dict)
 
-    def rate(self, method: str, direction: str, key: str = "fluent_successes") -> dict[str, float]:
-        row = next(r for r in self.rows if (r["method"], r["direction"]) == (method, direction))
+    def rate(self, method: str, direction: str, key: str = "fluent_successes",
+             alpha: float | None = None) -> dict[str, float]:
+        """Share of prompts (95% Wilson) at the chosen alpha, or at ``alpha``. Runs stored before every alpha's
+        row was kept have only the chosen one, with no ``chosen`` key."""
+        row = next(r for r in self.rows if (r["method"], r["direction"]) == (method, direction)
+                   and (r.get("chosen", True) if alpha is None else r["alpha"] == alpha))
         return wilson(row[key] / row["n"], row["n"])
 
     def summary(self) -> dict[str, Any]:
@@ -58,9 +65,13 @@ class Result:
         out.update({f"cosine_{m}": v for m, v in self.cosines.items()})
         for r in self.rows:
             key = f"{r['method']}_{r['direction']}"
-            out[f"{key}_success"] = self.rate(r["method"], r["direction"], "successes")
-            out[f"{key}_fluent_success"] = self.rate(r["method"], r["direction"])
-            out[f"{key}_median_perplexity"] = r["median_perplexity"]
+            if r.get("chosen", True):
+                out[f"{key}_success"] = self.rate(r["method"], r["direction"], "successes")
+                out[f"{key}_fluent_success"] = self.rate(r["method"], r["direction"])
+                out[f"{key}_median_perplexity"] = r["median_perplexity"]
+            if r["method"] != "prompting":
+                out.setdefault(f"{key}_fluent_success_by_alpha", {})[f"{r['alpha']:g}"] = (
+                    self.rate(r["method"], r["direction"], alpha=r["alpha"])["value"])
         out["own_perplexity"] = self.own_perplexity
         out["cdas_cosine_passes"] = self.cosines["cdas"] >= COSINE_BAR
         out["cdas_steering_passes"] = all(self.rate("cdas", d)["value"] >= SUCCESS_BAR for d in DIRECTIONS)
@@ -141,33 +152,40 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     own_ppl = np.exp(response_nll(model, tokenizer, neutral + neutral, own))
     limit = float(own_ppl.max())
 
-    # Steering along d itself with the pipeline's clamp rule (m+/m- of d on the train prompts, the alpha chosen
-    # for CDAS): what the planted model allows, so a pipeline miss reads apart from a model that cannot steer.
+    # Steering along d itself with the pipeline's clamp rule (m+/m- of d on the train prompts; chosen: the alpha
+    # chosen for CDAS), at every alpha of the grid: what the planted model allows, so a pipeline miss reads apart
+    # from a model that cannot steer.
     train = [p for p in load_pairs(DATASET, (CONCEPT,)) if p.split == "train"]
     pos = source_states(model, tokenizer, [p.concept_instruction for p in train], LAYER).double() @ d
     neg = source_states(model, tokenizer, [p.instruction for p in train], LAYER).double() @ d
     oracle = []
+    chosen = {**study.alphas, **{f"{CONCEPT}/planted_d/{dr}": study.alphas[f"{CONCEPT}/cdas/{dr}"]
+                                 for dr in DIRECTIONS}}
     for direction, prompts in (("elicit", neutral), ("suppress", asked)):
-        alpha = study.alphas[f"{CONCEPT}/cdas/{direction}"]
-        target = steer.clamp_target(float(pos.mean()), float(neg.mean()), direction, alpha, study.residual_norm)
-        vectors = d.float().expand(len(prompts), -1)
-        answers = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, layer=LAYER,
-                           fn=steer.row_clamp(vectors, torch.full((len(prompts),), target)))
-        ppl = np.exp(response_nll(model, tokenizer, neutral, answers))
-        oracle += [{"method": "planted_d", "direction": direction, "alpha": alpha, "answer": a, "perplexity": p}
-                   for a, p in zip(answers, ppl, strict=True)]
+        for alpha in steer_config.alphas:
+            target = steer.clamp_target(float(pos.mean()), float(neg.mean()), direction, alpha, study.residual_norm)
+            vectors = d.float().expand(len(prompts), -1)
+            answers = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, layer=LAYER,
+                               fn=steer.row_clamp(vectors, torch.full((len(prompts),), target)))
+            ppl = np.exp(response_nll(model, tokenizer, neutral, answers))
+            oracle += [{"method": "planted_d", "direction": direction, "alpha": alpha, "answer": a, "perplexity": p}
+                       for a, p in zip(answers, ppl, strict=True)]
     spec = CONCEPTS[CONCEPT]
     rows = []
     for method in (*PLANTED_METHODS, "planted_d"):
         for direction in DIRECTIONS:
-            sel = [e for e in (examples if method != "planted_d" else oracle)
-                   if e["method"] == method and e["direction"] == direction]
-            named = [mentions(e["answer"], spec) == (direction == "elicit") for e in sel]
-            fluent = [e["perplexity"] <= limit and distinct_ratio(e["answer"]) >= MIN_DISTINCT for e in sel]
-            rows.append({"method": method, "direction": direction, "alpha": sel[0]["alpha"], "n": len(sel),
-                         "successes": int(sum(named)),
-                         "fluent_successes": int(sum(a and b for a, b in zip(named, fluent, strict=True))),
-                         "median_perplexity": float(np.median([e["perplexity"] for e in sel]))})
+            for alpha in (steer_config.alphas if method != "prompting" else (0.0,)):
+                sel = [e for e in (examples if method != "planted_d" else oracle)
+                       if (e["method"], e["direction"], e["alpha"]) == (method, direction, alpha)]
+                if not sel:  # a cdas-steer run stored before every alpha's answers were kept
+                    continue
+                named = [mentions(e["answer"], spec) == (direction == "elicit") for e in sel]
+                fluent = [e["perplexity"] <= limit and distinct_ratio(e["answer"]) >= MIN_DISTINCT for e in sel]
+                rows.append({"method": method, "direction": direction, "alpha": alpha,
+                             "chosen": alpha == chosen.get(f"{CONCEPT}/{method}/{direction}", alpha), "n": len(sel),
+                             "successes": int(sum(named)),
+                             "fluent_successes": int(sum(a and b for a, b in zip(named, fluent, strict=True))),
+                             "median_perplexity": float(np.median([e["perplexity"] for e in sel]))})
     own_perplexity = {"min": float(own_ppl.min()), "median": float(np.median(own_ppl)), "max": limit,
                       "n": len(own_ppl)}
     progress(2, 2, "done")
@@ -208,6 +226,9 @@ GUIDE = Guide(
         ("Along d itself the committed planted model elicits dogs on ~0.9 of held-out prompts (0.83 within its own "
          "perplexity range) and suppresses them on all (its MODEL_CARD.md; the planted_d row): the 90% bars sit at "
          "the model's ceiling, so compare a method's rates with that row before reading a miss as the pipeline's."),
+        ("The bars are read at the alpha cdas-steer chose on half A by judge score; the summary's "
+         "*_fluent_success_by_alpha gives every alpha of the grid, so a miss from the choice reads apart from a "
+         "miss of the direction."),
         "Intervals are 95% Wilson intervals over held-out prompts of one seed.",
     ],
     headline=_headline,

@@ -48,7 +48,7 @@ class Result:
     alphas: dict[str, float]  # "concept/method/direction" -> alpha chosen on half A (steered methods)
     rows: list[dict[str, Any]]  # per concept, method, direction: held-out half-B judge scores
     alpha_sweep: list[dict[str, Any]]  # half A: concept, method, direction, alpha, score, concept, fluency
-    examples: list[dict[str, Any]]  # every half-B generation at the chosen alpha, with its scores
+    examples: list[dict[str, Any]]  # every half-B generation at every alpha, with its scores
     curves: dict[str, list[float]] = field(default_factory=dict)  # DII training loss per objective
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # "concept/method" -> unit vector
     projections: dict[str, dict[str, float]] = field(default_factory=dict)  # "concept/method" -> m+, m-
@@ -58,6 +58,11 @@ class Result:
     frontier: list[dict[str, Any]] = field(default_factory=list)  # best gain within the fluency budget
     verdicts: list[dict[str, Any]] = field(default_factory=list)  # CDAS vs DiffMean per concept and direction
     budget: float = 0.0  # the fluency budget the frontier used
+
+    def chosen_examples(self) -> list[dict[str, Any]]:
+        """The half-B generations at the alpha chosen on half A (prompting: its one condition)."""
+        return [e for e in self.examples
+                if e["alpha"] == self.alphas.get(f"{e['concept']}/{e['method']}/{e['direction']}", e["alpha"])]
 
     def table(self) -> dict[str, dict[str, float]]:
         """Mean held-out judge score per method and direction, averaged over concepts."""
@@ -131,7 +136,8 @@ def split_pairs(config: Config) -> tuple[dict[str, list[Any]], dict[str, list[An
 
 def judge_protocol(jobs: list[dict[str, Any]], config: Config
                    ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(chosen alphas, half-A alpha sweep, half-B rows, half-B examples): alpha chosen by judge score on half A."""
+    """(chosen alphas, half-A alpha sweep, half-B rows, half-B examples at every alpha): alpha chosen by judge
+    score on half A; the other alphas' answers are kept so that a check can read what the choice cost."""
     def cell(c: str, m: str, d: str, half: int, alpha: float) -> list[dict[str, Any]]:
         return [j for j in jobs if (j["concept"], j["method"], j["direction"], j["half"], j["alpha"]) ==
                 (c, m, d, half, alpha)]
@@ -152,7 +158,9 @@ def judge_protocol(jobs: list[dict[str, Any]], config: Config
                 rows.append({"concept": c, "method": method, "direction": direction, "alpha": alpha, "n": len(held),
                              **{k: float(np.mean([j[k] for j in held])) for k in SCORES}})
                 examples += [{k: j[k] for k in ("concept", "method", "direction", "alpha", "prompt", "answer",
-                                                 "perplexity", "gain", "cost", *SCORES)} for j in held]
+                                                 "perplexity", "gain", "cost", *SCORES)}
+                             for a in (config.alphas if method != "prompting" else (alpha,))
+                             for j in cell(c, method, direction, 1, a)]
     return chosen, sweep, rows, examples
 
 

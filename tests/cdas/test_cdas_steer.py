@@ -149,3 +149,27 @@ def test_cli_bad_inputs_exit_2(tmp_path, args: list[str], message: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_half_b_answers_are_kept_at_every_alpha_and_the_chosen_ones_are_marked() -> None:
+    """cdas-planted reads what the half-A alpha choice cost, so half B keeps every alpha's answers;
+    ``chosen_examples`` is what the app's example table shows."""
+    config = steer.Config(concepts=("dogs",), methods=("diffmean", "prompting"), alphas=(0.25, 0.5))
+    jobs = []
+    for method, alphas in (("diffmean", (0.25, 0.5)), ("prompting", (0.0,))):
+        for direction in steer.DIRECTIONS:
+            for alpha in alphas:
+                for half in (0, 1):
+                    score = 1.5 if alpha == 0.5 else 0.5  # half A prefers 0.5
+                    jobs.append({"concept": "dogs", "method": method, "direction": direction, "alpha": alpha,
+                                 "half": half, "prompt": f"{method} {direction} {half}", "answer": f"a{alpha}",
+                                 "perplexity": 2.0, "gain": 0.0, "cost": 0.0, "score": score,
+                                 "concept_score": score, "relevance": 1.0, "fluency": 1.0})
+    chosen, _, rows, examples = steer.judge_protocol(jobs, config)
+    assert chosen == {"dogs/diffmean/elicit": 0.5, "dogs/diffmean/suppress": 0.5}
+    assert sorted((e["method"], e["direction"], e["alpha"]) for e in examples) == sorted(
+        [("diffmean", d, a) for d in steer.DIRECTIONS for a in (0.25, 0.5)]
+        + [("prompting", d, 0.0) for d in steer.DIRECTIONS])
+    result = steer.Result("judge", chosen, rows, [], examples)
+    assert sorted((e["method"], e["alpha"]) for e in result.chosen_examples()) == [
+        ("diffmean", 0.5), ("diffmean", 0.5), ("prompting", 0.0), ("prompting", 0.0)]

@@ -109,7 +109,8 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
     assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 19/24)
-    assert {r["n"] for r in result.rows} == {12}
+    assert {r["n"] for r in result.rows} == {12} and all(r["chosen"] for r in result.rows)  # one alpha
+    assert summary["cdas_elicit_fluent_success_by_alpha"] == {"0.5": summary["cdas_elicit_fluent_success"]["value"]}
     own = result.own_perplexity
     assert 1.0 < own["min"] <= own["median"] <= own["max"] and own["n"] == 24
 
@@ -134,3 +135,22 @@ def test_bad_input_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(DiagError, match="planted adapter .* is missing"):
         run(planted_check.ANALYSIS, planted_check.Config(), store=store)
     assert store.list() == []
+
+
+def test_rates_read_the_chosen_alpha_and_every_alpha_of_the_grid() -> None:
+    def row(method: str, direction: str, alpha: float, chosen: bool, fluent: int) -> dict:
+        return {"method": method, "direction": direction, "alpha": alpha, "chosen": chosen, "n": 10,
+                "successes": 10, "fluent_successes": fluent, "median_perplexity": 2.0}
+
+    rows = [row(m, d, a, a == 0.25, 9 if a == 0.5 else 4) for m in ("cdas", "planted_d") for d in ("elicit", "suppress")
+            for a in (0.25, 0.5)] + [row("prompting", d, 0.0, True, 1) for d in ("elicit", "suppress")]
+    result = planted_check.Result("cdas-steer-x", 10, 64.0, {"cdas": 0.95}, rows, {"max": 4.0})
+    summary = result.summary()
+    # the half-A choice (0.25) is what the bars read; the grid shows that 0.5 would have steered
+    assert summary["cdas_elicit_fluent_success"]["value"] == 0.4 and not summary["cdas_steering_passes"]
+    assert summary["cdas_elicit_fluent_success_by_alpha"] == {"0.25": 0.4, "0.5": 0.9}
+    assert "prompting_elicit_fluent_success_by_alpha" not in summary
+    assert result.rate("planted_d", "suppress", alpha=0.5)["value"] == 0.9
+    # a run stored before every alpha was kept: one row per method and direction, no "chosen" key
+    old = [{k: v for k, v in r.items() if k != "chosen"} for r in rows if r["chosen"]]
+    assert planted_check.Result("cdas-steer-x", 10, 64.0, {"cdas": 0.95}, old, {}).rate("cdas", "elicit")["value"] == 0.4
