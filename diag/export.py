@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diag.atomic import json_default
+from diag.atomic import atomic_dir, json_default
 from diag.errors import DiagError
 from diag.run_dir import Run
 from diag.run_files import CONFIG_FILE, MANIFEST_FILE, RESULT_FILE
@@ -181,15 +179,8 @@ def export_run(run: Run, out: Path, store: RunStore | None = None) -> list[str]:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DiagError(f"{out} already exists and is not an empty directory: choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:
         names = _write_all(run, staging, store)
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return names
 
 

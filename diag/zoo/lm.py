@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from diag.atomic import atomic_dir
 from diag.device import resolve_device, resolve_dtype
 from diag.errors import DiagError
 from diag.files import fingerprint
@@ -32,9 +33,6 @@ def build_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Call
     stale cache (two jobs, the app and the CLI, Ray workers) build it one at a time under a file lock, the second
     finding the first's; ``build`` writes into a folder of its own, which replaces the old cache only once
     complete, so no loader ever reads half a cache. ``build(folder)`` returns the marker's content."""
-    import shutil
-    import tempfile
-
     from filelock import FileLock
 
     marker = cache / "diag_source.json"
@@ -48,17 +46,9 @@ def build_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Call
     with FileLock(str(cache) + ".lock"):
         if ready():
             return
-        staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".partial", dir=cache.parent))
-        try:
+        with atomic_dir(cache) as staging:
             info = build(staging)
             (staging / "diag_source.json").write_text(json.dumps(info, indent=2))
-            if cache.exists():
-                stale = Path(tempfile.mkdtemp(prefix=f".{cache.name}.", suffix=".stale", dir=cache.parent))
-                os.replace(cache, stale / cache.name)
-                shutil.rmtree(stale)
-            os.replace(staging, cache)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:
