@@ -32,7 +32,18 @@ FAMILIES: dict[str, tuple[str, dict, str]] = {
     "gpt_neox": ("GPTNeoXConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
                  "gpt_neox.layers"),
     "phi": ("PhiConfig", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4}, "model.layers"),
+    # eager attention by default (adds the mask to the scores: a boolean mask once shifted them by 1)
+    "gemma2": ("Gemma2Config", {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                                "num_key_value_heads": 1, "head_dim": 16}, "model.layers"),
+    "opt": ("OPTConfig", {"hidden_size": 64, "ffn_dim": 128, "num_attention_heads": 4, "word_embed_proj_dim": 64},
+            "model.decoder.layers"),
+    "falcon": ("FalconConfig", {"hidden_size": 64, "num_attention_heads": 4}, "transformer.h"),
+    # ALiBi: no position_ids (BLOOM cannot take a 4D mask either), so no token tree and no batched decoding
+    "bloom": ("BloomConfig", {"hidden_size": 64, "n_head": 4}, "transformer.h"),
+    "mpt": ("MptConfig", {"d_model": 64, "n_heads": 4}, "transformer.blocks"),  # its layer count is n_layers
 }
+ALIBI = {"bloom", "mpt"}
+LAYER_KEY = {"gpt2": "n_layer", "bloom": "n_layer", "mpt": "n_layers"}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -43,7 +54,7 @@ def family(request, tmp_path_factory: pytest.TempPathFactory, smollm2) -> tuple[
 
     _, tokenizer = smollm2
     config_class, kwargs, _ = FAMILIES[request.param]
-    layers = {"n_layer": 2} if request.param == "gpt2" else {"num_hidden_layers": 2}
+    layers = {LAYER_KEY.get(request.param, "num_hidden_layers"): 2}
     config = getattr(transformers, config_class)(
         vocab_size=len(tokenizer), max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **layers, **kwargs)
@@ -113,6 +124,19 @@ def test_credit_scores_match_plain_forwards(family, loaded):
 def test_tir_rollout_with_injection_matches_a_plain_forward(loaded, assert_decoding_matches_forward):
     model, tokenizer = loaded
     assert_decoding_matches_forward(model, tokenizer, atol=1e-4)
+
+
+def test_fast_paths_are_kept_where_exact_and_left_where_not(family, loaded):
+    """The token tree (credit) and batched decoding with filler slots (TIR) are checked once per model: kept on
+    architectures that place tokens by position_ids, replaced by plain forwards on ALiBi ones."""
+    from diag.credit.model_pair import ModelPair
+    from diag.tir.decoding import BatchDecoder
+
+    policy, tokenizer = loaded
+    pair = ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
+    decoder = BatchDecoder(policy, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
+    exact = family[0] not in ALIBI
+    assert pair.tree_is_exact == exact and decoder.batches_exactly == exact
 
 
 class _StemFirst(nn.Module):

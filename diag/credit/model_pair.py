@@ -8,23 +8,25 @@ batch runs as one token tree (``diag.credit.token_tree``).
 Shared trunk: when the adapter sits only on the top blocks (ours: the top 6 of 30), the blocks below it are the
 same network with the adapter on or off, so the reference pass starts from the residual stream the policy pass
 left at the first adapted block (``probes.recording`` / ``probes.starting_at``). A one-time check on a short
-input confirms the shortcut reproduces the full reference pass for this architecture before it is used.
+input confirms the shortcut reproduces the full reference pass for this architecture before it is used; another
+confirms the token tree reproduces plain forwards (``tree_is_exact``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from diag.credit.adapters import adapter_meta, first_adapted_block, load_adapter
-from diag.credit.batches import response_logps
+from diag.credit.batches import collate, response_logps
 from diag.credit.encoding import Encoded, prompt_groups
 from diag.credit.token_tree import build_tree, tree_logps
+from diag.device import same_logprobs
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from probes import Site, recording, starting_at
@@ -89,20 +91,56 @@ class ModelPair:
                 short = response_logps(model, probe, attention, positions, targets, inputs_embeds=captured[inlet])
         return first if torch.allclose(full, short, atol=1e-4, rtol=0) else 0
 
+    @functools.cached_property
+    def tree_is_exact(self) -> bool:
+        """Whether this architecture scores a token tree as it scores the same sequences in plain forwards
+        (checked once on three short chat pairs, two sharing a prompt). A model that places tokens without
+        ``position_ids`` or cannot take a 4D mask (ALiBi: BLOOM, MPT) fails and is scored in plain forwards."""
+        from diag.credit.encoding import encode
+
+        probe = [encode(self.tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
+                                                            ("Count to two.", "1, 2"))]
+        plain = self._plain_logps(probe)
+        try:
+            tree = self._tree_logps(probe)
+        except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. BLOOM's ALiBi cannot take a 4D mask
+            return False
+        dtype = next(self.policy.parameters()).dtype
+        return all(same_logprobs(a * plain[2], b * plain[2], dtype) for a, b in zip(plain[:2], tree[:2], strict=True))
+
     def token_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``, left-aligned.
 
-        The batch runs as one token tree: shared prefixes are computed once (see ``TokenTree``).
+        The batch runs as one token tree (shared prefixes computed once, see ``TokenTree``) where the
+        architecture scores trees exactly (``tree_is_exact``), else as a padded batch of plain forwards.
         """
-        tree = build_tree(batch, self.device, next(self.policy.parameters()).dtype)
+        return self._tree_logps(batch) if self.tree_is_exact else self._plain_logps(batch)
+
+    def _both(self, logps: Callable[[torch.nn.Module, torch.Tensor | None], torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logps(model, inputs_embeds)`` for the policy, then the reference (from the shared trunk if any)."""
         shared = self.shared_blocks
         inlet = Site(shared, "resid_pre")  # the residual stream entering the first block the passes do not share
         with torch.no_grad():
             with recording(self.policy, [inlet] if shared else []) as captured:
-                policy = tree_logps(self.policy, tree)
+                policy = logps(self.policy, None)
             with self.as_reference() as model, starting_at(self.policy, shared):
-                ref = tree_logps(model, tree, inputs_embeds=captured.get(inlet))
-        return policy, ref, tree.mask
+                ref = logps(model, captured.get(inlet))
+        return policy, ref
+
+    def _tree_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        tree = build_tree(batch, self.device, next(self.policy.parameters()).dtype)
+        return (*self._both(lambda model, embeds: tree_logps(model, tree, inputs_embeds=embeds)), tree.mask)
+
+    def _plain_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, attention, positions, targets, mask = collate(batch, self.tokenizer.pad_token_id or 0, self.device)
+        policy, ref = self._both(lambda model, embeds: response_logps(model, ids, attention, positions, targets,
+                                                                      inputs_embeds=embeds))
+        # collate right-aligns the responses; the tree (and callers) read them from column 0
+        shift = (mask.shape[1] - mask.sum(1)).long()
+        index = (torch.arange(mask.shape[1], device=mask.device)[None] + shift[:, None]).clamp(max=mask.shape[1] - 1)
+        left = (torch.arange(mask.shape[1], device=mask.device)[None] < mask.sum(1)[:, None]).float()
+        return policy.gather(1, index) * left, ref.gather(1, index) * left, left
 
     def score(self, encoded: Sequence[Encoded], batch_size: int = 16,
               progress: Progress = no_progress) -> list[TokenScores]:

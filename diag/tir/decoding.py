@@ -7,6 +7,10 @@ either its next sampled token or its queue of injected tokens. Sequences that ne
 masked filler slots, so rows stay aligned while positions stay exact; an explicit 4D mask keeps every token
 attending to its own sequence's real tokens only. Finished rows are dropped from the cache as they end.
 
+The batching assumes the model places each token by ``position_ids`` and honours an additive 4D mask. A one-time
+probe checks that against plain forwards; a model where it fails (ALiBi models such as BLOOM and MPT take no
+``position_ids``) decodes one sequence at a time instead, with plain forwards only: slower, never wrong.
+
 Only transformers' public cache API is used: we own a ``DynamicCache`` (filled in place by each forward) and
 pass it under the name the model's ``forward`` declares (``past_key_values`` up to 5.2x, ``cache`` after the
 rename), so the decoder runs on every transformers version the suite tests (see scripts/test.sh).
@@ -14,12 +18,14 @@ rename), so the decoder runs on every transformers version the suite tests (see 
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from diag.device import same_logprobs
 from diag.errors import DiagError
 
 
@@ -68,10 +74,41 @@ class BatchDecoder:
         self.model(input_ids=ids, use_cache=True, **{self.cache_arg: cache})
         return cache
 
+    @functools.cached_property
+    def batches_exactly(self) -> bool:
+        """Whether filler slots, the 4D mask and explicit positions reproduce plain forwards on this model: two
+        rows of a short probe, fed unequal numbers of tokens in two steps, against each row's plain forward."""
+        prefix, groups, second = [5, 6, 7], [[8], [9, 10, 11]], [[12, 13, 14], [15]]
+        try:
+            with torch.no_grad():
+                cache = self.prefix_cache(prefix)
+                cache.batch_repeat_interleave(2)
+                rows = [Sequence(pending=list(g)) for g in groups]
+                valid = torch.ones(2, len(prefix), dtype=torch.bool, device=self.device)
+                positions = torch.full((2,), len(prefix), dtype=torch.long, device=self.device)
+                first, valid, positions = self._step(rows, cache, valid, positions)
+                for row, tokens in zip(rows, second, strict=True):
+                    row.pending = list(tokens)
+                then, _, _ = self._step(rows, cache, valid, positions)
+                plain = [self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, -1]
+                         for ids in (prefix + groups[0], prefix + groups[1], prefix + groups[0] + second[0],
+                                     prefix + groups[1] + second[1])]
+        except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. BLOOM's ALiBi cannot take a 4D mask
+            return False
+        batched = torch.cat([first, then]).float().log_softmax(-1)
+        return same_logprobs(batched, torch.stack(plain).float().log_softmax(-1), next(self.model.parameters()).dtype)
+
     @torch.no_grad()
     def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
             ) -> list[Sequence]:
         """Feed ``prefix + group_ids[g]`` and sample ``copies`` continuations of each; returns G*copies sequences."""
+        if not self.batches_exactly:  # one sequence at a time: no filler slots, so no mask or positions needed
+            return [seq for ids in group_ids for _ in range(copies)
+                    for seq in self._run(prefix_ids, [ids], 1, on_token, plain=True)]
+        return self._run(prefix_ids, group_ids, copies, on_token, plain=False)
+
+    def _run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
+             plain: bool) -> list[Sequence]:
         cache = self.prefix_cache(prefix_ids)
         n_prefix = len(prefix_ids)
         groups = [Sequence(pending=list(ids)) for ids in group_ids]
@@ -79,7 +116,7 @@ class BatchDecoder:
         valid = torch.ones(len(groups), n_prefix, dtype=torch.bool, device=self.device)
         positions = torch.full((len(groups),), n_prefix, dtype=torch.long, device=self.device)
         # Encode each group's own prompt once, then copy its cache to its samples.
-        logits, valid, positions = self._step(groups, cache, valid, positions)
+        logits, valid, positions = self._step(groups, cache, valid, positions, plain)
         cache.batch_repeat_interleave(copies)
         valid = valid.repeat_interleave(copies, 0)
         positions = positions.repeat_interleave(copies, 0)
@@ -96,7 +133,7 @@ class BatchDecoder:
                 cache.batch_select_indices(index)
                 valid, positions = valid[index], positions[index]
                 live = [live[r] for r in keep]
-            logits, valid, positions = self._step([seqs[i] for i in live], cache, valid, positions)
+            logits, valid, positions = self._step([seqs[i] for i in live], cache, valid, positions, plain)
         return seqs
 
     def _sample_into(self, rows: list[Sequence], logits: torch.Tensor, on_token: OnToken) -> None:
@@ -112,8 +149,9 @@ class BatchDecoder:
                 seq.done = True
 
     def _step(self, rows: list[Sequence], cache: object, valid: torch.Tensor, positions: torch.Tensor,
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feed each row's pending tokens (right-aligned, filler on the left) and return next-token logits."""
+              plain: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feed each row's pending tokens (right-aligned, filler on the left) and return next-token logits.
+        ``plain``: one row, no filler, so the model places and masks the tokens itself."""
         width = max(1, max(len(s.pending) for s in rows))
         batch = len(rows)
         ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
@@ -132,9 +170,12 @@ class BatchDecoder:
         # Query j may see past slots and current slots <= j, all restricted to real tokens of its row.
         causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
         visible = torch.cat([torch.ones(width, past, dtype=torch.bool, device=self.device), causal], dim=1)
-        mask = (visible[None] & all_valid[:, None, :])[:, None]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                         **{self.cache_arg: cache})
+        # Additive (0 / dtype min), not boolean: eager attention (Gemma-2's default) adds the mask to the scores.
+        allowed = (visible[None] & all_valid[:, None, :])[:, None]
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
+        edits = {} if plain else {"attention_mask": mask, "position_ids": pos}
+        out = self.model(input_ids=ids, use_cache=True, **edits, **{self.cache_arg: cache})
         return out.logits[:, -1], all_valid, positions + real.sum(1)
 
 

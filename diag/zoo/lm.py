@@ -19,7 +19,7 @@ from diag.atomic import atomic_dir
 from diag.device import resolve_device, resolve_dtype
 from diag.errors import DiagError
 from diag.files import fingerprint
-from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, lm_config, resolve_lm_source
+from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, config_int, lm_config, resolve_lm_source
 
 # Headroom over the weights for activations, KV caches and the allocator (tiny models' working set is small).
 MEMORY_HEADROOM = 1.25
@@ -178,13 +178,10 @@ def parameter_estimate(name: str) -> int | None:
         stored = _STORED_BYTES.get(str(config.get("torch_dtype") or config.get("dtype") or "float32"), 4)
         return sum(f.stat().st_size for f in files) // stored
 
-    def first(*keys: str, default: int = 0) -> int:
-        return next((int(config[k]) for k in keys if isinstance(config.get(k), int)), default)
-
-    width = first("hidden_size", "n_embd", "d_model")
-    layers = first("num_hidden_layers", "n_layer", "num_layers")
-    inner = first("intermediate_size", "n_inner", "ffn_dim", default=4 * width)
-    embeddings = first("vocab_size") * width * (1 if config.get("tie_word_embeddings", True) else 2)
+    width = config_int(config, "hidden_size") or 0
+    layers = config_int(config, "num_hidden_layers") or 0
+    inner = config_int(config, "intermediate_size") or 4 * width
+    embeddings = (config_int(config, "vocab_size") or 0) * width * (1 if config.get("tie_word_embeddings", True) else 2)
     return embeddings + layers * (4 * width * width + 3 * width * inner)
 
 

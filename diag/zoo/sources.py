@@ -176,13 +176,30 @@ def _gguf_config(path: Path) -> dict[str, Any]:
     raise DiagError(f"{path}: its GGUF header names no architecture, block count and widths")
 
 
+# A config field -> the names families give it (GPT-2: n_layer / n_embd / n_inner, MPT: n_layers / d_model, OPT:
+# ffn_dim); multimodal configs (Gemma 3, LLaVA) keep the language model's under ``text_config``.
+CONFIG_ALIASES = {"num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+                  "hidden_size": ("hidden_size", "n_embd", "d_model"),
+                  "intermediate_size": ("intermediate_size", "n_inner", "ffn_dim"),
+                  "vocab_size": ("vocab_size",)}
+
+
+def config_int(config: dict[str, Any], field: str) -> int | None:
+    """An integer field of a model config under any of its family names (``CONFIG_ALIASES``), or None."""
+    for scope in (config, config.get("text_config") or {}):
+        for key in CONFIG_ALIASES[field]:
+            if isinstance(scope.get(key), int) and not isinstance(scope.get(key), bool):
+                return scope[key]
+    return None
+
+
 def layer_count(name: str) -> int:
-    """Number of decoder blocks, from the config (GPT-2 style configs call it ``n_layer``)."""
-    config = lm_config(name)
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(config.get(key), int):
-            return config[key]
-    raise DiagError(f"model {name!r}: its config names no layer count (num_hidden_layers or n_layer)")
+    """Number of decoder blocks, from the config."""
+    count = config_int(lm_config(name), "num_hidden_layers")
+    if count is None:
+        raise DiagError(f"model {name!r}: its config names no layer count "
+                        f"({' / '.join(CONFIG_ALIASES['num_hidden_layers'])})")
+    return count
 
 
 def check_layer_range(name: str, layers: list[int] | tuple[int, ...]) -> None:
