@@ -12,7 +12,8 @@ m+/m-, alpha chosen on held-out half A, steering and judging on half B) and read
   Every answer (each method's, d's and the model's own) is read as an answer to the neutral instruction x, the
   model card's convention: ``cdas-steer``'s fluency cost reads an elicited answer under x_c instead, and a bar
   read against a range measured another way would compare two scales.
-- the same for steering along d itself with the clamp the pipeline chose for CDAS (what the model allows);
+- the same for steering along d itself with the clamp the pipeline chose for CDAS (what the model allows), and
+  along random directions at CDAS's |cosine| to d (what any direction that close to d does);
 - each method's and d's fluent success at every alpha of the grid, beside the one chosen on half A.
 Bars (issue 19): CDAS cosine >= 0.9; elicitation and suppression succeed at that fluency on >= 90% of prompts.
 """
@@ -38,6 +39,8 @@ from diag.stats import wilson
 COSINE_BAR = 0.9
 SUCCESS_BAR = 0.9
 MIN_DISTINCT = 0.4  # the judge's degenerate-answer rule (distinct-word ratio)
+# steered beside the methods: d itself, and random directions at CDAS's |cosine| to d
+CONTROLS = ("planted_d", "near_d")
 
 
 @dataclass
@@ -96,7 +99,7 @@ class Result:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-        methods = [m for m in (*PLANTED_METHODS, "planted_d") if any(r["method"] == m for r in self.rows)]
+        methods = [m for m in (*PLANTED_METHODS, *CONTROLS) if any(r["method"] == m for r in self.rows)]
         for ax, direction in zip(axes, DIRECTIONS, strict=True):
             for k, key in enumerate(("successes", "fluent_successes")):
                 rates = [self.rate(m, direction, key) for m in methods]
@@ -152,30 +155,36 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     own_ppl = np.exp(response_nll(model, tokenizer, neutral + neutral, own))
     limit = float(own_ppl.max())
 
-    # Steering along d itself with the pipeline's clamp rule (m+/m- of d on the train prompts; chosen: the alpha
-    # chosen for CDAS), at every alpha of the grid: what the planted model allows, so a pipeline miss reads apart
-    # from a model that cannot steer.
+    # Steering along d itself with the pipeline's clamp rule (m+/m- of the vector on the train prompts; chosen: the
+    # alpha chosen for CDAS), at every alpha of the grid: what the planted model allows, so a pipeline miss reads
+    # apart from a model that cannot steer. And along random unit vectors at CDAS's |cosine| to d (one seeded draw
+    # per prompt): what any direction that close to d does, so a miss of CDAS's direction reads apart from a miss of
+    # every direction at its cosine.
     train = [p for p in load_pairs(DATASET, (CONCEPT,)) if p.split == "train"]
-    pos = source_states(model, tokenizer, [p.concept_instruction for p in train], LAYER).double() @ d
-    neg = source_states(model, tokenizer, [p.instruction for p in train], LAYER).double() @ d
+    concept_states = source_states(model, tokenizer, [p.concept_instruction for p in train], LAYER).double()
+    neutral_states = source_states(model, tokenizer, [p.instruction for p in train], LAYER).double()
+    controls = {"planted_d": d.expand(len(neutral), -1), "near_d": near(d, cosines["cdas"], len(neutral), config.seed)}
+    cosines["near_d"] = cosines["cdas"]
+    chosen = {**study.alphas, **{f"{CONCEPT}/{m}/{dr}": study.alphas[f"{CONCEPT}/cdas/{dr}"]
+                                 for m in controls for dr in DIRECTIONS}}
     oracle = []
-    chosen = {**study.alphas, **{f"{CONCEPT}/planted_d/{dr}": study.alphas[f"{CONCEPT}/cdas/{dr}"]
-                                 for dr in DIRECTIONS}}
-    for direction, prompts in (("elicit", neutral), ("suppress", asked)):
-        for alpha in steer_config.alphas:
-            target = steer.clamp_target(float(pos.mean()), float(neg.mean()), direction, alpha, study.residual_norm)
-            vectors = d.float().expand(len(prompts), -1)
-            answers = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, layer=LAYER,
-                               fn=steer.row_clamp(vectors, torch.full((len(prompts),), target)))
-            ppl = np.exp(response_nll(model, tokenizer, neutral, answers))
-            oracle += [{"method": "planted_d", "direction": direction, "alpha": alpha, "answer": a, "perplexity": p}
-                       for a, p in zip(answers, ppl, strict=True)]
+    for method, vectors in controls.items():
+        m_plus, m_minus = (concept_states @ vectors.T).mean(0), (neutral_states @ vectors.T).mean(0)
+        for direction, prompts in (("elicit", neutral), ("suppress", asked)):
+            for alpha in steer_config.alphas:
+                targets = torch.tensor([steer.clamp_target(float(p), float(m), direction, alpha, study.residual_norm)
+                                        for p, m in zip(m_plus, m_minus, strict=True)])
+                answers = generate(model, tokenizer, prompts, max_new_tokens=config.max_new_tokens, layer=LAYER,
+                                   fn=steer.row_clamp(vectors.float(), targets))
+                ppl = np.exp(response_nll(model, tokenizer, neutral, answers))
+                oracle += [{"method": method, "direction": direction, "alpha": alpha, "answer": a, "perplexity": p}
+                           for a, p in zip(answers, ppl, strict=True)]
     spec = CONCEPTS[CONCEPT]
     rows = []
-    for method in (*PLANTED_METHODS, "planted_d"):
+    for method in (*PLANTED_METHODS, *CONTROLS):
         for direction in DIRECTIONS:
             for alpha in (steer_config.alphas if method != "prompting" else (0.0,)):
-                sel = [e for e in (examples if method != "planted_d" else oracle)
+                sel = [e for e in (examples if method not in CONTROLS else oracle)
                        if (e["method"], e["direction"], e["alpha"]) == (method, direction, alpha)]
                 if not sel:  # a cdas-steer run stored before every alpha's answers were kept
                     continue
@@ -192,6 +201,16 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     return Result(steer_id, LAYER, SCALE, cosines, rows, own_perplexity, study.curves)
 
 
+def near(d: torch.Tensor, cosine: float, n: int, seed: int) -> torch.Tensor:
+    """``n`` seeded random unit vectors at exactly ``cosine`` to the direction ``d``: [n, dim], float64."""
+    import torch
+
+    d = d.double() / d.double().norm()
+    u = torch.randn(n, d.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    u = u - (u @ d)[:, None] * d
+    return cosine * d + (1 - cosine**2) ** 0.5 * u / u.norm(dim=1, keepdim=True)
+
+
 def check_inputs(config: Config) -> None:
     """Fail early (one line) when the planted adapter is missing; its hash is in the nested cdas-steer run's
     ``model_sha256``, so nothing needs pinning here."""
@@ -203,8 +222,10 @@ def check_inputs(config: Config) -> None:
 
 def _headline(summary: dict[str, Any]) -> list[Any]:
     out = [Metric(f"|cos| to d, {m}", summary[f"cosine_{m}"]) for m in VECTOR_METHODS]
-    for method in ("cdas", "das", "diffmean", "planted_d"):
+    for method in ("cdas", "das", "diffmean", *CONTROLS):
         for direction in DIRECTIONS:
+            if f"{method}_{direction}_fluent_success" not in summary:  # a run stored before near_d was steered
+                continue
             r = summary[f"{method}_{direction}_fluent_success"]
             out.append(Metric(f"{method} {direction}: success at own fluency", r["value"], r["low"], r["high"],
                               bounds=UNIT))
@@ -226,6 +247,10 @@ GUIDE = Guide(
         ("Along d itself the committed planted model elicits dogs on ~0.9 of held-out prompts (0.83 within its own "
          "perplexity range) and suppresses them on all (its MODEL_CARD.md; the planted_d row): the 90% bars sit at "
          "the model's ceiling, so compare a method's rates with that row before reading a miss as the pipeline's."),
+        ("The near_d row steers along random unit vectors at CDAS's |cosine| to d (one per prompt, same clamp "
+         "rule): if it misses as CDAS does, the miss belongs to any direction that close to d on this model (the "
+         "part of the clamp off d perturbs the residual), not to the one CDAS found. Longer DII training does not "
+         "close the gap: on this model DAS drifts away from d as its loss falls, and CDAS levels off near 0.94."),
         ("The bars are read at the alpha cdas-steer chose on half A by judge score; the summary's "
          "*_fluent_success_by_alpha gives every alpha of the grid, so a miss from the choice reads apart from a "
          "miss of the direction."),

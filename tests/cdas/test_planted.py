@@ -103,13 +103,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
 def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> None:
     result = pipeline
     summary = result.summary()
-    assert set(result.cosines) == {"diffmean", "das", "cdas"}
+    assert set(result.cosines) == {"diffmean", "das", "cdas", "near_d"}
+    assert result.cosines["near_d"] == result.cosines["cdas"]
     # measured at the default budget (8 steps): DiffMean .963, CDAS .953, DAS .941; 2 steps stay nearer DiffMean
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
     assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 19/24)
     assert {r["n"] for r in result.rows} == {12} and all(r["chosen"] for r in result.rows)  # one alpha
+    assert {r["method"] for r in result.rows} == {"diffmean", "das", "cdas", "prompting", "planted_d", "near_d"}
     assert summary["cdas_elicit_fluent_success_by_alpha"] == {"0.5": summary["cdas_elicit_fluent_success"]["value"]}
     own = result.own_perplexity
     assert 1.0 < own["min"] <= own["median"] <= own["max"] and own["n"] == 24
@@ -120,6 +122,15 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
                                        "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
+
+
+def test_near_d_draws_unit_vectors_at_exactly_the_cosine_asked() -> None:
+    d = planted.direction().double()
+    vectors = planted_check.near(d, 0.953, 24, seed=0)
+    assert torch.allclose(vectors @ d, torch.full((24,), 0.953, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(24, dtype=torch.float64), atol=1e-12)
+    assert (vectors @ vectors.T - torch.eye(24, dtype=torch.float64)).abs().max() > 0.5  # distinct draws
+    assert torch.equal(vectors, planted_check.near(d, 0.953, 24, seed=0))
 
 
 def test_bad_input_is_one_line_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
