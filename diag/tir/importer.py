@@ -1,6 +1,6 @@
 """Import rollouts sampled elsewhere (vLLM, an OpenAI-compatible server, any engine) from JSONL, all or nothing.
 
-Three line shapes, which may be mixed in one file:
+Four line shapes, which may be mixed in one file:
 
 1. Our graded schema (what ``diag tir analyse RUN --export-jsonl`` writes)::
 
@@ -12,13 +12,21 @@ Three line shapes, which may be mixed in one file:
 2. A chat transcript: ``{"messages": [...], optional "problem_id" | "custom_id", "mode", "correct"}``. Messages
    from the first assistant turn on are the rollout: assistant ``content``, each of its ``tool_calls`` written as
    ``<code>ARGUMENTS</code>`` (the ``code`` argument when the arguments are JSON with one), and each
-   ``role: tool`` result as ``<interpreter>OUTPUT</interpreter>``. Rollouts that already use our
+   ``role: tool`` result as ``<interpreter>OUTPUT</interpreter>`` (the legacy ``function_call`` and
+   ``role: function`` likewise). Rollouts that already use our
    ``<code>``/``<interpreter>`` tags in plain assistant text count their ``<code>`` blocks as tool calls.
    Without an id, the problem is the one whose question appears in the first user message.
 
 3. A vLLM ``run-batch`` / OpenAI Batch output line:
    ``{"custom_id": "PROBLEM_ID[/tool|/text][/LABEL]", "response": {"status_code": 200, "body": {"choices":
-   [{"message": {...}} or {"text": ...}], "usage": {...}}}, "error": null}``; every choice is one sample.
+   [{"message": {...}} or {"text": ...}], "usage": {...}}}, "error": null}``; every choice is one sample. A
+   ``/v1/responses`` batch line has a Responses API object as its body instead (one sample).
+
+4. An OpenAI Responses API object: ``{"output": [...], optional "input", "usage", "problem_id" | "custom_id",
+   "mode", "correct"}``. Output items become the rollout: ``message`` text, each ``function_call`` as
+   ``<code>ARGUMENTS</code>``, each ``function_call_output`` as ``<interpreter>OUTPUT</interpreter>``, each built-in
+   ``code_interpreter_call`` as its code and then its logs; ``reasoning`` items are skipped. Without an id, the
+   problem is the one whose question appears in the user text of ``input``.
 
 Grading: a line without ``correct`` is graded with our checker (the integer on the ``Answer:`` line, or the last
 ``\\boxed{N}``) against the answer in the problems file (JSONL of ``{"problem_id", "question", "answer",
@@ -55,6 +63,7 @@ _PROBLEM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "problem_id": str, "question": str, "answer": int, "family": str, "level": int}
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
 _CODE_ARGUMENTS = ("code", "script", "source", "program", "input")
+_TEXT_PARTS = ("text", "output_text", "input_text")  # content parts that carry text (chat and Responses API)
 
 
 def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
@@ -140,13 +149,14 @@ def _graded(where: str, lineno: int, obj: dict[str, Any]) -> _Draft:
 
 
 def _text_of(where: str, content: Any) -> str:
-    """A message's text: a string, null, or OpenAI content parts ``[{"type": "text", "text": ...}]``."""
+    """A message's text: a string, null, or OpenAI content parts ``[{"type": "text", "text": ...}]`` (the
+    Responses API's ``output_text`` / ``input_text`` parts too)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+        return "".join(str(p.get("text", "")) for p in content if p.get("type") in _TEXT_PARTS)
     raise DiagError(f"{where}: message content must be a string, null or a list of parts, got "
                     f"{json.dumps(content)[:60]}")
 
@@ -176,6 +186,8 @@ def _assistant_text(where: str, message: dict[str, Any]) -> tuple[str, int]:
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise DiagError(f"{where}: tool_calls must be a list")
+    if message.get("function_call"):  # the legacy single call (before tool_calls), answered by role "function"
+        calls = [*calls, {"function": message["function_call"]}]
     text = _text_of(where, message.get("content"))
     tagged = text.count("<code>")
     code = "".join(f"<code>{_call_code(where, c)}</code>" for c in calls)
@@ -187,7 +199,7 @@ def _transcript(where: str, messages: Any) -> tuple[str, int, str]:
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         raise DiagError(f"{where}: messages must be a non-empty list of objects")
     roles = [m.get("role") for m in messages]
-    unknown = [r for r in roles if r not in ("system", "developer", "user", "assistant", "tool")]
+    unknown = [r for r in roles if r not in ("system", "developer", "user", "assistant", "tool", "function")]
     if unknown:
         raise DiagError(f"{where}: unknown message role {unknown[0]!r}")
     if "assistant" not in roles:
@@ -201,9 +213,46 @@ def _transcript(where: str, messages: Any) -> tuple[str, int, str]:
             text, n = _assistant_text(where, message)
             parts.append(text)
             calls += n
-        elif role == "tool":
+        elif role in ("tool", "function"):
             parts.append(interpreter_block(_text_of(where, message.get("content"))))
     return "".join(parts), calls, prompt
+
+
+def _response_output(where: str, items: Any) -> tuple[str, int]:
+    """A Responses API ``output`` list in our tag format, and how many tool calls it made (see line shape 4)."""
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise DiagError(f"{where}: output must be a list of objects")
+    parts, calls = [], 0
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            text = _text_of(where, item.get("content"))
+            parts.append(text)
+            calls += text.count("<code>")
+        elif kind == "function_call":
+            parts.append(f"<code>{_call_code(where, {'function': {'arguments': item.get('arguments', '')}})}</code>")
+            calls += 1
+        elif kind == "function_call_output":
+            parts.append(interpreter_block(_text_of(where, item.get("output"))))
+        elif kind == "code_interpreter_call":
+            outputs = item.get("outputs") or []
+            logs = "".join(str(o.get("logs", "")) for o in outputs if isinstance(o, dict) and o.get("type") == "logs")
+            parts.append(f"<code>{item.get('code') or ''}</code>{interpreter_block(logs)}")
+            calls += 1
+        elif kind != "reasoning":
+            raise DiagError(f"{where}: unknown output item type {kind!r} (expected message, function_call, "
+                            "function_call_output, code_interpreter_call or reasoning)")
+    return "".join(parts), calls
+
+
+def _input_text(where: str, given: Any) -> str:
+    """The user text of a Responses API ``input``: a string, or the user messages of a list of items."""
+    if isinstance(given, str):
+        return given
+    if isinstance(given, list):
+        return "\n".join(_text_of(where, i.get("content")) for i in given
+                         if isinstance(i, dict) and i.get("role") == "user")
+    return ""
 
 
 class _Problems:
@@ -245,8 +294,9 @@ def _explicit_mode(where: str, obj: dict[str, Any], from_id: str | None) -> str 
     return mode
 
 
-def _chat(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> _Draft:
-    response, calls, prompt = _transcript(where, obj["messages"])
+def _transcript_draft(where: str, lineno: int, obj: dict[str, Any], finder: _Problems, response: str,
+                      prompt: str, fields: dict[str, Any]) -> _Draft:
+    """A chat or Responses API line's draft: its problem from problem_id, custom_id or the prompt's question."""
     id_mode = None
     if "problem_id" in obj:
         _check_type(where, "problem_id", obj["problem_id"], str)
@@ -258,7 +308,24 @@ def _chat(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> _D
     if "correct" in obj:
         _check_type(where, "correct", obj["correct"], bool)
     return _Draft(where, lineno, problem_id, response, _explicit_mode(where, obj, id_mode), None,
-                  obj.get("correct"), {"tool_calls": calls})
+                  obj.get("correct"), fields)
+
+
+def _chat(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> _Draft:
+    response, calls, prompt = _transcript(where, obj["messages"])
+    return _transcript_draft(where, lineno, obj, finder, response, prompt, {"tool_calls": calls})
+
+
+def _responses(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> _Draft:
+    response, calls = _response_output(where, obj["output"])
+    fields = {"tool_calls": calls, "generated_tokens": _output_tokens(obj.get("usage"))}
+    return _transcript_draft(where, lineno, obj, finder, response, _input_text(where, obj.get("input")), fields)
+
+
+def _output_tokens(usage: Any) -> int:
+    """Generated tokens from a ``usage`` object (chat: completion_tokens, Responses API: output_tokens), else 0."""
+    tokens = usage.get("completion_tokens", usage.get("output_tokens", 0)) if isinstance(usage, dict) else 0
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else 0
 
 
 def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> list[_Draft]:
@@ -270,12 +337,16 @@ def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> l
     body = response.get("body")
     if status != 200 or not isinstance(body, dict):
         raise DiagError(f"{where}: the request failed (status {status}); remove the line or resubmit it")
+    mode = _explicit_mode(where, obj, id_mode)
+    if "choices" not in body and "output" in body:  # a /v1/responses batch: one Responses API object
+        text, calls = _response_output(where, body["output"])
+        fields = {"tool_calls": calls, "finish": str(body.get("status") or ""),
+                  "generated_tokens": _output_tokens(body.get("usage"))}
+        return [_Draft(where, lineno, problem_id, text, mode, None, None, fields)]
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
-        raise DiagError(f"{where}: response.body.choices must be a non-empty list of objects")
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    tokens = usage.get("completion_tokens", 0) if len(choices) == 1 else 0
-    mode = _explicit_mode(where, obj, id_mode)
+        raise DiagError(f"{where}: response.body.choices (or output) must be a non-empty list of objects")
+    tokens = _output_tokens(body.get("usage")) if len(choices) == 1 else 0
     drafts = []
     for choice in sorted(choices, key=lambda c: c.get("index", 0)):
         if isinstance(choice.get("message"), dict):
@@ -284,8 +355,7 @@ def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> l
             text, calls = choice["text"], choice["text"].count("<code>")
         else:
             raise DiagError(f"{where}: a choice needs a \"message\" object or a \"text\" string")
-        fields = {"tool_calls": calls, "finish": str(choice.get("finish_reason") or ""),
-                  "generated_tokens": tokens if isinstance(tokens, int) and tokens >= 0 else 0}
+        fields = {"tool_calls": calls, "finish": str(choice.get("finish_reason") or ""), "generated_tokens": tokens}
         drafts.append(_Draft(where, lineno, problem_id, text, mode, None, None, fields))
     return drafts
 
@@ -293,6 +363,8 @@ def _batch(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> l
 def _drafts(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> list[_Draft]:
     if "messages" in obj:
         return [_chat(where, lineno, obj, finder)]
+    if "output" in obj:
+        return [_responses(where, lineno, obj, finder)]
     if isinstance(obj.get("response"), dict) or ("custom_id" in obj and obj.get("response") is None):
         return _batch(where, lineno, obj, finder)
     return [_graded(where, lineno, obj)]

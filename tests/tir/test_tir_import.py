@@ -213,6 +213,49 @@ def test_vllm_batch_output_with_several_choices_and_custom_id_modes(tmp_path):
     assert rollouts[-1].response == "<code>print(12)</code>"
 
 
+def test_openai_responses_api_objects_and_their_batch_lines(tmp_path):
+    """Responses API output items (function calls and their outputs, the built-in code interpreter, output_text
+    parts, reasoning) become our tags; the problem comes from the input's question or from custom_id."""
+    call = [{"type": "reasoning", "summary": []},
+            {"type": "function_call", "call_id": "c1", "name": "python", "arguments": json.dumps({"code": "print(17*23)"})},
+            {"type": "function_call_output", "call_id": "c1", "output": "391"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Answer: 391"}]}]
+    interpreter = [{"type": "code_interpreter_call", "code": "print(3*4)", "outputs": [{"type": "logs", "logs": "12"}]},
+                   {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Answer: 12"}]}]
+    text = [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Answer: 390"}]}]
+    lines = [
+        {"object": "response", "input": [{"role": "user", "content": [{"type": "input_text",
+                                                                       "text": "What is question p0?"}]}],
+         "output": call, "usage": {"output_tokens": 21}},
+        {"object": "response", "input": "What is question p0?", "output": text},
+        {"custom_id": "p1/tool", "error": None, "response": {"status_code": 200, "body": {
+            "object": "response", "status": "completed", "output": interpreter, "usage": {"output_tokens": 7}}}},
+        {"custom_id": "p1/text", "response": {"status_code": 200, "body": {"output": text}}},
+    ]
+    path = _write(tmp_path, [json.dumps(line) + "\n" for line in lines])
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    got = {(r.problem_id, r.mode): (r.correct, r.answer, r.tool_calls, r.generated_tokens) for r in rollouts}
+    assert got == {("p0", "tool"): (True, 391, 1, 21), ("p0", "text"): (False, 390, 0, 0),
+                   ("p1", "tool"): (True, 12, 1, 7), ("p1", "text"): (False, 390, 0, 0)}
+    assert rollouts[0].response == "<code>print(17*23)</code>\n<interpreter>391</interpreter>\nAnswer: 391"
+    assert rollouts[2].response == "<code>print(3*4)</code>\n<interpreter>12</interpreter>\nAnswer: 12"
+    assert rollouts[2].finish == "completed"
+
+
+def test_legacy_function_call_chats(tmp_path):
+    """Before tool_calls, OpenAI chats called one function per turn and answered it with role "function"."""
+    messages = [{"role": "user", "content": "What is question p0?"},
+                {"role": "assistant", "content": None, "function_call": {"name": "python",
+                                                                         "arguments": '{"code": "print(17*23)"}'}},
+                {"role": "function", "name": "python", "content": "391"},
+                {"role": "assistant", "content": "Answer: 391"}]
+    path = _write(tmp_path, [json.dumps({"messages": messages}) + "\n", json.dumps(_chat("p0", "text", False)) + "\n"])
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    tool = next(r for r in rollouts if r.mode == "tool")
+    assert tool.response == "<code>print(17*23)</code>\n<interpreter>391</interpreter>\nAnswer: 391"
+    assert tool.tool_calls == 1 and tool.correct
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ({"custom_id": "p7/tool", "response": {"body": {"choices": [{"message": {"content": "Answer: 1"}}]}}},
      ":2: custom_id 'p7/tool' names no problem"),
@@ -226,6 +269,8 @@ def test_vllm_batch_output_with_several_choices_and_custom_id_modes(tmp_path):
      ":2: a tool call needs"),
     ({"messages": [{"role": "assistant", "content": "Answer: 1"}], "problem_id": "p0", "mode": "voice"},
      ":2: mode must be one of"),
+    ({"output": [{"type": "web_search_call"}], "problem_id": "p0"}, ":2: unknown output item type 'web_search_call'"),
+    ({"output": "Answer: 1", "problem_id": "p0"}, ":2: output must be a list of objects"),
 ])
 def test_bad_engine_lines_are_named_and_leave_no_run(tmp_path, line, message):
     path = _write(tmp_path, [json.dumps(_chat("p0", "text", True)) + "\n", json.dumps(line) + "\n"])
