@@ -59,16 +59,21 @@ class Result:
         run.write_figure("q_values", self.q_value_figure())
 
     def q_value_figure(self) -> Figure:
-        """Greedy Q-value and reward over the first episode: where the agent expects and gets its score."""
+        """Greedy Q-value (an actor's greedy logit) and reward over the first episode: where the agent expects and
+        gets its score."""
         from matplotlib.figure import Figure
+
+        from diag.boundary.policy.load import output_name
+
+        output = output_name(self.format)
 
         fig = Figure(figsize=(7, 3.2))
         ax = fig.subplots()
         first = self.steps["episode"] == 0
-        ax.plot(self.steps["q_values"][first].max(axis=1), label="max Q")
+        ax.plot(self.steps["q_values"][first].max(axis=1), label=f"max {output}")
         twin = ax.twinx()
         twin.plot(np.cumsum(self.steps["rewards"][first]), color="tab:orange", label="score so far")
-        ax.set(xlabel="agent step", ylabel="max Q (clipped-reward units)",
+        ax.set(xlabel="agent step", ylabel=f"max {output}" + (" (clipped-reward units)" if output == "Q" else ""),
                title=f"{self.game}, {self.condition}: episode 0 (score {self.returns[0]:.0f})")
         twin.set_ylabel("score so far")
         integer_ticks(ax.xaxis, twin.yaxis)  # agent steps, and game points (whole numbers)

@@ -21,7 +21,7 @@ Bars (issue 19): CDAS cosine >= 0.9; elicitation and suppression succeed at that
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from diag.progress import Progress, Stage
 from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
 from diag.stats import wilson
+
+if TYPE_CHECKING:
+    import torch
 
 COSINE_BAR = 0.9
 SUCCESS_BAR = 0.9

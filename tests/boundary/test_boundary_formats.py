@@ -1,9 +1,10 @@
-"""Policies in the formats people bring (CleanRL, Stable-Baselines3 DQN and QR-DQN, ours), game names, action sets.
+"""Policies in the formats people bring (CleanRL DQN and PPO, Stable-Baselines3 DQN, QR-DQN, PPO and A2C, ours), game
+names, action sets.
 
 The SB3 and sb3-contrib models are made by the libraries themselves, on rl-zoo's Atari stack (``make_atari_env`` +
-``VecFrameStack(4)``, which SB3 transposes to channels-first), and saved with ``model.save``; the CleanRL network
-is CleanRL's ``dqn_atari.QNetwork`` class copied below, saved as ``dqn_atari`` saves it. All are untrained
-(initial weights in the exact format): what is tested is that our loader computes the library's Q-values.
+``VecFrameStack(4)``, which SB3 transposes to channels-first), and saved with ``model.save``; the CleanRL networks
+are ``dqn_atari.QNetwork`` and ``ppo_atari.Agent`` copied below, saved as those scripts save them. All are untrained
+(initial weights in the exact format): what is tested is that our loader computes the library's Q-values or logits.
 """
 
 from __future__ import annotations
@@ -48,6 +49,30 @@ class CleanRLQNetwork(nn.Module):
         return self.network(x / 255.0)
 
 
+class CleanRLAgent(nn.Module):
+    """CleanRL ``ppo_atari.py``'s Agent, verbatim but for taking the action count and plain initialisation (its
+    ``layer_init`` only sets initial values)."""
+
+    def __init__(self, n_actions: int) -> None:
+        super().__init__()
+        self.network = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 512),
+            nn.ReLU(),
+        )
+        self.actor = nn.Linear(512, n_actions)
+        self.critic = nn.Linear(512, 1)
+
+    def get_action_logits(self, x: torch.Tensor) -> torch.Tensor:  # get_action_and_value's Categorical logits
+        return self.actor(self.network(x / 255.0))
+
+
 @pytest.fixture(scope="module")
 def atari_env():
     """rl-zoo's Pong stack: AtariWrapper (84x84 grey, frame skip 4, no-op starts) and 4 stacked frames.
@@ -84,13 +109,16 @@ def pong_frames() -> np.ndarray:
 def saved_policies(tmp_path_factory: pytest.TempPathFactory, atari_env) -> dict[str, Path]:
     """One untrained Pong policy per format, written by the library that defines the format."""
     from sb3_contrib import QRDQN
-    from stable_baselines3 import DQN
+    from stable_baselines3 import DQN, PPO
 
     folder = tmp_path_factory.mktemp("policies")
     torch.manual_seed(0)
     paths = {"cleanrl-dqn": folder / "dqn_atari.cleanrl_model", "sb3-dqn": folder / "dqn-PongNoFrameskip-v4.zip",
-             "sb3-qrdqn": folder / "qrdqn-PongNoFrameskip-v4.zip", "diag-qnet-v1": folder / "ours.pt"}
+             "sb3-qrdqn": folder / "qrdqn-PongNoFrameskip-v4.zip", "diag-qnet-v1": folder / "ours.pt",
+             "cleanrl-ppo": folder / "ppo_atari.cleanrl_model", "sb3-actor-critic": folder / "ppo-Pong.zip"}
     torch.save(CleanRLQNetwork(6).state_dict(), paths["cleanrl-dqn"])
+    torch.save(CleanRLAgent(6).state_dict(), paths["cleanrl-ppo"])
+    PPO("CnnPolicy", atari_env, n_steps=8, batch_size=16, seed=0).save(paths["sb3-actor-critic"])
     DQN("CnnPolicy", atari_env, buffer_size=10, seed=0).save(paths["sb3-dqn"])
     QRDQN("CnnPolicy", atari_env, buffer_size=10, seed=0, policy_kwargs={"n_quantiles": 25}).save(paths["sb3-qrdqn"])
     torch.save(QNetwork(6).state_dict(), paths["diag-qnet-v1"])
@@ -131,6 +159,42 @@ def test_sb3_dqn_zip_gives_sb3s_q_values(tmp_path: Path, atari_env, pong_frames:
         ours_float = policy.network(obs.float() / 255.0)
     assert _max_diff(ours, theirs) == 0.0
     torch.testing.assert_close(ours_float, theirs, rtol=1e-6, atol=1e-6)  # x/255*255 may round when not normalised
+    actions, _ = model.predict(pong_frames, deterministic=True)
+    np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), actions)
+
+
+def test_cleanrl_ppo_agent_gives_its_actors_logits(saved_policies: dict[str, Path], pong_frames: np.ndarray) -> None:
+    original = CleanRLAgent(6)
+    original.load_state_dict(torch.load(saved_policies["cleanrl-ppo"], weights_only=True))
+    policy = load_policy(str(saved_policies["cleanrl-ppo"]), game="pong")
+    assert (policy.format, policy.n_actions) == ("cleanrl-ppo", 6)
+    with torch.no_grad():
+        assert _max_diff(policy.network(torch.from_numpy(pong_frames)),
+                         original.get_action_logits(torch.Tensor(pong_frames))) == 0.0
+
+
+@pytest.mark.parametrize(("algorithm", "policy_kwargs"), [
+    ("PPO", {}),  # rl-zoo's Atari PPO: shared NatureCNN, no hidden layers, action_net on the features
+    ("A2C", {}),
+    ("PPO", {"share_features_extractor": False, "net_arch": {"pi": [64, 32], "vf": [64]}}),  # Tanh hidden layers
+    ("PPO", {"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": nn.ReLU, "normalize_images": False}),
+])
+def test_sb3_actor_critic_zip_gives_sb3s_logits_and_actions(tmp_path: Path, atari_env, pong_frames: np.ndarray,
+                                                            algorithm: str, policy_kwargs: dict) -> None:
+    import stable_baselines3
+
+    cls = getattr(stable_baselines3, algorithm)
+    path = tmp_path / f"{algorithm}.zip"
+    cls("CnnPolicy", atari_env, n_steps=8, seed=2, policy_kwargs=policy_kwargs,
+        **({"batch_size": 16} if algorithm == "PPO" else {})).save(path)
+    model = cls.load(path, device="cpu")
+    policy = load_policy(str(path), game="pong")
+    assert policy.format == "sb3-actor-critic" and policy.n_actions == 6
+    obs = torch.from_numpy(pong_frames)
+    with torch.no_grad():
+        theirs = model.policy.get_distribution(obs.float()).distribution.logits  # SB3 normalises the logits
+        ours = policy.network(obs)
+    torch.testing.assert_close(ours.log_softmax(-1), theirs, rtol=0, atol=1e-5)
     actions, _ = model.predict(pong_frames, deterministic=True)
     np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), actions)
 

@@ -7,12 +7,17 @@ Accepted files:
   or the bare ``state_dict`` of ``QNetwork`` (keys ``trunk.*``, ``value.*``, ``advantage.*``);
 * ``cleanrl-dqn``: CleanRL ``dqn_atari``'s ``torch.save(q_network.state_dict())``, keys ``network.{0,2,4,7,9}``
   (non-dueling Nature CNN, frames scaled by 1/255 inside ``forward``);
-* ``sb3-dqn`` / ``sb3-qrdqn``: a Stable-Baselines3 (rl-zoo) DQN or sb3-contrib QR-DQN ``.zip``. Its
-  ``policy.pth`` state dict (``q_net.*`` or ``quantile_net.*``: ``features_extractor.cnn``, ``.linear``, then the
-  head) and its ``data`` JSON (action and observation spaces, ``policy_kwargs``) are read without importing SB3
-  and without unpickling anything: only the JSON's readable fields are used.
+* ``cleanrl-ppo``: CleanRL ``ppo_atari``'s ``torch.save(agent.state_dict())``: ``network.{0,2,4,7}``, ``actor``
+  and ``critic`` (the critic is not used);
+* ``sb3-dqn`` / ``sb3-qrdqn`` / ``sb3-actor-critic``: a Stable-Baselines3 (rl-zoo) DQN, sb3-contrib QR-DQN, or
+  PPO / A2C (any ``ActorCriticCnnPolicy``) ``.zip``. Its ``policy.pth`` state dict (``q_net.*``,
+  ``quantile_net.*``, or ``pi_features_extractor.*`` + ``mlp_extractor.policy_net.*`` + ``action_net``) and its
+  ``data`` JSON (action and observation spaces, ``policy_kwargs``) are read without importing SB3 and without
+  unpickling anything: only the JSON's readable fields are used.
 
-Only ``diag-qnet-v1`` wrappers record their game; for the others it must be given (``game``).
+An actor-critic policy's outputs are its actor's logits, not Q-values: the greedy action (argmax), the softmax
+the boundary analysis differentiates (then the policy's own action probabilities) and the attacks apply as they
+are. Only ``diag-qnet-v1`` wrappers record their game; for the others it must be given (``game``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from diag.boundary.policy.network import OBS_SHAPE, ImportedQNetwork, QNetwork
+from diag.boundary.policy.network import OBS_SHAPE, ImportedNetwork, QNetwork
 from diag.errors import DiagError
 
 if TYPE_CHECKING:
@@ -35,7 +40,13 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parents[2] / "zoo" / "assets" / "atari"
 FORMAT = "diag-qnet-v1"
-FORMATS = (FORMAT, "cleanrl-dqn", "sb3-dqn", "sb3-qrdqn")
+FORMATS = (FORMAT, "cleanrl-dqn", "cleanrl-ppo", "sb3-dqn", "sb3-qrdqn", "sb3-actor-critic")
+ACTOR_CRITIC = frozenset({"cleanrl-ppo", "sb3-actor-critic"})  # formats whose outputs are action logits
+
+
+def output_name(fmt: str) -> str:
+    """What a policy of this format outputs per action, for labels: Q-values, or an actor's logits."""
+    return "actor logit" if fmt in ACTOR_CRITIC else "Q"
 
 
 @dataclass
@@ -88,12 +99,15 @@ def load_policy(source: str, game: str | None = None) -> Policy:
             recorded, meta = blob["game"], blob.get("meta", {})
         elif "advantage.weight" in blob:
             network, fmt = _load_ours(path, blob), FORMAT
+        elif "actor.weight" in blob:
+            network, fmt = _load_cleanrl_ppo(path, blob), "cleanrl-ppo"
         elif any(isinstance(k, str) and k.startswith("network.") for k in blob):
             network, fmt = _load_cleanrl(path, blob), "cleanrl-dqn"
         else:
             keys = ", ".join(map(str, list(blob)[:4]))
             raise DiagError(f"policy file {path}: unrecognised layout (keys {keys}, ...): expected a {FORMAT} file, "
-                            "a CleanRL dqn_atari state dict or a Stable-Baselines3 DQN/QR-DQN .zip")
+                            "a CleanRL dqn_atari / ppo_atari state dict or a Stable-Baselines3 DQN, QR-DQN, PPO "
+                            "or A2C .zip")
     if game is None and recorded is None:
         raise DiagError(f"policy file {path} ({fmt}) does not record its game: pass the game it was trained on "
                         "(--game / game, e.g. pong or PongNoFrameskip-v4)")
@@ -170,16 +184,30 @@ def _linear_indices(path: Path, state: dict[str, Any], prefix: str) -> list[int]
     return found
 
 
-def _load_cleanrl(path: Path, state: dict[str, Any]) -> ImportedQNetwork:
+def _load_cleanrl(path: Path, state: dict[str, Any]) -> ImportedNetwork:
     expected = {f"network.{i}.{p}" for i in (0, 2, 4, 7, 9) for p in ("weight", "bias")}
     if set(state) != expected:
         extra = sorted(set(state) ^ expected)[:3]
         raise DiagError(f"policy file {path} looks like a CleanRL state dict but its keys differ from dqn_atari's "
                         f"network.{{0,2,4,7,9}} (e.g. {', '.join(extra)})")
     out = state["network.9.weight"]
-    network = ImportedQNetwork(out.shape[0], features_dim=out.shape[1])
+    network = ImportedNetwork(out.shape[0], features_dim=out.shape[1])
     renamed = {k.replace("network.9.", "head.0.").replace("network.", "features."): v for k, v in state.items()}
     return _fill(path, network, renamed, "CleanRL dqn_atari Q-network")
+
+
+def _load_cleanrl_ppo(path: Path, state: dict[str, Any]) -> ImportedNetwork:
+    expected = {f"{m}.{p}" for m in ("network.0", "network.2", "network.4", "network.7", "actor", "critic")
+                for p in ("weight", "bias")}
+    if set(state) != expected:
+        extra = sorted(set(state) ^ expected)[:3]
+        raise DiagError(f"policy file {path} looks like a CleanRL agent but its keys differ from ppo_atari's "
+                        f"network.{{0,2,4,7}}, actor and critic (e.g. {', '.join(extra)})")
+    out = state["actor.weight"]
+    network = ImportedNetwork(out.shape[0], features_dim=out.shape[1])
+    renamed = {k.replace("actor.", "head.0.").replace("network.", "features."): v for k, v in state.items()
+               if not k.startswith("critic.")}
+    return _fill(path, network, renamed, "CleanRL ppo_atari actor")
 
 
 def _readable(entry: Any) -> dict[str, Any]:
@@ -187,7 +215,7 @@ def _readable(entry: Any) -> dict[str, Any]:
     return entry if isinstance(entry, dict) else {}
 
 
-def _load_sb3(path: Path) -> tuple[ImportedQNetwork, str, dict[str, Any]]:
+def _load_sb3(path: Path) -> tuple[ImportedNetwork, str, dict[str, Any]]:
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         if "data" not in names:
@@ -199,23 +227,41 @@ def _load_sb3(path: Path) -> tuple[ImportedQNetwork, str, dict[str, Any]]:
         state = _torch_load(path, io.BytesIO(archive.read("policy.pth")))
         version = archive.read("_stable_baselines3_version").decode().strip() \
             if "_stable_baselines3_version" in names else None
-    if any(k.startswith("quantile_net.") for k in state):
-        fmt, prefix, head = "sb3-qrdqn", "quantile_net", "quantile_net.quantile_net"
-    elif any(k.startswith("q_net.") for k in state):
-        fmt, prefix, head = "sb3-dqn", "q_net", "q_net.q_net"
-    else:
-        raise DiagError(f"policy file {path} is a Stable-Baselines3 save without q_net.* or quantile_net.* "
-                        "weights: only DQN and QR-DQN policies hold Q-values")
     kwargs = _readable(data.get("policy_kwargs"))
-    for key, wanted in (("activation_fn", "ReLU"), ("features_extractor_class", "NatureCNN")):
-        if key in kwargs and wanted not in str(kwargs[key]):
-            raise DiagError(f"policy file {path} uses {key} {kwargs[key]}; only {wanted} is supported")
+    if any(k.startswith("quantile_net.") for k in state):
+        fmt, features, head = "sb3-qrdqn", "quantile_net.features_extractor", "quantile_net.quantile_net"
+    elif any(k.startswith("q_net.") for k in state):
+        fmt, features, head = "sb3-dqn", "q_net.features_extractor", "q_net.q_net"
+    elif "action_net.weight" in state:
+        fmt, head = "sb3-actor-critic", "mlp_extractor.policy_net"
+        features = "pi_features_extractor" if any(k.startswith("pi_features_extractor.") for k in state) \
+            else "features_extractor"
+    else:
+        raise DiagError(f"policy file {path} is a Stable-Baselines3 save without q_net.*, quantile_net.* or "
+                        "action_net.* weights: not a DQN, QR-DQN or actor-critic (PPO, A2C) policy")
+    # SB3's default activations: ReLU in DQN's head, Tanh in an actor-critic's mlp_extractor
+    activation = str(kwargs.get("activation_fn", "Tanh" if fmt == "sb3-actor-critic" else "ReLU"))
+    supported = {"ReLU": nn.ReLU, "Tanh": nn.Tanh} if fmt == "sb3-actor-critic" else {"ReLU": nn.ReLU}
+    if not any(name in activation for name in supported):
+        raise DiagError(f"policy file {path} uses activation_fn {activation}; only {' or '.join(supported)} "
+                        "is supported")
+    if "features_extractor_class" in kwargs and "NatureCNN" not in str(kwargs["features_extractor_class"]):
+        raise DiagError(f"policy file {path} uses features_extractor_class {kwargs['features_extractor_class']}; "
+                        "only NatureCNN is supported")
     shape = _readable(data.get("observation_space")).get("_shape")
     if shape is not None and tuple(shape) != OBS_SHAPE:
         raise DiagError(f"policy file {path} was trained on observations of shape {tuple(shape)}; the ALE "
                         f"environment here gives {OBS_SHAPE} (grey 84x84, 4 stacked frames, channels first)")
-    indices = _linear_indices(path, state, head)
-    out = state[f"{head}.{indices[-1]}.weight"].shape[0]
+    if fmt == "sb3-actor-critic":  # the policy branch's hidden layers (maybe none), then action_net
+        indices = sorted(int(k.split(".")[2]) for k in state if k.startswith(f"{head}.") and k.endswith(".weight"))
+        out = state["action_net.weight"].shape[0]
+        head_keys = {**{f"{head}.{i}.": f"head.{2 * n}." for n, i in enumerate(indices)},
+                     "action_net.": f"head.{2 * len(indices)}."}
+    else:
+        *indices, last = _linear_indices(path, state, head)
+        out = state[f"{head}.{last}.weight"].shape[0]
+        head_keys = {f"{head}.": "head."}
+    hidden = tuple(state[f"{head}.{i}.weight"].shape[0] for i in indices)
     n_actions = int(_readable(data.get("action_space")).get("n", 0))
     if n_actions <= 0:  # a save without the readable space: the head's size and sb3-contrib's default tell
         n_actions = out // (int(kwargs.get("n_quantiles", 200)) if fmt == "sb3-qrdqn" else 1)
@@ -223,25 +269,24 @@ def _load_sb3(path: Path) -> tuple[ImportedQNetwork, str, dict[str, Any]]:
         raise DiagError(f"policy file {path}: its action space ({n_actions} actions) does not divide the "
                         f"{out} outputs of its head")
     n_quantiles = out // n_actions
-    if fmt == "sb3-dqn" and n_quantiles != 1:
-        raise DiagError(f"policy file {path}: a DQN head with {out} outputs for {n_actions} actions")
-    hidden = tuple(state[f"{head}.{i}.weight"].shape[0] for i in indices[:-1])
-    features = f"{prefix}.features_extractor"
+    if fmt != "sb3-qrdqn" and n_quantiles != 1:
+        raise DiagError(f"policy file {path}: a head with {out} outputs for {n_actions} actions")
     if f"{features}.linear.0.weight" not in state:
         raise DiagError(f"policy file {path} has no {features}.linear layer: not a NatureCNN CnnPolicy")
-    network = ImportedQNetwork(n_actions, hidden, state[f"{features}.linear.0.weight"].shape[0], n_quantiles,
-                               bool(kwargs.get("normalize_images", True)))
+    network = ImportedNetwork(n_actions, hidden, state[f"{features}.linear.0.weight"].shape[0], n_quantiles,
+                              bool(kwargs.get("normalize_images", True)),
+                              next(layer for name, layer in supported.items() if name in activation))
     renamed = {}
     for key, value in state.items():
         if key.startswith(f"{features}.cnn."):
             renamed["features." + key[len(features) + 5:]] = value
         elif key.startswith(f"{features}.linear.0."):
             renamed["features.7." + key[len(features) + 10:]] = value
-        elif key.startswith(f"{head}."):
-            renamed["head." + key[len(head) + 1:]] = value
+        else:
+            renamed.update({new + key[len(old):]: value for old, new in head_keys.items() if key.startswith(old)})
     meta = {"sb3_version": version, "num_timesteps": data.get("num_timesteps"),
             **({"n_quantiles": n_quantiles} if fmt == "sb3-qrdqn" else {})}
-    return _fill(path, network, renamed, f"Stable-Baselines3 {fmt[4:].upper()} Nature-CNN policy"), fmt, meta
+    return _fill(path, network, renamed, f"Stable-Baselines3 {fmt[4:]} Nature-CNN policy"), fmt, meta
 
 
 def export_policy(train_state: Path, target: Path, meta: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Nature-CNN Q-networks on 4x84x84 ALE frame stacks: ours (dueling) and the plain ones CleanRL and SB3 train."""
+"""Nature-CNN policies on 4x84x84 ALE frame stacks: our dueling Q-network, and the plain Q-networks and actors
+CleanRL and SB3 train."""
 
 from __future__ import annotations
 
@@ -48,18 +49,20 @@ def nature_trunk(in_channels: int = 4, features_dim: int = 512) -> nn.Sequential
     )
 
 
-class ImportedQNetwork(nn.Module):
-    """Nature CNN with a plain (non-dueling) head, as other libraries train it.
+class ImportedNetwork(nn.Module):
+    """Nature CNN with a plain (non-dueling) head, as other libraries train it: Q-values or an actor's logits.
 
-    Covers CleanRL's ``dqn_atari`` (head = one linear layer), Stable-Baselines3's DQN ``CnnPolicy`` (a linear
-    head after optional ReLU hidden layers) and sb3-contrib's QR-DQN, whose head emits ``n_quantiles x n_actions``
-    values viewed as ``[batch, n_quantiles, n_actions]`` and averaged over quantiles into Q-values, exactly as
-    its ``_predict`` does. Inputs follow ``QNetwork``'s convention (uint8 frames, or floats in [0, 1]);
+    Covers CleanRL's ``dqn_atari`` (head = one linear layer) and ``ppo_atari`` (the actor's linear layer),
+    Stable-Baselines3's DQN ``CnnPolicy`` (a linear head after optional hidden layers), its actor-critic
+    ``CnnPolicy`` (PPO, A2C: the policy branch of ``mlp_extractor``, then ``action_net``) and sb3-contrib's QR-DQN,
+    whose head emits ``n_quantiles x n_actions`` values viewed as ``[batch, n_quantiles, n_actions]`` and averaged
+    over quantiles into Q-values, exactly as its ``_predict`` does. Each library's greedy action is the argmax of
+    these outputs. Inputs follow ``QNetwork``'s convention (uint8 frames, or floats in [0, 1]);
     ``normalize_images=False`` (an SB3 option) means the original network saw raw 0..255 values.
     """
 
     def __init__(self, n_actions: int, head_hidden: tuple[int, ...] = (), features_dim: int = 512,
-                 n_quantiles: int = 1, normalize_images: bool = True) -> None:
+                 n_quantiles: int = 1, normalize_images: bool = True, activation: type[nn.Module] = nn.ReLU) -> None:
         super().__init__()
         self.n_actions = n_actions
         self.n_quantiles = n_quantiles
@@ -68,7 +71,7 @@ class ImportedQNetwork(nn.Module):
         sizes = (features_dim, *head_hidden)
         layers: list[nn.Module] = []
         for size_in, size_out in itertools.pairwise(sizes):
-            layers += [nn.Linear(size_in, size_out), nn.ReLU()]
+            layers += [nn.Linear(size_in, size_out), activation()]
         self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], n_actions * n_quantiles))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
