@@ -19,7 +19,7 @@ import numpy as np
 
 from diag.credit.config import SCORE as ANALYSIS  # noqa: F401 -- the declared value, for callers
 from diag.credit.config import ScoreConfig as Config
-from diag.credit.inputs import load_records, resolve_policy
+from diag.credit.inputs import load_records, prompt_text, resolve_policy
 from diag.credit.localisation import (
     METHODS,
     SCOPES,
@@ -186,7 +186,7 @@ def _items(entries: list[_Entry], encoded: list, scores: list, captum: list[np.n
         other = partner.get((index, "rejected" if side == "chosen" else "chosen"))
         diff = first_difference(encoded[k].response_ids, encoded[other].response_ids) if other is not None else 0
         items.append(Item(
-            pair=index, side=side, prompt=record["prompt"], response=text,
+            pair=index, side=side, prompt=prompt_text(record["prompt"]), response=text,
             tokens=[tok.decode([t]) for t in encoded[k].response_ids], reward=scores[k].reward.tolist(),
             policy_logp=scores[k].policy.tolist(), reference_logp=scores[k].reference.tolist(),
             span=corrupted_tokens(encoded[k].offsets, tuple(span), diff) if span is not None else [],

@@ -26,18 +26,19 @@ def resolve_policy(policy: str) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, type]}`` or ``{prompt, response}``.
+    """Pairs ``{prompt, chosen, rejected[, span_chosen, span_rejected, type]}`` or ``{prompt, response}``, in
+    TRL's dataset formats too (``normalise_record``).
 
     ``type`` (or ``kind``, as generated pairs carry it) names the corruption; localisation is reported per type.
 
     Every line is checked before anything is used; the first bad line fails the whole import.
     """
     records = []
-    for number, record in read_json_lines(path, "data file"):
+    for number, raw in read_json_lines(path, "data file"):
         where = f"{path}:{number}"
-        is_pair = "chosen" in record or "rejected" in record
-        needed = ("prompt", "chosen", "rejected") if is_pair else ("prompt", "response")
-        for key in needed:
+        record = normalise_record(where, raw)
+        is_pair = "chosen" in record
+        for key in ("chosen", "rejected") if is_pair else ("response",):
             if not isinstance(record.get(key), str) or not record[key].strip():
                 raise DiagError(f"{where}: field {key!r} must be a non-empty string")
         for key in ("span_chosen", "span_rejected"):
@@ -51,6 +52,70 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise DiagError(f"{where}: field {key!r} must be a non-empty string when given")
         records.append(record)
     return records
+
+
+def normalise_record(where: str, record: dict[str, Any]) -> dict[str, Any]:
+    """One data line in our schema: ``prompt`` (a string, or the conversation before the answer as chat
+    messages), and ``chosen`` / ``rejected`` or ``response`` as strings.
+
+    TRL's formats are read as TRL reads them: ``completion`` for ``response`` (prompt-completion); answers as
+    conversations (``[{"role", "content"}, ...]``, the last message the assistant's answer), with the prompt
+    given (a string or messages) or implicit (the messages before the answer, identical in chosen and rejected,
+    as in UltraFeedback-binarized or HH-RLHF in TRL's layout).
+    """
+    record = dict(record)
+    if "completion" in record and "response" not in record:
+        record["response"] = record.pop("completion")
+    sides = ("chosen", "rejected") if "chosen" in record or "rejected" in record else ("response",)
+    contexts = []
+    for side in sides:
+        if isinstance(record.get(side), list):
+            context, record[side] = _split_answer(f"{where}: {side}", record[side])
+            contexts.append(context)
+    prompt = record.get("prompt")
+    if isinstance(prompt, list):
+        record["prompt"] = _messages(f"{where}: prompt", prompt)
+    elif prompt is None and contexts:
+        if len(contexts) != len(sides) or any(c != contexts[0] for c in contexts) or not contexts[0]:
+            raise DiagError(f"{where}: no prompt, and the {' and '.join(sides)} conversations do not share the "
+                            "messages before their answers")
+        record["prompt"] = contexts[0]
+    prompt = record.get("prompt")
+    if not (isinstance(prompt, list) or (isinstance(prompt, str) and prompt.strip())):
+        raise DiagError(f"{where}: field 'prompt' must be a non-empty string or a list of chat messages")
+    return record
+
+
+def _messages(where: str, messages: Any) -> list[dict[str, str]]:
+    """Chat messages as ``{"role", "content"}`` with string content (OpenAI text parts are joined)."""
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise DiagError(f"{where}: must be a non-empty list of chat messages")
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p)
+        if not isinstance(m.get("role"), str) or not isinstance(content, str):
+            raise DiagError(f"{where}: each message needs a string role and text content")
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def _split_answer(where: str, conversation: Any) -> tuple[list[dict[str, str]], str]:
+    """(messages before the answer, the answer) of a conversation ending in an assistant message."""
+    messages = _messages(where, conversation)
+    if messages[-1]["role"] != "assistant":
+        raise DiagError(f"{where}: the conversation must end with the assistant's answer")
+    return messages[:-1], messages[-1]["content"]
+
+
+def prompt_text(prompt: str | list[dict[str, str]]) -> str:
+    """A prompt for display: the string (a lone user turn's text), or the conversation as ``role: text`` lines."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
 def load_records(config: Config) -> list[tuple[int, dict[str, Any]]]:

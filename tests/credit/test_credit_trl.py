@@ -252,3 +252,69 @@ def test_unreadable_data_files_are_one_line_and_leave_no_run(tmp_path: Path, con
     with pytest.raises(DiagError, match=message):
         contract.run(analysis.ANALYSIS, analysis.Config(data=str(path), device="cpu"), store=store)
     assert store.list() == []
+
+
+def _conversation(prompt: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def test_trl_dataset_layouts_score_as_our_pairs(adapter_dir: Path, tmp_path: Path) -> None:
+    """TRL's preference layouts (UltraFeedback-binarized: prompt + conversations; implicit prompt: conversations
+    only; explicit conversational prompt) give the same per-token rewards as the same pairs as strings."""
+    layouts = {
+        "strings": [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS],
+        "ultrafeedback": [{"prompt": p, "prompt_id": str(i), "chosen": _conversation(p, c),
+                           "rejected": _conversation(p, r), "score_chosen": 8.0, "score_rejected": 3.0}
+                          for i, (p, c, r) in enumerate(PAIRS)],
+        "implicit": [{"chosen": _conversation(p, c), "rejected": _conversation(p, r)} for p, c, r in PAIRS],
+        "explicit": [{"prompt": [{"role": "user", "content": p}],
+                      "chosen": [{"role": "assistant", "content": [{"type": "text", "text": c}]}],
+                      "rejected": [{"role": "assistant", "content": r}]} for p, c, r in PAIRS],
+    }
+    rewards = {}
+    for name, lines in layouts.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        config = analysis.Config(policy=str(adapter_dir), data=str(path), captum_steps=0, n_boot=20, device="cpu")
+        items = contract.run(analysis.ANALYSIS, config, store=RunStore())[1].items
+        rewards[name] = [(i.prompt, i.response, i.reward) for i in items]
+    for name in ("ultrafeedback", "implicit", "explicit"):
+        assert rewards[name] == rewards["strings"]
+
+
+def test_multi_turn_conversations_are_scored_in_their_context(adapter_dir: Path, tmp_path: Path) -> None:
+    from diag.credit.inputs import read_jsonl
+
+    turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello! How can I help?"},
+             {"role": "user", "content": PAIRS[0][0]}]
+    path = tmp_path / "hh.jsonl"
+    path.write_text(json.dumps({"chosen": [*turns, {"role": "assistant", "content": PAIRS[0][1]}],
+                                "rejected": [*turns, {"role": "assistant", "content": PAIRS[0][2]}]}) + "\n")
+    (record,) = read_jsonl(path)
+    assert record["prompt"] == turns and record["chosen"] == PAIRS[0][1]
+    pair = load_pair(str(adapter_dir), None, 0.1, "cpu")
+    encoded = encode(pair.tokenizer, record["prompt"], record["chosen"])
+    context = pair.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert pair.tokenizer.decode(encoded.ids[:encoded.response_start]) == context
+    assert pair.tokenizer.decode(encoded.response_ids).startswith(PAIRS[0][1])
+    from diag.credit.inputs import prompt_text
+
+    assert prompt_text(record["prompt"]).splitlines() == ["user: Hi.", "assistant: Hello! How can I help?",
+                                                          f"user: {PAIRS[0][0]}"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ({"chosen": _conversation("a?", "x"), "rejected": _conversation("b?", "y")},
+     "conversations do not share the messages before their answers"),
+    ({"prompt": "a?", "chosen": [{"role": "user", "content": "a?"}], "rejected": "y"},
+     "chosen: the conversation must end with the assistant's answer"),
+    ({"prompt": "a?", "chosen": [{"role": "assistant"}], "rejected": "y"}, "string role and text content"),
+    ({"chosen": "x", "rejected": "y"}, "field 'prompt' must be a non-empty string or a list of chat messages"),
+])
+def test_malformed_conversations_are_named(tmp_path: Path, line: dict, message: str) -> None:
+    from diag.credit.inputs import read_jsonl
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "q?", "chosen": "x", "rejected": "y"}) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(DiagError, match=f":2: .*{message}"):
+        read_jsonl(path)
