@@ -188,3 +188,30 @@ def test_dense_tree_mask_equals_per_prompt_attention(family, loaded, monkeypatch
     dense = pair.score(encoded)
     for a, b in zip(per_prompt, dense, strict=True):
         np.testing.assert_allclose(a.reward, b.reward, atol=1e-5)
+
+
+def test_a_base_model_without_a_chat_template_is_prompted_with_plain_text(tmp_path, smollm2):
+    """GPT-2 style base models have no chat template: every analysis prompts them with BOS and plain text."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from diag.cdas import train
+    from diag.credit.encoding import encode
+    from diag.zoo.lm import answer_prefix
+
+    smollm2[1].save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    tokenizer.chat_template = None
+    config = transformers.GPT2Config(n_embd=64, n_head=4, n_layer=2, n_positions=512, vocab_size=len(tokenizer),
+                                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert answer_prefix(tokenizer, [{"role": "user", "content": "Name a colour."}]) == \
+        f"{tokenizer.bos_token}Name a colour.\n"
+    encoded = encode(tokenizer, "Name a colour.", "Red.")
+    assert tokenizer.decode(encoded.ids) == f"{tokenizer.bos_token}Name a colour.\nRed.{tokenizer.eos_token}"
+    _, result = contract.run(train.ANALYSIS, train.Config(model=str(tmp_path), layer=1, rank=1, steps=1,
+                                                          pairs_per_step=1, device="cpu"))
+    assert np.isfinite(result.curve[0]) and result.orthonormality_error < 1e-5

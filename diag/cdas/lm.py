@@ -20,10 +20,10 @@ HiddenFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def chat_prompt(tokenizer: object, instruction: str) -> str:
-    """The instruction wrapped in the model's chat template, ending with the assistant header."""
-    return tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
-    )
+    """The instruction as one user turn, ending where the answer starts (``answer_prefix``)."""
+    from diag.zoo.lm import answer_prefix
+
+    return answer_prefix(tokenizer, [{"role": "user", "content": instruction}])
 
 
 @dataclass

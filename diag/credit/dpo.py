@@ -31,6 +31,7 @@ from diag.progress import Progress, report_metrics
 from diag.report.figures import integer_ticks
 from diag.report.sections import UNIT, Guide, Metric
 from diag.run_dir import Run
+from diag.zoo.lm import answer_prefix
 from probes import Site, recording, starting_at
 
 EncodedPair = tuple[Encoded, Encoded]  # (chosen, rejected)
@@ -309,8 +310,7 @@ def reference_answers(model: torch.nn.Module, tokenizer, prompts: list[str], pro
     answers = []
     for start in range(0, len(prompts), 16):
         chunk = prompts[start:start + 16]
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                               add_generation_prompt=True) for p in chunk]
+        texts = [answer_prefix(tokenizer, [{"role": "user", "content": p}]) for p in chunk]
         batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                           add_special_tokens=False).to(model.device)
         with torch.no_grad(), model.disable_adapter():

@@ -25,15 +25,16 @@ class Encoded:
 def encode(tokenizer, prompt: str | list[dict[str, str]], response: str) -> Encoded:
     """Tokenize with the chat template (the prompt as one user turn, or the conversation given, then the
     assistant header), the response, then end-of-turn."""
+    from diag.zoo.lm import answer_prefix
+
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    prefix = answer_prefix(tokenizer, messages)
     if getattr(tokenizer, "chat_template", None):
-        prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
         if not full.startswith(prefix + response):
             raise DiagError("the chat template rewrites the assistant turn; cannot locate the response tokens")
         suffix = full[len(prefix) + len(response):].rstrip()
-    else:
-        prefix = (prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in messages)) + "\n"
+    else:  # a base model: the answer ends with EOS
         suffix = tokenizer.eos_token or ""
     prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     body = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)

@@ -185,6 +185,16 @@ def parameter_estimate(name: str) -> int | None:
     return embeddings + layers * (4 * width * width + 3 * width * inner)
 
 
+def answer_prefix(tokenizer: object, messages: list[dict[str, str]]) -> str:
+    """The text a model answers ``messages`` after: its chat template up to the assistant header, or, for a base
+    model without one (GPT-2, Pythia, a Llama base), BOS and the messages' texts one per line: what a bare LM
+    continues. Every front end that prompts a model goes through here, so a base model works everywhere."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False,  # type: ignore[attr-defined]
+                                             add_generation_prompt=True)
+    return (getattr(tokenizer, "bos_token", None) or "") + "".join(f"{m['content']}\n" for m in messages)
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes free for a model on ``device``: CUDA's free memory, or the host's available RAM."""
     if device.type == "cuda":
