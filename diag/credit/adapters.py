@@ -23,7 +23,7 @@ def load_adapter(adapter: str, device: str = "auto", dtype: str = "float32") -> 
     """A PEFT adapter applied to its base (in ``dtype`` on ``device``), its tokenizer and the base's numerics."""
     from peft import PeftModel
 
-    from diag.zoo.lm import load_lm_numerics
+    from diag.zoo.lm import check_finite, load_lm_numerics
 
     base_name = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
     base, tokenizer, numerics = load_lm_numerics(base_name, device, dtype)
@@ -31,6 +31,7 @@ def load_adapter(adapter: str, device: str = "auto", dtype: str = "float32") -> 
         model = PeftModel.from_pretrained(base, adapter)
     except Exception as exc:
         raise DiagError(f"cannot load adapter {adapter}: {str(exc).splitlines()[0]}") from exc
+    check_finite(model, f"adapter {adapter}")
     return model.eval(), tokenizer, numerics
 
 

@@ -150,9 +150,19 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DiagError(f"cannot load model {name!r}: {first_line}") from exc
+    check_finite(model, f"model {name!r}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def check_finite(model: torch.nn.Module, what: str) -> None:
+    """One line naming the first weight with a NaN or infinity (a corrupt or diverged checkpoint): such a model
+    computes NaNs that would otherwise surface far away, as empty plots or NaN metrics."""
+    for name, weight in model.named_parameters():
+        if not torch.isfinite(weight).all():
+            raise DiagError(f"{what}: weight {name} has non-finite values (NaN or inf): a corrupt or diverged "
+                            "checkpoint")
 
 
 _STORED_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}

@@ -53,6 +53,27 @@ def test_corrupt_local_checkpoint_fails_cleanly(tiny_llama_dir: Path, tmp_path: 
         load_lm(str(broken), device="cpu")
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_named_before_any_analysis(tiny_llama_dir: Path, tmp_path: Path, bad: float) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from diag import capture, contract
+    from diag.runs import RunStore
+
+    diverged = tmp_path / "diverged"
+    diverged.mkdir()
+    for item in tiny_llama_dir.iterdir():
+        (diverged / item.name).write_bytes(item.read_bytes())
+    weights = load_file(str(diverged / "model.safetensors"))
+    weights["model.layers.1.mlp.up_proj.weight"][3, 5] = bad
+    save_file(weights, str(diverged / "model.safetensors"), metadata={"format": "pt"})
+    store = RunStore()
+    with pytest.raises(DiagError, match="weight model.layers.1.mlp.up_proj.weight has non-finite values") as info:
+        contract.run(capture.ANALYSIS, capture.Config(model=str(diverged), prompt="hi", layers=(0,), device="cpu"),
+                     store=store)
+    assert "\n" not in str(info.value) and store.list() == []
+
+
 def _slow_build(counter: Path, version: str):  # a build that takes long enough for loaders to overlap
     import time
 
