@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diag.config_checks import config_from_dict
 from diag.errors import DiagError
 from diag.progress import Progress
 from diag.report.figures import integer_ticks
@@ -42,11 +43,11 @@ def import_config(path: str | Path, n_bootstrap: int = 1000, seed: int = 0,
 
 
 def check_inputs(config: Config) -> None:
-    """Read imported files through once: a bad line fails before a run directory exists."""
-    if config.problems_file is not None and config.rollouts_file is None:
-        raise DiagError("problems_file grades imported rollouts; give rollouts_file too")
+    """Read imported or problems files through once: a bad line fails before a run directory exists."""
     if config.rollouts_file is not None:
         _imported(config)
+    else:
+        _select_problems(config)
 
 
 def pin_inputs(config: Config) -> Config:
@@ -279,8 +280,7 @@ def export_jsonl(run: Run, path: Path) -> dict[str, int]:
         if state is None or "state" not in state:
             raise DiagError(f"run {run.run_id} has neither a result nor a checkpoint to export")
         rollouts = state["state"]["rollouts"]
-        config = run.config
-        problems = [p.to_dict() for p in make_suite(config["per_cell"], config["suite_seed"])]
+        problems = _select_problems(config_from_dict(Config, run.config))
     modes: dict[str, set[str]] = {}
     for r in rollouts:
         modes.setdefault(r["problem_id"], set()).add(r["mode"])
@@ -291,17 +291,28 @@ def export_jsonl(run: Run, path: Path) -> dict[str, int]:
 
 
 def _select_problems(config: Config) -> list[dict[str, Any]]:
+    """The problems to sample, in sampling order: the user's problems file in file order, or the generated suite's
+    chosen cells round-robin over (family, level), so any prefix of the jobs covers every cell."""
+    from diag.tir.importer import read_problems
+
+    if config.problems_file is not None:
+        _check_pinned(config)
+        problems = list(read_problems(Path(config.problems_file)).values())
+        if not problems:
+            raise DiagError(f"problems file {config.problems_file} holds no problems")
+        return problems
     unknown = [f for f in config.families if f not in FAMILIES] + [str(v) for v in config.levels if v not in LEVELS]
     if unknown:
         raise DiagError(f"unknown famil(ies)/level(s) {', '.join(unknown)}: families {FAMILIES}, levels {LEVELS}")
-    return [p.to_dict() for p in make_suite(config.per_cell, config.suite_seed)
-            if p.family in config.families and p.level in config.levels]
+    problems = [p.to_dict() for p in make_suite(config.per_cell, config.suite_seed)
+                if p.family in config.families and p.level in config.levels]
+    if not problems:
+        raise DiagError("no problems selected")
+    return sorted(problems, key=lambda p: (int(p["problem_id"].rsplit("-", 1)[1]), p["family"], p["level"]))
 
 
-def _imported(config: Config) -> Result:
-    """Read (and grade) the imported rollouts; every check runs before a run directory exists (see ``run``)."""
-    from diag.tir.importer import read_problems, read_rollouts
-
+def _check_pinned(config: Config) -> None:
+    """The rollout and problems files still have the sha256 the config pinned (the run id is made from it)."""
     for name in ("rollouts", "problems"):
         given, pinned = getattr(config, f"{name}_file"), getattr(config, f"{name}_sha256")
         if given is None or pinned is None:
@@ -309,7 +320,14 @@ def _imported(config: Config) -> Result:
         path = Path(given)
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
         if digest != pinned:
-            raise DiagError(f"{path} changed since this import was configured (sha256 mismatch); import it again")
+            raise DiagError(f"{path} changed since this run was configured (sha256 mismatch); start it again")
+
+
+def _imported(config: Config) -> Result:
+    """Read (and grade) the imported rollouts; every check runs before a run directory exists (see ``run``)."""
+    from diag.tir.importer import read_problems, read_rollouts
+
+    _check_pinned(config)
     known = read_problems(Path(config.problems_file)) if config.problems_file is not None else None
     rollouts, meta = read_rollouts(Path(config.rollouts_file or ""), known)
     problems = [{"problem_id": pid, **m} for pid, m in meta.items()]
@@ -326,8 +344,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     if config.rollouts_file is not None:
         return _imported(config)
     problems = _select_problems(config)
-    if not problems:
-        raise DiagError("no problems selected")
 
     import torch
 
@@ -339,8 +355,6 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     from diag.zoo.lm import load_lm_numerics
 
     model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype)
-    # Round-robin over (family, level) cells, so any prefix of the jobs covers every cell.
-    problems = sorted(problems, key=lambda p: (int(p["problem_id"].rsplit("-", 1)[1]), p["family"], p["level"]))
     chunks = [problems[i:i + config.problems_per_batch] for i in range(0, len(problems), config.problems_per_batch)]
     jobs = [(mode, chunk) for chunk in chunks for mode in MODES]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -356,6 +370,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
         state = run_steps(run, len(jobs), {"rollouts": []}, step, progress=progress, message="rollouts")
         isolation, warning = sandbox.isolation, sandbox.warning
     source = {"kind": "sampled", "model": config.model, "dtype": config.dtype, "numerics": numerics,
+              **({"problems_file": config.problems_file, "problems_sha256": config.problems_sha256}
+                 if config.problems_file is not None else {}),
               "isolation": isolation, "isolation_warning": warning, "n_bootstrap": config.n_bootstrap,
               "seed": config.seed}
     return Result(problems, [Rollout(**r) for r in state["rollouts"]], source)

@@ -15,14 +15,16 @@ from diag.tir.problems import FAMILIES, LEVELS
 @dataclass(frozen=True)
 @validated
 class Config:
-    """Sampling settings, or ``rollouts_file`` (+ its sha256, so edits make a new run) to import instead."""
+    """Sampling settings (on the generated suite, or on the user's ``problems_file``), or ``rollouts_file`` (+ its
+    sha256, so edits make a new run) to import instead."""
 
     model: str = checked("smollm2-135m-instruct", kind="model")  # named model, local HF directory or hub id
     model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
     # JSONL rollouts to import instead of sampling (see diag/tir/importer.py)
     rollouts_file: str | None = checked(None, kind="file")
     rollouts_sha256: str | None = None
-    # imported rollouts: questions and answers to grade lines without "correct"
+    # JSONL problems {problem_id, question, answer[, family, level]}: sampled instead of the generated suite, or
+    # with rollouts_file, what grades imported lines without "correct"
     problems_file: str | None = checked(None, kind="file")
     problems_sha256: str | None = None
     suite_seed: int = checked(0, low=0, high=MAX_SEED)  # seed of the generated problem suite

@@ -1,10 +1,11 @@
-"""Policies in the formats people bring (CleanRL DQN and PPO, Stable-Baselines3 DQN, QR-DQN, PPO and A2C, ours), game
-names, action sets.
+"""Policies in the formats people bring (CleanRL DQN, C51 and PPO; Stable-Baselines3 DQN, QR-DQN, PPO and A2C;
+ours), game names, action sets.
 
 The SB3 and sb3-contrib models are made by the libraries themselves, on rl-zoo's Atari stack (``make_atari_env`` +
 ``VecFrameStack(4)``, which SB3 transposes to channels-first), and saved with ``model.save``; the CleanRL networks
-are ``dqn_atari.QNetwork`` and ``ppo_atari.Agent`` copied below, saved as those scripts save them. All are untrained
-(initial weights in the exact format): what is tested is that our loader computes the library's Q-values or logits.
+are ``dqn_atari.QNetwork``, ``c51_atari.QNetwork`` and ``ppo_atari.Agent`` copied below, saved as those scripts
+save them. All are untrained (initial weights in the exact format): what is tested is that our loader computes
+the library's Q-values or logits.
 """
 
 from __future__ import annotations
@@ -47,6 +48,34 @@ class CleanRLQNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x / 255.0)
+
+
+class CleanRLC51Network(nn.Module):
+    """CleanRL ``c51_atari.py``'s QNetwork, verbatim but for taking the action count instead of the env."""
+
+    def __init__(self, n_actions: int, n_atoms: int = 51, v_min: float = -10, v_max: float = 10) -> None:
+        super().__init__()
+        self.n_atoms = n_atoms
+        self.register_buffer("atoms", torch.linspace(v_min, v_max, steps=n_atoms))
+        self.n = n_actions
+        self.network = nn.Sequential(
+            nn.Conv2d(4, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3136, 512),
+            nn.ReLU(),
+            nn.Linear(512, self.n * n_atoms),
+        )
+
+    def get_action(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.network(x / 255.0)
+        pmfs = torch.softmax(logits.view(len(x), self.n, self.n_atoms), dim=2)
+        q_values = (pmfs * self.atoms).sum(2)
+        return torch.argmax(q_values, 1), q_values
 
 
 class CleanRLAgent(nn.Module):
@@ -115,7 +144,9 @@ def saved_policies(tmp_path_factory: pytest.TempPathFactory, atari_env) -> dict[
     torch.manual_seed(0)
     paths = {"cleanrl-dqn": folder / "dqn_atari.cleanrl_model", "sb3-dqn": folder / "dqn-PongNoFrameskip-v4.zip",
              "sb3-qrdqn": folder / "qrdqn-PongNoFrameskip-v4.zip", "diag-qnet-v1": folder / "ours.pt",
-             "cleanrl-ppo": folder / "ppo_atari.cleanrl_model", "sb3-actor-critic": folder / "ppo-Pong.zip"}
+             "cleanrl-ppo": folder / "ppo_atari.cleanrl_model", "sb3-actor-critic": folder / "ppo-Pong.zip",
+             "cleanrl-c51": folder / "c51_atari.cleanrl_model"}
+    torch.save(CleanRLC51Network(6).state_dict(), paths["cleanrl-c51"])
     torch.save(CleanRLQNetwork(6).state_dict(), paths["cleanrl-dqn"])
     torch.save(CleanRLAgent(6).state_dict(), paths["cleanrl-ppo"])
     PPO("CnnPolicy", atari_env, n_steps=8, batch_size=16, seed=0).save(paths["sb3-actor-critic"])
@@ -161,6 +192,18 @@ def test_sb3_dqn_zip_gives_sb3s_q_values(tmp_path: Path, atari_env, pong_frames:
     torch.testing.assert_close(ours_float, theirs, rtol=1e-6, atol=1e-6)  # x/255*255 may round when not normalised
     actions, _ = model.predict(pong_frames, deterministic=True)
     np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), actions)
+
+
+def test_cleanrl_c51_gives_the_expectation_over_its_atoms(saved_policies: dict[str, Path],
+                                                        pong_frames: np.ndarray) -> None:
+    original = CleanRLC51Network(6)
+    original.load_state_dict(torch.load(saved_policies["cleanrl-c51"], weights_only=True))
+    policy = load_policy(str(saved_policies["cleanrl-c51"]), game="pong")
+    assert (policy.format, policy.n_actions) == ("cleanrl-c51", 6)
+    with torch.no_grad():
+        actions, theirs = original.get_action(torch.Tensor(pong_frames))
+        ours = policy.network(torch.from_numpy(pong_frames))
+    assert _max_diff(ours, theirs) == 0.0 and torch.equal(ours.argmax(dim=1), actions)
 
 
 def test_cleanrl_ppo_agent_gives_its_actors_logits(saved_policies: dict[str, Path], pong_frames: np.ndarray) -> None:

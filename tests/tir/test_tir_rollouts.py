@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -101,3 +104,29 @@ def test_sampled_run_end_to_end(smollm2):
     assert summary["pass@1"]["tool"]["value"] == pytest.approx(sum(r.correct for r in tool) / len(tool))
     _, again = contract.run(analysis.ANALYSIS, config)
     assert again.summary()["expansion"] == summary["expansion"]  # reloaded, not resampled
+
+
+def test_sampling_on_the_users_problems_file(smollm2, tmp_path):
+    """Problems of the user's own (any ids, no family or level) are sampled in file order and graded exactly."""
+    from diag.runs import RunStore
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps({"problem_id": "gsm8k/17", "question": "What is 12 + 30?", "answer": 42}) + "\n"
+                    + json.dumps({"problem_id": "b", "question": "What is 9 * 9?", "answer": 81, "family": "mul",
+                                  "level": 2}) + "\n")
+    config = analysis.pin_inputs(analysis.Config(problems_file=str(path), n_samples=2, max_new_tokens=16,
+                                                 device="cpu", n_bootstrap=50))
+    store = RunStore()
+    _, result = contract.run(analysis.ANALYSIS, config, store=store)
+    assert [p["problem_id"] for p in result.problems] == ["gsm8k/17", "b"]
+    assert [(p["family"], p["level"]) for p in result.problems] == [("imported", 0), ("mul", 2)]
+    assert len(result.rollouts) == 2 * 2 * 2 and result.summary()["source"]["problems_sha256"] == config.problems_sha256
+    answers = {"gsm8k/17": 42, "b": 81}
+    assert all(r.correct == (extract_answer(r.response) == answers[r.problem_id]) for r in result.rollouts)
+    path.write_text(path.read_text().replace("42", "43"))  # the pinned file changed: refused, nothing written
+    with pytest.raises(DiagError, match="changed since this run was configured"):
+        contract.run(analysis.ANALYSIS, dataclasses.replace(config, n_samples=3), store=store)
+    path.write_text('{"problem_id": "x", "question": "?"}\n')
+    with pytest.raises(DiagError, match=":1: missing field\\(s\\) answer"):
+        contract.run(analysis.ANALYSIS, analysis.pin_inputs(analysis.Config(problems_file=str(path))), store=store)
+    assert len(store.list()) == 1

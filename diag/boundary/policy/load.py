@@ -7,6 +7,8 @@ Accepted files:
   or the bare ``state_dict`` of ``QNetwork`` (keys ``trunk.*``, ``value.*``, ``advantage.*``);
 * ``cleanrl-dqn``: CleanRL ``dqn_atari``'s ``torch.save(q_network.state_dict())``, keys ``network.{0,2,4,7,9}``
   (non-dueling Nature CNN, frames scaled by 1/255 inside ``forward``);
+* ``cleanrl-c51``: CleanRL ``c51_atari``'s state dict, the same ``network.*`` keys plus its ``atoms`` support
+  (Q-values are the expectation over atoms, as ``get_action`` computes them);
 * ``cleanrl-ppo``: CleanRL ``ppo_atari``'s ``torch.save(agent.state_dict())``: ``network.{0,2,4,7}``, ``actor``
   and ``critic`` (the critic is not used);
 * ``sb3-dqn`` / ``sb3-qrdqn`` / ``sb3-actor-critic``: a Stable-Baselines3 (rl-zoo) DQN, sb3-contrib QR-DQN, or
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parents[2] / "zoo" / "assets" / "atari"
 FORMAT = "diag-qnet-v1"
-FORMATS = (FORMAT, "cleanrl-dqn", "cleanrl-ppo", "sb3-dqn", "sb3-qrdqn", "sb3-actor-critic")
+FORMATS = (FORMAT, "cleanrl-dqn", "cleanrl-c51", "cleanrl-ppo", "sb3-dqn", "sb3-qrdqn", "sb3-actor-critic")
 ACTOR_CRITIC = frozenset({"cleanrl-ppo", "sb3-actor-critic"})  # formats whose outputs are action logits
 
 
@@ -102,11 +104,11 @@ def load_policy(source: str, game: str | None = None) -> Policy:
         elif "actor.weight" in blob:
             network, fmt = _load_cleanrl_ppo(path, blob), "cleanrl-ppo"
         elif any(isinstance(k, str) and k.startswith("network.") for k in blob):
-            network, fmt = _load_cleanrl(path, blob), "cleanrl-dqn"
+            network, fmt = _load_cleanrl(path, blob), "cleanrl-c51" if "atoms" in blob else "cleanrl-dqn"
         else:
             keys = ", ".join(map(str, list(blob)[:4]))
             raise DiagError(f"policy file {path}: unrecognised layout (keys {keys}, ...): expected a {FORMAT} file, "
-                            "a CleanRL dqn_atari / ppo_atari state dict or a Stable-Baselines3 DQN, QR-DQN, PPO "
+                            "a CleanRL dqn_atari / c51_atari / ppo_atari state dict or a Stable-Baselines3 DQN, QR-DQN, PPO "
                             "or A2C .zip")
     if game is None and recorded is None:
         raise DiagError(f"policy file {path} ({fmt}) does not record its game: pass the game it was trained on "
@@ -185,15 +187,22 @@ def _linear_indices(path: Path, state: dict[str, Any], prefix: str) -> list[int]
 
 
 def _load_cleanrl(path: Path, state: dict[str, Any]) -> ImportedNetwork:
+    """dqn_atari's Q-network, or c51_atari's (the same layers and an ``atoms`` support)."""
+    atoms = state.get("atoms")
     expected = {f"network.{i}.{p}" for i in (0, 2, 4, 7, 9) for p in ("weight", "bias")}
+    expected |= {"atoms"} & set(state)
     if set(state) != expected:
         extra = sorted(set(state) ^ expected)[:3]
         raise DiagError(f"policy file {path} looks like a CleanRL state dict but its keys differ from dqn_atari's "
                         f"network.{{0,2,4,7,9}} (e.g. {', '.join(extra)})")
     out = state["network.9.weight"]
-    network = ImportedNetwork(out.shape[0], features_dim=out.shape[1])
+    n_atoms = atoms.numel() if isinstance(atoms, torch.Tensor) and atoms.ndim == 1 else 0
+    if "atoms" in state and (not n_atoms or out.shape[0] % n_atoms):
+        raise DiagError(f"policy file {path}: c51_atari's atoms must be a vector dividing the {out.shape[0]} "
+                        "outputs of its head")
+    network = ImportedNetwork(out.shape[0] // max(n_atoms, 1), features_dim=out.shape[1], n_atoms=n_atoms)
     renamed = {k.replace("network.9.", "head.0.").replace("network.", "features."): v for k, v in state.items()}
-    return _fill(path, network, renamed, "CleanRL dqn_atari Q-network")
+    return _fill(path, network, renamed, f"CleanRL {'c51' if n_atoms else 'dqn'}_atari Q-network")
 
 
 def _load_cleanrl_ppo(path: Path, state: dict[str, Any]) -> ImportedNetwork:

@@ -56,13 +56,15 @@ class ImportedNetwork(nn.Module):
     Stable-Baselines3's DQN ``CnnPolicy`` (a linear head after optional hidden layers), its actor-critic
     ``CnnPolicy`` (PPO, A2C: the policy branch of ``mlp_extractor``, then ``action_net``) and sb3-contrib's QR-DQN,
     whose head emits ``n_quantiles x n_actions`` values viewed as ``[batch, n_quantiles, n_actions]`` and averaged
-    over quantiles into Q-values, exactly as its ``_predict`` does. Each library's greedy action is the argmax of
-    these outputs. Inputs follow ``QNetwork``'s convention (uint8 frames, or floats in [0, 1]);
+    over quantiles into Q-values, exactly as its ``_predict`` does, and CleanRL's ``c51_atari``, whose head emits
+    ``n_actions x n_atoms`` logits whose per-action softmax weighs the ``atoms`` (its Q-values, as its
+    ``get_action`` computes them). Each library's greedy action is the argmax of these outputs. Inputs follow ``QNetwork``'s convention (uint8 frames, or floats in [0, 1]);
     ``normalize_images=False`` (an SB3 option) means the original network saw raw 0..255 values.
     """
 
     def __init__(self, n_actions: int, head_hidden: tuple[int, ...] = (), features_dim: int = 512,
-                 n_quantiles: int = 1, normalize_images: bool = True, activation: type[nn.Module] = nn.ReLU) -> None:
+                 n_quantiles: int = 1, normalize_images: bool = True, activation: type[nn.Module] = nn.ReLU,
+                 n_atoms: int = 0) -> None:
         super().__init__()
         self.n_actions = n_actions
         self.n_quantiles = n_quantiles
@@ -72,7 +74,9 @@ class ImportedNetwork(nn.Module):
         layers: list[nn.Module] = []
         for size_in, size_out in itertools.pairwise(sizes):
             layers += [nn.Linear(size_in, size_out), activation()]
-        self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], n_actions * n_quantiles))
+        self.head = nn.Sequential(*layers, nn.Linear(sizes[-1], n_actions * n_quantiles * max(n_atoms, 1)))
+        if n_atoms:
+            self.register_buffer("atoms", torch.zeros(n_atoms))  # the support, loaded with the weights
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if obs.dtype == torch.uint8:
@@ -82,4 +86,6 @@ class ImportedNetwork(nn.Module):
         out = self.head(self.features(x))
         if self.n_quantiles > 1:
             out = out.view(-1, self.n_quantiles, self.n_actions).mean(dim=1)
+        if hasattr(self, "atoms"):
+            out = (torch.softmax(out.view(-1, self.n_actions, len(self.atoms)), dim=2) * self.atoms).sum(2)
         return out
