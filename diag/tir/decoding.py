@@ -18,8 +18,8 @@ rename), so the decoder runs on every transformers version the suite tests (see 
 
 from __future__ import annotations
 
-import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +49,9 @@ def inject(seq: Sequence, token_ids: list[int]) -> None:
     seq.tokens.extend(token_ids)
 
 
+_BATCHES_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 class BatchDecoder:
     """Sample continuations of one prompt per group, ``copies`` samples per group, in one batched cache."""
 
@@ -74,10 +77,17 @@ class BatchDecoder:
         self.model(input_ids=ids, use_cache=True, **{self.cache_arg: cache})
         return cache
 
-    @functools.cached_property
+    @property
     def batches_exactly(self) -> bool:
-        """Whether filler slots, the 4D mask and explicit positions reproduce plain forwards on this model: two
-        rows of a short probe, fed unequal numbers of tokens in two steps, against each row's plain forward."""
+        """Whether filler slots, the 4D mask and explicit positions reproduce plain forwards on this model (checked
+        once per model: a sampling run makes a decoder per batch)."""
+        if self.model not in _BATCHES_EXACTLY:
+            _BATCHES_EXACTLY[self.model] = self._probe_batching()
+        return _BATCHES_EXACTLY[self.model]
+
+    def _probe_batching(self) -> bool:
+        """Two rows of a short probe, fed unequal numbers of tokens in two steps, against each row's plain
+        forward."""
         prefix, groups, second = [5, 6, 7], [[8], [9, 10, 11]], [[12, 13, 14], [15]]
         try:
             with torch.no_grad():
