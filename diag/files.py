@@ -90,14 +90,39 @@ def _hash_into(digest: Any, file: Path) -> Any:
     return digest
 
 
+def _json_array(path: Path) -> list[tuple[int, dict[str, Any]]] | None:
+    """(item number, object) of a file that is one JSON array of objects; None for anything else (JSONL)."""
+    with open(path, encoding="utf-8") as fh:
+        head = fh.read(4096).lstrip()
+    if not head.startswith("["):
+        return None
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # not one array after all: the line reader names the bad line
+    if not isinstance(items, list):
+        return None
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise DiagError(f"{path}:{number}: expected a JSON object as array item {number}, "
+                            f"got {type(item).__name__}")
+    if not items:
+        raise DiagError(f"{path} is an empty JSON array")
+    return list(enumerate(items, start=1))
+
+
 def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a JSONL file a user wrote, all or nothing.
 
     The first bad line raises ``DiagError`` as ``PATH:LINE: problem``, so callers that validate fields use the
-    same prefix and an import never stops half-way.
+    same prefix and an import never stops half-way. A file holding one JSON array of objects (``json.dump`` of a
+    list, ``Dataset.to_json(lines=False)``) is read too, its items numbered from 1 in place of lines.
     """
     path = Path(path)
     check_text_file(path, f"{what} {path}")
+    array = _json_array(path)
+    if array is not None:
+        return array
     records = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):

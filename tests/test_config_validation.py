@@ -201,6 +201,21 @@ def test_jsonl_errors_name_the_line_and_column_in_plain_words(tmp_path: Path) ->
     assert str(info.value) == f"{path}:2: invalid JSON at column 11: Invalid control character"
 
 
+def test_a_json_array_file_reads_like_jsonl_with_items_for_lines(tmp_path: Path) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"a": 1}, {"a": 2}], indent=2))  # json.dump of a list, Dataset.to_json(lines=False)
+    assert read_json_lines(path, "rows") == [(1, {"a": 1}), (2, {"a": 2})]
+    path.write_text(json.dumps([{"a": 1}, 7]))
+    with pytest.raises(DiagError, match=r":2: expected a JSON object as array item 2, got int"):
+        read_json_lines(path, "rows")
+    path.write_text("[]")
+    with pytest.raises(DiagError, match="is an empty JSON array"):
+        read_json_lines(path, "rows")
+    path.write_text('[{"a": 1},\n{"a": }]')  # a broken array: the line reader names where
+    with pytest.raises(DiagError, match=r":1: invalid JSON"):
+        read_json_lines(path, "rows")
+
+
 def test_app_form_refuses_a_bad_layer_in_one_line_before_any_job() -> None:
     """The launch form goes through the same checks: one line, from the model's config, no model load."""
     pytest.importorskip("panel")

@@ -1,6 +1,6 @@
 """Import rollouts sampled elsewhere (vLLM, an OpenAI-compatible server, any engine) from JSONL, all or nothing.
 
-Four line shapes, which may be mixed in one file:
+Five line shapes, which may be mixed in one file (or one JSON array of them):
 
 1. Our graded schema (what ``diag tir analyse RUN --export-jsonl`` writes)::
 
@@ -27,6 +27,11 @@ Four line shapes, which may be mixed in one file:
    ``<code>ARGUMENTS</code>``, each ``function_call_output`` as ``<interpreter>OUTPUT</interpreter>``, each built-in
    ``code_interpreter_call`` as its code and then its logs; ``reasoning`` items are skipped. Without an id, the
    problem is the one whose question appears in the user text of ``input``.
+
+5. vLLM offline generation (``LLM.generate``'s ``RequestOutput`` as JSON): ``{"prompt": str, "outputs": [{"text":
+   str, optional "token_ids", "finish_reason"}], optional "problem_id" | "custom_id", "mode", "correct"}``; every
+   output is one sample, its ``<code>`` blocks its tool calls. Without an id, the problem is the one whose question
+   appears in ``prompt``.
 
 Grading: a line without ``correct`` is graded with our checker (the integer on the ``Answer:`` line, or the last
 ``\\boxed{N}``) against the answer in the problems file (JSONL of ``{"problem_id", "question", "answer",
@@ -322,6 +327,23 @@ def _responses(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) 
     return _transcript_draft(where, lineno, obj, finder, response, _input_text(where, obj.get("input")), fields)
 
 
+def _vllm_offline(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> list[_Draft]:
+    outputs = obj["outputs"]
+    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
+        raise DiagError(f"{where}: outputs must be a non-empty list of objects")
+    prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else ""
+    drafts = []
+    for output in sorted(outputs, key=lambda o: o.get("index", 0)):
+        text = output.get("text")
+        if not isinstance(text, str):
+            raise DiagError(f"{where}: each output needs a \"text\" string")
+        tokens = output.get("token_ids")
+        fields = {"tool_calls": text.count("<code>"), "finish": str(output.get("finish_reason") or ""),
+                  "generated_tokens": len(tokens) if isinstance(tokens, list) else 0}
+        drafts.append(_transcript_draft(where, lineno, obj, finder, text, prompt, fields))
+    return drafts
+
+
 def _output_tokens(usage: Any) -> int:
     """Generated tokens from a ``usage`` object (chat: completion_tokens, Responses API: output_tokens), else 0."""
     tokens = usage.get("completion_tokens", usage.get("output_tokens", 0)) if isinstance(usage, dict) else 0
@@ -365,6 +387,8 @@ def _drafts(where: str, lineno: int, obj: dict[str, Any], finder: _Problems) -> 
         return [_chat(where, lineno, obj, finder)]
     if "output" in obj:
         return [_responses(where, lineno, obj, finder)]
+    if "outputs" in obj:
+        return _vllm_offline(where, lineno, obj, finder)
     if isinstance(obj.get("response"), dict) or ("custom_id" in obj and obj.get("response") is None):
         return _batch(where, lineno, obj, finder)
     return [_graded(where, lineno, obj)]

@@ -242,6 +242,25 @@ def test_openai_responses_api_objects_and_their_batch_lines(tmp_path):
     assert rollouts[2].finish == "completed"
 
 
+def test_vllm_offline_request_outputs_and_json_array_files(tmp_path):
+    """LLM.generate's RequestOutput dumped as JSON (every output one sample; the question in the prompt names the
+    problem), in one JSON array file."""
+    prefix = "Solve it.\n\nQuestion: "
+    lines = [
+        {"request_id": "0", "prompt": prefix + "What is question p0?\n", "prompt_token_ids": [1, 2],
+         "outputs": [{"index": 1, "text": "Answer: 390", "token_ids": [5, 6, 7], "finish_reason": "stop"},
+                     {"index": 0, "text": "<code>print(17*23)</code>\n<interpreter>391</interpreter>\nAnswer: 391",
+                      "token_ids": [5] * 20, "finish_reason": "length"}], "mode": "tool", "finished": True},
+        {"prompt": prefix + "What is question p0?\n", "outputs": [{"text": "Answer: 391"}], "mode": "text"},
+    ]
+    path = tmp_path / "vllm.json"
+    path.write_text(json.dumps(lines, indent=1))
+    rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
+    got = [(r.problem_id, r.mode, r.sample, r.correct, r.tool_calls, r.generated_tokens, r.finish) for r in rollouts]
+    assert got == [("p0", "tool", 0, True, 1, 20, "length"), ("p0", "tool", 1, False, 0, 3, "stop"),
+                   ("p0", "text", 0, True, 0, 0, "")]
+
+
 def test_legacy_function_call_chats(tmp_path):
     """Before tool_calls, OpenAI chats called one function per turn and answered it with role "function"."""
     messages = [{"role": "user", "content": "What is question p0?"},
@@ -271,6 +290,7 @@ def test_legacy_function_call_chats(tmp_path):
      ":2: mode must be one of"),
     ({"output": [{"type": "web_search_call"}], "problem_id": "p0"}, ":2: unknown output item type 'web_search_call'"),
     ({"output": "Answer: 1", "problem_id": "p0"}, ":2: output must be a list of objects"),
+    ({"outputs": [{"token_ids": [1]}], "problem_id": "p0"}, ':2: each output needs a "text" string'),
 ])
 def test_bad_engine_lines_are_named_and_leave_no_run(tmp_path, line, message):
     path = _write(tmp_path, [json.dumps(_chat("p0", "text", True)) + "\n", json.dumps(line) + "\n"])
