@@ -57,17 +57,21 @@ def json_error_reason(exc: json.JSONDecodeError) -> str:
     return exc.msg.removesuffix(" at").removesuffix(" starting")
 
 
-_HASHED_FILE_LIMIT = 1 << 30  # bigger files inside a directory (full model weights) count by size and mtime
+_HASHED_FILE_LIMIT = 1 << 30  # bigger files (full model weights, a GGUF) count by size and mtime
 
 
 def fingerprint(path: Path) -> str:
-    """sha256 of a file's bytes, or over a directory's files (relative names and bytes, hidden files skipped).
+    """sha256 of a file's bytes, or over a directory's files (relative names and bytes, hidden files skipped);
+    files over 1 GiB count by name, size and mtime (hashing a 4 GB checkpoint per run would cost seconds).
 
     Analyses put it in their config for the local files they read (checkpoints, adapters, models, data), so a
     replaced file gives a new run id instead of silently reusing a run made from the old one.
     """
     path = Path(path)
     if path.is_file():
+        stat = path.stat()
+        if stat.st_size > _HASHED_FILE_LIMIT:  # a multi-GB GGUF: by size and mtime, as inside directories
+            return hashlib.sha256(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
         return _hash_into(hashlib.sha256(), path).hexdigest()
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):

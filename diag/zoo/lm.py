@@ -57,14 +57,21 @@ def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:
     return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
 
 
-def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
+def _load_gguf(source: LMSource) -> tuple[torch.nn.Module, object]:
+    """A GGUF file (the embedded SmolLM2's, or a user's) dequantized once to float32 and cached; a user's file
+    replaced at the same path is dequantized again (its cache marker records the file's hash)."""
     gguf = Path(source.location)
+    sha = fingerprint(gguf) if source.kind == "gguf-file" else None
 
     def dequantize(folder: Path) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except Exception as exc:  # transformers raises many types for a foreign or unsupported GGUF
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DiagError(f"cannot load GGUF file {gguf}: {first_line}") from exc
         # The dequantized weights are plain float32: rebuild the model without the GGUF marker so it saves
         # and reloads as an ordinary checkpoint.
         config = quantized.config
@@ -73,10 +80,10 @@ def _load_embedded(source: LMSource) -> tuple[torch.nn.Module, object]:
         model.load_state_dict(quantized.state_dict())
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        return {"gguf": str(gguf), "sha256": fingerprint(gguf)}
+        return {"gguf": str(gguf), "sha256": sha or fingerprint(gguf)}
 
     cache = cache_dir(source)
-    build_once(cache, lambda info: True, dequantize)
+    build_once(cache, lambda info: sha is None or info.get("sha256") == sha, dequantize)
     return _load_cached(cache)
 
 
@@ -91,7 +98,7 @@ def _load_merged(source: LMSource) -> tuple[torch.nn.Module, object]:
     def merge(folder: Path) -> dict[str, Any]:
         from peft import PeftModel
 
-        base, tokenizer = _load_embedded(resolve_lm_source(SMOLLM2))
+        base, tokenizer = _load_gguf(resolve_lm_source(SMOLLM2))
         PeftModel.from_pretrained(base, source.location).merge_and_unload().save_pretrained(folder)
         tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
         return {"adapter": source.location, "sha256": sha}
@@ -137,8 +144,8 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
 
     hf_logging.disable_progress_bar()
     source = resolve_lm_source(name)
-    if source.kind == "embedded-gguf":
-        model, tokenizer = _load_embedded(source)
+    if source.kind in ("embedded-gguf", "gguf-file"):
+        model, tokenizer = _load_gguf(source)
     elif source.kind == "embedded-adapter":
         model, tokenizer = _load_merged(source)
     else:
@@ -181,7 +188,7 @@ def parameter_estimate(name: str) -> int | None:
             return None
         folder = Path(cached).parent
     else:
-        folder = cache_dir(source) if source.kind.startswith("embedded") else Path(source.location)
+        folder = Path(source.location) if source.kind == "local" else cache_dir(source)
     config = lm_config(name)
     files = (list(folder.glob("*.safetensors")) or list(folder.glob("*.bin"))) if folder.is_dir() else []
     if files:
@@ -252,7 +259,7 @@ def lm_provenance(name: str) -> dict[str, str | None]:
     """Source, location and file hash of a model, for reports."""
     source = resolve_lm_source(name)
     sha = None
-    if source.kind == "embedded-gguf":
+    if source.kind in ("embedded-gguf", "gguf-file"):
         marker = cache_dir(source) / "diag_source.json"
         sha = json.loads(marker.read_text())["sha256"] if marker.exists() else fingerprint(Path(source.location))
     elif source.kind == "embedded-adapter":

@@ -6,6 +6,7 @@ in milliseconds, before the seconds a model load takes.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,9 @@ class LMSource:
     """Where a model's weights come from; recorded in reports as provenance."""
 
     name: str
-    kind: str  # "embedded-gguf" | "embedded-adapter" (the embedded model + a committed LoRA) | "local" | "hub"
+    # "embedded-gguf" | "embedded-adapter" (the embedded model + a committed LoRA) | "gguf-file" (a user's GGUF,
+    # dequantized like the embedded one) | "local" | "hub"
+    kind: str
     location: str
     sha256: str | None = None
 
@@ -57,11 +60,14 @@ def resolve_lm_source(name: str) -> LMSource:
         return LMSource(name, "embedded-adapter", str(PLANTED_ADAPTER))
     if Path(name).is_dir():
         return LMSource(name, "local", str(Path(name).resolve()))
+    if Path(name).is_file() and name.lower().endswith(".gguf"):
+        return LMSource(name, "gguf-file", str(Path(name).absolute()))  # its own name, through a symlink too
     if "/" in name and not Path(name).exists():
         return LMSource(name, "hub", name)
     known = ", ".join(sorted(KNOWN_LMS))
     raise DiagError(
-        f"unknown model {name!r}: use one of [{known}], a local model directory, or a Hugging Face id (org/name)"
+        f"unknown model {name!r}: use one of [{known}], a local model directory or .gguf file, or a Hugging Face "
+        "id (org/name)"
     )
 
 
@@ -90,7 +96,11 @@ def models_dir() -> Path:
 
 
 def cache_dir(source: LMSource) -> Path:
-    """Where the dequantized (or adapter-merged) weights of an embedded model live once made."""
+    """Where the dequantized (or adapter-merged) weights of an embedded model or a GGUF file live once made (a
+    GGUF file's by its path: a file replaced there is rebuilt, its marker holding the old hash)."""
+    if source.kind == "gguf-file":
+        path = Path(source.location)
+        return models_dir() / "gguf" / f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
     return models_dir() / source.name
 
 
@@ -101,11 +111,12 @@ def lm_config(name: str) -> dict[str, Any]:
     hub id's from the local Hugging Face cache. One line when no config can be found.
     """
     source = resolve_lm_source(name)
-    if source.kind in ("embedded-gguf", "embedded-adapter"):
+    if source.kind in ("embedded-gguf", "embedded-adapter", "gguf-file"):
         cached = cache_dir(source) / "config.json"
         if cached.exists():
             return _read_config(cached)
-        return _gguf_config(_smollm2_gguf())  # the adapter keeps the base model's architecture
+        # the adapter keeps the base model's architecture
+        return _gguf_config(Path(source.location) if source.kind == "gguf-file" else _smollm2_gguf())
     if source.kind == "local":
         return _read_config(Path(source.location) / "config.json")
     from huggingface_hub import try_to_load_from_cache

@@ -74,6 +74,30 @@ def test_non_finite_weights_are_named_before_any_analysis(tiny_llama_dir: Path, 
     assert "\n" not in str(info.value) and store.list() == []
 
 
+def test_a_gguf_file_loads_like_the_embedded_model(smollm2, tmp_path: Path, monkeypatch) -> None:
+    """A user's GGUF file (here the embedded SmolLM2's, under another path) is read from its header before any
+    load, dequantized once into its own cache, pinned by hash into run ids, and equals the embedded model."""
+    from diag import capture, contract
+    from diag.zoo.sources import _smollm2_gguf, layer_count, resolve_lm_source
+
+    monkeypatch.setenv("DIAG_MODELS", str(tmp_path / "models"))
+    gguf = tmp_path / "my-model.Q8_0.gguf"
+    gguf.symlink_to(_smollm2_gguf())
+    assert resolve_lm_source(str(gguf)).kind == "gguf-file" and layer_count(str(gguf)) == 30  # header only
+    model, _ = load_lm(str(gguf), device="cpu")
+    base, tokenizer = smollm2
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, base(ids).logits)
+    assert [p.name[:14] for p in (tmp_path / "models" / "gguf").iterdir() if p.is_dir()] == ["my-model.Q8_0-"]
+    config = capture.ANALYSIS.pin(capture.Config(model=str(gguf), prompt="hi", layers=(0,), device="cpu"))
+    assert config.model_sha256 is not None and len(config.model_sha256) == 64
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    with pytest.raises(DiagError, match="is not a GGUF file"):
+        contract.run(capture.ANALYSIS, capture.Config(model=str(fake), prompt="hi", layers=(0,), device="cpu"))
+
+
 def _slow_build(counter: Path, version: str):  # a build that takes long enough for loaders to overlap
     import time
 
