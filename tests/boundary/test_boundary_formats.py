@@ -28,48 +28,43 @@ from diag.boundary.policy.network import QNetwork
 from diag.errors import DiagError
 
 
+def cleanrl_network(*head: nn.Module) -> nn.Sequential:
+    """The ``self.network`` Sequential every CleanRL Atari script spells out (Nature CNN, then ``head``): the
+    scripts' state dict keys (``network.{0,2,4,7[,9]}``) come from this exact layer order."""
+    return nn.Sequential(
+        nn.Conv2d(4, 32, 8, stride=4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+        *head,
+    )
+
+
 class CleanRLQNetwork(nn.Module):
-    """CleanRL ``dqn_atari.py``'s QNetwork, verbatim but for taking the action count instead of the env."""
+    """CleanRL ``dqn_atari.py``'s QNetwork, but for taking the action count instead of the env."""
 
     def __init__(self, n_actions: int) -> None:
         super().__init__()
-        self.network = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(3136, 512),
-            nn.ReLU(),
-            nn.Linear(512, n_actions),
-        )
+        self.network = cleanrl_network(nn.Linear(512, n_actions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x / 255.0)
 
 
 class CleanRLC51Network(nn.Module):
-    """CleanRL ``c51_atari.py``'s QNetwork, verbatim but for taking the action count instead of the env."""
+    """CleanRL ``c51_atari.py``'s QNetwork, but for taking the action count instead of the env."""
 
     def __init__(self, n_actions: int, n_atoms: int = 51, v_min: float = -10, v_max: float = 10) -> None:
         super().__init__()
         self.n_atoms = n_atoms
         self.register_buffer("atoms", torch.linspace(v_min, v_max, steps=n_atoms))
         self.n = n_actions
-        self.network = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(3136, 512),
-            nn.ReLU(),
-            nn.Linear(512, self.n * n_atoms),
-        )
+        self.network = cleanrl_network(nn.Linear(512, self.n * n_atoms))
 
     def get_action(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.network(x / 255.0)
@@ -79,22 +74,12 @@ class CleanRLC51Network(nn.Module):
 
 
 class CleanRLAgent(nn.Module):
-    """CleanRL ``ppo_atari.py``'s Agent, verbatim but for taking the action count and plain initialisation (its
+    """CleanRL ``ppo_atari.py``'s Agent, but for taking the action count and plain initialisation (its
     ``layer_init`` only sets initial values)."""
 
     def __init__(self, n_actions: int) -> None:
         super().__init__()
-        self.network = nn.Sequential(
-            nn.Conv2d(4, 32, 8, stride=4),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * 7 * 7, 512),
-            nn.ReLU(),
-        )
+        self.network = cleanrl_network()
         self.actor = nn.Linear(512, n_actions)
         self.critic = nn.Linear(512, 1)
 
