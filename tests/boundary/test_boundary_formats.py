@@ -363,7 +363,7 @@ def test_cli_refuses_mismatched_policies_before_any_episode(saved_policies: dict
 @pytest.mark.slow  # ~20 s on an idle 2-core machine, 50 s on a loaded one
 def test_cli_analyses_a_pong_policy_of_every_format_end_to_end(saved_policies: dict[str, Path],
                                                               diag_home: Path) -> None:
-    """Tiniest budget (2 episodes of 4 steps, one shift, 2 attribution states) for all four formats at once."""
+    """Tiniest budget (2 episodes of 4 steps, one shift, 2 attribution states) for every format at once."""
     import json
 
     policies = ",".join(str(p) for p in saved_policies.values())
