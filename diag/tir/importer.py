@@ -55,7 +55,7 @@ from typing import Any
 
 from diag.errors import DiagError
 from diag.files import read_json_lines
-from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block
+from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block, model_text
 from diag.tir.sandbox import STATUSES
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"problem_id": str, "sample": int, "response": str}
@@ -104,10 +104,11 @@ def read_problems(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def grade(response: str) -> int | None:
-    """Our checker's answer: the integer on the first ``Answer:`` line, else the last ``\\boxed{N}``."""
+    """Our checker's answer: the integer on the first ``Answer:`` line, else the last ``\\boxed{N}``, both in
+    what the model wrote (a program that prints ``\\boxed{42}`` does not answer for it)."""
     answer = extract_answer(response)
     if answer is None:
-        boxed = _BOXED.findall(response)
+        boxed = _BOXED.findall(model_text(response))
         answer = int(boxed[-1].replace(",", "")) if boxed else None
     return answer
 

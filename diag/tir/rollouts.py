@@ -36,7 +36,15 @@ _ANSWER = re.compile(r"Answer:\s*(-?\d[\d,]*)")
 _INTERPRETER_SPAN = re.compile(r"<interpreter>.*?(</interpreter>|$)", re.DOTALL)
 
 
+_TAGS = ("<interpreter>", "</interpreter>", "<code>", "</code>")
+
+
 def interpreter_block(output: str) -> str:
+    """Tool output in its block, with our tags inside it defused (``&lt;/interpreter>``): a program that prints
+    ``</interpreter>`` would otherwise close the block early, and what it printed next (an ``Answer:`` line, a
+    ``<code>`` block) would be graded and counted as the model's own text."""
+    for tag in _TAGS:
+        output = output.replace(tag, "&lt;" + tag[1:])
     return f"\n<interpreter>{output}</interpreter>\n"
 
 
@@ -53,9 +61,14 @@ def question_text(problem_question: str) -> str:
     return f"Question: {problem_question}\n"
 
 
+def model_text(response: str) -> str:
+    """The response without the tool's output blocks: what the model itself wrote, the only text graded."""
+    return _INTERPRETER_SPAN.sub("", response)
+
+
 def extract_answer(response: str) -> int | None:
     """The integer on the model's first ``Answer:`` line, ignoring anything the tool printed."""
-    match = _ANSWER.search(_INTERPRETER_SPAN.sub("", response))
+    match = _ANSWER.search(model_text(response))
     if match is None:
         return None
     digits = match.group(1).replace(",", "")
