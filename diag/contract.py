@@ -165,7 +165,7 @@ class Analysis:
 
             source = resolve_lm_source(config.model)  # the embedded model and hub ids are fixed by their name
             # a local directory, or the committed adapter an embedded-adapter model merges in (retrained = new runs)
-            sha = fingerprint(Path(source.location)) if source.kind in ("local", "embedded-adapter",
+            sha = fingerprint(Path(source.location)) if source.kind in ("local", "embedded-adapter", "adapter",
                                                                          "gguf-file") else None
             config = dataclasses.replace(config, model_sha256=sha)
         return self.pin_inputs(config) if self.pin_inputs is not None else config

@@ -19,7 +19,15 @@ from diag.atomic import atomic_dir
 from diag.device import resolve_device, resolve_dtype
 from diag.errors import DiagError
 from diag.files import fingerprint
-from diag.zoo.sources import SMOLLM2, LMSource, cache_dir, config_int, lm_config, resolve_lm_source
+from diag.zoo.sources import (
+    SMOLLM2,
+    LMSource,
+    adapter_base,
+    cache_dir,
+    config_int,
+    lm_config,
+    resolve_lm_source,
+)
 
 # Headroom over the weights for activations, KV caches and the allocator (tiny models' working set is small).
 MEMORY_HEADROOM = 1.25
@@ -87,6 +95,25 @@ def _load_gguf(source: LMSource) -> tuple[torch.nn.Module, object]:
     return _load_cached(cache)
 
 
+def _load_adapter(source: LMSource) -> tuple[torch.nn.Module, object]:
+    """A user's PEFT adapter directory merged into its base (a zoo name, local directory or hub id), with the
+    adapter's own tokenizer when it ships one (TRL saves it beside the adapter)."""
+    from peft import PeftModel
+
+    folder = Path(source.location)
+    base, tokenizer = _load_float32(adapter_base(folder))
+    try:
+        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+    except Exception as exc:  # peft raises many types for an adapter that does not fit its base
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiagError(f"cannot load adapter {folder}: {first_line}") from exc
+    if (folder / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
 def _load_merged(source: LMSource) -> tuple[torch.nn.Module, object]:
     """The embedded model with a committed LoRA adapter merged in, cached like the dequantized weights; the cache
     records the adapter's hash, so a retrained adapter replaces it."""
@@ -148,6 +175,8 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
         model, tokenizer = _load_gguf(source)
     elif source.kind == "embedded-adapter":
         model, tokenizer = _load_merged(source)
+    elif source.kind == "adapter":
+        model, tokenizer = _load_adapter(source)
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -262,6 +291,6 @@ def lm_provenance(name: str) -> dict[str, str | None]:
     if source.kind in ("embedded-gguf", "gguf-file"):
         marker = cache_dir(source) / "diag_source.json"
         sha = json.loads(marker.read_text())["sha256"] if marker.exists() else fingerprint(Path(source.location))
-    elif source.kind == "embedded-adapter":
+    elif source.kind in ("embedded-adapter", "adapter"):
         sha = fingerprint(Path(source.location))
     return {"name": source.name, "kind": source.kind, "location": source.location, "sha256": sha}

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ class LMSource:
 
     name: str
     # "embedded-gguf" | "embedded-adapter" (the embedded model + a committed LoRA) | "gguf-file" (a user's GGUF,
-    # dequantized like the embedded one) | "local" | "hub"
+    # dequantized like the embedded one) | "adapter" (a PEFT adapter directory, merged into its base) | "local" |
+    # "hub"
     kind: str
     location: str
     sha256: str | None = None
@@ -52,6 +54,9 @@ def _smollm2_gguf() -> Path:
     return path
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repository ids
+
+
 def resolve_lm_source(name: str) -> LMSource:
     """Map a user-given name to a source, failing with one line that lists the known names."""
     if name == SMOLLM2:
@@ -59,11 +64,16 @@ def resolve_lm_source(name: str) -> LMSource:
     if name == PLANTED:
         return LMSource(name, "embedded-adapter", str(PLANTED_ADAPTER))
     if Path(name).is_dir():
-        return LMSource(name, "local", str(Path(name).resolve()))
+        folder = Path(name).resolve()
+        if (folder / "adapter_config.json").exists() and not (folder / "config.json").exists():
+            return LMSource(name, "adapter", str(folder))
+        return LMSource(name, "local", str(folder))
     if Path(name).is_file() and name.lower().endswith(".gguf"):
         return LMSource(name, "gguf-file", str(Path(name).absolute()))  # its own name, through a symlink too
-    if "/" in name and not Path(name).exists():
+    if _HUB_ID.fullmatch(name) and not Path(name).exists():
         return LMSource(name, "hub", name)
+    if "/" in name or name.startswith("~") or name.lower().endswith(".gguf"):
+        raise DiagError(f"model {name!r}: no such directory or .gguf file (a Hugging Face id is org/name)")
     known = ", ".join(sorted(KNOWN_LMS))
     raise DiagError(
         f"unknown model {name!r}: use one of [{known}], a local model directory or .gguf file, or a Hugging Face "
@@ -119,12 +129,28 @@ def lm_config(name: str) -> dict[str, Any]:
         return _gguf_config(Path(source.location) if source.kind == "gguf-file" else _smollm2_gguf())
     if source.kind == "local":
         return _read_config(Path(source.location) / "config.json")
+    if source.kind == "adapter":
+        return lm_config(adapter_base(Path(source.location)))
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source.location, "config.json")
     if not isinstance(cached, str):
         raise DiagError(f"model {name!r} is not in the local Hugging Face cache (and this machine is offline)")
     return _read_config(Path(cached))
+
+
+def adapter_base(folder: Path) -> str:
+    """The base model a PEFT adapter directory names (``base_model_name_or_path``), checked to resolve."""
+    config = _read_config(folder / "adapter_config.json")
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise DiagError(f"adapter {folder}: its adapter_config.json names no base_model_name_or_path")
+    try:
+        resolve_lm_source(base)
+    except DiagError as exc:
+        raise DiagError(f"adapter {folder}: its base model {base!r} cannot be found here ({exc}); edit "
+                        "base_model_name_or_path in its adapter_config.json to a local path or zoo name") from exc
+    return base
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -43,6 +43,12 @@ def test_unknown_name_lists_known_models() -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["/no/such/model", "./missing-model", "~/sft", "weights.gguf", "a/b/c"])
+def test_a_missing_path_is_named_not_taken_for_a_hub_id(name: str) -> None:
+    with pytest.raises(DiagError, match="no such directory or .gguf file"):
+        load_lm(name)
+
+
 def test_corrupt_local_checkpoint_fails_cleanly(tiny_llama_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -96,6 +102,37 @@ def test_a_gguf_file_loads_like_the_embedded_model(smollm2, tmp_path: Path, monk
     fake.write_bytes(b"not a gguf at all")
     with pytest.raises(DiagError, match="is not a GGUF file"):
         contract.run(capture.ANALYSIS, capture.Config(model=str(fake), prompt="hi", layers=(0,), device="cpu"))
+
+
+def test_a_peft_adapter_directory_loads_merged_into_its_base(smollm2, tmp_path: Path) -> None:
+    """Any analysis takes a LoRA adapter directory as its model (ours here, as TRL and peft save them): merged into
+    the base its adapter_config names, equal to peft's own merge; a base that cannot be found is one line."""
+    import json
+    import shutil
+
+    from peft import PeftModel
+
+    from diag import capture, contract
+    from diag.zoo.sources import layer_count, resolve_lm_source
+
+    adapter = Path(__file__).resolve().parents[2] / "diag" / "zoo" / "assets" / "smollm2-dpo-credit"
+    assert resolve_lm_source(str(adapter)).kind == "adapter" and layer_count(str(adapter)) == 30
+    model, _ = load_lm(str(adapter), device="cpu")
+    base, tokenizer = load_lm("smollm2-135m-instruct", device="cpu")
+    theirs = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, theirs(ids).logits, rtol=0, atol=1e-5)
+        assert not torch.allclose(model(ids).logits, smollm2[0](ids).logits)  # the adapter changed the model
+    config = capture.ANALYSIS.pin(capture.Config(model=str(adapter), prompt="hi", layers=(0,), device="cpu"))
+    assert config.model_sha256 is not None
+    moved = tmp_path / "moved-adapter"
+    shutil.copytree(adapter, moved)
+    settings = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**settings, "base_model_name_or_path": "/home/me/sft"}))
+    with pytest.raises(DiagError, match="its base model '/home/me/sft' cannot be found here") as info:
+        contract.run(capture.ANALYSIS, capture.Config(model=str(moved), prompt="hi", layers=(0,), device="cpu"))
+    assert "\n" not in str(info.value)
 
 
 def _slow_build(counter: Path, version: str):  # a build that takes long enough for loaders to overlap
