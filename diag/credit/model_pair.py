@@ -26,7 +26,7 @@ from diag.credit.adapters import adapter_meta, first_adapted_block, load_adapter
 from diag.credit.batches import collate, response_logps
 from diag.credit.encoding import Encoded, prompt_groups
 from diag.credit.token_tree import build_tree, tree_logps
-from diag.device import same_logprobs
+from diag.device import paths_agree
 from diag.errors import DiagError
 from diag.progress import Progress, no_progress
 from probes import Site, recording, starting_at
@@ -94,8 +94,9 @@ class ModelPair:
     @functools.cached_property
     def tree_is_exact(self) -> bool:
         """Whether this architecture scores a token tree as it scores the same sequences in plain forwards
-        (checked once on three short chat pairs, two sharing a prompt). A model that places tokens without
-        ``position_ids`` or cannot take a 4D mask (ALiBi: BLOOM, MPT) fails and is scored in plain forwards."""
+        (checked once on three short chat pairs, two sharing a prompt; rounding measured as the plain batch
+        against each sequence alone). A model that places tokens without ``position_ids`` or cannot take a 4D
+        mask (ALiBi: BLOOM, MPT) fails and is scored in plain forwards."""
         from diag.credit.encoding import encode
 
         probe = [encode(self.tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
@@ -105,8 +106,12 @@ class ModelPair:
             tree = self._tree_logps(probe)
         except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. BLOOM's ALiBi cannot take a 4D mask
             return False
+        alone = [self._plain_logps([e]) for e in probe]
+        noise = max(float(((one[model][0] - plain[model][row, :one[0].shape[1]]) * one[2][0]).abs().max())
+                    for row, one in enumerate(alone) for model in (0, 1))
         dtype = next(self.policy.parameters()).dtype
-        return all(same_logprobs(a * plain[2], b * plain[2], dtype) for a, b in zip(plain[:2], tree[:2], strict=True))
+        return all(paths_agree(a * plain[2], b * plain[2], noise, dtype)
+                   for a, b in zip(plain[:2], tree[:2], strict=True))
 
     def token_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``, left-aligned.
