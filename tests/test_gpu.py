@@ -147,3 +147,17 @@ def test_dpo_training_runs_on_cuda(tiny_dir: Path) -> None:
     _, result = contract.run(dpo.ANALYSIS, config)
     assert len(result.losses) == 2 and np.isfinite(result.losses).all()
     assert result.summary()["numerics"]["allow_tf32"] is False
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_fast_paths_stay_on_for_cuda_in_every_dtype(tiny_dir: Path, dtype: str) -> None:
+    """The token tree (credit) and batched decoding (TIR) pass their one-time exactness checks on CUDA in each
+    dtype: a check too strict for the dtype's rounding would fall back to plain forwards without a word."""
+    from diag.credit.model_pair import ModelPair
+    from diag.tir.decoding import BatchDecoder
+    from diag.zoo.lm import load_lm
+
+    model, tokenizer = load_lm(str(tiny_dir), device="cuda", dtype=dtype)
+    pair = ModelPair(model, tokenizer, model, tokenizer, beta=0.1)
+    decoder = BatchDecoder(model, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
+    assert pair.tree_is_exact and decoder.batches_exactly
