@@ -401,6 +401,9 @@ GUIDE = Guide(
          "of steps (vanilla: 10) and had 19% more TD training (see its model card), so vanilla-vs-robust "
          "differences mix adversarial training with a change of playing style."),
         "Each state set is the first max_steps agent steps of each episode, so late-game states are missing.",
+        ("An actor-critic policy (PPO, A2C) is analysed through its actor's logits where a Q-network gives "
+         "Q-values: the softmax differentiated is then the policy's own action distribution, and the paper's "
+         "reference values (Q-networks) compare less directly."),
         ("Episodes use ALE's own grey conversion and resize: a policy trained on OpenCV-processed frames (SB3's "
          "AtariWrapper, CleanRL's wrappers) may see slightly different pixels than it was trained on."),
         "Lambda compares principal directions only; two sets can share G_S yet differ in every other direction.",
