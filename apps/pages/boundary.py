@@ -30,6 +30,7 @@ from apps.views import (
 )
 from diag.boundary import analysis as boundary
 from diag.boundary import episodes
+from diag.boundary.policy.load import output_name
 from diag.errors import DiagError
 from diag.report.sections import format_value
 from diag.runs import RunStore
@@ -190,6 +191,9 @@ class Scrubber(pn.viewable.Viewer):
             self.info.object = "_This run was recorded without frames (keep_frames=false)._"
             self.result = None
             return
+        output = output_name(self.result.format)  # Q-values, or an actor-critic policy's logits
+        self.q_fig.title.text = f"{'Q-values' if output == 'Q' else 'Actor logits'} at this step (red: greedy action)"
+        self.q_fig.yaxis.axis_label = "Q(s, a)" if output == "Q" else "logit(a | s)"
         eps = sorted(int(e) for e in np.unique(self.result.steps["episode"]))
         linked, self._linked_episode = [e for e in self._linked_episode if e in eps], []
         self.episode.options = eps
