@@ -8,10 +8,13 @@ The committed file ``diag/cdas/data/concepts.jsonl`` was made by ``python -m dia
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from diag.errors import DiagError
 from diag.files import read_json_lines
@@ -117,8 +120,45 @@ class Pair:
     split: str  # "train" or "heldout"
 
 
-def load_pairs(path: Path | None = None, concepts: tuple[str, ...] | None = None) -> list[Pair]:
-    """Read and validate the JSONL dataset; one clear line for a malformed row or a concept without examples."""
+def concept_specs(path: str | Path | None = None) -> dict[str, Concept]:
+    """The built-in concepts and the user's: a JSONL file (or JSON array) of ``{"name", "lexicon": [words],
+    optional "phrase" (how an instruction asks for it; default the name), "description" (what the judge embeds;
+    default the phrase)}``. A user's concept of a built-in name replaces it."""
+    specs = dict(CONCEPTS)
+    if not path:
+        return specs
+    for number, row in read_json_lines(Path(path), "concepts file"):
+        where = f"{path}:{number}"
+        unknown = sorted(set(row) - {"name", "phrase", "description", "lexicon"})
+        if unknown:
+            raise DiagError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        name, lexicon = row.get("name"), row.get("lexicon")
+        if not isinstance(name, str) or not name.strip():
+            raise DiagError(f"{where}: name must be a non-empty string")
+        if not (isinstance(lexicon, list) and lexicon and all(isinstance(w, str) and w.strip() for w in lexicon)):
+            raise DiagError(f"{where}: lexicon must be a non-empty list of words (what counts as a mention)")
+        phrase = row.get("phrase", name)
+        description = row.get("description", phrase)
+        if not all(isinstance(v, str) and v.strip() for v in (phrase, description)):
+            raise DiagError(f"{where}: phrase and description must be non-empty strings")
+        specs[name] = Concept(name, phrase, description, tuple(w.strip().lower() for w in lexicon))
+    return specs
+
+
+def pin_files(config: Any) -> Any:
+    """The sha256 of the dataset and concepts files a config names, into its run id: an edited file is a new run,
+    not a stale one reused."""
+    from diag.files import fingerprint
+
+    return dataclasses.replace(
+        config, dataset_sha256=fingerprint(Path(config.dataset)) if config.dataset else None,
+        concepts_sha256=fingerprint(Path(config.concepts_file)) if config.concepts_file else None)
+
+
+def load_pairs(path: Path | None = None, concepts: tuple[str, ...] | None = None,
+               specs: Mapping[str, Concept] = CONCEPTS) -> list[Pair]:
+    """Read and validate the JSONL dataset; one clear line for a malformed row or a concept without examples
+    (``specs``: the concepts known, see ``concept_specs``)."""
     path = Path(path or DATA_PATH)
     pairs = []
     fields = set(Pair.__dataclass_fields__)
@@ -131,8 +171,9 @@ def load_pairs(path: Path | None = None, concepts: tuple[str, ...] | None = None
             raise DiagError(f"{path}:{number}: split must be train or heldout, got {row['split']!r}")
         pairs.append(Pair(**row))
     for name in concepts or ():
-        if name not in CONCEPTS:
-            raise DiagError(f"unknown concept {name!r}: choose from {', '.join(CONCEPTS)}")
+        if name not in specs:
+            raise DiagError(f"unknown concept {name!r}: choose from {', '.join(specs)}, or define it in a "
+                            "concepts file (concepts_file)")
         for split in ("train", "heldout"):
             if not any(p.concept == name and p.split == split for p in pairs):
                 raise DiagError(f"concept {name!r} has no {split} examples in {path}")

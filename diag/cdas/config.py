@@ -75,6 +75,10 @@ class TrainConfig:
     pairs_per_step: int = checked(4, low=1, high=1024)  # training pairs per step
     lr: float = checked(0.01, above=0, high=10)  # Adam learning rate
     dataset: str = checked("", kind="file", empty=True)  # JSONL concept dataset (empty: the committed one)
+    dataset_sha256: str | None = None  # set by pin_files: an edited dataset makes a new run
+    # JSONL of the user's concepts {name, lexicon[, phrase, description]} beside the built-in ones
+    concepts_file: str = checked("", kind="file", empty=True)
+    concepts_sha256: str | None = None  # set by pin_files
     seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs and initialisation
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DII itself trains in float32
@@ -116,6 +120,10 @@ class SteerConfig:
     resolution: float = checked(0.1, above=0, high=100)
     bootstrap: int = checked(1000, low=100, high=100_000)  # resamples of the held-out prompts per interval
     dataset: str = checked("", kind="file", empty=True)  # JSONL path; empty = the committed dataset
+    dataset_sha256: str | None = None  # set by pin_files: an edited dataset makes a new run
+    # JSONL of the user's concepts {name, lexicon[, phrase, description]} beside the built-in ones
+    concepts_file: str = checked("", kind="file", empty=True)
+    concepts_sha256: str | None = None  # set by pin_files
     seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
@@ -148,6 +156,10 @@ class SweepConfig:
     eval_prompts: int = checked(4, low=2, high=10_000)  # two per held-out half
     max_new_tokens: int = checked(16, low=1, high=4096)  # tokens generated per answer
     dataset: str = checked("", kind="file", empty=True)  # JSONL concept dataset (empty: the committed one)
+    dataset_sha256: str | None = None  # set by pin_files: an edited dataset makes a new run
+    # JSONL of the user's concepts {name, lexicon[, phrase, description]} beside the built-in ones
+    concepts_file: str = checked("", kind="file", empty=True)
+    concepts_sha256: str | None = None  # set by pin_files
     seed: int = checked(0, low=0, high=MAX_SEED)  # seed for pairs, initialisation and sampling
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
@@ -235,16 +247,19 @@ PLANTED_CHECK = Analysis(
 )
 TRAIN = Analysis(
     name="cdas-train", config=TrainConfig, module="diag.cdas.train", command=("cdas", "train"),
+    pin_inputs="diag.cdas.concepts:pin_files",
     summary=TrainSummary, comparable="diag.compare:cdas_train_quantities",
     description="Train a rank-k DII for one concept on the train pairs; saves the intervention and held-out loss.",
 )
 STEER = Analysis(
     name="cdas-steer", config=SteerConfig, module="diag.cdas.steer", command=("cdas", "steer"),
+    pin_inputs="diag.cdas.concepts:pin_files",
     summary=SteerSummary, comparable="diag.compare:cdas_steer_quantities",
     description="Steer both ways with rank-1 CDAS vs DiffMean, DAS and prompting; prints mean held-out judge scores.",
 )
 BY_LAYER = Analysis(
     name="cdas-steer-sweep", config=SweepConfig, module="diag.cdas.by_layer", command=("cdas", "sweep"),
+    pin_inputs="diag.cdas.concepts:pin_files",
     summary=SweepSummary, comparable="diag.compare:cdas_sweep_quantities",
     description="Layer sweep: the steer study at each layer (one cdas-steer run per layer); held-out scores per layer.",
 )

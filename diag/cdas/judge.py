@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from diag.cdas.concepts import CONCEPTS, mentions
+from diag.cdas.concepts import Concept, mentions
 
 DESCRIPTION = ("offline judge: concept = lexicon hit + MiniLM similarity to the concept description; "
                "relevance = MiniLM instruction-answer similarity; fluency = perplexity under the unsteered model; "
@@ -64,10 +64,9 @@ def degenerate(answer: str) -> bool:
     return not answer.strip() or distinct_ratio(answer) < 0.4
 
 
-def score(concept: str, instructions: Sequence[str], answers: Sequence[str], nll: Sequence[float],
+def score(spec: Concept, instructions: Sequence[str], answers: Sequence[str], nll: Sequence[float],
           suppress: bool = False) -> dict[str, np.ndarray]:
     """Per-answer scores. ``nll``: mean token NLL of each answer under the unsteered model (see lm.response_nll)."""
-    spec = CONCEPTS[concept]
     emb_answers = embed(answers)
     concept_sim = emb_answers @ embed([spec.description])[0]
     relevance_sim = (emb_answers * embed(instructions)).sum(-1)

@@ -146,7 +146,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     if len(neutral) != len(asked):
         raise DiagError(f"cdas-steer run {steer_id} has {len(neutral)} elicit but {len(asked)} suppress prompts")
     heldout = steer.split_pairs(steer_config)[1][CONCEPT]
-    instruction = {prompt_for(p, m, direction): p.instruction for p in heldout for m in steer_config.methods
+    instruction = {prompt_for(p, m, direction, CONCEPTS[CONCEPT].phrase): p.instruction for p in heldout
+                   for m in steer_config.methods
                    for direction in DIRECTIONS}
     model, tokenizer = load_lm(PLANTED, config.device, config.dtype)
     read_as_x = np.exp(response_nll(model, tokenizer, [instruction[e["prompt"]] for e in examples],

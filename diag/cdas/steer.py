@@ -122,9 +122,9 @@ class Result:
 
 def split_pairs(config: Config) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """Train pairs and the first ``eval_prompts`` held-out pairs per concept (at least 2: two judge halves)."""
-    from diag.cdas.concepts import load_pairs
+    from diag.cdas.concepts import concept_specs, load_pairs
 
-    pairs = load_pairs(config.dataset or None, config.concepts)
+    pairs = load_pairs(config.dataset or None, config.concepts, concept_specs(config.concepts_file))
     train = {c: [p for p in pairs if p.concept == c and p.split == "train"] for c in config.concepts}
     heldout = {c: [p for p in pairs if p.concept == c and p.split == "heldout"][:config.eval_prompts]
                for c in config.concepts}
@@ -165,6 +165,7 @@ def judge_protocol(jobs: list[dict[str, Any]], config: Config
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
+    from diag.cdas.concepts import concept_specs
     from diag.cdas.judge import DESCRIPTION
     from diag.cdas.steer_directions import build_directions
     from diag.cdas.steer_frontier import summarise, verdicts
@@ -175,8 +176,8 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
     model.requires_grad_(False)
     directions = build_directions(model, tokenizer, config, config.objectives(), train, run, progress)
-    jobs = measure(model, tokenizer, config, plan(config.concepts, config.methods, config.alphas, heldout),
-                   directions, run, progress)
+    jobs = measure(model, tokenizer, config, plan(config.concepts, config.methods, config.alphas, heldout,
+                                                  concept_specs(config.concepts_file)), directions, run, progress)
     points, frontier = summarise(jobs, config.concepts, config.methods, config.fluency_budget, config.bootstrap,
                                  config.seed)
     chosen, alpha_sweep, rows, examples = judge_protocol(jobs, config)

@@ -21,11 +21,12 @@ job is measured against:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from diag.cdas.concepts import CONCEPTS, Pair
+from diag.cdas.concepts import Concept, Pair, concept_specs
 from diag.cdas.config import DIRECTIONS, PROMPTED, VECTOR_METHODS
 from diag.cdas.steer_directions import Directions
 from diag.cdas.steer_edit import alpha_unit, clamp_target, row_clamp
@@ -38,17 +39,18 @@ MEASURED = ("answer", "nll", "contrast", "score", "concept_score", "relevance", 
             "relevance_sim", "degenerate")
 
 
-def prompt_for(pair: Pair, method: str, direction: str) -> str:
-    """What the model is asked: the base prompt (x to elicit, x_c to suppress) unless a prompting method asks."""
+def prompt_for(pair: Pair, method: str, direction: str, phrase: str) -> str:
+    """What the model is asked: the base prompt (x to elicit, x_c to suppress) unless a prompting method asks
+    (``phrase``: how an instruction names the pair's concept)."""
     if method in PROMPTED:
         if direction == "elicit":
             return pair.concept_instruction
-        return f"{pair.concept_instruction} Actually, do not mention {CONCEPTS[pair.concept].phrase} at all."
+        return f"{pair.concept_instruction} Actually, do not mention {phrase} at all."
     return pair.instruction if direction == "elicit" else pair.concept_instruction
 
 
 def plan(concepts: tuple[str, ...], methods: tuple[str, ...], alphas: tuple[float, ...],
-         heldout: dict[str, list[Pair]]) -> list[dict[str, Any]]:
+         heldout: dict[str, list[Pair]], specs: Mapping[str, Concept]) -> list[dict[str, Any]]:
     """Every job: the unsteered base, then each method at each alpha (prompting: once, no edit) on each prompt."""
     jobs = []
     for c in concepts:
@@ -59,7 +61,8 @@ def plan(concepts: tuple[str, ...], methods: tuple[str, ...], alphas: tuple[floa
                     for i, p in enumerate(heldout[c]):
                         jobs.append({"concept": c, "method": method, "direction": direction, "alpha": alpha,
                                      "index": i, "half": 0 if i < cut else 1, "instruction": p.instruction,
-                                     "prompt": prompt_for(p, method, direction), "concept_response": p.concept_response,
+                                     "prompt": prompt_for(p, method, direction, specs[c].phrase),
+                                     "concept_response": p.concept_response,
                                      "target": p.concept_instruction if direction == "elicit" else p.instruction,
                                      "response": p.response})
     return jobs
@@ -117,7 +120,7 @@ def measure_chunk(model: torch.nn.Module, tokenizer: object, config: Any, jobs: 
         for direction in DIRECTIONS:
             idx = [k for k, j in enumerate(jobs) if j["concept"] == c and j["direction"] == direction]
             if idx:
-                scores = score(c, [jobs[k]["instruction"] for k in idx], [jobs[k]["answer"] for k in idx],
+                scores = score(concept_specs(config.concepts_file)[c], [jobs[k]["instruction"] for k in idx], [jobs[k]["answer"] for k in idx],
                                [jobs[k]["nll"] for k in idx], suppress=direction == "suppress")
                 for pos, k in enumerate(idx):
                     jobs[k].update({name: float(values[pos]) for name, values in scores.items()})

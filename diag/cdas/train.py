@@ -138,12 +138,12 @@ class Result:
 
 
 def compute(config: Config, run: Run, progress: Progress) -> Result:
-    from diag.cdas.concepts import load_pairs
+    from diag.cdas.concepts import concept_specs, load_pairs
     from diag.cdas.dii import RotatedSubspace, orthonormality_error
     from diag.checkpoint import run_steps
     from diag.device import exact_matmul
     from diag.zoo.lm import load_lm_numerics
-    pairs = load_pairs(config.dataset or None, (config.concept,))
+    pairs = load_pairs(config.dataset or None, (config.concept,), concept_specs(config.concepts_file))
     model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype, config.allow_tf32)
     model.requires_grad_(False)
     width = model.config.hidden_size

@@ -173,3 +173,33 @@ def test_half_b_answers_are_kept_at_every_alpha_and_the_chosen_ones_are_marked()
     result = steer.Result("judge", chosen, rows, [], examples)
     assert sorted((e["method"], e["alpha"]) for e in result.chosen_examples()) == [
         ("diffmean", 0.5), ("diffmean", 0.5), ("prompting", 0.0), ("prompting", 0.0)]
+
+
+def test_a_concept_of_the_users_own_is_trained_steered_and_judged(smollm2, tmp_path) -> None:
+    """A concept defined in a concepts file (name, lexicon, phrase) with its own pairs: the study runs on it, the
+    judge counts its lexicon, prompting names its phrase, and an edited dataset is a new run."""
+    from diag.cdas.concepts import DATA_PATH, concept_specs
+    from diag.cdas.judge import score
+    from diag.runs import RunStore
+
+    concepts = tmp_path / "concepts.jsonl"
+    concepts.write_text(json.dumps({"name": "canines", "phrase": "hounds and other canines",
+                                    "lexicon": ["dog", "puppy", "hound"]}) + "\n")
+    dataset = tmp_path / "pairs.jsonl"
+    rows = [json.loads(line) for line in DATA_PATH.read_text().splitlines() if '"concept": "dogs"' in line]
+    dataset.write_text("".join(json.dumps({**r, "concept": "canines"}) + "\n" for r in rows))
+    config = steer.Config(concepts=("canines",), methods=("diffmean", "prompting"), steps=1, alphas=(0.2,),
+                          eval_prompts=2, max_new_tokens=6, dataset=str(dataset), concepts_file=str(concepts))
+    store = RunStore()
+    run_id, result = contract.run(steer.ANALYSIS, config, store=store)
+    assert result.summary()["concepts"] == ["canines"]
+    asked = [e["prompt"] for e in result.examples if e["method"] == "prompting" and e["direction"] == "suppress"]
+    assert asked and all(p.endswith("Actually, do not mention hounds and other canines at all.") for p in asked)
+    spec = concept_specs(concepts)["canines"]
+    marks = score(spec, ["Say something."] * 2, ["The hound sleeps.", "The cat sleeps."], [1.0, 1.0])
+    assert marks["concept_score"][0] >= 1 and marks["concept_score"][1] <= 1  # the lexicon is the user's
+    dataset.write_text(dataset.read_text().replace("Describe", "Describe briefly", 1))
+    assert steer.ANALYSIS.pin(config).dataset_sha256 != store.get(run_id).config["dataset_sha256"]
+    concepts.write_text(json.dumps({"name": "canines"}) + "\n")
+    with pytest.raises(DiagError, match=r"concepts.jsonl:1: lexicon must be a non-empty list"):
+        contract.run(steer.ANALYSIS, config, store=store)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from diag.cdas import steer
-from diag.cdas.concepts import load_pairs
+from diag.cdas.concepts import CONCEPTS, load_pairs
 from diag.cdas.steer_directions import Directions, diffmean, read_states
 from diag.cdas.steer_edit import alpha_unit, clamp_target, row_clamp
 from diag.cdas.steer_frontier import frontier_value, summarise, verdict, verdicts
@@ -122,7 +122,7 @@ def test_measures_on_smollm2_are_exact_where_nothing_is_edited(smollm2) -> None:
     rho = float(torch.cat([pos, neg]).norm(dim=-1).mean())
     m = {"m_plus": float((pos @ v).mean()), "m_minus": float((neg @ v).mean())}
     directions = Directions({"dogs/diffmean": v}, {"dogs/diffmean": m}, rho, {})
-    jobs = plan(("dogs",), ("diffmean",), (0.3,), {"dogs": heldout})
+    jobs = plan(("dogs",), ("diffmean",), (0.3,), {"dogs": heldout}, CONCEPTS)
     assert len(jobs) == 2 * 2 * 2  # (none, diffmean) x directions x prompts
     measure_chunk(model, tokenizer, config, jobs, directions)
     derive(jobs, len(tokenizer))
