@@ -48,6 +48,7 @@ class ScoreConfig:
 @validated
 class TrainConfig:
     model: str = checked("smollm2-135m-instruct", kind="model")  # base model the LoRA adapter trains on
+    model_sha256: str | None = None  # set by Analysis.pin for a local model dir: edits make a new run
     n_train: int = checked(320, low=1, high=100_000)  # preference pairs from diag.credit.data (train split)
     # held-out templates and entities, for preference accuracy
     n_heldout: int = checked(64, low=1, high=100_000)
