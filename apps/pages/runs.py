@@ -170,7 +170,12 @@ def page() -> Any:
     group.options = [ALL, *sorted({i.group_name for i in store.list() if i.group_name})]
     group.value = linked["group"] if linked["group"] in group.options else ALL
 
-    def load(*_: Any, keep: list[str] | None = None) -> None:
+    shown: list[str] = []  # the runs the detail panel shows
+
+    def load(*_: Any, keep: list[str] | None = None, rebuild: bool = True) -> None:
+        """Reload the table; ``rebuild=False`` (a label saved) keeps the detail panel when it still shows the same
+        run, so the editor the user is clicking in is not replaced under the cursor (a click on "Delete run…"
+        right after "Save label" landed on an editor about to be discarded)."""
         everything = store.list()
         groups = sorted({i.group_name for i in everything if i.group_name})
         group.options = [ALL, *groups]
@@ -187,11 +192,14 @@ def page() -> Any:
         set_url(analysis=None if analysis.value == ALL else analysis.value,
                 status=None if status.value == ALL else status.value,
                 group=None if group.value == ALL else group.value, q=search.value)
-        show_selection()
+        show_selection(rebuild=rebuild)
 
-    def show_selection(*_: Any) -> None:
+    def show_selection(*_: Any, rebuild: bool = False) -> None:
         ids = [runs_table.value["run"].iloc[i] for i in runs_table.selection if i < len(runs_table.value)]
         set_url(compare=",".join(ids))
+        if ids == shown and not rebuild:
+            return
+        shown[:] = ids
         if not ids:
             detail[:] = [pn.pane.Markdown("_Tick one run to see its numbers and figures, or several to compare._")]
             return
@@ -204,7 +212,8 @@ def page() -> Any:
         numbers = [pn.pane.Markdown("**Headline numbers**"), table(metrics, css_classes=["compare-table"])]
         if len(ids) == 1:
             detail[:] = [pn.pane.Markdown(f"### Run `{ids[0]}`"), pn.pane.HTML(links),
-                         LabelEditor(store, store.info(ids[0]), load), Downloads(store, ids[0]), *numbers,
+                         LabelEditor(store, store.info(ids[0]), lambda keep: load(keep=keep, rebuild=False)),
+                         Downloads(store, ids[0]), *numbers,
                          pn.pane.Markdown("**Configuration**"), table(configs), pn.pane.Markdown("**Figures**"),
                          stored_figures(store.get(ids[0]), width=520)]
             return
