@@ -106,7 +106,7 @@ def test_sampled_run_end_to_end(smollm2):
     assert again.summary()["expansion"] == summary["expansion"]  # reloaded, not resampled
 
 
-def test_sampling_on_the_users_problems_file(smollm2, tmp_path):
+def test_sampling_on_the_users_problems_file(tiny_llama_dir, tmp_path):
     """Problems of the user's own (any ids, no family or level) are sampled in file order and graded exactly."""
     from diag.runs import RunStore
 
@@ -114,8 +114,8 @@ def test_sampling_on_the_users_problems_file(smollm2, tmp_path):
     path.write_text(json.dumps({"problem_id": "gsm8k/17", "question": "What is 12 + 30?", "answer": 42}) + "\n"
                     + json.dumps({"problem_id": "b", "question": "What is 9 * 9?", "answer": 81, "family": "mul",
                                   "level": 2}) + "\n")
-    config = analysis.pin_inputs(analysis.Config(problems_file=str(path), n_samples=2, max_new_tokens=16,
-                                                 device="cpu", n_bootstrap=50))
+    config = analysis.pin_inputs(analysis.Config(model=str(tiny_llama_dir), problems_file=str(path), n_samples=2,
+                                                 max_new_tokens=16, device="cpu", n_bootstrap=50))
     store = RunStore()
     _, result = contract.run(analysis.ANALYSIS, config, store=store)
     assert [p["problem_id"] for p in result.problems] == ["gsm8k/17", "b"]
