@@ -57,6 +57,15 @@ def _smollm2_gguf() -> Path:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells repository ids
 
 
+def _in_hf_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repository id
+        return False
+
+
 def resolve_lm_source(name: str) -> LMSource:
     """Map a user-given name to a source, failing with one line that lists the known names."""
     if name == SMOLLM2:
@@ -74,6 +83,8 @@ def resolve_lm_source(name: str) -> LMSource:
         return LMSource(name, "hub", name)
     if "/" in name or name.startswith("~") or name.lower().endswith(".gguf"):
         raise DiagError(f"model {name!r}: no such directory or .gguf file (a Hugging Face id is org/name)")
+    if _in_hf_cache(name):  # a legacy id without an org (gpt2, distilgpt2) that the local cache holds
+        return LMSource(name, "hub", name)
     known = ", ".join(sorted(KNOWN_LMS))
     raise DiagError(
         f"unknown model {name!r}: use one of [{known}], a local model directory or .gguf file, or a Hugging Face "

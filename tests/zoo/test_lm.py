@@ -49,6 +49,25 @@ def test_a_missing_path_is_named_not_taken_for_a_hub_id(name: str) -> None:
         load_lm(name)
 
 
+def test_a_legacy_hub_id_in_the_local_cache_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids without an org (gpt2, distilgpt2) are hub ids too when the local Hugging Face cache holds them."""
+    import json
+
+    from huggingface_hub import constants
+
+    from diag.zoo.sources import layer_count, resolve_lm_source
+
+    repo = tmp_path / "models--gpt2"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "snapshots" / "abc" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 12}))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve_lm_source("gpt2").kind == "hub" and layer_count("gpt2") == 12
+    with pytest.raises(DiagError, match="unknown model 'distilgpt2'"):
+        resolve_lm_source("distilgpt2")
+
+
 def test_corrupt_local_checkpoint_fails_cleanly(tiny_llama_dir: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
