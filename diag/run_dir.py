@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diag.atomic import json_default, write_bytes_atomic, write_json_atomic
-from diag.errors import DiagError
+from diag.errors import DiagError, first_line
 from diag.liveness import alive, this_process
 from diag.run_files import (
     CHECKPOINT_FILE,
@@ -137,7 +137,7 @@ class Run:
             return torch.load(target, map_location="cpu", weights_only=False)
         except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
             log.warning("run %s: %s does not load (%s); starting from scratch", self.run_id, CHECKPOINT_FILE,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                        first_line(exc))
             target.unlink(missing_ok=True)
             return None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from diag.errors import DiagError
+from diag.errors import DiagError, first_line
 
 ADAPTER_META = "diag_dpo.json"  # written next to adapters we train: beta, base model, training data
 
@@ -30,7 +30,7 @@ def load_adapter(adapter: str, device: str = "auto", dtype: str = "float32") -> 
     try:
         model = PeftModel.from_pretrained(base, adapter)
     except Exception as exc:
-        raise DiagError(f"cannot load adapter {adapter}: {str(exc).splitlines()[0]}") from exc
+        raise DiagError(f"cannot load adapter {adapter}: {first_line(exc)}") from exc
     check_finite(model, f"adapter {adapter}")
     return model.eval(), tokenizer, numerics
 

@@ -17,7 +17,7 @@ import torch
 
 from diag.atomic import atomic_dir
 from diag.device import resolve_device, resolve_dtype
-from diag.errors import DiagError
+from diag.errors import DiagError, first_line
 from diag.files import fingerprint
 from diag.zoo.sources import (
     SMOLLM2,
@@ -78,8 +78,7 @@ def _load_gguf(source: LMSource) -> tuple[torch.nn.Module, object]:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         except Exception as exc:  # transformers raises many types for a foreign or unsupported GGUF
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DiagError(f"cannot load GGUF file {gguf}: {first_line}") from exc
+            raise DiagError(f"cannot load GGUF file {gguf}: {first_line(exc)}") from exc
         # The dequantized weights are plain float32: rebuild the model without the GGUF marker so it saves
         # and reloads as an ordinary checkpoint.
         config = quantized.config
@@ -105,8 +104,7 @@ def _load_adapter(source: LMSource) -> tuple[torch.nn.Module, object]:
     try:
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
     except Exception as exc:  # peft raises many types for an adapter that does not fit its base
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DiagError(f"cannot load adapter {folder}: {first_line}") from exc
+        raise DiagError(f"cannot load adapter {folder}: {first_line(exc)}") from exc
     if (folder / "tokenizer_config.json").exists():
         from transformers import AutoTokenizer
 
@@ -184,8 +182,7 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
             tokenizer = AutoTokenizer.from_pretrained(source.location)
             model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DiagError(f"cannot load model {name!r}: {first_line}") from exc
+            raise DiagError(f"cannot load model {name!r}: {first_line(exc)}") from exc
     check_finite(model, f"model {name!r}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
