@@ -45,6 +45,13 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as the additive one every attention implementation takes (0 where allowed, the
+    dtype's minimum elsewhere): eager attention (Gemma-2's default) adds a mask to the scores, so a boolean one
+    would shift them by 1 instead of hiding keys."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def paths_agree(fast: torch.Tensor, plain: torch.Tensor, noise: float, dtype: torch.dtype) -> bool:
     """Whether a fast path's log-probs equal plain forwards' up to rounding.
 

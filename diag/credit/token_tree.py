@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from diag.credit.encoding import Encoded, prompt_groups
+from diag.device import additive_mask
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtyp
     scored_nodes, sources = torch.unique(predicting[mask.bool()], return_inverse=True)
     source_index = torch.zeros_like(predicting)
     source_index[mask.bool()] = sources
-    attention = torch.zeros((n, n), dtype=dtype).masked_fill(~ancestry, torch.finfo(dtype).min)[None, None]
+    attention = additive_mask(ancestry, dtype)[None, None]
     segments = []
     for members in prompt_groups(batch):
         queries = torch.tensor([node for node, creator in enumerate(creators) if creator in members])

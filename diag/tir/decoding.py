@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from diag.device import paths_agree
+from diag.device import additive_mask, paths_agree
 from diag.errors import DiagError
 
 
@@ -155,6 +155,20 @@ class BatchDecoder:
             logits, valid, positions = self._step([seqs[i] for i in live], cache, valid, positions, plain)
         return seqs
 
+    def _placement(self, real: torch.Tensor, all_valid: torch.Tensor, positions: torch.Tensor
+                   ) -> dict[str, torch.Tensor]:
+        """The positions and 4D mask that place each row's real tokens after its own past, skipping filler
+        (``all_valid``: the past slots' and these slots' real-token flags)."""
+        width = real.shape[1]
+        past = all_valid.shape[1] - width
+        offsets = real.long().cumsum(1) - 1
+        pos = torch.where(real, positions[:, None] + offsets, positions[:, None])
+        # Query j may see past slots and current slots <= j, all restricted to real tokens of its row.
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
+        visible = torch.cat([torch.ones(width, past, dtype=torch.bool, device=self.device), causal], dim=1)
+        allowed = (visible[None] & all_valid[:, None, :])[:, None]
+        return {"attention_mask": additive_mask(allowed, next(self.model.parameters()).dtype), "position_ids": pos}
+
     def _sample_into(self, rows: list[Sequence], logits: torch.Tensor, on_token: OnToken) -> None:
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
         sampled = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).tolist()
@@ -182,18 +196,8 @@ class BatchDecoder:
                 real[r, width - len(feed):] = True
             seq.pending = []
         ids, real = ids.to(self.device), real.to(self.device)
-        offsets = real.long().cumsum(1) - 1
-        pos = torch.where(real, positions[:, None] + offsets, positions[:, None])
         all_valid = torch.cat([valid, real], dim=1)
-        past = valid.shape[1]
-        # Query j may see past slots and current slots <= j, all restricted to real tokens of its row.
-        causal = torch.ones(width, width, dtype=torch.bool, device=self.device).tril()
-        visible = torch.cat([torch.ones(width, past, dtype=torch.bool, device=self.device), causal], dim=1)
-        # Additive (0 / dtype min), not boolean: eager attention (Gemma-2's default) adds the mask to the scores.
-        allowed = (visible[None] & all_valid[:, None, :])[:, None]
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(~allowed, torch.finfo(dtype).min)
-        edits = {} if plain else {"attention_mask": mask, "position_ids": pos}
+        edits = {} if plain else self._placement(real, all_valid, positions)
         out = self.model(input_ids=ids, use_cache=True, **edits, **{self.cache_arg: cache})
         return out.logits[:, -1], all_valid, positions + real.sum(1)
 
