@@ -116,11 +116,12 @@ def measure_chunk(model: torch.nn.Module, tokenizer: object, config: Any, jobs: 
     contrast = reference_contrast(model, tokenizer, config.layer, jobs, vectors, targets, config.positions)
     for j, a, n, k in zip(jobs, answers, nll, contrast, strict=True):
         j.update(answer=a, nll=n, contrast=k)
+    specs = concept_specs(config.concepts_file)
     for c in {j["concept"] for j in jobs}:
         for direction in DIRECTIONS:
             idx = [k for k, j in enumerate(jobs) if j["concept"] == c and j["direction"] == direction]
             if idx:
-                scores = score(concept_specs(config.concepts_file)[c], [jobs[k]["instruction"] for k in idx], [jobs[k]["answer"] for k in idx],
+                scores = score(specs[c], [jobs[k]["instruction"] for k in idx], [jobs[k]["answer"] for k in idx],
                                [jobs[k]["nll"] for k in idx], suppress=direction == "suppress")
                 for pos, k in enumerate(idx):
                     jobs[k].update({name: float(values[pos]) for name, values in scores.items()})

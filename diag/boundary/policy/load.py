@@ -177,11 +177,12 @@ def _load_ours(path: Path, state: dict[str, Any]) -> QNetwork:
     return _fill(path, QNetwork(advantage.shape[0]), state, "Nature-CNN dueling Q-network")
 
 
-def _linear_indices(path: Path, state: dict[str, Any], prefix: str) -> list[int]:
-    """Indices ``i`` of ``prefix.{i}.weight`` matrices in order (a Sequential of Linear and activation layers)."""
+def _linear_indices(path: Path, state: dict[str, Any], prefix: str, required: bool = True) -> list[int]:
+    """Indices ``i`` of ``prefix.{i}.weight`` matrices in order (a Sequential of Linear and activation layers);
+    none is an error unless not ``required`` (an actor-critic's policy branch may have no hidden layer)."""
     found = sorted(int(k[len(prefix) + 1:].split(".")[0]) for k in state
                    if k.startswith(prefix + ".") and k.endswith(".weight"))
-    if not found or any(state[f"{prefix}.{i}.weight"].ndim != 2 for i in found):
+    if (required and not found) or any(state[f"{prefix}.{i}.weight"].ndim != 2 for i in found):
         raise DiagError(f"policy file {path} has no linear layers under {prefix}.*")
     return found
 
@@ -251,7 +252,8 @@ def _load_sb3(path: Path) -> tuple[ImportedNetwork, str, dict[str, Any]]:
     # SB3's default activations: ReLU in DQN's head, Tanh in an actor-critic's mlp_extractor
     activation = str(kwargs.get("activation_fn", "Tanh" if fmt == "sb3-actor-critic" else "ReLU"))
     supported = {"ReLU": nn.ReLU, "Tanh": nn.Tanh} if fmt == "sb3-actor-critic" else {"ReLU": nn.ReLU}
-    if not any(name in activation for name in supported):
+    layer = next((cls for name, cls in supported.items() if name in activation), None)
+    if layer is None:
         raise DiagError(f"policy file {path} uses activation_fn {activation}; only {' or '.join(supported)} "
                         "is supported")
     if "features_extractor_class" in kwargs and "NatureCNN" not in str(kwargs["features_extractor_class"]):
@@ -262,7 +264,7 @@ def _load_sb3(path: Path) -> tuple[ImportedNetwork, str, dict[str, Any]]:
         raise DiagError(f"policy file {path} was trained on observations of shape {tuple(shape)}; the ALE "
                         f"environment here gives {OBS_SHAPE} (grey 84x84, 4 stacked frames, channels first)")
     if fmt == "sb3-actor-critic":  # the policy branch's hidden layers (maybe none), then action_net
-        indices = sorted(int(k.split(".")[2]) for k in state if k.startswith(f"{head}.") and k.endswith(".weight"))
+        indices = _linear_indices(path, state, head, required=False)
         out = state["action_net.weight"].shape[0]
         head_keys = {**{f"{head}.{i}.": f"head.{2 * n}." for n, i in enumerate(indices)},
                      "action_net.": f"head.{2 * len(indices)}."}
@@ -283,8 +285,7 @@ def _load_sb3(path: Path) -> tuple[ImportedNetwork, str, dict[str, Any]]:
     if f"{features}.linear.0.weight" not in state:
         raise DiagError(f"policy file {path} has no {features}.linear layer: not a NatureCNN CnnPolicy")
     network = ImportedNetwork(n_actions, hidden, state[f"{features}.linear.0.weight"].shape[0], n_quantiles,
-                              bool(kwargs.get("normalize_images", True)),
-                              next(layer for name, layer in supported.items() if name in activation))
+                              bool(kwargs.get("normalize_images", True)), layer)
     renamed = {}
     for key, value in state.items():
         if key.startswith(f"{features}.cnn."):
