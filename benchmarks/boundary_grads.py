@@ -28,6 +28,23 @@ def bare_forward_backward(model: torch.nn.Module, frames: torch.Tensor) -> torch
     return grad
 
 
+def measure(frames_wanted: int, repeats: int, device: torch.device) -> tuple[int, int, str, dict[str, float]]:
+    """(frames measured, frames per chunk, game, median seconds of batched / per-frame loop / bare fwd+bwd)."""
+    policy = load_policy("roadrunner-vanilla")
+    model = policy.network.to(device)
+    episodes = play(model, policy.game, 4, frames_wanted // 4, seed=0, keep_states=True)
+    frames = episodes.states[:frames_wanted]
+    n = len(frames)
+    batched = lambda: boundary_gradients(model, frames)
+    looped = lambda: [boundary_gradients(model, frames[i:i + 1]) for i in range(n)]
+    bare = lambda: bare_forward_backward(model, frames)
+    with exact_matmul(False):
+        torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-6)  # same numbers
+        med = interleaved_medians({"batched": batched, "per-frame loop": looped, "bare forward+backward": bare},
+                                  repeats)
+    return n, min(n, gradient_chunk(frames)), policy.game, med
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--frames", type=int, default=128)
@@ -38,21 +55,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    policy = load_policy("roadrunner-vanilla")
-    model = policy.network.to(device)
-    episodes = play(model, policy.game, 4, args.frames // 4, seed=0, keep_states=True)
-    frames = episodes.states[: args.frames]
-    n = len(frames)
-    batched = lambda: boundary_gradients(model, frames)
-    looped = lambda: [boundary_gradients(model, frames[i:i + 1]) for i in range(n)]
-    bare = lambda: bare_forward_backward(model, frames)
-    with exact_matmul(False):
-        torch.testing.assert_close(torch.cat(looped()), batched(), rtol=1e-4, atol=1e-6)  # same numbers
-        med = interleaved_medians({"batched": batched, "per-frame loop": looped, "bare forward+backward": bare},
-                                  args.repeats)
+    n, chunk, game, med = measure(args.frames, args.repeats, device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"{n} frames of {policy.game}, Nature-CNN dueling Q-network, {device} ({where}), TF32 off, "
-          f"chunks of {min(n, gradient_chunk(frames))} frames, median of {args.repeats}")
+    print(f"{n} frames of {game}, Nature-CNN dueling Q-network, {device} ({where}), TF32 off, "
+          f"chunks of {chunk} frames, median of {args.repeats}")
     for name, seconds in med.items():
         print(f"{name:22s} {n / seconds:9.1f} frames/s  ({seconds * 1e3:8.1f} ms)")
     loop_target = 50 if device.type == "cuda" else 5

