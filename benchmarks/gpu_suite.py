@@ -267,6 +267,8 @@ def drive(args: argparse.Namespace) -> int:
             marked = sorted(str(p) for p in (ROOT / "tests").rglob("test_*.py") if "mark.gpu" in p.read_text())
             jobs.append(("pytest -m gpu", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                            *marked]))
+        if args.only:  # a rerun of some parts: job names containing one of the given words
+            jobs = [(name, command) for name, command in jobs if any(word in name for word in args.only.split(","))]
         deadline = time.perf_counter() + args.budget
         for name, command in jobs:
             start = time.perf_counter()
@@ -289,6 +291,8 @@ def drive(args: argparse.Namespace) -> int:
                 last = (stderr.strip() or stdout.strip()).splitlines()[-1:] or [""]
                 line = {"part": name, "figure": f"exit status ({seconds} s)", "value": code, "bar": "0",
                         "ok": code == 0, "seconds": seconds, "last_line": last[0][:200]}
+                if code != 0:  # enough of the output to see why, in the log (the table keeps one line)
+                    line["tail"] = (stdout + stderr).strip().splitlines()[-40:]
                 print(json.dumps(line), flush=True)
                 lines = [line]
             rows.extend(lines)
@@ -310,6 +314,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="smallest budgets and a 2-layer twin (script check)")
     parser.add_argument("--timeout", type=int, default=150, help="seconds per part")
     parser.add_argument("--budget", type=int, default=330, help="seconds for all parts; later parts are skipped")
+    parser.add_argument("--only", default="", help="comma-separated words: run the parts whose names hold one")
     args = parser.parse_args()
     if args.part == "all":
         sys.exit(drive(args))

@@ -56,4 +56,6 @@ esac
 export DIAG_MODELS=${DIAG_MODELS:-$HOME/.cache/diag/models}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-exec "$PY" benchmarks/gpu_suite.py all "${DEVICE[@]}" --timeout 120 --budget ${GPU_CHECK_BUDGET:-330}
+# GPU_CHECK_ONLY=tir,credit reruns the parts whose names hold one of those words
+exec "$PY" benchmarks/gpu_suite.py all "${DEVICE[@]}" --timeout 120 --budget ${GPU_CHECK_BUDGET:-330} \
+  --only "${GPU_CHECK_ONLY:-}"

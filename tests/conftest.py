@@ -70,7 +70,7 @@ def _assert_decoding_matches_forward(model, tokenizer, atol: float) -> None:
 
     def recording(rows, logits, callback):
         seen.extend((row, logits[i].clone()) for i, row in enumerate(rows))
-        sample(rows, logits.cpu(), callback)
+        sample(rows, logits, callback)  # the device tensor, as the decoder passes it
 
     decoder._sample_into = recording
     seqs = decoder.run(prefix, groups, 2, on_token)

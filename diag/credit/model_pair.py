@@ -163,9 +163,10 @@ class ModelPair:
         scored: dict[int, TokenScores] = {}
         for chunk in batches:
             policy, ref, _ = self.token_logps([encoded[i] for i in chunk])
+            policy, ref = policy.double().cpu(), ref.double().cpu()  # one host copy per batch, for numpy
             for row, i in enumerate(chunk):
                 n = len(encoded[i].response_ids)
-                p, r = policy[row, :n].double().cpu(), ref[row, :n].double().cpu()  # host copies for numpy
+                p, r = policy[row, :n], ref[row, :n]
                 scored[i] = TokenScores(p.numpy(), r.numpy(), (self.beta * (p - r)).numpy())
             progress(len(scored), len(encoded), "scoring")
         return [scored[i] for i in range(len(encoded))]

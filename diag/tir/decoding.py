@@ -170,7 +170,9 @@ class BatchDecoder:
         return {"attention_mask": additive_mask(allowed, next(self.model.parameters()).dtype), "position_ids": pos}
 
     def _sample_into(self, rows: list[Sequence], logits: torch.Tensor, on_token: OnToken) -> None:
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        # Sampled on the host with the host generator: the same seed draws the same tokens on every device (a
+        # CUDA tensor cannot take a CPU generator), and the tokens go to the host next anyway.
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
         sampled = torch.multinomial(probs, 1, generator=self.generator).squeeze(1).tolist()
         for seq, token in zip(rows, sampled, strict=True):
             # The sampled token is fed next step; on_token may queue injected text after it (see ``inject``).
