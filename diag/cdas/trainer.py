@@ -26,6 +26,7 @@ from diag.stats import wilson
 from probes import COMPONENTS, Edit, Site, get_backend
 from probes.backends import Inputs
 from probes.errors import ProbeError
+from probes.forward import run_to
 from probes.site import block_list, locate
 
 Pairs = tuple[Inputs, Inputs, torch.Tensor]
@@ -74,11 +75,12 @@ def resolve_site(model: nn.Module, site: Site | str) -> Site:
 
 def intervened_output(model: nn.Module, site: Site, subspace: nn.Module, base: Inputs,
                       source: Inputs) -> torch.Tensor:
-    """Run ``base`` with the subspace of ``site`` taken from the run on ``source`` (gradients reach the basis)."""
-    backend = get_backend("torch", model)
+    """Run ``base`` with the subspace of ``site`` taken from the run on ``source`` (gradients reach the basis);
+    the source run stops at the site, since nothing above it feeds the interchange."""
     with torch.no_grad():
-        h_source = backend.run(source, capture=[site]).activations[site]
-    return backend.run(base, edits=[Edit(site, lambda h: subspace(h, h_source), "dii")]).logits
+        h_source = run_to(model, site, source)
+    edit = Edit(site, lambda h: subspace(h, h_source), "dii")
+    return get_backend("torch", model).run(base, edits=[edit]).logits
 
 
 def site_activation(model: nn.Module, site: Site, inputs: Inputs) -> torch.Tensor:
