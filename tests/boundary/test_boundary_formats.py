@@ -1,5 +1,5 @@
-"""Policies in the formats people bring (CleanRL DQN, C51 and PPO; Stable-Baselines3 DQN, QR-DQN, PPO and A2C;
-ours), game names, action sets.
+"""Policies in the formats people bring (CleanRL DQN, C51 and PPO, in PyTorch and JAX; Stable-Baselines3 DQN,
+QR-DQN, PPO and A2C; ours), game names, action sets.
 
 The SB3 and sb3-contrib models are made by the libraries themselves, on rl-zoo's Atari stack (``make_atari_env`` +
 ``VecFrameStack(4)``, which SB3 transposes to channels-first), and saved with ``model.save``; the CleanRL networks
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flax_layout import write_jax_policies
 from torch import nn
 
 from diag.boundary.games import action_set, resolve_game
@@ -138,6 +139,7 @@ def saved_policies(tmp_path_factory: pytest.TempPathFactory, atari_env) -> dict[
     DQN("CnnPolicy", atari_env, buffer_size=10, seed=0).save(paths["sb3-dqn"])
     QRDQN("CnnPolicy", atari_env, buffer_size=10, seed=0, policy_kwargs={"n_quantiles": 25}).save(paths["sb3-qrdqn"])
     torch.save(QNetwork(6).state_dict(), paths["diag-qnet-v1"])
+    paths.update(write_jax_policies(folder, 6, "PongNoFrameskip-v4"))
     return paths
 
 

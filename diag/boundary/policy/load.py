@@ -11,6 +11,9 @@ Accepted files:
   (Q-values are the expectation over atoms, as ``get_action`` computes them);
 * ``cleanrl-ppo``: CleanRL ``ppo_atari``'s ``torch.save(agent.state_dict())``: ``network.{0,2,4,7}``, ``actor``
   and ``critic`` (the critic is not used);
+* ``cleanrl-dqn-jax`` / ``cleanrl-c51-jax`` / ``cleanrl-ppo-jax``: the JAX scripts' ``.cleanrl_model`` files
+  (``dqn_atari_jax``, ``c51_atari_jax``, ``ppo_atari_envpool_xla_jax_scan``), flax msgpack read without JAX and
+  rewritten into the layouts above (see ``flax_import``); c51 and ppo record their ``env_id``;
 * ``sb3-dqn`` / ``sb3-qrdqn`` / ``sb3-actor-critic``: a Stable-Baselines3 (rl-zoo) DQN, sb3-contrib QR-DQN, or
   PPO / A2C (any ``ActorCriticCnnPolicy``) ``.zip``. Its ``policy.pth`` state dict (``q_net.*``,
   ``quantile_net.*``, or ``pi_features_extractor.*`` + ``mlp_extractor.policy_net.*`` + ``action_net``) and its
@@ -19,7 +22,8 @@ Accepted files:
 
 An actor-critic policy's outputs are its actor's logits, not Q-values: the greedy action (argmax), the softmax
 the boundary analysis differentiates (then the policy's own action probabilities) and the attacks apply as they
-are. Only ``diag-qnet-v1`` wrappers record their game; for the others it must be given (``game``).
+are. ``diag-qnet-v1`` wrappers and the c51/ppo JAX files record their game; for the others it must be given
+(``game``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from diag.boundary.policy.flax_import import cleanrl_jax_state, is_flax_msgpack, read_flax
 from diag.boundary.policy.network import OBS_SHAPE, ImportedNetwork, QNetwork
 from diag.errors import DiagError
 
@@ -42,8 +47,10 @@ if TYPE_CHECKING:
 
 ASSETS = Path(__file__).resolve().parents[2] / "zoo" / "assets" / "atari"
 FORMAT = "diag-qnet-v1"
-FORMATS = (FORMAT, "cleanrl-dqn", "cleanrl-c51", "cleanrl-ppo", "sb3-dqn", "sb3-qrdqn", "sb3-actor-critic")
-ACTOR_CRITIC = frozenset({"cleanrl-ppo", "sb3-actor-critic"})  # formats whose outputs are action logits
+FORMATS = (FORMAT, "cleanrl-dqn", "cleanrl-c51", "cleanrl-ppo", "cleanrl-dqn-jax", "cleanrl-c51-jax",
+           "cleanrl-ppo-jax", "sb3-dqn", "sb3-qrdqn", "sb3-actor-critic")
+# formats whose outputs are action logits
+ACTOR_CRITIC = frozenset({"cleanrl-ppo", "cleanrl-ppo-jax", "sb3-actor-critic"})
 
 
 def output_name(fmt: str) -> str:
@@ -94,6 +101,9 @@ def load_policy(source: str, game: str | None = None) -> Policy:
     recorded, meta = None, {}
     if _is_sb3_zip(path):
         network, fmt, meta = _load_sb3(path)
+    elif is_flax_msgpack(path):
+        state, fmt, recorded = cleanrl_jax_state(path, read_flax(path))
+        network = _load_cleanrl_ppo(path, state) if fmt in ACTOR_CRITIC else _load_cleanrl(path, state)
     else:
         blob = _torch_load(path, path)
         if blob.get("format") == FORMAT:
@@ -108,8 +118,8 @@ def load_policy(source: str, game: str | None = None) -> Policy:
         else:
             keys = ", ".join(map(str, list(blob)[:4]))
             raise DiagError(f"policy file {path}: unrecognised layout (keys {keys}, ...): expected a {FORMAT} file, "
-                            "a CleanRL dqn_atari / c51_atari / ppo_atari state dict or a Stable-Baselines3 DQN, QR-DQN, PPO "
-                            "or A2C .zip")
+                            "a CleanRL dqn_atari / c51_atari / ppo_atari state dict (or their JAX .cleanrl_model) or "
+                            "a Stable-Baselines3 DQN, QR-DQN, PPO or A2C .zip")
     if game is None and recorded is None:
         raise DiagError(f"policy file {path} ({fmt}) does not record its game: pass the game it was trained on "
                         "(--game / game, e.g. pong or PongNoFrameskip-v4)")
