@@ -112,9 +112,9 @@ def train_diis(model: torch.nn.Module, tokenizer: object, config: Any, objective
     names = [f"{c}/{o}" for c in config.concepts for o in objectives]
     if not names:
         return {}, {}
-    # Seeds by name, like the pair draws: the orthogonal parametrisation keeps a seeded completion of the basis
-    # (from the module's seed, or torch's global RNG when ``set_basis`` completes the DiffMean start), so a seed by
-    # position in ``names`` would tie one method's direction to the methods and concepts trained beside it.
+    # Seeds by name, like the pair draws: the orthogonal parametrisation keeps a completion of the basis drawn from
+    # torch's global RNG (seeded here before ``set_basis`` completes the DiffMean start), so a seed by position in
+    # ``names`` would tie one method's direction to the methods and concepts trained beside it.
     modules = {}
     for n in names:
         seed = zlib.crc32(f"{config.seed}/{n}".encode())

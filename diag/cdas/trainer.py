@@ -41,10 +41,10 @@ def argmax_match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_site(model: nn.Module, site: Site | str) -> Site:
-    """A probes Site, or the dotted path of a block (``layers.1``) or of its attention/MLP (``layers.1.mlp``).
-
-    A path is matched against the places probes can hook (the outputs of the model's block list and of each
-    block's attention and MLP), so every intervention runs through the same hooks as the rest of diag.
+    """A probes Site, or the dotted path of a module probes can hook: a block of the model's block list
+    (``layers.1``) or its attention/MLP (``layers.1.mlp``), or an item of any other module list or Sequential
+    (``head.0``, ``encoder.stages.2``: ``Site(i, blocks=<the list>)``), so every intervention runs through the
+    same hooks as the rest of diag.
     """
     if isinstance(site, Site):
         try:
@@ -56,21 +56,33 @@ def resolve_site(model: nn.Module, site: Site | str) -> Site:
         target = model.get_submodule(site)
     except AttributeError as exc:
         raise DiagError(f"site {site!r}: the model has no submodule of that name") from exc
+    for candidate in _candidate_sites(model, site):
+        try:
+            module, on_input = locate(model, candidate)
+        except ProbeError:
+            continue
+        if module is target and not on_input:
+            return candidate
+    raise DiagError(f"site {site!r} is neither a block of the model's block list nor an item of a module list or "
+                    "Sequential (nor a block's attention/MLP); pass a probes Site or such a path")
+
+
+def _candidate_sites(model: nn.Module, path: str) -> list[Site]:
+    """Sites that may name ``path``: each component of each block of the model's own block list (when it has
+    one), then the output of item ``i`` of each list ``<prefix>.<i>`` along the path."""
+    candidates = []
     try:
         layers = range(len(block_list(model)))
-    except ProbeError as exc:
-        raise DiagError(f"site {site!r}: {exc}") from exc
-    for layer in layers:
-        for component in COMPONENTS:
-            candidate = Site(layer, component)  # type: ignore[arg-type]
-            try:
-                module, on_input = locate(model, candidate)
-            except ProbeError:
-                continue
-            if module is target and not on_input:
-                return candidate
-    raise DiagError(f"site {site!r} is not a block of the model's block list nor a block's attention/MLP; "
-                    "pass a probes Site or one of those paths")
+    except ProbeError:
+        layers = range(0)
+    candidates += [Site(layer, component) for layer in layers for component in COMPONENTS]  # type: ignore[arg-type]
+    parts = path.split(".")
+    for k in range(1, len(parts)):
+        container = ".".join(parts[:k])
+        if parts[k].isdigit() and isinstance(model.get_submodule(container), nn.ModuleList | nn.Sequential):
+            candidates += [Site(int(parts[k]), component, blocks=container)  # type: ignore[arg-type]
+                           for component in COMPONENTS]
+    return candidates
 
 
 def intervened_output(model: nn.Module, site: Site, subspace: nn.Module, base: Inputs,
@@ -198,6 +210,17 @@ def train_dii(model: nn.Module, site: Site | str, rank: int, variable: CausalVar
         raise DiagError(f"steps, batch and eval_pairs must be positive, got {steps}, {batch}, {eval_pairs}")
     if lr <= 0:
         raise DiagError(f"learning rate must be positive, got {lr}")
+    # torch's orthogonal parametrisation completes each basis to a full rotation with the global RNG, and that
+    # completion steers training: seed it here (and leave the caller's RNG as it was) so ``seed`` decides all.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _train_dii(model, site, rank, variable, wrong_variable, loss, match, steps, batch, lr, eval_pairs,
+                          seed, controls, allow_tf32)
+
+
+def _train_dii(model: nn.Module, site: Site | str, rank: int, variable: CausalVariable,
+               wrong_variable: CausalVariable | None, loss: Loss, match: Match, steps: int, batch: int, lr: float,
+               eval_pairs: int, seed: int, controls: bool, allow_tf32: bool) -> DIIResult:
     site = resolve_site(model, site)
     untrained = reinitialised(model, seed + 3) if controls else None  # checked before any training
     model.eval()

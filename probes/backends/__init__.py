@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from probes.edits import Edit
+from probes.errors import ProbeError
 from probes.site import Site
 
 Inputs = Mapping[str, torch.Tensor] | torch.Tensor
@@ -104,4 +105,15 @@ def split_inputs(inputs: Inputs) -> tuple[tuple, dict]:
 
 
 def logits_of(output: object) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output  # type: ignore[return-value]
+    """The model's prediction in whatever its forward returns: a tensor, an object or mapping with ``logits``
+    (transformers' outputs), or a tuple or list led by a tensor (``return_dict=False``, ``(logits, aux)``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits  # type: ignore[no-any-return]
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise ProbeError(f"the model returned a {type(output).__name__}: expected a tensor, an output with .logits, "
+                     "or a tuple led by the prediction tensor")

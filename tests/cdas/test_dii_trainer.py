@@ -102,10 +102,47 @@ def test_site_paths_resolve_through_probes() -> None:
     assert resolve_site(model, Site(1)) == Site(1)
     with pytest.raises(DiagError, match="no submodule"):
         resolve_site(model, "layers.9")
-    with pytest.raises(DiagError, match="not a block"):
-        resolve_site(model, "layers.0.0")
+    # an item of any other module list or Sequential: the Linear inside block 0
+    assert resolve_site(model, "layers.0.0") == Site(0, "resid_post", blocks="layers.0")
+    with pytest.raises(DiagError, match="neither a block"):
+        resolve_site(Outputs("tuple"), "head")  # a lone module, in no list: nothing probes can name
     with pytest.raises(DiagError, match="out of range"):
         resolve_site(model, Site(7))
+
+
+class Outputs(Modular):
+    """The same network returning its prediction the ways user code does, beside a module in no list."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind, self.head = kind, nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.head(super().forward(x))
+        return (logits, {"aux": x.sum()}) if self.kind == "tuple" else {"logits": logits, "aux": x.sum()}
+
+
+QUICK = {"steps": 30, "batch": 64, "lr": 0.05, "eval_pairs": 300, "controls": False}
+
+
+def test_same_seed_same_subspace_whatever_ran_before_and_the_callers_rng_is_left_alone() -> None:
+    torch.manual_seed(1)
+    first = train_dii(Modular(), "layers.1", 2, variable_a, seed=3, **QUICK)
+    model = Modular()
+    torch.manual_seed(2)  # another global state: torch's basis completion used to draw from it
+    before = torch.random.get_rng_state()
+    second = train_dii(model, "layers.1", 2, variable_a, seed=3, **QUICK)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert first.losses == second.losses and first.iia == second.iia
+    assert torch.equal(first.basis(), second.basis())
+
+
+@pytest.mark.parametrize("kind", ["tuple", "mapping"])
+def test_models_returning_tuples_or_mappings_train_like_the_plain_model(kind: str) -> None:
+    plain = train_dii(Modular(), "layers.0.0", 1, variable_a, seed=0, **QUICK)
+    other = train_dii(Outputs(kind), "layers.0.0", 1, variable_a, seed=0, **QUICK)
+    assert other.site == Site(0, "resid_post", blocks="layers.0")
+    assert other.losses == plain.losses and other.iia == plain.iia
 
 
 class NoParameters(nn.Module):
