@@ -145,3 +145,20 @@ def read_json_lines(path: Path, what: str) -> list[tuple[int, dict[str, Any]]]:
     return records
 
 
+# OpenAI content parts that carry text: chat completions ("text") and the Responses API (output_text, input_text)
+TEXT_PARTS = ("text", "output_text", "input_text")
+
+
+def message_text(where: str, content: Any) -> str:
+    """A chat message's text: a string, null (a turn that only calls tools), or OpenAI content parts, whose text
+    parts are joined and others (images, audio, refusals) left out; anything else is one line naming ``where``."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        return "".join(str(part.get("text", "")) for part in content
+                       if part.get("type", "text") in TEXT_PARTS and isinstance(part.get("text", ""), str))
+    raise DiagError(f"{where}: message content must be a string, null or a list of parts, got "
+                    f"{json.dumps(content)[:60]}")
+

@@ -13,7 +13,7 @@ from diag.credit.config import COMMITTED_ADAPTER
 from diag.credit.config import ScoreConfig as Config
 from diag.credit.sources import TRAINING_ARGS
 from diag.errors import DiagError
-from diag.files import check_text_file, fingerprint, read_json_lines
+from diag.files import check_text_file, fingerprint, message_text, read_json_lines
 
 
 def committed_adapter_dir(name: str = COMMITTED_ADAPTER) -> Path:
@@ -92,12 +92,9 @@ def _messages(where: str, messages: Any) -> list[dict[str, str]]:
         raise DiagError(f"{where}: must be a non-empty list of chat messages")
     out = []
     for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and "text" in p)
-        if not isinstance(m.get("role"), str) or not isinstance(content, str):
-            raise DiagError(f"{where}: each message needs a string role and text content")
-        out.append({"role": m["role"], "content": content})
+        if not isinstance(m.get("role"), str) or "content" not in m:
+            raise DiagError(f"{where}: each message needs a string role and content")
+        out.append({"role": m["role"], "content": message_text(where, m.get("content"))})
     return out
 
 
@@ -106,6 +103,8 @@ def _split_answer(where: str, conversation: Any) -> tuple[list[dict[str, str]], 
     messages = _messages(where, conversation)
     if messages[-1]["role"] != "assistant":
         raise DiagError(f"{where}: the conversation must end with the assistant's answer")
+    if not messages[-1]["content"]:
+        raise DiagError(f"{where}: the assistant's answer has no text to score")
     return messages[:-1], messages[-1]["content"]
 
 

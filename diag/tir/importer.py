@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from diag.errors import DiagError
-from diag.files import read_json_lines
+from diag.files import message_text, read_json_lines
 from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block, model_text
 from diag.tir.sandbox import STATUSES
 
@@ -68,7 +68,6 @@ _PROBLEM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "problem_id": str, "question": str, "answer": int, "family": str, "level": int}
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
 _CODE_ARGUMENTS = ("code", "script", "source", "program", "input")
-_TEXT_PARTS = ("text", "output_text", "input_text")  # content parts that carry text (chat and Responses API)
 
 
 def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
@@ -154,19 +153,6 @@ def _graded(where: str, lineno: int, obj: dict[str, Any]) -> _Draft:
                   head.get("correct"), obj, meta)
 
 
-def _text_of(where: str, content: Any) -> str:
-    """A message's text: a string, null, or OpenAI content parts ``[{"type": "text", "text": ...}]`` (the
-    Responses API's ``output_text`` / ``input_text`` parts too)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        return "".join(str(p.get("text", "")) for p in content if p.get("type") in _TEXT_PARTS)
-    raise DiagError(f"{where}: message content must be a string, null or a list of parts, got "
-                    f"{json.dumps(content)[:60]}")
-
-
 def _call_code(where: str, call: Any) -> str:
     """The code a tool call sends: its ``code`` argument (or its only string argument), else the raw arguments."""
     function = call.get("function") if isinstance(call, dict) else None
@@ -194,7 +180,7 @@ def _assistant_text(where: str, message: dict[str, Any]) -> tuple[str, int]:
         raise DiagError(f"{where}: tool_calls must be a list")
     if message.get("function_call"):  # the legacy single call (before tool_calls), answered by role "function"
         calls = [*calls, {"function": message["function_call"]}]
-    text = _text_of(where, message.get("content"))
+    text = message_text(where, message.get("content"))
     tagged = text.count("<code>")
     code = "".join(f"<code>{_call_code(where, c)}</code>" for c in calls)
     return text + code, len(calls) + tagged
@@ -211,7 +197,7 @@ def _transcript(where: str, messages: Any) -> tuple[str, int, str]:
     if "assistant" not in roles:
         raise DiagError(f"{where}: the chat has no assistant message")
     first = roles.index("assistant")
-    prompt = next((_text_of(where, m.get("content")) for m in messages[:first] if m.get("role") == "user"), "")
+    prompt = next((message_text(where, m.get("content")) for m in messages[:first] if m.get("role") == "user"), "")
     parts, calls = [], 0
     for message in messages[first:]:
         role = message.get("role")
@@ -220,7 +206,7 @@ def _transcript(where: str, messages: Any) -> tuple[str, int, str]:
             parts.append(text)
             calls += n
         elif role in ("tool", "function"):
-            parts.append(interpreter_block(_text_of(where, message.get("content"))))
+            parts.append(interpreter_block(message_text(where, message.get("content"))))
     return "".join(parts), calls, prompt
 
 
@@ -232,14 +218,14 @@ def _response_output(where: str, items: Any) -> tuple[str, int]:
     for item in items:
         kind = item.get("type")
         if kind == "message":
-            text = _text_of(where, item.get("content"))
+            text = message_text(where, item.get("content"))
             parts.append(text)
             calls += text.count("<code>")
         elif kind == "function_call":
             parts.append(f"<code>{_call_code(where, {'function': {'arguments': item.get('arguments', '')}})}</code>")
             calls += 1
         elif kind == "function_call_output":
-            parts.append(interpreter_block(_text_of(where, item.get("output"))))
+            parts.append(interpreter_block(message_text(where, item.get("output"))))
         elif kind == "code_interpreter_call":
             outputs = item.get("outputs") or []
             logs = "".join(str(o.get("logs", "")) for o in outputs if isinstance(o, dict) and o.get("type") == "logs")
@@ -256,7 +242,7 @@ def _input_text(where: str, given: Any) -> str:
     if isinstance(given, str):
         return given
     if isinstance(given, list):
-        return "\n".join(_text_of(where, i.get("content")) for i in given
+        return "\n".join(message_text(where, i.get("content")) for i in given
                          if isinstance(i, dict) and i.get("role") == "user")
     return ""
 

@@ -308,7 +308,11 @@ def test_multi_turn_conversations_are_scored_in_their_context(adapter_dir: Path,
      "conversations do not share the messages before their answers"),
     ({"prompt": "a?", "chosen": [{"role": "user", "content": "a?"}], "rejected": "y"},
      "chosen: the conversation must end with the assistant's answer"),
-    ({"prompt": "a?", "chosen": [{"role": "assistant"}], "rejected": "y"}, "string role and text content"),
+    ({"prompt": "a?", "chosen": [{"role": "assistant"}], "rejected": "y"}, "string role and content"),
+    ({"prompt": "a?", "chosen": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {}}]}],
+      "rejected": "y"}, "the assistant's answer has no text to score"),
+    ({"prompt": "a?", "chosen": [{"role": "assistant", "content": 3}], "rejected": "y"},
+     "message content must be a string, null or a list of parts"),
     ({"chosen": "x", "rejected": "y"}, "field 'prompt' must be a non-empty string or a list of chat messages"),
 ])
 def test_malformed_conversations_are_named(tmp_path: Path, line: dict, message: str) -> None:
