@@ -357,6 +357,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
     model, tokenizer, numerics = load_lm_numerics(config.model, config.device, config.dtype)
     chunks = [problems[i:i + config.problems_per_batch] for i in range(0, len(problems), config.problems_per_batch)]
     jobs = [(mode, chunk) for chunk in chunks for mode in MODES]
+    integer_answers = all(isinstance(p["answer"], int) for p in problems)  # one prompt for the whole run
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with Sandbox(workers=config.workers) as sandbox:
         def step(state: dict[str, Any], i: int) -> dict[str, Any]:
@@ -364,7 +365,7 @@ def compute(config: Config, run: Run, progress: Progress) -> Result:
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + i)  # resume-exact per job
             decoder = BatchDecoder(model, config.temperature, config.max_new_tokens, generator, pad_id)
             batch = sample_rollouts(model, tokenizer, [Problem(**p) for p in chunk], mode, config.n_samples,
-                                    decoder, sandbox, config.max_tool_calls)
+                                    decoder, sandbox, config.max_tool_calls, integer_answers)
             return {"rollouts": state["rollouts"] + [r.to_dict() for r in batch]}
 
         state = run_steps(run, len(jobs), {"rollouts": []}, step, progress=progress, message="rollouts")

@@ -48,25 +48,25 @@ Every line is validated before anything is returned; the first bad line raises `
 from __future__ import annotations
 
 import json
-import re
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diag.errors import DiagError
 from diag.files import message_text, read_json_lines
+from diag.tir.answers import Answer, canonical, expected, last_boxed, matches, normalise
 from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block, model_text
 from diag.tir.sandbox import STATUSES
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"problem_id": str, "sample": int, "response": str}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "mode": str, "correct": bool, "answer": (int, type(None)), "generated_tokens": int, "tool_calls": int,
+    "mode": str, "correct": bool, "answer": (int, str, type(None)), "generated_tokens": int, "tool_calls": int,
     "tool_input_tokens": int, "tool_output_tokens": int, "first_call_token": (int, type(None)),
     "exec_statuses": list, "finish": str, "family": str, "level": int,
 }
 _PROBLEM_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "problem_id": str, "question": str, "answer": int, "family": str, "level": int}
-_BOXED = re.compile(r"\\boxed\{\s*(-?\d[\d,]*)\s*\}")
+    "problem_id": str, "question": str, "answer": (int, float, str), "family": str, "level": int}
 _CODE_ARGUMENTS = ("code", "script", "source", "program", "input")
 
 
@@ -96,20 +96,21 @@ def read_problems(path: Path) -> dict[str, dict[str, Any]]:
             _check_type(where, key, value, _PROBLEM_FIELDS[key])
         if not obj["problem_id"] or obj["problem_id"] in problems:
             raise DiagError(f"{where}: problem_id must be non-empty and unique, got {obj['problem_id']!r}")
+        if isinstance(obj["answer"], str) and not normalise(obj["answer"]):
+            raise DiagError(f"{where}: answer must not be empty")
+        if isinstance(obj["answer"], float) and not math.isfinite(obj["answer"]):
+            raise DiagError(f"{where}: answer must be a finite number, got {obj['answer']}")
         problems[obj["problem_id"]] = {"problem_id": obj["problem_id"], "family": obj.get("family", "imported"),
                                        "level": obj.get("level", 0), "question": obj["question"],
-                                       "answer": obj["answer"]}
+                                       "answer": expected(obj["answer"])}
     return problems
 
 
-def grade(response: str) -> int | None:
-    """Our checker's answer: the integer on the first ``Answer:`` line, else the last ``\\boxed{N}``, both in
-    what the model wrote (a program that prints ``\\boxed{42}`` does not answer for it)."""
+def grade(response: str) -> Answer | None:
+    """Our checker's answer: the first ``Answer:`` line, else the last ``\\boxed{...}``, both in what the model
+    wrote (a program that prints ``\\boxed{42}`` does not answer for it); see ``diag.tir.answers``."""
     answer = extract_answer(response)
-    if answer is None:
-        boxed = _BOXED.findall(model_text(response))
-        answer = int(boxed[-1].replace(",", "")) if boxed else None
-    return answer
+    return last_boxed(model_text(response)) if answer is None else answer
 
 
 @dataclass
@@ -407,8 +408,10 @@ def read_rollouts(path: Path, problems: dict[str, dict[str, Any]] | None = None,
             if problems is None:
                 raise DiagError(f"{d.where}: no \"correct\" field and no problems file to grade the answer "
                                 "against (pass --problems)")
-            answer = d.fields["answer"] if "answer" in d.fields else grade(d.response)  # a given answer is graded
-            d.correct = answer is not None and answer == problems[d.problem_id]["answer"]
+            given = d.fields.get("answer")
+            answer = (canonical(given) if isinstance(given, str) else given) if "answer" in d.fields \
+                else grade(d.response)  # a given answer is graded
+            d.correct = matches(answer, problems[d.problem_id]["answer"])
             d.fields["answer"] = answer
     rollouts: list[Rollout] = []
     meta: dict[str, dict[str, Any]] = {}

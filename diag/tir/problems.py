@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from diag.errors import DiagError
+from diag.tir.answers import Answer
 
 FAMILIES = ("arithmetic", "modular", "counting", "number_theory")
 LEVELS = (1, 2, 3)
@@ -26,7 +27,7 @@ class Problem:
     family: str
     level: int
     question: str
-    answer: int
+    answer: Answer  # the suite's are integers; a problems file's may be any exact answer (diag.tir.answers)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

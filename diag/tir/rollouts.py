@@ -2,7 +2,8 @@
 
 Format (documented in the prompt itself): the model may write ``<code>...</code>``; the sandbox runs it and we
 append ``<interpreter>OUTPUT</interpreter>`` before the model continues; it ends with a line
-``Answer: <integer>``. Text-only mode uses the same few-shot questions answered without code. A rollout stops
+``Answer: <integer>`` (``<exact answer>`` for a problems file with other answers, graded by ``diag.tir.answers``).
+Text-only mode uses the same few-shot questions answered without code. A rollout stops
 at its answer line, at end-of-text, when it starts a new question, after ``max_tool_calls`` calls or at
 ``max_new_tokens`` sampled tokens (tool output does not count against that budget but is counted as cost).
 """
@@ -13,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from diag.tir.answers import Answer, answer_line, matches
 from diag.tir.decoding import BatchDecoder, Sequence, inject
 from diag.tir.problems import Problem
 from diag.tir.sandbox import ExecResult, Sandbox
@@ -32,7 +34,6 @@ _EXAMPLES = [  # (question, code, answer): one per family, none of them in the s
     ("In how many ways can a committee of 3 be chosen from 10 people?", "import math\nprint(math.comb(10, 3))", 120),
     ("What is the greatest common divisor of 84 and 126?", "import math\nprint(math.gcd(84, 126))", 42),
 ]
-_ANSWER = re.compile(r"Answer:\s*(-?\d[\d,]*)")
 _INTERPRETER_SPAN = re.compile(r"<interpreter>.*?(</interpreter>|$)", re.DOTALL)
 
 
@@ -48,9 +49,11 @@ def interpreter_block(output: str) -> str:
     return f"\n<interpreter>{output}</interpreter>\n"
 
 
-def prompt_prefix(mode: Mode) -> str:
-    """The few-shot prompt shared by every problem of a mode."""
-    parts = [_INSTRUCTIONS[mode]]
+def prompt_prefix(mode: Mode, integer_answers: bool = True) -> str:
+    """The few-shot prompt shared by every problem of a mode (asking for an exact answer, not an integer, when
+    some problem's answer is not one)."""
+    instructions = _INSTRUCTIONS[mode]
+    parts = [instructions if integer_answers else instructions.replace("<integer>", "<exact answer>")]
     for question, code, answer in _EXAMPLES:
         body = f"<code>{code}</code>{interpreter_block(str(answer))}" if mode == "tool" else ""
         parts.append(f"Question: {question}\n{body}Answer: {answer}\n\n")
@@ -66,13 +69,10 @@ def model_text(response: str) -> str:
     return _INTERPRETER_SPAN.sub("", response)
 
 
-def extract_answer(response: str) -> int | None:
-    """The integer on the model's first ``Answer:`` line, ignoring anything the tool printed."""
-    match = _ANSWER.search(model_text(response))
-    if match is None:
-        return None
-    digits = match.group(1).replace(",", "")
-    return int(digits) if digits.lstrip("-") else None
+def extract_answer(response: str) -> Answer | None:
+    """The answer on the model's first ``Answer:`` line (see ``diag.tir.answers``), ignoring anything the tool
+    printed."""
+    return answer_line(model_text(response))
 
 
 def tool_feedback(result: ExecResult) -> str:
@@ -96,7 +96,7 @@ class Rollout:
     sample: int
     response: str
     correct: bool
-    answer: int | None = None
+    answer: Answer | None = None  # an int, an exact fraction ("3/4") or normalised text
     generated_tokens: int = 0
     tool_calls: int = 0
     tool_input_tokens: int = 0  # tokens of code the model sent to the tool (part of generated_tokens)
@@ -156,17 +156,19 @@ class _Tracker:
         st = self.state(seq)
         response = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
         answer = extract_answer(response)
-        return Rollout(problem.problem_id, self.mode, sample, response, answer == problem.answer, answer,
+        return Rollout(problem.problem_id, self.mode, sample, response, matches(answer, problem.answer), answer,
                        seq.generated, st["calls"], st["in_tok"], st["out_tok"], st["first"], st["statuses"],
                        st["finish"])
 
 
 def sample_rollouts(model: Any, tokenizer: Any, problems: list[Problem], mode: Mode, n_samples: int,
-                    decoder: BatchDecoder, sandbox: Sandbox | None, max_tool_calls: int) -> list[Rollout]:
-    """``n_samples`` rollouts of each problem in one batch (the shared prompt is encoded once)."""
+                    decoder: BatchDecoder, sandbox: Sandbox | None, max_tool_calls: int,
+                    integer_answers: bool = True) -> list[Rollout]:
+    """``n_samples`` rollouts of each problem in one batch (the shared prompt is encoded once).
+    ``integer_answers``: whether every problem of the run (not only this batch's) has an integer answer."""
     stop_ids = {t for t in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if t is not None}
     tracker = _Tracker(mode, tokenizer, sandbox if mode == "tool" else None, max_tool_calls, stop_ids)
-    prefix = tokenizer(prompt_prefix(mode), add_special_tokens=False).input_ids
+    prefix = tokenizer(prompt_prefix(mode, integer_answers), add_special_tokens=False).input_ids
     questions = [tokenizer(question_text(p.question), add_special_tokens=False).input_ids for p in problems]
     seqs = decoder.run(prefix, questions, n_samples, tracker)
     return [tracker.rollout(seqs[i * n_samples + s], problem, s)

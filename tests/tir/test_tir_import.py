@@ -331,9 +331,13 @@ def test_unreadable_files_are_one_line_exit_2_and_leave_no_run(tmp_path, monkeyp
 
 def test_problems_file_errors_are_named(tmp_path):
     bad = tmp_path / "problems.jsonl"
-    bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": "391"}) + "\n")
-    with pytest.raises(DiagError, match=r"problems.jsonl:1: field 'answer' must be int"):
+    bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": [3, 91]}) + "\n")
+    with pytest.raises(DiagError, match=r"problems.jsonl:1: field 'answer' must be int or float or str"):
         read_problems(bad)
+    for answer, message in ((" $ ", "answer must not be empty"), (float("nan"), "answer must be a finite number")):
+        bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": answer}) + "\n")
+        with pytest.raises(DiagError, match=f"problems.jsonl:1: {message}"):
+            read_problems(bad)
     bad.write_text(json.dumps({"problem_id": "p0", "question": "q", "answer": 1}) * 1 + "\n"
                    + json.dumps({"problem_id": "p0", "question": "q", "answer": 1}) + "\n")
     with pytest.raises(DiagError, match=r"problems.jsonl:2: problem_id must be non-empty and unique"):
@@ -368,3 +372,26 @@ def test_graded_schema_lines_without_correct_are_graded_and_mode_is_inferred(tmp
     rollouts, _ = read_rollouts(path, read_problems(_problems_file(tmp_path)))
     assert [(r.mode, r.sample, r.correct, r.tool_calls) for r in rollouts] == [
         ("tool", 0, True, 1), ("text", 0, True, 0), ("text", 1, False, 0)]
+
+
+def test_exact_answers_beyond_integers_are_graded_as_numbers_or_normalised_text(tmp_path):
+    """A problems file of MATH-style answers; responses spell them other ways (or wrongly)."""
+    problems = tmp_path / "problems.jsonl"
+    answers = {"frac": "\\frac{3}{4}", "decimal": 2.5, "tuple": "(1, 2)", "var": "x = -5", "big": "1,000,000",
+               "text": "\\text{Tuesday}"}
+    problems.write_text("".join(json.dumps({"problem_id": k, "question": "q", "answer": v}) + "\n"
+                                for k, v in answers.items()))
+    cases = [  # (problem, response, correct?, stored answer)
+        ("frac", "Answer: 0.75", True, "3/4"), ("frac", "so \\boxed{\\dfrac{3}{4}}", True, "3/4"),
+        ("frac", "Answer: 3/5", False, "3/5"), ("decimal", "Answer: 5/2.", True, "5/2"),
+        ("decimal", "Answer: 2.05", False, "41/20"), ("tuple", "Answer: $(1,2)$", True, "(1,2)"),
+        ("tuple", "Answer: (2, 1)", False, "(2,1)"), ("var", "Answer: -5", True, -5),
+        ("big", "Answer: 1000000 people", True, 1000000), ("text", "Answer: tuesday", True, "tuesday"),
+        ("text", "<code>print('Tuesday')</code><interpreter>Answer: Tuesday</interpreter>", False, None),
+    ]
+    rollouts = tmp_path / "rollouts.jsonl"
+    rollouts.write_text("".join(json.dumps({"problem_id": pid, "sample": i, "mode": mode, "response": response})
+                                + "\n" for i, (pid, response, _, _) in enumerate(cases) for mode in ("text", "tool")))
+    read, _ = read_rollouts(rollouts, read_problems(problems))
+    graded = {(r.problem_id, r.sample): (r.correct, r.answer) for r in read if r.mode == "text"}
+    assert [graded[(pid, i)] for i, (pid, *_) in enumerate(cases)] == [(ok, stored) for *_, ok, stored in cases]

@@ -130,3 +130,20 @@ def test_sampling_on_the_users_problems_file(tiny_llama_dir, tmp_path):
     with pytest.raises(DiagError, match=":1: missing field\\(s\\) answer"):
         contract.run(analysis.ANALYSIS, analysis.pin_inputs(analysis.Config(problems_file=str(path))), store=store)
     assert len(store.list()) == 1
+
+
+def test_a_problems_file_with_exact_non_integer_answers_asks_for_and_grades_them(tiny_llama_dir, tmp_path):
+    from diag.tir.answers import matches
+    from diag.tir.rollouts import prompt_prefix
+
+    assert 'Answer: <integer>"' in prompt_prefix("tool") and "<exact answer>" not in prompt_prefix("text")
+    assert 'Finish with a line "Answer: <exact answer>"' in prompt_prefix("text", integer_answers=False)
+    path = tmp_path / "math.jsonl"
+    path.write_text(json.dumps({"problem_id": "half", "question": "What is 3 / 4?", "answer": "\\frac{3}{4}"}) + "\n"
+                    + json.dumps({"problem_id": "n", "question": "What is 2 + 2?", "answer": 4}) + "\n")
+    config = analysis.pin_inputs(analysis.Config(model=str(tiny_llama_dir), problems_file=str(path), n_samples=1,
+                                                 max_new_tokens=8, device="cpu", n_bootstrap=20))
+    _, result = contract.run(analysis.ANALYSIS, config)
+    assert [p["answer"] for p in result.problems] == ["3/4", 4]
+    expected = {p["problem_id"]: p["answer"] for p in result.problems}
+    assert all(r.correct == matches(extract_answer(r.response), expected[r.problem_id]) for r in result.rollouts)
