@@ -142,9 +142,10 @@ class Run:
             return None
 
     # -- integrity ------------------------------------------------------------------------------
-    def problem(self, *, full: bool) -> str | None:
-        """Why this finished run's files cannot be trusted, or None (``full``: hashes, else sizes only)."""
-        return files_problem(self.dir, full=full)
+    def problem(self, *, full: bool, only: frozenset[str] | None = None) -> str | None:
+        """Why this finished run's files cannot be trusted, or None (``full``: hashes, else sizes only; ``only``:
+        hash just these names, relative to the run directory)."""
+        return files_problem(self.dir, full=full, only=only)
 
     def check(self) -> None:
         """Raise one line naming the damaged file if this finished run's files fail their hashes."""

@@ -46,9 +46,10 @@ def write_manifest(run_dir: Path, result: bytes) -> None:
     write_json_atomic(run_dir / MANIFEST_FILE, {"files": files})
 
 
-def files_problem(run_dir: Path, *, full: bool) -> str | None:
-    """Why a finished run's files cannot be trusted, or None. ``full`` hashes every file (else sizes only);
-    a run without a manifest (made before manifests existed) is checked by structure instead."""
+def files_problem(run_dir: Path, *, full: bool, only: frozenset[str] | None = None) -> str | None:
+    """Why a finished run's files cannot be trusted, or None. ``full`` hashes every file (else sizes only), or
+    with ``only`` just those names (a figure served alone need not hash the run's arrays); a run without a
+    manifest (made before manifests existed) is checked by structure instead."""
     if not (run_dir / MANIFEST_FILE).exists():
         return _structure_problem(run_dir, full)
     try:
@@ -65,7 +66,7 @@ def files_problem(run_dir: Path, *, full: bool) -> str | None:
         size = target.stat().st_size
         if size != expected_size:
             return f"{name} has {size} bytes, its manifest says {expected_size}"
-        if full and _sha256_file(target) != sha256:
+        if full and (only is None or name in only) and _sha256_file(target) != sha256:
             return f"{name} does not match its sha256 in {MANIFEST_FILE}"
     return None
 

@@ -98,6 +98,18 @@ def test_manifest_records_every_file_with_size_and_sha256(tmp_path: Path) -> Non
     assert status_of(store, run.run_id) == ("finished", "")
 
 
+def test_one_file_can_be_checked_by_hash_and_the_rest_by_size(tmp_path: Path) -> None:
+    """What the app's figure route does: hash only the file it serves (the run's arrays can be large)."""
+    store, walk = RunStore(tmp_path), Walk()
+    walk(Config(), store)
+    run = store.get(walk.last_run_id)
+    flip_byte(run.dir / "walk.npz")  # same size: only its hash tells
+    assert run.problem(full=True, only=frozenset({"table.json"})) is None
+    assert "walk.npz does not match its sha256" in run.problem(full=True, only=frozenset({"walk.npz"}))
+    truncate(run.dir / "walk.npz")  # a size change is seen whichever files are hashed
+    assert "walk.npz has 10 bytes" in run.problem(full=True, only=frozenset({"table.json"}))
+
+
 @pytest.mark.parametrize(("damage", "name", "listed"), [
     (truncate, RESULT_FILE, "corrupt"),
     (truncate, "walk.npz", "corrupt"),
