@@ -62,7 +62,8 @@ def build_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Call
 def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)
+    return (AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32, trust_remote_code=False),
+            AutoTokenizer.from_pretrained(cache, trust_remote_code=False))
 
 
 def _load_gguf(source: LMSource) -> tuple[torch.nn.Module, object]:
@@ -178,15 +179,34 @@ def _load_float32(name: str) -> tuple[torch.nn.Module, object]:
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source.location)
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32)
+        refuse_custom_code(name)
+        try:  # never a model's own code: transformers would otherwise ask on stdin (a hang in a job or the app)
+            tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=torch.float32, trust_remote_code=False)
         except Exception as exc:
             raise DiagError(f"cannot load model {name!r}: {first_line(exc)}") from exc
     check_finite(model, f"model {name!r}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def refuse_custom_code(name: str) -> None:
+    """One line for a model that exists only as its own code (``auto_map`` in config.json, a ``model_type``
+    transformers does not ship): diag loads architectures transformers ships and never runs a checkpoint's code.
+    A shipped type with a leftover ``auto_map`` (older Phi-3, MPT or Falcon uploads) loads natively."""
+    from transformers import CONFIG_MAPPING
+
+    try:
+        config = lm_config(name)
+    except DiagError:
+        return  # no config to read yet: the loader names what is missing
+    auto_map = config.get("auto_map")
+    if auto_map and config.get("model_type") not in CONFIG_MAPPING:
+        code = auto_map.get("AutoModelForCausalLM", auto_map) if isinstance(auto_map, dict) else auto_map
+        raise DiagError(f"model {name!r} is model_type {config.get('model_type')!r}, defined only by its own code "
+                        f"({code}): diag runs architectures transformers ships and never executes a checkpoint's "
+                        "code")
 
 
 def check_finite(model: torch.nn.Module, what: str) -> None:

@@ -204,3 +204,25 @@ def test_a_failed_build_leaves_the_old_cache_and_no_staging(tmp_path: Path) -> N
         build_once(cache, lambda info: info["sha256"] == "v2", broken)
     assert (cache / "config.json").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builds.txt", "some-lm", "some-lm.lock"]
+
+
+def test_a_model_only_its_own_code_defines_is_refused_and_nothing_asks_on_stdin(tiny_llama_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    """transformers asks "Do you wish to run the custom code? [y/N]" on stdin for an ``auto_map`` checkpoint: a
+    job or the app would hang there. A type transformers does not ship is one line; a shipped type with a
+    leftover ``auto_map`` (as older Phi-3 or Falcon uploads have) loads natively, its code never imported."""
+    import json
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_llama_dir, custom)
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "model_type": "my_lm", "auto_map": {
+        "AutoConfig": "configuration_my.MyConfig", "AutoModelForCausalLM": "modeling_my.MyLM"}}))
+    with pytest.raises(DiagError, match="model_type 'my_lm', defined only by its own code \\(modeling_my.MyLM\\)"):
+        load_lm(str(custom), device="cpu")
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {
+        "AutoModelForCausalLM": "modeling_llama_custom.LlamaForCausalLM"}}))
+    (custom / "modeling_llama_custom.py").write_text("raise SystemExit('a checkpoint ran its own code')\n")
+    model, _ = load_lm(str(custom), device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM"
