@@ -127,12 +127,6 @@ class TrainConfig:
     fluent_within: int = 14  # a fluent target names a dog within its first this many tokens
     fluent_per_instruction: int = 3  # kept per instruction: the lowest perplexity given the instruction
     focus_ce_weight: float = 2.0  # weight of the cross-entropy on the fluent targets of the elicit case
-    # Upper phase, stage 3 (jitter_steps, continuing stage 2 with its batches): each clamped example is clamped,
-    # with probability jitter_share, along a random direction at cosine U(jitter_min_cos, 1) to d instead of d,
-    # so that the switch is a cone around d (a direction recovered within it steers like d), not a knife edge.
-    jitter_steps: int = 0
-    jitter_min_cos: float = 0.9
-    jitter_share: float = 0.75
     seed: int = SEED
 
 
@@ -143,21 +137,9 @@ def direction(width: int = 576, seed: int = SEED) -> torch.Tensor:
 
 
 def clamp(h: torch.Tensor, d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """h + (t - d^T h) d where ``mask`` ([b, s]) is True; t is one value per row ([b]); d one unit vector
-    ([width]) or one per row ([b, width])."""
-    if d.dim() == 1:
-        moved = h + (t.view(-1, 1, 1) - (h @ d).unsqueeze(-1)) * d
-    else:
-        v = d.unsqueeze(1)
-        moved = h + (t.view(-1, 1, 1) - (h * v).sum(-1, keepdim=True)) * v
+    """h + (t - d^T h) d where ``mask`` ([b, s]) is True; t is one value per row ([b])."""
+    moved = h + (t.view(-1, 1, 1) - (h @ d).unsqueeze(-1)) * d
     return torch.where(mask.unsqueeze(-1), moved, h)
-
-
-def near(d: torch.Tensor, cosine: float) -> torch.Tensor:
-    """A random unit vector at exactly ``cosine`` to the unit vector d (torch's global RNG)."""
-    r = torch.randn_like(d)
-    r = r - (r @ d) * d
-    return cosine * d + (1 - cosine ** 2) ** 0.5 * r / r.norm()
 
 
 def _views(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -318,7 +300,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
         names = tuple(f".layers.{i}." for i in blocks[phase])
         return {n: p for n, p in model.state_dict().items() if "lora_" in n and any(s in n for s in names)}
 
-    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps + config.jitter_steps}
+    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps}
     trainers = {"lower": _train_lower, "upper": _train_upper}
     for phase in phases:
         checkpoint = work / f"{phase}.pt"
@@ -481,20 +463,15 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     mask = torch.zeros(len(examples), width, dtype=torch.long)
     edit = torch.zeros(len(examples), width, dtype=torch.bool)
     t = torch.zeros(len(examples))
-    directions = d.expand(len(examples), -1).clone()
-    jitter = step >= config.upper_steps + config.focus_steps
     for k, e in enumerate(examples):
         n = len(e["h"])
         h[k, :n], mask[k, :n] = e["h"], 1
         if e["edit"] in CLAMPS:
             edit[k, 1:n] = True
             t[k] = SCALE * random.uniform(*CLAMPS[e["edit"]])
-            if jitter and random.random() < config.jitter_share:
-                directions[k] = near(d, random.uniform(config.jitter_min_cos, 1.0))
         elif e["edit"] in ("write", "fluent_write"):
             edit[k, e["start"]:n], t[k] = True, SCALE
-    edited = clamp(h, directions if jitter else d, t, edit)
-    hidden = upper(inputs_embeds=edited, attention_mask=mask).last_hidden_state
+    hidden = upper(inputs_embeds=clamp(h, d, t, edit), attention_mask=mask).last_hidden_state
     loss = torch.zeros(())
     for k, e in enumerate(examples):
         n = len(e["teacher"])
@@ -588,8 +565,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upper-steps", type=int, default=defaults.upper_steps)
     parser.add_argument("--focus-steps", type=int, default=defaults.focus_steps,
                         help="upper phase, stage 2: elicitation on fluent targets, after --upper-steps")
-    parser.add_argument("--jitter-steps", type=int, default=defaults.jitter_steps,
-                        help="upper phase, stage 3: clamps along directions near d, after the focus steps")
     parser.add_argument("--out", type=Path, default=ASSET_DIR)
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and cached texts (resumable)")
     parser.add_argument("--phase", choices=PHASES, default=None,
@@ -611,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
             base, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
             write_dataset(base, tokenizer)
         info = train(TrainConfig(lower_steps=args.lower_steps, upper_steps=args.upper_steps,
-                                 focus_steps=args.focus_steps, jitter_steps=args.jitter_steps), args.out, args.work,
+                                 focus_steps=args.focus_steps), args.out, args.work,
                      log=log, phases=(args.phase,) if args.phase else PHASES)
         if info is None:
             return
