@@ -192,6 +192,7 @@ class PlantedConfig:
     device: str = checked("auto", kind="device")  # auto, cpu or cuda[:N]
     dtype: DtypeName = "float32"  # of the frozen model; the DIIs train in float32
     allow_tf32: bool = False  # TF32 matmuls in DII training (off: gradients as exact as float32 allows)
+    adapter_sha256: str | None = None  # set by pin_inputs: a retrained planted adapter makes a new run
 
     def steer_config(self) -> SteerConfig:
         """The cdas-steer study this check runs, on the planted model and its concept."""
@@ -242,7 +243,8 @@ TOY = Analysis(
 )
 PLANTED_CHECK = Analysis(
     name="cdas-planted", config=PlantedConfig, module="diag.cdas.planted_check",
-    check_inputs="diag.cdas.planted_check:check_inputs", command=("cdas", "planted"), summary=PlantedSummary,
+    pin_inputs="diag.cdas.planted_check:pin_inputs", check_inputs="diag.cdas.planted_check:check_inputs",
+    command=("cdas", "planted"), summary=PlantedSummary,
     description="Ground truth for steering: does cdas-steer recover and use a direction planted in SmolLM2?",
 )
 TRAIN = Analysis(

@@ -20,7 +20,7 @@ Bars (issue 19): CDAS cosine >= 0.9; elicitation and suppression succeed at that
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -215,9 +215,18 @@ def near(d: torch.Tensor, cosine: float, n: int, seed: int) -> torch.Tensor:
     return cosine * d + (1 - cosine**2) ** 0.5 * u / u.norm(dim=1, keepdim=True)
 
 
+def pin_inputs(config: Config) -> Config:
+    """The planted adapter's hash, into this run's id as into the nested cdas-steer run's: a retrained adapter
+    makes a new check, not a stale one reused (the config alone names the same run for any adapter)."""
+    from diag.files import fingerprint
+    from diag.zoo.sources import PLANTED_ADAPTER
+
+    sha = fingerprint(PLANTED_ADAPTER) if PLANTED_ADAPTER.is_dir() else None
+    return replace(config, adapter_sha256=sha)
+
+
 def check_inputs(config: Config) -> None:
-    """Fail early (one line) when the planted adapter is missing; its hash is in the nested cdas-steer run's
-    ``model_sha256``, so nothing needs pinning here."""
+    """Fail early (one line) when the planted adapter is missing."""
     from diag.zoo.sources import PLANTED_ADAPTER
 
     if not (PLANTED_ADAPTER / "direction.safetensors").exists():

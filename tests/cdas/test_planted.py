@@ -165,3 +165,25 @@ def test_rates_read_the_chosen_alpha_and_every_alpha_of_the_grid() -> None:
     # a run stored before every alpha was kept: one row per method and direction, no "chosen" key
     old = [{k: v for k, v in r.items() if k != "chosen"} for r in rows if r["chosen"]]
     assert planted_check.Result("cdas-steer-x", 10, 64.0, {"cdas": 0.95}, old, {}).rate("cdas", "elicit")["value"] == 0.4
+
+
+def test_a_retrained_adapter_is_a_new_check_not_a_stale_one(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The check's config names no file, so its run id must carry the adapter's hash (as the nested cdas-steer
+    run's model_sha256 does), or a store would hand back the old adapter's finished check."""
+    import shutil
+
+    from diag.config_checks import config_to_dict
+    from diag.run_ids import run_id_for
+    from diag.zoo import sources
+
+    def run_id() -> str:
+        pinned = planted_check.ANALYSIS.pin(planted_check.Config())
+        return run_id_for(planted_check.ANALYSIS.name, config_to_dict(pinned))
+
+    committed = run_id()
+    copy = tmp_path / "adapter"
+    shutil.copytree(sources.PLANTED_ADAPTER, copy)
+    monkeypatch.setattr(sources, "PLANTED_ADAPTER", copy)
+    assert run_id() == committed  # the same bytes elsewhere: the same check
+    (copy / "adapter_model.safetensors").write_bytes((copy / "adapter_model.safetensors").read_bytes()[::-1])
+    assert run_id() != committed
