@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diag.atomic import write_bytes_atomic
+from diag.atomic import atomic_dir, write_bytes_atomic
 from diag.credit.adapters import ADAPTER_META
 from diag.credit.batches import collate, response_logits, response_logps
 from diag.credit.config import TRAIN as ANALYSIS  # noqa: F401 -- the declared value, for callers
@@ -287,16 +286,13 @@ def heldout_margins(pair: ModelPair, heldout: list[EncodedPair], progress: Progr
 def save_adapter(model: torch.nn.Module, config: Config, run: Run) -> None:
     """6. The adapter, named after its base and with our metadata (beta, training config), written whole into the
     run's ``adapter`` folder (staged, then renamed)."""
-    staging = run.path("adapter.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    adapter_config = json.loads((staging / "adapter_config.json").read_text())
-    adapter_config["base_model_name_or_path"] = config.model
-    (staging / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-    (staging / ADAPTER_META).write_text(json.dumps({"beta": config.beta, "base": config.model,
-                                                    "steps": config.steps, "train_config": run.config}, indent=2))
-    shutil.rmtree(run.path("adapter"), ignore_errors=True)
-    staging.rename(run.path("adapter"))
+    with atomic_dir(run.path("adapter")) as staging:
+        model.save_pretrained(staging)
+        adapter_config = json.loads((staging / "adapter_config.json").read_text())
+        adapter_config["base_model_name_or_path"] = config.model
+        (staging / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+        (staging / ADAPTER_META).write_text(json.dumps({"beta": config.beta, "base": config.model,
+                                                        "steps": config.steps, "train_config": run.config}, indent=2))
 
 
 def reference_answers(model: torch.nn.Module, tokenizer, prompts: list[str], progress: Progress,
