@@ -1,5 +1,5 @@
-"""Exact answers beyond integers: what the model wrote after ``Answer:`` (or in its last ``\\boxed{}``), compared
-with a problem's answer as exact numbers where both read as one, else as normalised text.
+"""Exact answers beyond integers: what the model wrote after ``Answer:`` (or in its last ``\\boxed{}``, or after
+GSM8K's ``####``), compared with a problem's answer as exact numbers where both read as one, else as normalised text.
 
 Numbers: integers (``1,024``), decimals (``-2.50``), fractions (``3/4``, ``\\frac{3}{4}``, ``\\dfrac34``), each
 compared as an exact rational, so ``0.75 == 3/4``. Text (``x^2+1``, ``(1, 2)``, ``\\sqrt{2}``): lower-cased,
@@ -21,6 +21,7 @@ _FRAC = re.compile(r"^(-?)\\[dt]?frac(?:\{(-?\d+)\}|(\d))(?:\{(\d+)\}|(\d))$")
 _VARIABLE = re.compile(r"^\s*[a-zA-Z]\w*\s*=\s*")  # "x = 5": the value
 _TEXT_WRAPPER = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\{([^{}]*)\}")
 _ANSWER_LINE = re.compile(r"Answer:[ \t]*([^\n]*)")
+GSM8K_MARK = "####"
 
 
 def normalise(text: str) -> str:
@@ -65,9 +66,12 @@ def canonical(text: str) -> Answer | None:
 
 
 def expected(answer: float | str) -> Answer:
-    """A problem's answer in the stored form (a JSON float by its shortest decimal spelling, exactly)."""
+    """A problem's answer in the stored form (a JSON float by its shortest decimal spelling, exactly; a GSM8K
+    answer, worked solution then ``#### 72``, by what follows its last ``####``)."""
     if isinstance(answer, float):
         answer = repr(answer)
+    if isinstance(answer, str) and GSM8K_MARK in answer:
+        answer = answer.rsplit(GSM8K_MARK, 1)[1]
     return answer if isinstance(answer, int) else canonical(answer) or normalise(answer)
 
 
@@ -86,6 +90,12 @@ def answer_line(text: str) -> Answer | None:
     """The answer on the first ``Answer:`` line of ``text`` (a model's own words), or None."""
     match = _ANSWER_LINE.search(text)
     return canonical(match.group(1)) if match else None
+
+
+def last_marked(text: str) -> Answer | None:
+    """The answer after the last ``####`` (GSM8K's final-answer line, which models tuned on it write), or None."""
+    _, mark, rest = text.rpartition(GSM8K_MARK)
+    return canonical(rest.split("\n", 1)[0]) if mark else None
 
 
 def last_boxed(text: str) -> Answer | None:

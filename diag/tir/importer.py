@@ -55,7 +55,7 @@ from typing import Any
 
 from diag.errors import DiagError
 from diag.files import message_text, read_json_lines
-from diag.tir.answers import Answer, canonical, expected, last_boxed, matches, normalise
+from diag.tir.answers import Answer, canonical, expected, last_boxed, last_marked, matches, normalise
 from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block, model_text
 from diag.tir.sandbox import STATUSES
 
@@ -82,11 +82,13 @@ def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, .
 
 
 def read_problems(path: Path) -> dict[str, dict[str, Any]]:
-    """problem_id -> {problem_id, family, level, question, answer} from a problems JSONL file."""
+    """problem_id -> {problem_id, family, level, question, answer} from a problems JSONL file; a line without a
+    problem_id (GSM8K's files have only question and answer) is ``line-N``, N its line number."""
     problems: dict[str, dict[str, Any]] = {}
     for lineno, obj in read_json_lines(path, "problems file"):
         where = f"{path}:{lineno}"
-        missing = [k for k in ("problem_id", "question", "answer") if k not in obj]
+        obj = {"problem_id": f"line-{lineno}", **obj}
+        missing = [k for k in ("question", "answer") if k not in obj]
         if missing:
             raise DiagError(f"{where}: missing field(s) {', '.join(missing)}")
         unknown = sorted(set(obj) - set(_PROBLEM_FIELDS))
@@ -107,10 +109,13 @@ def read_problems(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def grade(response: str) -> Answer | None:
-    """Our checker's answer: the first ``Answer:`` line, else the last ``\\boxed{...}``, both in what the model
-    wrote (a program that prints ``\\boxed{42}`` does not answer for it); see ``diag.tir.answers``."""
-    answer = extract_answer(response)
-    return last_boxed(model_text(response)) if answer is None else answer
+    """Our checker's answer: the first ``Answer:`` line, else the last ``\\boxed{...}``, else the last ``#### N``,
+    all in what the model wrote (a program that prints ``\\boxed{42}`` does not answer for it); see
+    ``diag.tir.answers``."""
+    answer, written = extract_answer(response), model_text(response)
+    for fallback in (last_boxed, last_marked):
+        answer = fallback(written) if answer is None else answer
+    return answer
 
 
 @dataclass

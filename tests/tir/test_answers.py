@@ -28,6 +28,7 @@ def test_lines_and_boxes_are_read_from_the_models_words() -> None:
     assert last_boxed("first \\boxed{1} then \\boxed{\\frac{1}{2}}") == "1/2"
     assert last_boxed("\\boxed{unclosed") is None
     assert expected(0.1) == "1/10" and expected(7) == 7 and expected("x = -5") == -5
+    assert expected("12 * 3 = <<12*3=36>>36\n#### 1,036") == 1036  # GSM8K: what follows the last ####
 
 
 @given(st.fractions(min_value=-10**6, max_value=10**6, max_denominator=10**4))

@@ -395,3 +395,25 @@ def test_exact_answers_beyond_integers_are_graded_as_numbers_or_normalised_text(
     read, _ = read_rollouts(rollouts, read_problems(problems))
     graded = {(r.problem_id, r.sample): (r.correct, r.answer) for r in read if r.mode == "text"}
     assert [graded[(pid, i)] for i, (pid, *_) in enumerate(cases)] == [(ok, stored) for *_, ok, stored in cases]
+
+
+def test_a_gsm8k_file_is_a_problems_file_and_its_answer_style_is_graded(tmp_path):
+    """GSM8K's JSONL has only question and answer, the answer a worked solution ending in "#### N": ids come from
+    line numbers, the answer from after the last ####, and a model tuned on GSM8K answers the same way."""
+    problems = tmp_path / "gsm8k_test.jsonl"
+    problems.write_text("".join(json.dumps(x) + "\n" for x in (
+        {"question": "Natalia sold 48 clips in April and half as many in May. How many in total?",
+         "answer": "In May she sold 48/2 = <<48/2=24>>24 clips.\nIn total 48+24 = <<48+24=72>>72.\n#### 72"},
+        {"question": "A robe takes 2 bolts of blue fiber and half that of white. How many bolts in total?",
+         "answer": "White: 2/2 = <<2/2=1>>1.\n#### 3"})))
+    read = read_problems(problems)
+    assert [(p["problem_id"], p["answer"]) for p in read.values()] == [("line-1", 72), ("line-2", 3)]
+    responses = ["48/2 = 24, so 48 + 24 = 72.\n#### 72", "Answer: 72 clips", "so \\boxed{73}",  # line-1
+                 "2 + 1 = 3 bolts\n#### 3\nthen more text", "<interpreter>#### 3</interpreter> I think 4"]  # line-2
+    lines = [{"problem_id": "line-1" if i < 3 else "line-2", "sample": i, "mode": mode, "response": r}
+             for i, r in enumerate(responses) for mode in ("text", "tool")]
+    rollouts = tmp_path / "rollouts.jsonl"
+    rollouts.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    graded, _ = read_rollouts(rollouts, read)
+    assert [(r.correct, r.answer) for r in graded if r.mode == "text"] == [
+        (True, 72), (True, 72), (False, 73), (True, 3), (False, None)]
