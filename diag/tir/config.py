@@ -23,8 +23,8 @@ class Config:
     # JSONL rollouts to import instead of sampling (see diag/tir/importer.py)
     rollouts_file: str | None = checked(None, kind="file")
     rollouts_sha256: str | None = None
-    # JSONL problems {problem_id, question, answer[, family, level]}: sampled instead of the generated suite, or
-    # with rollouts_file, what grades imported lines without "correct"
+    # JSONL problems {question, answer; optional problem_id, family, level} (GSM8K's as it ships; answers exact, see
+    # diag/tir/answers.py): sampled instead of the generated suite, or what grades imported lines without "correct"
     problems_file: str | None = checked(None, kind="file")
     problems_sha256: str | None = None
     suite_seed: int = checked(0, low=0, high=MAX_SEED)  # seed of the generated problem suite
