@@ -41,8 +41,13 @@ FAMILIES: dict[str, tuple[str, dict, str]] = {
     # ALiBi: no position_ids (BLOOM cannot take a 4D mask either), so no token tree and no batched decoding
     "bloom": ("BloomConfig", {"hidden_size": 64, "n_head": 4}, "transformer.h"),
     "mpt": ("MptConfig", {"d_model": 64, "n_heads": 4}, "transformer.blocks"),  # its layer count is n_layers
+    # recurrent: no attention, so no token tree; RWKV reads padding (credit scores one sequence at a time) and
+    # keeps a state, not a KV cache; Mamba's cache layers cannot be copied per row (TIR re-reads each sequence)
+    "mamba": ("MambaConfig", {"hidden_size": 64, "state_size": 8, "expand": 2}, "backbone.layers"),
+    "rwkv": ("RwkvConfig", {"hidden_size": 64, "attention_hidden_size": 64}, "rwkv.blocks"),
 }
 ALIBI = {"bloom", "mpt"}
+RECURRENT = {"mamba", "rwkv"}
 LAYER_KEY = {"gpt2": "n_layer", "bloom": "n_layer", "mpt": "n_layers"}
 
 
@@ -86,7 +91,8 @@ def test_capture_reads_the_decoder_layer_output(family, loaded):
     _, result = contract.run(capture.ANALYSIS, config)
     ids = tokenizer("The capital of France is", return_tensors="pt")
     with torch.no_grad():
-        hidden = model(**ids, output_hidden_states=True).hidden_states[1][0]  # output of block 0
+        states = model(**ids, output_hidden_states=True).hidden_states  # recurrent models' leave out embeddings
+        hidden = states[0 if family[0] in RECURRENT else 1][0]  # output of block 0
     np.testing.assert_allclose(result.activations["L0.resid_post"], hidden.numpy(), rtol=0, atol=1e-5)
 
 
@@ -128,15 +134,18 @@ def test_tir_rollout_with_injection_matches_a_plain_forward(loaded, assert_decod
 
 def test_fast_paths_are_kept_where_exact_and_left_where_not(family, loaded):
     """The token tree (credit) and batched decoding with filler slots (TIR) are checked once per model: kept on
-    architectures that place tokens by position_ids, replaced by plain forwards on ALiBi ones."""
+    architectures that place tokens by position_ids, replaced by plain forwards on ALiBi and recurrent ones;
+    padded batches (credit) and the KV cache (TIR) are dropped where the model reads filler or keeps a state."""
     from diag.credit.model_pair import ModelPair
     from diag.tir.decoding import BatchDecoder
 
     policy, tokenizer = loaded
     pair = ModelPair(policy, tokenizer, type(policy)(policy.config).eval(), tokenizer, beta=0.5)
     decoder = BatchDecoder(policy, 1.0, 4, torch.Generator().manual_seed(0), tokenizer.pad_token_id)
-    exact = family[0] not in ALIBI
+    exact = family[0] not in ALIBI | RECURRENT
     assert pair.tree_is_exact == exact and decoder.batches_exactly == exact
+    assert pair.pads_exactly == (family[0] != "rwkv")
+    assert decoder.caches_exactly == (family[0] not in RECURRENT)
 
 
 class _StemFirst(nn.Module):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from diag.credit.adapters import adapter_meta, first_adapted_block, load_adapter
 from diag.credit.batches import collate, response_logps
@@ -113,13 +114,43 @@ class ModelPair:
         return all(paths_agree(a * plain[2], b * plain[2], noise, dtype)
                    for a, b in zip(plain[:2], tree[:2], strict=True))
 
+    @functools.cached_property
+    def pads_exactly(self) -> bool:
+        """Whether a padded batch scores each sequence as it scores alone (checked once on three short chat
+        pairs of unequal length). A model that reads its filler (recurrent ones such as RWKV ignore the
+        attention mask) does not, and is scored one sequence at a time. Rounding is measured as a batch of two
+        copies of one sequence, unpadded, against that sequence alone."""
+        from diag.credit.encoding import encode
+
+        probe = [encode(self.tokenizer, p, r) for p, r in (("Name a colour.", "Red."),
+                                                            ("Count to five, please.", "1, 2, 3, 4, 5"))]
+        padded = self._plain_logps(probe)
+        alone = [self._plain_logps([e]) for e in probe]
+        twice = self._plain_logps([probe[0], probe[0]])
+        dtype = next(self.policy.parameters()).dtype
+        for model in (0, 1):
+            noise = float((twice[model][0] - alone[0][model][0]).abs().max())
+            for row, one in enumerate(alone):
+                n = one[0].shape[1]
+                if not paths_agree(padded[model][row, :n], one[model][0], noise, dtype):
+                    return False
+        return True
+
     def token_logps(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(policy, reference, mask) log-probs of each response token, ``[batch, max_response_len]``, left-aligned.
 
         The batch runs as one token tree (shared prefixes computed once, see ``TokenTree``) where the
-        architecture scores trees exactly (``tree_is_exact``), else as a padded batch of plain forwards.
+        architecture scores trees exactly (``tree_is_exact``), else as a padded batch of plain forwards where
+        padding is exact (``pads_exactly``), else one sequence at a time.
         """
-        return self._tree_logps(batch) if self.tree_is_exact else self._plain_logps(batch)
+        if self.tree_is_exact:
+            return self._tree_logps(batch)
+        if self.pads_exactly:
+            return self._plain_logps(batch)
+        width = max(len(e.response_ids) for e in batch)
+        rows = [self._plain_logps([e]) for e in batch]
+        return tuple(torch.cat([F.pad(row[k], (0, width - row[k].shape[1])) for row in rows])  # type: ignore
+                     for k in range(3))
 
     def _both(self, logps: Callable[[torch.nn.Module, torch.Tensor | None], torch.Tensor]
               ) -> tuple[torch.Tensor, torch.Tensor]:

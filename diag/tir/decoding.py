@@ -9,7 +9,9 @@ attending to its own sequence's real tokens only. Finished rows are dropped from
 
 The batching assumes the model places each token by ``position_ids`` and honours an additive 4D mask. A one-time
 probe checks that against plain forwards; a model where it fails (ALiBi models such as BLOOM and MPT take no
-``position_ids``) decodes one sequence at a time instead, with plain forwards only: slower, never wrong.
+``position_ids``) decodes one sequence at a time instead, with plain forwards only: slower, never wrong. A model
+whose state does not fit a ``DynamicCache`` (recurrent ones: RWKV, Mamba) re-reads each sequence whole at every
+step: quadratic in its length, still exact.
 
 Only transformers' public cache API is used: we own a ``DynamicCache`` (filled in place by each forward) and
 pass it under the name the model's ``forward`` declares (``past_key_values`` up to 5.2x, ``cache`` after the
@@ -50,6 +52,7 @@ def inject(seq: Sequence, token_ids: list[int]) -> None:
 
 
 _BATCHES_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+_CACHES_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 class BatchDecoder:
@@ -65,7 +68,7 @@ class BatchDecoder:
         self.generator = generator
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
-        self.cache_arg = cache_argument(model)
+        self.cache_arg = cache_argument(model)  # None: the model takes no KV cache; sequences are re-read
 
     @torch.no_grad()
     def prefix_cache(self, prefix_ids: list[int]) -> object:
@@ -91,6 +94,8 @@ class BatchDecoder:
         rounding). The rounding of this model in its dtype: a plain forward against the same tokens fed through a
         KV cache."""
         prefix, groups, second = [5, 6, 7], [[8], [9, 10, 11]], [[12, 13, 14], [15]]
+        if self.cache_arg is None:
+            return False
         try:
             with torch.no_grad():
                 cache = self.prefix_cache(prefix)
@@ -109,8 +114,8 @@ class BatchDecoder:
                 cached = self.prefix_cache(prefix)
                 rest = torch.tensor([sequences[-1][len(prefix):]], device=self.device)
                 incremental = self.model(input_ids=rest, use_cache=True, **{self.cache_arg: cached}).logits[0, -1]
-        except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. BLOOM's ALiBi cannot take a 4D mask
-            return False
+        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError):  # BLOOM's ALiBi takes no 4D
+            return False  # mask; a recurrent model's cache layers cannot be copied per row
         top = plain.topk(5, dim=-1).indices
         batched = torch.cat([first, then]).float().log_softmax(-1)
         noise = (incremental.float().log_softmax(-1)[top[-1]] - plain[-1, top[-1]]).abs().max()
@@ -121,10 +126,44 @@ class BatchDecoder:
     def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
             ) -> list[Sequence]:
         """Feed ``prefix + group_ids[g]`` and sample ``copies`` continuations of each; returns G*copies sequences."""
-        if not self.batches_exactly:  # one sequence at a time: no filler slots, so no mask or positions needed
+        if self.batches_exactly:
+            return self._run(prefix_ids, group_ids, copies, on_token, plain=False)
+        if self.caches_exactly:  # one sequence at a time: no filler slots, so no mask or positions needed
             return [seq for ids in group_ids for _ in range(copies)
                     for seq in self._run(prefix_ids, [ids], 1, on_token, plain=True)]
-        return self._run(prefix_ids, group_ids, copies, on_token, plain=False)
+        return [self._reread(prefix_ids + ids, on_token) for ids in group_ids for _ in range(copies)]
+
+    @property
+    def caches_exactly(self) -> bool:
+        """Whether this model continues a sequence from its ``DynamicCache`` as a plain forward reads it whole
+        (checked once per model)."""
+        if self.model not in _CACHES_EXACTLY:
+            _CACHES_EXACTLY[self.model] = self._probe_cache()
+        return _CACHES_EXACTLY[self.model]
+
+    def _probe_cache(self) -> bool:
+        prefix, rest = [5, 6, 7], [8, 9]
+        if self.cache_arg is None:
+            return False
+        try:
+            with torch.no_grad():
+                cache = self.prefix_cache(prefix)
+                step = self.model(input_ids=torch.tensor([rest], device=self.device), use_cache=True,
+                                  **{self.cache_arg: cache}).logits[0, -1]
+                plain = self.model(input_ids=torch.tensor([prefix + rest], device=self.device)).logits[0, -1]
+        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError):
+            return False
+        return paths_agree(step.float().log_softmax(-1), plain.float().log_softmax(-1), 0.0,
+                           next(self.model.parameters()).dtype)
+
+    def _reread(self, prompt_ids: list[int], on_token: OnToken) -> Sequence:
+        """One sequence with no cache: every step reads the prompt and everything after it again."""
+        seq = Sequence(pending=[])
+        while not seq.done:
+            ids = torch.tensor([prompt_ids + seq.tokens], device=self.device)
+            self._sample_into([seq], self.model(input_ids=ids).logits[:, -1], on_token)
+            seq.pending = []  # nothing is fed incrementally: the next step reads seq.tokens whole
+        return seq
 
     def _run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
              plain: bool) -> list[Sequence]:
@@ -204,11 +243,8 @@ class BatchDecoder:
         return out.logits[:, -1], all_valid, positions + real.sum(1)
 
 
-def cache_argument(model: torch.nn.Module) -> str:
+def cache_argument(model: torch.nn.Module) -> str | None:
     """The keyword a causal LM's ``forward`` takes its KV cache by: ``cache`` (transformers >= 5.24) or
-    ``past_key_values`` (earlier 5.x); one line when it takes neither (such a model cannot be decoded here)."""
+    ``past_key_values`` (earlier 5.x); None when it takes neither (RWKV keeps a ``state`` instead)."""
     parameters = inspect.signature(model.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in parameters:
-            return name
-    raise DiagError(f"{type(model).__name__}.forward takes no KV cache (neither 'cache' nor 'past_key_values')")
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
