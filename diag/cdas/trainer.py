@@ -214,33 +214,26 @@ def train_dii(model: nn.Module, site: Site | str, rank: int, variable: CausalVar
     # completion steers training: seed it here (and leave the caller's RNG as it was) so ``seed`` decides all.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _train_dii(model, site, rank, variable, wrong_variable, loss, match, steps, batch, lr, eval_pairs,
-                          seed, controls, allow_tf32)
+        site = resolve_site(model, site)
+        untrained = reinitialised(model, seed + 3) if controls else None  # checked before any training
+        model.eval()
 
+        def fit(net: nn.Module, var: CausalVariable, offset: int) -> tuple[RotatedSubspace, list[float]]:
+            return fit_subspace(net, site, rank, var, torch.Generator().manual_seed(seed + offset), steps=steps,
+                                batch=batch, lr=lr, seed=seed + offset, loss=loss, allow_tf32=allow_tf32)
 
-def _train_dii(model: nn.Module, site: Site | str, rank: int, variable: CausalVariable,
-               wrong_variable: CausalVariable | None, loss: Loss, match: Match, steps: int, batch: int, lr: float,
-               eval_pairs: int, seed: int, controls: bool, allow_tf32: bool) -> DIIResult:
-    site = resolve_site(model, site)
-    untrained = reinitialised(model, seed + 3) if controls else None  # checked before any training
-    model.eval()
+        def score(net: nn.Module, subspace: nn.Module, var: CausalVariable) -> float:
+            generator = torch.Generator().manual_seed(seed + 1)
+            return interchange_accuracy(net, site, subspace, var, eval_pairs, generator, match)
 
-    def fit(net: nn.Module, var: CausalVariable, offset: int) -> tuple[RotatedSubspace, list[float]]:
-        return fit_subspace(net, site, rank, var, torch.Generator().manual_seed(seed + offset), steps=steps,
-                            batch=batch, lr=lr, seed=seed + offset, loss=loss, allow_tf32=allow_tf32)
-
-    def score(net: nn.Module, subspace: nn.Module, var: CausalVariable) -> float:
-        generator = torch.Generator().manual_seed(seed + 1)
-        return interchange_accuracy(net, site, subspace, var, eval_pairs, generator, match)
-
-    subspace, losses = fit(model, variable, 0)
-    result = DIIResult(subspace, site, score(model, subspace, variable), {}, eval_pairs, losses)
-    if untrained is None:
+        subspace, losses = fit(model, variable, 0)
+        result = DIIResult(subspace, site, score(model, subspace, variable), {}, eval_pairs, losses)
+        if untrained is None:
+            return result
+        random_basis = RotatedSubspace(subspace.width, rank, seed=seed + 12345).requires_grad_(False)
+        result.controls["random_basis"] = score(model, random_basis, variable)
+        wrong, name = ((shuffled(variable), "shuffled_labels") if wrong_variable is None
+                       else (wrong_variable, "wrong_variable"))
+        result.controls[name] = score(model, fit(model, wrong, 2)[0], wrong)
+        result.controls["untrained_model"] = score(untrained, fit(untrained, variable, 3)[0], variable)
         return result
-    random_basis = RotatedSubspace(subspace.width, rank, seed=seed + 12345).requires_grad_(False)
-    result.controls["random_basis"] = score(model, random_basis, variable)
-    wrong, name = ((shuffled(variable), "shuffled_labels") if wrong_variable is None
-                   else (wrong_variable, "wrong_variable"))
-    result.controls[name] = score(model, fit(model, wrong, 2)[0], wrong)
-    result.controls["untrained_model"] = score(untrained, fit(untrained, variable, 3)[0], variable)
-    return result

@@ -93,21 +93,26 @@ class ModelPair:
         return first if torch.allclose(full, short, atol=1e-4, rtol=0) else 0
 
     @functools.cached_property
-    def tree_is_exact(self) -> bool:
-        """Whether this architecture scores a token tree as it scores the same sequences in plain forwards
-        (checked once on three short chat pairs, two sharing a prompt; rounding measured as the plain batch
-        against each sequence alone). A model that places tokens without ``position_ids`` or cannot take a 4D
-        mask (ALiBi: BLOOM, MPT) fails and is scored in plain forwards."""
+    def _probe(self) -> tuple[list[Encoded], tuple[torch.Tensor, ...], list[tuple[torch.Tensor, ...]]]:
+        """What the fast-path checks compare against: three short chat pairs of unequal length, two sharing a
+        prompt, scored as one padded batch of plain forwards and each alone."""
         from diag.credit.encoding import encode
 
         probe = [encode(self.tokenizer, p, r) for p, r in (("Name a colour.", "Red."), ("Name a colour.", "Blue!"),
                                                             ("Count to two.", "1, 2"))]
-        plain = self._plain_logps(probe)
+        return probe, self._plain_logps(probe), [self._plain_logps([e]) for e in probe]
+
+    @functools.cached_property
+    def tree_is_exact(self) -> bool:
+        """Whether this architecture scores a token tree as it scores the same sequences in plain forwards
+        (checked once on ``_probe``; rounding measured as the padded batch against each sequence alone). A model
+        that places tokens without ``position_ids`` or cannot take a 4D mask (ALiBi: BLOOM, MPT) fails and is
+        scored in plain forwards."""
+        probe, plain, alone = self._probe
         try:
             tree = self._tree_logps(probe)
         except (RuntimeError, ValueError, TypeError, IndexError):  # e.g. BLOOM's ALiBi cannot take a 4D mask
             return False
-        alone = [self._plain_logps([e]) for e in probe]
         noise = max(float(((one[model][0] - plain[model][row, :one[0].shape[1]]) * one[2][0]).abs().max())
                     for row, one in enumerate(alone) for model in (0, 1))
         dtype = next(self.policy.parameters()).dtype
@@ -116,16 +121,11 @@ class ModelPair:
 
     @functools.cached_property
     def pads_exactly(self) -> bool:
-        """Whether a padded batch scores each sequence as it scores alone (checked once on three short chat
-        pairs of unequal length). A model that reads its filler (recurrent ones such as RWKV ignore the
-        attention mask) does not, and is scored one sequence at a time. Rounding is measured as a batch of two
-        copies of one sequence, unpadded, against that sequence alone."""
-        from diag.credit.encoding import encode
-
-        probe = [encode(self.tokenizer, p, r) for p, r in (("Name a colour.", "Red."),
-                                                            ("Count to five, please.", "1, 2, 3, 4, 5"))]
-        padded = self._plain_logps(probe)
-        alone = [self._plain_logps([e]) for e in probe]
+        """Whether a padded batch scores each sequence as it scores alone (checked once on ``_probe``). A model
+        that reads its filler (recurrent ones such as RWKV ignore the attention mask) does not, and is scored one
+        sequence at a time. Rounding is measured as a batch of two copies of one sequence, unpadded, against that
+        sequence alone."""
+        probe, padded, alone = self._probe
         twice = self._plain_logps([probe[0], probe[0]])
         dtype = next(self.policy.parameters()).dtype
         for model in (0, 1):

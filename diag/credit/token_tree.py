@@ -44,7 +44,6 @@ class TokenTree:
 def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtype) -> TokenTree:
     """Merge ``batch`` into a ``TokenTree``; a node's parent always comes before it, so order stays causal."""
     tokens: list[int] = []
-    parents: list[int] = []
     creators: list[int] = []  # the sequence that added each node
     child: dict[tuple[int, int], int] = {}  # (parent node, token id) -> node
     paths = []
@@ -54,7 +53,6 @@ def build_tree(batch: Sequence[Encoded], device: torch.device, dtype: torch.dtyp
             if (node, token) not in child:
                 child[(node, token)] = len(tokens)
                 tokens.append(token)
-                parents.append(node)
                 creators.append(i)
             node = child[(node, token)]
             path.append(node)

@@ -55,8 +55,17 @@ from typing import Any
 
 from diag.errors import DiagError
 from diag.files import message_text, read_json_lines
-from diag.tir.answers import Answer, canonical, expected, last_boxed, last_marked, matches, normalise
-from diag.tir.rollouts import MODES, Rollout, extract_answer, interpreter_block, model_text
+from diag.tir.answers import (
+    Answer,
+    answer_line,
+    canonical,
+    expected,
+    last_boxed,
+    last_marked,
+    matches,
+    normalise,
+)
+from diag.tir.rollouts import MODES, Rollout, interpreter_block, model_text
 from diag.tir.sandbox import STATUSES
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"problem_id": str, "sample": int, "response": str}
@@ -112,10 +121,12 @@ def grade(response: str) -> Answer | None:
     """Our checker's answer: the first ``Answer:`` line, else the last ``\\boxed{...}``, else the last ``#### N``,
     all in what the model wrote (a program that prints ``\\boxed{42}`` does not answer for it); see
     ``diag.tir.answers``."""
-    answer, written = extract_answer(response), model_text(response)
-    for fallback in (last_boxed, last_marked):
-        answer = fallback(written) if answer is None else answer
-    return answer
+    written = model_text(response)
+    for reader in (answer_line, last_boxed, last_marked):
+        answer = reader(written)
+        if answer is not None:
+            return answer
+    return None
 
 
 @dataclass
@@ -413,9 +424,11 @@ def read_rollouts(path: Path, problems: dict[str, dict[str, Any]] | None = None,
             if problems is None:
                 raise DiagError(f"{d.where}: no \"correct\" field and no problems file to grade the answer "
                                 "against (pass --problems)")
-            given = d.fields.get("answer")
-            answer = (canonical(given) if isinstance(given, str) else given) if "answer" in d.fields \
-                else grade(d.response)  # a given answer is graded
+            if "answer" in d.fields:  # a given answer is graded, in the stored form
+                given = d.fields["answer"]
+                answer = canonical(given) if isinstance(given, str) else given
+            else:
+                answer = grade(d.response)
             d.correct = matches(answer, problems[d.problem_id]["answer"])
             d.fields["answer"] = answer
     rollouts: list[Rollout] = []

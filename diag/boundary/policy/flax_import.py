@@ -84,8 +84,7 @@ def cleanrl_jax_state(path: Path, tree: dict[str, Any]) -> tuple[dict[str, torch
         return state, "cleanrl-c51-jax", args.get("env_id")
     if set(tree) == {"0", "1"} and isinstance(tree["1"], dict) and set(tree["1"]) == {"0", "1", "2"}:
         args, parts = tree["0"], tree["1"]
-        trunk = _params(path, parts["0"], "network")
-        state = {**_trunk(path, trunk, ("Conv_0", "Conv_1", "Conv_2"), "Dense_0"),
+        state = {**_trunk(path, _params(path, parts["0"], "network")),
                  **_dense(path, _params(path, parts["1"], "actor"), "Dense_0", "actor"),
                  **_dense(path, _params(path, parts["2"], "critic"), "Dense_0", "critic")}
         return state, "cleanrl-ppo-jax", args.get("env_id") if isinstance(args, dict) else None
@@ -101,8 +100,7 @@ def _params(path: Path, variables: Any, what: str) -> dict[str, Any]:
 
 
 def _q_network(path: Path, params: dict[str, Any], args: dict[str, Any] | None) -> dict[str, torch.Tensor]:
-    state = {**_trunk(path, params, ("Conv_0", "Conv_1", "Conv_2"), "Dense_0"),
-             **_dense(path, params, "Dense_1", "network.9")}
+    state = {**_trunk(path, params), **_dense(path, params, "Dense_1", "network.9")}
     if args is not None:  # c51: the support the script builds from its args
         try:
             n_atoms, v_min, v_max = int(args["n_atoms"]), float(args["v_min"]), float(args["v_max"])
@@ -120,10 +118,12 @@ def _array(path: Path, params: dict[str, Any], layer: str, name: str, ndim: int)
     return value.astype(np.float32)
 
 
-def _trunk(path: Path, params: dict[str, Any], convs: tuple[str, ...], dense: str) -> dict[str, torch.Tensor]:
-    """The Nature CNN: three convs (HWIO -> OIHW) and the dense layer reading their (h, w, c) flattening."""
+def _trunk(path: Path, params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The Nature CNN, as every CleanRL JAX script names it: three convs ``Conv_0..2`` (HWIO -> OIHW) and
+    ``Dense_0`` reading their (h, w, c) flattening."""
     state: dict[str, torch.Tensor] = {}
-    for index, name in zip((0, 2, 4), convs, strict=True):
+    dense = "Dense_0"
+    for index, name in zip((0, 2, 4), ("Conv_0", "Conv_1", "Conv_2"), strict=True):
         kernel = _array(path, params, name, "kernel", 4)
         state[f"network.{index}.weight"] = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy())
         state[f"network.{index}.bias"] = torch.from_numpy(_array(path, params, name, "bias", 1))
