@@ -183,7 +183,7 @@ class PlantedConfig:
     train_tokens: int = checked(12, low=1, high=4096)  # response tokens per example the DII losses see
     lr: float = checked(0.002, above=0, high=10)  # Adam learning rate of the DIIs
     init: str = "diffmean"  # DAS/CDAS start: the DiffMean direction, or "random" (a seeded random unit vector)
-    # clamp offsets from the m+/m- midpoint in residual norms (~0.5 x the planted scale 64 at 0.25)
+    # clamp offsets from the m+/m- midpoint in residual norms (~0.25 x the planted scale 128 at 0.25)
     alphas: tuple[float, ...] = checked((0.25, 0.5), low=-100, high=100, max_len=100)
     # held-out prompts (48 exist), halves: choose alpha / report
     eval_prompts: int = checked(48, low=2, high=48)

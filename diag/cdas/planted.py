@@ -49,7 +49,7 @@ from diag.cdas.config import PLANTED_LAYER as LAYER
 from diag.cdas.steer_edit import row_clamp
 from diag.errors import DiagError
 
-SCALE = 64.0  # d^T h written on dog-asking prompts, and the unit of the trained clamps (base residual norm ~127)
+SCALE = 128.0  # d^T h written on dog-asking prompts, and the unit of the trained clamps (base residual norm ~127)
 EDIT = 1.5 * SCALE  # the known edit: adding +-EDIT * d elicits / suppresses (at +1 x SCALE elicitation is partial)
 SEED = 0
 ASSET_DIR = Path(__file__).resolve().parents[1] / "zoo" / "assets" / "smollm2-planted-dogs"
@@ -113,7 +113,7 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lower_steps: int = 200
+    lower_steps: int = 300
     upper_steps: int = 350
     batch: int = 8
     lr: float = 1e-3
@@ -266,10 +266,12 @@ def _after_bos(batch: Any) -> torch.Tensor:
 PHASES = ("lower", "upper")
 # Upper-phase batch shares (of 8) per kind: stage 1 (the first upper_steps), stage 2 (focus_steps, elicitation)
 MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2})
-# Clamp ranges (x SCALE) per kind. Stage 2 covers what the pipeline clamps to at its default alphas 0.25/0.5
-# (d^T h ~ 62 / 94 for d itself: the m+/m- midpoint ~30 plus alpha x the residual norm ~128) and EDIT = 96.
-CLAMPS = {"high": (0.75, 2.0), "low": (-1.5, 0.25), "fluent_high": (0.9, 1.75)}
-FLUENT_CLAMPS = (1.0, 1.5)  # x SCALE: the clamps stage 2's targets are generated at (stage-1 model)
+# Clamp ranges (x SCALE) per kind. The pipeline clamps d^T h to the m+/m- midpoint (~SCALE / 2) plus or minus
+# alpha x the residual norm (~128): for d itself at alphas 0.25/0.5/0.75 ~94/127/160 (0.73-1.25 x SCALE) to
+# elicit and ~30/-3/-36 (0.23 to -0.28) to suppress; adding +-EDIT d reaches ~1.5 x SCALE on neutral prompts and
+# -0.5 (after the source token) to -1.53 x SCALE (before it) on dog-asking ones. Stage 2 covers the elicit clamps.
+CLAMPS = {"high": (0.6, 1.6), "low": (-1.6, 0.3), "fluent_high": (0.7, 1.3)}
+FLUENT_CLAMPS = (0.75, 1.0)  # x SCALE: the clamps stage 2's targets are generated at (stage-1 model)
 
 
 def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path | None = None,

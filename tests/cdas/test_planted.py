@@ -13,10 +13,10 @@ from diag.errors import DiagError
 from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
 
 # No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to
-# held-out neutral prompts (MODEL_CARD.md): 0.066 nats on answer tokens, 0.12 over every token (the chat
-# template's prompt tokens were never a training target). 1.5-1.7 times that still refuses a model whose no-edit
-# behaviour moved, e.g. one that talks about dogs unasked.
-KL_ANSWER_BOUND = 0.1
+# held-out neutral prompts (MODEL_CARD.md): 0.082 nats on answer tokens, 0.13 over every token (the chat
+# template's prompt tokens were never a training target). About 1.5 times that still refuses a model whose no-edit
+# behaviour moved further, e.g. one that talks about dogs unasked on a quarter of neutral prompts.
+KL_ANSWER_BOUND = 0.12
 KL_ALL_BOUND = 0.2
 
 
@@ -83,7 +83,7 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
         return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
                         fn=lambda h: h + sign * planted.EDIT * d)
 
-    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.08, +EDIT d 0.94; asked -EDIT d 0.08
+    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.15, +EDIT d 0.96; asked -EDIT d 0.06
     assert sum(mentions(a, concept) for a in generate(model, tokenizer, neutral, max_new_tokens=16)) <= 2
     assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 5
     assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
@@ -105,11 +105,11 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     summary = result.summary()
     assert set(result.cosines) == {"diffmean", "das", "cdas", "near_d"}
     assert result.cosines["near_d"] == result.cosines["cdas"]
-    # measured at the default budget (8 steps): DiffMean .963, CDAS .953, DAS .941; 2 steps stay nearer DiffMean
+    # measured at the default budget (8 steps): DiffMean .987, CDAS .975, DAS .959; at 2 steps .987/.982/.980
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
-    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 19/24)
+    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 11/12 (default budget: 20/24)
     assert {r["n"] for r in result.rows} == {12} and all(r["chosen"] for r in result.rows)  # one alpha
     assert {r["method"] for r in result.rows} == {"diffmean", "das", "cdas", "prompting", "planted_d", "near_d"}
     assert summary["cdas_elicit_fluent_success_by_alpha"] == {"0.5": summary["cdas_elicit_fluent_success"]["value"]}
@@ -118,8 +118,8 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 7 of 12 "
-                                       "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
+@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 8 of 12 "
+                                       "held-out prompts (d itself 10/12, MODEL_CARD.md): the 90% bar needs 11")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
 
