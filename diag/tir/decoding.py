@@ -51,8 +51,13 @@ def inject(seq: Sequence, token_ids: list[int]) -> None:
     seq.tokens.extend(token_ids)
 
 
-_BATCHES_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
-_CACHES_EXACTLY: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+# Per model, how it decodes exactly (probed once: a sampling run makes a decoder per batch): "batched" (filler
+# slots, a 4D mask and explicit positions reproduce plain forwards), "cached" (one sequence at a time through its
+# DynamicCache) or "reread" (no usable cache: every step reads the whole sequence).
+_DECODING_MODE: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+# What a probe of a mode this model lacks raises: BLOOM's ALiBi takes no 4D mask; a recurrent model's cache layers
+# cannot be copied per row.
+_PROBE_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, AttributeError)
 
 
 class BatchDecoder:
@@ -81,80 +86,80 @@ class BatchDecoder:
         return cache
 
     @property
-    def batches_exactly(self) -> bool:
-        """Whether filler slots, the 4D mask and explicit positions reproduce plain forwards on this model (checked
-        once per model: a sampling run makes a decoder per batch)."""
-        if self.model not in _BATCHES_EXACTLY:
-            _BATCHES_EXACTLY[self.model] = self._probe_batching()
-        return _BATCHES_EXACTLY[self.model]
+    def mode(self) -> str:
+        """"batched", "cached" or "reread": the fastest way this model decodes as plain forwards read it."""
+        if self.model not in _DECODING_MODE:
+            _DECODING_MODE[self.model] = self._probe_mode()
+        return _DECODING_MODE[self.model]
 
-    def _probe_batching(self) -> bool:
+    @property
+    def batches_exactly(self) -> bool:
+        return self.mode == "batched"
+
+    @property
+    def caches_exactly(self) -> bool:
+        return self.mode != "reread"
+
+    def _probe_mode(self) -> str:
+        if self.cache_arg is None:
+            return "reread"
+        for mode, agrees in (("batched", self._batching_agrees), ("cached", self._cache_agrees)):
+            try:
+                with torch.no_grad():
+                    if agrees():
+                        return mode
+            except _PROBE_ERRORS:
+                pass
+        return "reread"
+
+    def _batching_agrees(self) -> bool:
         """Two rows of a short probe, fed unequal numbers of tokens in two steps, against each row's plain
         forward, on the log-probs of the plain forward's 5 likeliest tokens (the vocabulary's tail is all
         rounding). The rounding of this model in its dtype: a plain forward against the same tokens fed through a
         KV cache."""
         prefix, groups, second = [5, 6, 7], [[8], [9, 10, 11]], [[12, 13, 14], [15]]
-        if self.cache_arg is None:
-            return False
-        try:
-            with torch.no_grad():
-                cache = self.prefix_cache(prefix)
-                cache.batch_repeat_interleave(2)
-                rows = [Sequence(pending=list(g)) for g in groups]
-                valid = torch.ones(2, len(prefix), dtype=torch.bool, device=self.device)
-                positions = torch.full((2,), len(prefix), dtype=torch.long, device=self.device)
-                first, valid, positions = self._step(rows, cache, valid, positions)
-                for row, tokens in zip(rows, second, strict=True):
-                    row.pending = list(tokens)
-                then, _, _ = self._step(rows, cache, valid, positions)
-                sequences = (prefix + groups[0], prefix + groups[1], prefix + groups[0] + second[0],
-                             prefix + groups[1] + second[1])
-                plain = torch.stack([self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, -1]
-                                     for ids in sequences]).float().log_softmax(-1)
-                cached = self.prefix_cache(prefix)
-                rest = torch.tensor([sequences[-1][len(prefix):]], device=self.device)
-                incremental = self.model(input_ids=rest, use_cache=True, **{self.cache_arg: cached}).logits[0, -1]
-        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError):  # BLOOM's ALiBi takes no 4D
-            return False  # mask; a recurrent model's cache layers cannot be copied per row
+        cache = self.prefix_cache(prefix)
+        cache.batch_repeat_interleave(2)
+        rows = [Sequence(pending=list(g)) for g in groups]
+        valid = torch.ones(2, len(prefix), dtype=torch.bool, device=self.device)
+        positions = torch.full((2,), len(prefix), dtype=torch.long, device=self.device)
+        first, valid, positions = self._step(rows, cache, valid, positions)
+        for row, tokens in zip(rows, second, strict=True):
+            row.pending = list(tokens)
+        then, _, _ = self._step(rows, cache, valid, positions)
+        sequences = (prefix + groups[0], prefix + groups[1], prefix + groups[0] + second[0],
+                     prefix + groups[1] + second[1])
+        plain = torch.stack([self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0, -1]
+                             for ids in sequences]).float().log_softmax(-1)
+        cached = self.prefix_cache(prefix)
+        rest = torch.tensor([sequences[-1][len(prefix):]], device=self.device)
+        incremental = self.model(input_ids=rest, use_cache=True, **{self.cache_arg: cached}).logits[0, -1]
         top = plain.topk(5, dim=-1).indices
         batched = torch.cat([first, then]).float().log_softmax(-1)
         noise = (incremental.float().log_softmax(-1)[top[-1]] - plain[-1, top[-1]]).abs().max()
         return paths_agree(batched.gather(1, top), plain.gather(1, top), float(noise),
                            next(self.model.parameters()).dtype)
 
+    def _cache_agrees(self) -> bool:
+        """Whether this model continues a sequence from its ``DynamicCache`` as a plain forward reads it whole."""
+        prefix, rest = [5, 6, 7], [8, 9]
+        cache = self.prefix_cache(prefix)
+        step = self.model(input_ids=torch.tensor([rest], device=self.device), use_cache=True,
+                          **{self.cache_arg: cache}).logits[0, -1]
+        plain = self.model(input_ids=torch.tensor([prefix + rest], device=self.device)).logits[0, -1]
+        return paths_agree(step.float().log_softmax(-1), plain.float().log_softmax(-1), 0.0,
+                           next(self.model.parameters()).dtype)
+
     @torch.no_grad()
     def run(self, prefix_ids: list[int], group_ids: list[list[int]], copies: int, on_token: OnToken,
             ) -> list[Sequence]:
         """Feed ``prefix + group_ids[g]`` and sample ``copies`` continuations of each; returns G*copies sequences."""
-        if self.batches_exactly:
+        if self.mode == "batched":
             return self._run(prefix_ids, group_ids, copies, on_token, plain=False)
-        if self.caches_exactly:  # one sequence at a time: no filler slots, so no mask or positions needed
+        if self.mode == "cached":  # one sequence at a time: no filler slots, so no mask or positions needed
             return [seq for ids in group_ids for _ in range(copies)
                     for seq in self._run(prefix_ids, [ids], 1, on_token, plain=True)]
         return [self._reread(prefix_ids + ids, on_token) for ids in group_ids for _ in range(copies)]
-
-    @property
-    def caches_exactly(self) -> bool:
-        """Whether this model continues a sequence from its ``DynamicCache`` as a plain forward reads it whole
-        (checked once per model)."""
-        if self.model not in _CACHES_EXACTLY:
-            _CACHES_EXACTLY[self.model] = self._probe_cache()
-        return _CACHES_EXACTLY[self.model]
-
-    def _probe_cache(self) -> bool:
-        prefix, rest = [5, 6, 7], [8, 9]
-        if self.cache_arg is None:
-            return False
-        try:
-            with torch.no_grad():
-                cache = self.prefix_cache(prefix)
-                step = self.model(input_ids=torch.tensor([rest], device=self.device), use_cache=True,
-                                  **{self.cache_arg: cache}).logits[0, -1]
-                plain = self.model(input_ids=torch.tensor([prefix + rest], device=self.device)).logits[0, -1]
-        except (RuntimeError, ValueError, TypeError, IndexError, AttributeError):
-            return False
-        return paths_agree(step.float().log_softmax(-1), plain.float().log_softmax(-1), 0.0,
-                           next(self.model.parameters()).dtype)
 
     def _reread(self, prompt_ids: list[int], on_token: OnToken) -> Sequence:
         """One sequence with no cache: every step reads the prompt and everything after it again."""
