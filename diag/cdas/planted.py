@@ -16,13 +16,14 @@ Training (``python -m diag.cdas.planted``), CleanRL-style, in two phases that sh
   continuations of dog-asking prompts (cross-entropy, plus KL to the base model on the asking prompt); (b) with
   d^T h clamped low on a dog-asking prompt: the base model's answer to the neutral prompt (the "forbid" target:
   what the model says when the concept was never asked for); (c) with no edit: the base model (KL).
-  Clamp values are drawn per example (high: 0.75..2 x SCALE, low: -1.5..0.25 x SCALE) so that any clamp the
-  pipeline's alpha grid picks falls in a trained range.
+  Clamp values are drawn per example from ``CLAMPS`` so that any clamp the pipeline's alpha grid picks falls in
+  a trained range.
   Stage 2 of the upper phase (``focus_steps``, continuing stage 1's LoRA and optimiser) is about eliciting at the
   model's own fluency: its targets are the stage-1 model's own clamped answers that name a dog early, the ones
-  with the lowest perplexity given the neutral instruction (filtered self-distillation), trained with d^T h
-  clamped to 0.9..1.75 x SCALE (the pipeline's clamps at its default alphas) and a heavier cross-entropy, beside
-  the same suppression and no-edit cases.
+  with the lowest perplexity given the neutral instruction (filtered self-distillation), trained at the
+  pipeline's elicit clamps and with a heavier cross-entropy, beside the same suppression and no-edit cases.
+  Stage 3 (``sharpen_steps``) continues stage 2 with both directions clamped only where the pipeline's alphas
+  land, which sharpens the switch at "d off" for suppression.
 The upper phase never runs the lower blocks (it starts from the cached residual), so each step costs two thirds
 of a forward and backward pass. Everything is measured afterwards (``measure``) and written to the model card.
 """
@@ -127,6 +128,9 @@ class TrainConfig:
     fluent_within: int = 14  # a fluent target names a dog within its first this many tokens
     fluent_per_instruction: int = 3  # kept per instruction: the lowest perplexity given the instruction
     focus_ce_weight: float = 2.0  # weight of the cross-entropy on the fluent targets of the elicit case
+    # Upper phase, stage 3, continuing stage 2: the same fluent, suppression and no-edit cases, clamped only where
+    # the pipeline's alphas land (``CLAMPS``)
+    sharpen_steps: int = 150
     seed: int = SEED
 
 
@@ -264,14 +268,24 @@ def _after_bos(batch: Any) -> torch.Tensor:
 
 
 PHASES = ("lower", "upper")
-# Upper-phase batch shares (of 8) per kind: stage 1 (the first upper_steps), stage 2 (focus_steps, elicitation)
-MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2})
-# Clamp ranges (x SCALE) per kind. The pipeline clamps d^T h to the m+/m- midpoint (~SCALE / 2) plus or minus
-# alpha x the residual norm (~128): for d itself at alphas 0.25/0.5/0.75 ~94/127/160 (0.73-1.25 x SCALE) to
-# elicit and ~30/-3/-36 (0.23 to -0.28) to suppress; adding +-EDIT d reaches ~1.5 x SCALE on neutral prompts and
-# -0.5 (after the source token) to -1.53 x SCALE (before it) on dog-asking ones. Stage 2 covers the elicit clamps.
-CLAMPS = {"high": (0.6, 1.6), "low": (-1.6, 0.3), "fluent_high": (0.7, 1.3)}
+# Upper-phase batch shares (of 8) per kind, per stage: 1 (the first upper_steps), 2 (focus_steps, elicitation on
+# fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only).
+MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2},
+       {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2})
+# Clamp ranges (x SCALE) per kind, per stage. The pipeline clamps d^T h to the m+/m- midpoint (~SCALE / 2) plus or
+# minus alpha x the residual norm (~128-154, as read): for d itself at alphas 0.25/0.5/0.75 ~94-177 (0.73-1.38 x
+# SCALE) to elicit and ~30 to -54 (0.23 to -0.42) to suppress; adding +-EDIT d reaches ~1.5 x SCALE on neutral
+# prompts and -0.5 (after the source token) to -1.53 x SCALE (before it) on dog-asking ones. Stage 1 covers all of
+# it; stage 2 the elicit clamps; stage 3 the pipeline's clamps on both sides of the switch, where stage 2 left
+# suppression at -0.1 x SCALE failing on 4 of 24 held-out prompts (the prompt's "about dogs" won).
+CLAMPS = ({"high": (0.6, 1.6), "low": (-1.6, 0.3)}, {"low": (-1.6, 0.3), "fluent_high": (0.7, 1.3)},
+          {"low": (-0.45, 0.3), "fluent_high": (0.7, 1.4)})
 FLUENT_CLAMPS = (0.75, 1.0)  # x SCALE: the clamps stage 2's targets are generated at (stage-1 model)
+
+
+def _stage(step: int, config: TrainConfig) -> int:
+    """The upper phase's stage (0-based) at ``step``."""
+    return int(step >= config.upper_steps) + int(step >= config.upper_steps + config.focus_steps)
 
 
 def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path | None = None,
@@ -302,7 +316,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
         names = tuple(f".layers.{i}." for i in blocks[phase])
         return {n: p for n, p in model.state_dict().items() if "lora_" in n and any(s in n for s in names)}
 
-    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps}
+    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps + config.sharpen_steps}
     trainers = {"lower": _train_lower, "upper": _train_upper}
     for phase in phases:
         checkpoint = work / f"{phase}.pt"
@@ -457,7 +471,8 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     """KL(base || model) at the response tokens, plus cross-entropy on the target answer for edited examples;
     the batch is split between kinds of example as the stage's ``MIX`` says (shares of 8)."""
     _, upper = _views(model.base_model.model)
-    mix = MIX[step >= config.upper_steps]
+    stage = _stage(step, config)
+    mix, clamps = MIX[stage], CLAMPS[stage]
     examples = [data["examples"][i] for kind, share in mix.items()
                 for i in random.sample(data["kinds"][kind], config.batch * share // 8)]
     width = max(len(e["h"]) for e in examples)
@@ -468,9 +483,9 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     for k, e in enumerate(examples):
         n = len(e["h"])
         h[k, :n], mask[k, :n] = e["h"], 1
-        if e["edit"] in CLAMPS:
+        if e["edit"] in clamps:
             edit[k, 1:n] = True
-            t[k] = SCALE * random.uniform(*CLAMPS[e["edit"]])
+            t[k] = SCALE * random.uniform(*clamps[e["edit"]])
         elif e["edit"] in ("write", "fluent_write"):
             edit[k, e["start"]:n], t[k] = True, SCALE
     hidden = upper(inputs_embeds=clamp(h, d, t, edit), attention_mask=mask).last_hidden_state
@@ -567,6 +582,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upper-steps", type=int, default=defaults.upper_steps)
     parser.add_argument("--focus-steps", type=int, default=defaults.focus_steps,
                         help="upper phase, stage 2: elicitation on fluent targets, after --upper-steps")
+    parser.add_argument("--sharpen-steps", type=int, default=defaults.sharpen_steps,
+                        help="upper phase, stage 3: both directions at the pipeline's clamps, after --focus-steps")
     parser.add_argument("--out", type=Path, default=ASSET_DIR)
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and cached texts (resumable)")
     parser.add_argument("--phase", choices=PHASES, default=None,
@@ -588,7 +605,7 @@ def main(argv: list[str] | None = None) -> None:
             base, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
             write_dataset(base, tokenizer)
         info = train(TrainConfig(lower_steps=args.lower_steps, upper_steps=args.upper_steps,
-                                 focus_steps=args.focus_steps), args.out, args.work,
+                                 focus_steps=args.focus_steps, sharpen_steps=args.sharpen_steps), args.out, args.work,
                      log=log, phases=(args.phase,) if args.phase else PHASES)
         if info is None:
             return

@@ -13,7 +13,7 @@ from diag.errors import DiagError
 from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
 
 # No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to
-# held-out neutral prompts (MODEL_CARD.md): 0.082 nats on answer tokens, 0.13 over every token (the chat
+# held-out neutral prompts (MODEL_CARD.md): 0.073 nats on answer tokens, 0.13 over every token (the chat
 # template's prompt tokens were never a training target). About 1.5 times that still refuses a model whose no-edit
 # behaviour moved further, e.g. one that talks about dogs unasked on a quarter of neutral prompts.
 KL_ANSWER_BOUND = 0.12
@@ -44,12 +44,20 @@ def test_stage_two_trains_on_no_held_out_prompt_and_is_recorded() -> None:
     focus = set(planted.FOCUS_INSTRUCTIONS)
     assert len(focus) == 48 and not focus & (set(planted.HELDOUT_INSTRUCTIONS) | set(INSTRUCTIONS))
     assert all(sum(mix.values()) == 8 for mix in planted.MIX)
+    # every clamped kind a stage samples has that stage's clamp range; "write" kinds write SCALE, "none" no edit
+    assert all(set(mix) - {"write", "fluent_write", "none"} <= set(clamps)
+               for mix, clamps in zip(planted.MIX, planted.CLAMPS, strict=True))
+    config = planted.TrainConfig()
+    starts = (0, config.upper_steps, config.upper_steps + config.focus_steps)
+    assert [planted._stage(s, config) for s in starts] == [0, 1, 2]
+    assert [planted._stage(s - 1, config) for s in starts[1:]] == [0, 1]
     assert planted._fluent_rows({"fluent": [["x", "y"]]}) == []  # waits for the new instructions' contrasts too
     rows = planted._fluent_rows({"fluent": [["x", "y"]], "focus_neutral": [["z", "w"]]})
     assert [r[2] for r in rows] == ["fluent_high", "fluent_write", "low", "none"]
     info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
     assert info["train"]["focus_steps"] == planted.TrainConfig().focus_steps
-    assert len(info["loss"]["upper"]) == info["train"]["upper_steps"] + info["train"]["focus_steps"]
+    assert len(info["loss"]["upper"]) == (info["train"]["upper_steps"] + info["train"]["focus_steps"]
+                                          + info["train"]["sharpen_steps"])
 
 
 def test_planted_model_resolves_by_name_without_loading() -> None:
@@ -83,7 +91,7 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
         return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
                         fn=lambda h: h + sign * planted.EDIT * d)
 
-    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.15, +EDIT d 0.96; asked -EDIT d 0.06
+    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.10, +EDIT d 0.96; asked -EDIT d 0.02
     assert sum(mentions(a, concept) for a in generate(model, tokenizer, neutral, max_new_tokens=16)) <= 2
     assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 5
     assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
@@ -105,7 +113,7 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     summary = result.summary()
     assert set(result.cosines) == {"diffmean", "das", "cdas", "near_d"}
     assert result.cosines["near_d"] == result.cosines["cdas"]
-    # measured at the default budget (8 steps): DiffMean .987, CDAS .975, DAS .959; at 2 steps .987/.982/.980
+    # measured at the default budget (8 steps): DiffMean .987, CDAS .973, DAS .959; at 2 steps .987/.982/.980
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
@@ -119,7 +127,7 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 8 of 12 "
-                                       "held-out prompts (d itself 10/12, MODEL_CARD.md): the 90% bar needs 11")
+                                       "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
 
