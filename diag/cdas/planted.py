@@ -270,8 +270,8 @@ def _after_bos(batch: Any) -> torch.Tensor:
 PHASES = ("lower", "upper")
 # Upper-phase batch shares (of 8) per kind, per stage: 1 (the first upper_steps), 2 (focus_steps, elicitation on
 # fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only).
-MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2},
-       {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2})
+_FLUENT_MIX = {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2}  # stages 2 and 3 sample alike
+MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, _FLUENT_MIX, _FLUENT_MIX)
 # Clamp ranges (x SCALE) per kind, per stage. The pipeline clamps d^T h to the m+/m- midpoint (~SCALE / 2) plus or
 # minus alpha x the residual norm (~128-154, as read): for d itself at alphas 0.25/0.5/0.75 ~94-177 (0.73-1.38 x
 # SCALE) to elicit and ~30 to -54 (0.23 to -0.42) to suppress; adding +-EDIT d reaches ~1.5 x SCALE on neutral
@@ -340,7 +340,7 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
             p.requires_grad_(True)
         started = time.time()
         for step in range(len(history), steps[phase]):
-            if phase == "upper" and step >= config.upper_steps and "fluent_high" not in data["kinds"]:
+            if phase == "upper" and _stage(step, config) > 0 and "fluent_high" not in data["kinds"]:
                 log(f"upper: stage 2 from step {step}: the stage-1 model's fluent dog answers as targets")
                 for p in params:
                     p.requires_grad_(False)
