@@ -146,12 +146,12 @@ def concept_specs(path: str | Path | None = None) -> dict[str, Concept]:
 
 
 def pin_files(config: Any) -> Any:
-    """The sha256 of the dataset and concepts files a config names, into its run id: an edited file is a new run,
-    not a stale one reused."""
+    """The sha256 of the dataset (the committed one when none is named) and concepts files a config uses, into
+    its run id: an edited or regenerated file is a new run, not a stale one reused."""
     from diag.files import fingerprint
 
     return dataclasses.replace(
-        config, dataset_sha256=fingerprint(Path(config.dataset)) if config.dataset else None,
+        config, dataset_sha256=fingerprint(Path(config.dataset or DATA_PATH)),
         concepts_sha256=fingerprint(Path(config.concepts_file)) if config.concepts_file else None)
 
 

@@ -203,3 +203,24 @@ def test_a_concept_of_the_users_own_is_trained_steered_and_judged(smollm2, tmp_p
     concepts.write_text(json.dumps({"name": "canines"}) + "\n")
     with pytest.raises(DiagError, match=r"concepts.jsonl:1: lexicon must be a non-empty list"):
         contract.run(steer.ANALYSIS, config, store=store)
+
+
+def test_the_committed_dataset_is_pinned_into_the_run_id(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A config naming no dataset reads the committed one: regenerating that file must make new runs too, or a
+    store hands back studies of the old pairs."""
+    from diag.cdas import concepts
+    from diag.config_checks import config_to_dict
+    from diag.files import fingerprint
+    from diag.run_ids import run_id_for
+
+    def run_id() -> str:
+        return run_id_for(steer.ANALYSIS.name, config_to_dict(steer.ANALYSIS.pin(steer.Config())))
+
+    assert steer.ANALYSIS.pin(steer.Config()).dataset_sha256 == fingerprint(concepts.DATA_PATH)
+    committed = run_id()
+    copy = tmp_path / "concepts.jsonl"
+    copy.write_text(concepts.DATA_PATH.read_text())
+    monkeypatch.setattr(concepts, "DATA_PATH", copy)
+    assert run_id() == committed  # the same bytes: the same study
+    copy.write_text(copy.read_text().replace("Describe", "Describe briefly", 1))
+    assert run_id() != committed
