@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -100,6 +99,29 @@ def _kill_first_task_worker(killed: list[int], stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
+def _same_up_to_rounding(a: object, b: object) -> bool:
+    """Equal structure, strings, ints and shapes; floats within float32 rounding. A Ray worker runs torch with one
+    thread, the serial sweep with every core: a reduction split another way can differ in its last bit (seen: one
+    token norm of 40, 0.19843258 vs 0.19843259), which is not a different result."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_up_to_rounding(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_up_to_rounding(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    return type(a) is type(b) and a == b
+
+
+def test_the_rounding_comparison_allows_a_last_bit_and_nothing_more() -> None:
+    row = {"next_token": " France", "sites": {"L0": {"norm": 0.19843258, "shape": [4, 64]}}}
+    assert _same_up_to_rounding(row, {"next_token": " France", "sites": {"L0": {"norm": 0.19843259, "shape": [4, 64]}}})
+    for other in ({"next_token": " Paris", "sites": row["sites"]},
+                  {"next_token": " France", "sites": {"L0": {"norm": 0.1985, "shape": [4, 64]}}},
+                  {"next_token": " France", "sites": {"L0": {"norm": 0.19843258, "shape": [4, 65]}}},
+                  {"next_token": " France", "sites": {}}):
+        assert not _same_up_to_rounding(row, other)
+
+
 @pytest.mark.slow
 def test_ray_sweep_matches_serial_and_survives_a_killed_worker(tiny_llama_dir, tmp_path):
     pytest.importorskip("ray")
@@ -118,6 +140,6 @@ def test_ray_sweep_matches_serial_and_survives_a_killed_worker(tiny_llama_dir, t
     assert killed, "the test never saw a running task to kill"
     assert on_ray.run_ids == serial.run_ids  # content-addressed: same configs, same run ids
     assert all(ray_store.get(rid).finished for rid in on_ray.run_ids)
-    assert json.dumps(on_ray.summaries, sort_keys=True) == json.dumps(serial.summaries, sort_keys=True)
+    assert _same_up_to_rounding(on_ray.summaries, serial.summaries)
     again = run_sweep(spec, "ray", store=ray_store)
     assert again.summary()["computed"] == 0
