@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,6 +29,8 @@ from diag.zoo.sources import (
     resolve_lm_source,
 )
 
+T = TypeVar("T")
+
 # Headroom over the weights for activations, KV caches and the allocator (tiny models' working set is small).
 MEMORY_HEADROOM = 1.25
 # The fixed text a lowered dtype is measured on against float32 (prose, digits and code, ~60 tokens).
@@ -36,27 +38,23 @@ PRECISION_PROBE = ("Question: What is 37 * 41?\n<code>print(37 * 41)</code>\n<in
                    "Answer: 1517\n\nThe capital of France is Paris. Dogs bark, music plays, and the ocean is deep.")
 
 
-def build_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Callable[[Path], dict[str, Any]]) -> None:
-    """Make ``cache`` hold a build whose marker (``diag_source.json``) is ``valid``. Two loaders of a missing or
-    stale cache (two jobs, the app and the CLI, Ray workers) build it one at a time under a file lock, the second
-    finding the first's; ``build`` writes into a folder of its own, which replaces the old cache only once
-    complete, so no loader ever reads half a cache. ``build(folder)`` returns the marker's content."""
+def load_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Callable[[Path], dict[str, Any]],
+              load: Callable[[Path], T]) -> T:
+    """``load(cache)`` from a build whose marker (``diag_source.json``) is ``valid``, building it first when missing
+    or stale. Loaders (two jobs, the app and the CLI, Ray workers) take a file lock around the check, the build and
+    the load: one builds and the others find its build, and a loader of another version (a retrained adapter, a
+    replaced GGUF file) cannot swap the folder while one is reading it. ``build`` writes into a folder of its own,
+    which replaces the old cache only once complete; ``build(folder)`` returns the marker's content."""
     from filelock import FileLock
 
     marker = cache / "diag_source.json"
-
-    def ready() -> bool:
-        return marker.exists() and valid(json.loads(marker.read_text()))
-
-    if ready():
-        return
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):
-        if ready():
-            return
-        with atomic_dir(cache) as staging:
-            info = build(staging)
-            (staging / "diag_source.json").write_text(json.dumps(info, indent=2))
+        if not (marker.exists() and valid(json.loads(marker.read_text()))):
+            with atomic_dir(cache) as staging:
+                info = build(staging)
+                (staging / "diag_source.json").write_text(json.dumps(info, indent=2))
+        return load(cache)
 
 
 def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:
@@ -91,8 +89,7 @@ def _load_gguf(source: LMSource) -> tuple[torch.nn.Module, object]:
         return {"gguf": str(gguf), "sha256": sha or fingerprint(gguf)}
 
     cache = cache_dir(source)
-    build_once(cache, lambda info: sha is None or info.get("sha256") == sha, dequantize)
-    return _load_cached(cache)
+    return load_once(cache, lambda info: sha is None or info.get("sha256") == sha, dequantize, _load_cached)
 
 
 def _load_adapter(source: LMSource) -> tuple[torch.nn.Module, object]:
@@ -129,8 +126,7 @@ def _load_merged(source: LMSource) -> tuple[torch.nn.Module, object]:
         tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
         return {"adapter": source.location, "sha256": sha}
 
-    build_once(cache, lambda info: info.get("sha256") == sha, merge)
-    return _load_cached(cache)
+    return load_once(cache, lambda info: info.get("sha256") == sha, merge, _load_cached)
 
 
 def load_lm(name: str = SMOLLM2, device: str = "auto", dtype: str = "float32") -> tuple[torch.nn.Module, object]:

@@ -168,11 +168,19 @@ def _slow_build(counter: Path, version: str):  # a build that takes long enough 
     return build
 
 
-def _load_concurrently(cache: Path, counter: Path, version: str) -> str:
-    from diag.zoo.lm import build_once
+def _read_slowly(cache: Path) -> str:  # a load outlasting a build: another version's builder could swap the folder
+    import time
 
-    build_once(cache, lambda info: info["sha256"] == version, _slow_build(counter, version))
-    return (cache / "config.json").read_text()
+    first = (cache / "config.json").read_text()
+    time.sleep(0.6)
+    assert (cache / "weights.bin").read_bytes() == b"\0" * 1024
+    return first + "/" + (cache / "config.json").read_text()
+
+
+def _load_concurrently(cache: Path, counter: Path, version: str) -> str:
+    from diag.zoo.lm import load_once
+
+    return load_once(cache, lambda info: info["sha256"] == version, _slow_build(counter, version), _read_slowly)
 
 
 def test_concurrent_loaders_build_a_cache_once_and_never_see_half_of_it(tmp_path: Path) -> None:
@@ -183,25 +191,38 @@ def test_concurrent_loaders_build_a_cache_once_and_never_see_half_of_it(tmp_path
     cache, counter = tmp_path / "models" / "some-lm", tmp_path / "builds.txt"
     with multiprocessing.get_context("fork").Pool(4) as pool:
         seen = pool.starmap(_load_concurrently, [(cache, counter, "v1")] * 4)
-    assert seen == ["v1"] * 4 and counter.read_text() == "v1\n"
+    assert seen == ["v1/v1"] * 4 and counter.read_text() == "v1\n"
     with multiprocessing.get_context("fork").Pool(3) as pool:  # stale: the marker names another version
         seen = pool.starmap(_load_concurrently, [(cache, counter, "v2")] * 3)
-    assert seen == ["v2"] * 3 and counter.read_text() == "v1\nv2\n"
+    assert seen == ["v2/v2"] * 3 and counter.read_text() == "v1\nv2\n"
     assert sorted(p.name for p in cache.parent.iterdir()) == ["some-lm", "some-lm.lock"]  # no staging left
 
 
+def test_loaders_of_two_versions_each_read_their_own_whole(tmp_path: Path) -> None:
+    """Two jobs on two versions of one model name (two planted adapters screened side by side) once swapped the
+    folder under each other's load: one read a folder that had vanished between two renames ("Repo id must be
+    in the form ...") or the other version's weights. Each loader reads the version it asked for, start to end."""
+    import multiprocessing
+
+    cache, counter = tmp_path / "models" / "some-lm", tmp_path / "builds.txt"
+    versions = ["v1", "v2"] * 3
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        seen = pool.starmap(_load_concurrently, [(cache, counter, v) for v in versions])
+    assert seen == [f"{v}/{v}" for v in versions]
+
+
 def test_a_failed_build_leaves_the_old_cache_and_no_staging(tmp_path: Path) -> None:
-    from diag.zoo.lm import build_once
+    from diag.zoo.lm import load_once
 
     cache, counter = tmp_path / "some-lm", tmp_path / "builds.txt"
-    build_once(cache, lambda info: info["sha256"] == "v1", _slow_build(counter, "v1"))
+    load_once(cache, lambda info: info["sha256"] == "v1", _slow_build(counter, "v1"), _read_slowly)
 
     def broken(folder: Path) -> dict[str, str]:
         (folder / "config.json").write_text("half")
         raise DiagError("the adapter is corrupt")
 
     with pytest.raises(DiagError, match="corrupt"):
-        build_once(cache, lambda info: info["sha256"] == "v2", broken)
+        load_once(cache, lambda info: info["sha256"] == "v2", broken, _read_slowly)
     assert (cache / "config.json").read_text() == "v1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builds.txt", "some-lm", "some-lm.lock"]
 
