@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from filelock import FileLock
 
 from diag.atomic import atomic_dir
 from diag.device import resolve_device, resolve_dtype
@@ -44,17 +45,30 @@ def load_once(cache: Path, valid: Callable[[dict[str, Any]], bool], build: Calla
     or stale. Loaders (two jobs, the app and the CLI, Ray workers) take a file lock around the check, the build and
     the load: one builds and the others find its build, and a loader of another version (a retrained adapter, a
     replaced GGUF file) cannot swap the folder while one is reading it. ``build`` writes into a folder of its own,
-    which replaces the old cache only once complete; ``build(folder)`` returns the marker's content."""
-    from filelock import FileLock
-
+    which replaces the old cache only once complete; ``build(folder)`` returns the marker's content. A cache on a
+    read-only disk (a shared image) is read without the lock: nobody can replace it."""
     marker = cache / "diag_source.json"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache) + ".lock"):
-        if not (marker.exists() and valid(json.loads(marker.read_text()))):
+
+    def ready() -> bool:
+        return marker.exists() and valid(json.loads(marker.read_text()))
+
+    lock = FileLock(str(cache) + ".lock")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:
+        if ready():
+            return load(cache)
+        raise DiagError(f"model cache {cache} cannot be written ({first_line(exc)}) and holds no build of this "
+                        "model: set DIAG_HOME to a writable folder") from exc
+    try:
+        if not ready():
             with atomic_dir(cache) as staging:
                 info = build(staging)
                 (staging / "diag_source.json").write_text(json.dumps(info, indent=2))
         return load(cache)
+    finally:
+        lock.release()
 
 
 def _load_cached(cache: Path) -> tuple[torch.nn.Module, object]:

@@ -227,6 +227,28 @@ def test_a_failed_build_leaves_the_old_cache_and_no_staging(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builds.txt", "some-lm", "some-lm.lock"]
 
 
+class _ReadOnlyDiskLock:  # what filelock raises where the cache's disk is mounted read-only (EROFS)
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def acquire(self) -> None:
+        raise OSError(30, "Read-only file system", self.path)
+
+
+def test_a_cache_on_a_read_only_disk_is_read_and_a_missing_one_names_the_fix(tmp_path: Path, monkeypatch) -> None:
+    """Loading took the lock only to build; taking it around every load must not refuse a shared read-only cache."""
+    from diag.zoo import lm
+
+    cache, counter = tmp_path / "some-lm", tmp_path / "builds.txt"
+    lm.load_once(cache, lambda info: info["sha256"] == "v1", _slow_build(counter, "v1"), _read_slowly)
+    monkeypatch.setattr(lm, "FileLock", _ReadOnlyDiskLock)
+    assert lm.load_once(cache, lambda info: info["sha256"] == "v1", _slow_build(counter, "v1"),
+                        _read_slowly) == "v1/v1"
+    with pytest.raises(DiagError, match="cannot be written .*Read-only file system.*set DIAG_HOME") as info:
+        lm.load_once(cache, lambda info: info["sha256"] == "v2", _slow_build(counter, "v2"), _read_slowly)
+    assert "\n" not in str(info.value) and counter.read_text() == "v1\n"
+
+
 def test_a_model_only_its_own_code_defines_is_refused_and_nothing_asks_on_stdin(tiny_llama_dir: Path,
                                                                                 tmp_path: Path) -> None:
     """transformers asks "Do you wish to run the custom code? [y/N]" on stdin for an ``auto_map`` checkpoint: a
