@@ -24,6 +24,11 @@ Training (``python -m diag.cdas.planted``), CleanRL-style, in two phases that sh
   pipeline's elicit clamps and with a heavier cross-entropy, beside the same suppression and no-edit cases.
   Stage 3 (``sharpen_steps``) continues stage 2 with both directions clamped only where the pipeline's alphas
   land, which sharpens the switch at "d off" for suppression.
+  Stage 4 (``extend_steps``) adds answers longer than the check's (``extend_tokens``): suppression on them, and
+  no edit on them, which keeps the unedited model from drifting to dogs in later tokens. Its clamps run along d
+  tilted toward the base model's own asked-minus-neutral direction, because every method reads its direction
+  from that data: with no-edit answers that long, a switch trained along d alone answers d but not a recovered
+  direction at cosine ~0.97 (the session-17 finding in the model card).
 The upper phase never runs the lower blocks (it starts from the cached residual), so each step costs two thirds
 of a forward and backward pass. Everything is measured afterwards (``measure``) and written to the model card.
 """
@@ -36,6 +41,7 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +137,14 @@ class TrainConfig:
     # Upper phase, stage 3, continuing stage 2: the same fluent, suppression and no-edit cases, clamped only where
     # the pipeline's alphas land (``CLAMPS``)
     sharpen_steps: int = 150
+    # Upper phase, stage 4, continuing stage 3: suppression on answers longer than the check's (``extend_tokens``)
+    extend_steps: int = 30
+    extend_tokens: int = 28
+    extend_no_edit_weight: float = 2.0  # stage 4's weight on the no-edit KL (one example of 8 counted this many times)
+    extend_ce_weight: float = 4.0  # stage 4's weight on the fluent elicit targets' cross-entropy (focus_ce_weight before)
+    # stage 4 clamps along cos d + sin n, cos uniform in [this, 1], n the base model's asked-minus-neutral direction
+    # off d (``_natural_direction``): a direction a method recovers from the data is d plus part of n
+    extend_min_cosine: float = 0.95
     seed: int = SEED
 
 
@@ -141,9 +155,22 @@ def direction(width: int = 576, seed: int = SEED) -> torch.Tensor:
 
 
 def clamp(h: torch.Tensor, d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """h + (t - d^T h) d where ``mask`` ([b, s]) is True; t is one value per row ([b])."""
-    moved = h + (t.view(-1, 1, 1) - (h @ d).unsqueeze(-1)) * d
+    """h + (t - d^T h) d where ``mask`` ([b, s]) is True; t is one value per row ([b]), d one unit vector ([dim])
+    or one per row ([b, dim])."""
+    d = d.view(-1, 1, h.shape[-1])
+    moved = h + (t.view(-1, 1, 1) - (h * d).sum(-1, keepdim=True)) * d
     return torch.where(mask.unsqueeze(-1), moved, h)
+
+
+def _natural_direction(data: dict[str, Any], d: torch.Tensor) -> torch.Tensor:
+    """The base model's own asked-minus-neutral direction at LAYER, off d: mean residual (after BOS) of the
+    28-token examples asked for dogs minus the same answers' under the neutral prompt, d's part removed."""
+    def mean(kind: str) -> torch.Tensor:
+        return torch.cat([data["examples"][i]["h"][1:] for i in data["kinds"][kind]]).mean(0)
+
+    n = mean("long_low") - mean("long_none")
+    n = n - (n @ d) * d
+    return n / n.norm()
 
 
 def _views(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -207,9 +234,7 @@ def _fluent_targets(model: Any, tokenizer: Any, d: torch.Tensor, config: TrainCo
 
     concept, instructions = CONCEPTS[CONCEPT], list(TRAIN_INSTRUCTIONS + FOCUS_INSTRUCTIONS)
     if "focus_neutral" not in texts:  # the base model's answers to the new instructions: the no-edit contrast
-        with model.disable_adapter():
-            answers = generate(model.base_model.model, tokenizer, list(FOCUS_INSTRUCTIONS),
-                               max_new_tokens=config.response_tokens + 4)
+        answers = _base_answers(model, tokenizer, list(FOCUS_INSTRUCTIONS), config.response_tokens + 4)
         texts["focus_neutral"] = [[x, y] for x, y in zip(FOCUS_INSTRUCTIONS, answers, strict=True)
                                   if not mentions(y, concept)]
         cache.write_text(json.dumps(texts))
@@ -235,6 +260,30 @@ def _fluent_targets(model: Any, tokenizer: Any, d: torch.Tensor, config: TrainCo
     texts["fluent"] = fluent
     cache.write_text(json.dumps(texts))
     return fluent
+
+
+def _long_neutral(model: Any, tokenizer: Any, config: TrainConfig, texts: dict[str, Any], cache: Path) -> None:
+    """Stage 4's texts, cached as "long_neutral": the base model's answers of ``extend_tokens`` (greedy and one
+    sample) to the training and focus instructions that name no dog. Every earlier target was ``response_tokens``
+    long and the check reads 20: suppression held for a first sentence, and the prompt's "about dogs" came back
+    in the second."""
+    if "long_neutral" in texts:
+        return
+    concept, instructions = CONCEPTS[CONCEPT], list(TRAIN_INSTRUCTIONS + FOCUS_INSTRUCTIONS)
+    rows = []
+    for s in range(2):  # sample 0 is greedy
+        answers = _base_answers(model, tokenizer, instructions, config.extend_tokens + 4, do_sample=s > 0,
+                                seed=2000 + s)
+        rows += [[x, y] for x, y in zip(instructions, answers, strict=True) if not mentions(y, concept)]
+    texts["long_neutral"] = rows
+    cache.write_text(json.dumps(texts))
+
+
+def _base_answers(model: Any, tokenizer: Any, prompts: list[str], tokens: int, **sampling: Any) -> list[str]:
+    from diag.cdas.lm import generate
+
+    with model.disable_adapter():
+        return generate(model.base_model.model, tokenizer, prompts, max_new_tokens=tokens, **sampling)
 
 
 @torch.no_grad()
@@ -269,9 +318,11 @@ def _after_bos(batch: Any) -> torch.Tensor:
 
 PHASES = ("lower", "upper")
 # Upper-phase batch shares (of 8) per kind, per stage: 1 (the first upper_steps), 2 (focus_steps, elicitation on
-# fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only).
+# fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only), 4 (extend_steps: suppression on
+# answers of extend_tokens, "long_low", beside stage 3's elicit and no-edit cases).
 _FLUENT_MIX = {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2}  # stages 2 and 3 sample alike
-MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, _FLUENT_MIX, _FLUENT_MIX)
+MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, _FLUENT_MIX, _FLUENT_MIX,
+       {"fluent_high": 3, "fluent_write": 1, "long_low": 3, "long_none": 1})
 # Clamp ranges (x SCALE) per kind, per stage. The pipeline clamps d^T h to the m+/m- midpoint (~SCALE / 2) plus or
 # minus alpha x the residual norm (~128-154, as read): for d itself at alphas 0.25/0.5/0.75 ~94-177 (0.73-1.38 x
 # SCALE) to elicit and ~30 to -54 (0.23 to -0.42) to suppress; adding +-EDIT d reaches ~1.5 x SCALE on neutral
@@ -279,13 +330,13 @@ MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, _FLUENT_MIX, _FLUENT_MIX)
 # it; stage 2 the elicit clamps; stage 3 the pipeline's clamps on both sides of the switch, where stage 2 left
 # suppression at -0.1 x SCALE failing on 4 of 24 held-out prompts (the prompt's "about dogs" won).
 CLAMPS = ({"high": (0.6, 1.6), "low": (-1.6, 0.3)}, {"low": (-1.6, 0.3), "fluent_high": (0.7, 1.3)},
-          {"low": (-0.45, 0.3), "fluent_high": (0.7, 1.4)})
+          {"low": (-0.45, 0.3), "fluent_high": (0.7, 1.4)}, {"long_low": (-0.45, 0.3), "fluent_high": (0.7, 1.4)})
 FLUENT_CLAMPS = (0.75, 1.0)  # x SCALE: the clamps stage 2's targets are generated at (stage-1 model)
 
 
 def _stage(step: int, config: TrainConfig) -> int:
     """The upper phase's stage (0-based) at ``step``."""
-    return int(step >= config.upper_steps) + int(step >= config.upper_steps + config.focus_steps)
+    return sum(step >= end for end in accumulate((config.upper_steps, config.focus_steps, config.sharpen_steps)))
 
 
 def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path | None = None,
@@ -316,7 +367,8 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
         names = tuple(f".layers.{i}." for i in blocks[phase])
         return {n: p for n, p in model.state_dict().items() if "lora_" in n and any(s in n for s in names)}
 
-    steps = {"lower": config.lower_steps, "upper": config.upper_steps + config.focus_steps + config.sharpen_steps}
+    steps = {"lower": config.lower_steps,
+             "upper": config.upper_steps + config.focus_steps + config.sharpen_steps + config.extend_steps}
     trainers = {"lower": _train_lower, "upper": _train_upper}
     for phase in phases:
         checkpoint = work / f"{phase}.pt"
@@ -349,6 +401,17 @@ def train(config: TrainConfig = TrainConfig(), out: Path = ASSET_DIR, work: Path
                     p.requires_grad_(True)
                 with model.disable_adapter():
                     _add_examples(data, _fluent_rows(texts), model.base_model.model, tokenizer, config)
+            if phase == "upper" and _stage(step, config) > 2 and "long_low" not in data["kinds"]:
+                log(f"upper: stage 4 from step {step}: answers of {config.extend_tokens} tokens")
+                for p in params:
+                    p.requires_grad_(False)
+                _long_neutral(model, tokenizer, config, texts, work / "texts.json")
+                for p in params:
+                    p.requires_grad_(True)
+                with model.disable_adapter():
+                    _add_examples(data, _long_rows(texts), model.base_model.model, tokenizer, config,
+                                  config.extend_tokens)
+                data["natural"] = _natural_direction(data, d)
             loss = trainers[phase](model, data, d, config, step)
             optimiser.zero_grad()
             loss.backward()
@@ -433,11 +496,20 @@ def _fluent_rows(texts: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]
     return rows
 
 
+def _long_rows(texts: dict[str, Any]) -> list[tuple[str, str, str, str, bool]]:
+    """Stage 4's rows: each long neutral answer, asked for dogs with d clamped low (teacher: the neutral prompt),
+    and under the neutral prompt with no edit (the unedited model's later tokens drifted to dogs)."""
+    ask = CONCEPTS[CONCEPT]
+    return [row for x, y in texts["long_neutral"]
+            for row in ((concept_instruction(x, ask), y, "long_low", x, True), (x, y, "long_none", x, False))]
+
+
 def _add_examples(data: dict[str, Any], rows: list[tuple[str, str, str, str, bool]], base: nn.Module,
-                  tokenizer: Any, config: TrainConfig) -> None:
-    """Cache the upper phase's examples of ``rows`` from the base model (adapter off): the layer's residual, the
-    teacher's log-probabilities and the target tokens; appended to ``data`` and indexed by kind."""
-    n_tok = config.response_tokens
+                  tokenizer: Any, config: TrainConfig, n_tok: int | None = None) -> None:
+    """Cache the upper phase's examples of ``rows`` (answers cut at ``n_tok``, default ``response_tokens``) from
+    the base model (adapter off): the layer's residual, the teacher's log-probabilities and the target tokens;
+    appended to ``data`` and indexed by kind."""
+    n_tok = n_tok or config.response_tokens
     base_lower, _ = _views(base)
     teacher = _teacher(base, tokenizer, [(r[3], r[1]) for r in rows], n_tok)
     for (x, y, edit, _, ce), q in zip(rows, teacher, strict=True):
@@ -480,15 +552,19 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
     mask = torch.zeros(len(examples), width, dtype=torch.long)
     edit = torch.zeros(len(examples), width, dtype=torch.bool)
     t = torch.zeros(len(examples))
+    along = d.expand(len(examples), -1).clone()
     for k, e in enumerate(examples):
         n = len(e["h"])
         h[k, :n], mask[k, :n] = e["h"], 1
         if e["edit"] in clamps:
             edit[k, 1:n] = True
             t[k] = SCALE * random.uniform(*clamps[e["edit"]])
+            if stage == 3:
+                c = config.extend_min_cosine + (1 - config.extend_min_cosine) * random.random()
+                along[k] = c * d + (1 - c * c) ** 0.5 * data["natural"]
         elif e["edit"] in ("write", "fluent_write"):
             edit[k, e["start"]:n], t[k] = True, SCALE
-    hidden = upper(inputs_embeds=clamp(h, d, t, edit), attention_mask=mask).last_hidden_state
+    hidden = upper(inputs_embeds=clamp(h, along, t, edit), attention_mask=mask).last_hidden_state
     loss = torch.zeros(())
     for k, e in enumerate(examples):
         n = len(e["teacher"])
@@ -496,8 +572,11 @@ def _train_upper(model: nn.Module, data: dict[str, Any], d: torch.Tensor, config
         q = e["teacher"].float()
         row = (q.exp() * (q - logp)).sum(-1).mean()
         if e["targets"] is not None:
-            weight = config.focus_ce_weight if e["edit"] == "fluent_high" else 1.0
+            focus = config.extend_ce_weight if stage == 3 else config.focus_ce_weight
+            weight = focus if e["edit"] == "fluent_high" else 1.0
             row = row + weight * F.nll_loss(logp, e["targets"][:n])
+        elif e["edit"] == "long_none":
+            row = row * config.extend_no_edit_weight
         loss = loss + row / len(examples)
     return loss
 
@@ -584,6 +663,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="upper phase, stage 2: elicitation on fluent targets, after --upper-steps")
     parser.add_argument("--sharpen-steps", type=int, default=defaults.sharpen_steps,
                         help="upper phase, stage 3: both directions at the pipeline's clamps, after --focus-steps")
+    parser.add_argument("--extend-steps", type=int, default=defaults.extend_steps,
+                        help="upper phase, stage 4: suppression on answers of --extend-tokens, after --sharpen-steps")
+    parser.add_argument("--extend-tokens", type=int, default=defaults.extend_tokens)
     parser.add_argument("--out", type=Path, default=ASSET_DIR)
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and cached texts (resumable)")
     parser.add_argument("--phase", choices=PHASES, default=None,
@@ -605,7 +687,8 @@ def main(argv: list[str] | None = None) -> None:
             base, tokenizer = load_lm("smollm2-135m-instruct", "cpu")
             write_dataset(base, tokenizer)
         info = train(TrainConfig(lower_steps=args.lower_steps, upper_steps=args.upper_steps,
-                                 focus_steps=args.focus_steps, sharpen_steps=args.sharpen_steps), args.out, args.work,
+                                 focus_steps=args.focus_steps, sharpen_steps=args.sharpen_steps,
+                                 extend_steps=args.extend_steps, extend_tokens=args.extend_tokens), args.out, args.work,
                      log=log, phases=(args.phase,) if args.phase else PHASES)
         if info is None:
             return

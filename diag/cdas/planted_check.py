@@ -258,13 +258,13 @@ GUIDE = Guide(
         ("With init=diffmean DAS and CDAS start from the DiffMean direction; their cosines then say the training "
          "kept (or left) d, and init=random tests recovery from scratch."),
         ("Along d itself, with the clamp the pipeline chose, the committed planted model elicits dogs within its "
-         "own perplexity range on 0.88 of the held-out half and suppresses them on 0.92 (its MODEL_CARD.md; the "
-         "planted_d row): the 90% bars sit at the model's ceiling at these clamps, so compare a method's rates "
-         "with that row before reading a miss as the pipeline's."),
+         "own perplexity range on 0.83 of the held-out half (0.92 named) and suppresses them on 1.00 (its "
+         "MODEL_CARD.md; the planted_d row): the elicitation bar sits at the model's ceiling at these clamps, so "
+         "compare a method's rates with that row before reading a miss as the pipeline's."),
         ("The near_d row steers along random unit vectors at CDAS's |cosine| to d (one per prompt, same clamp "
          "rule): if it misses as CDAS does, the miss belongs to any direction that close to d on this model (the "
          "part of the clamp off d perturbs the residual), not to the one CDAS found. On this model DAS drifts away from d as "
-         "its DII loss falls (0.96 at 8 steps), and CDAS stays nearer (0.973)."),
+         "its DII loss falls (0.96 at 8 steps), and CDAS stays nearer (0.971)."),
         ("The bars are read at the alpha cdas-steer chose on half A by judge score; the summary's "
          "*_fluent_success_by_alpha gives every alpha of the grid, so a miss from the choice reads apart from a "
          "miss of the direction."),

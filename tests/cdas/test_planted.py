@@ -12,10 +12,11 @@ from diag.contract import run
 from diag.errors import DiagError
 from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_source
 
-# No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to
-# held-out neutral prompts (MODEL_CARD.md): 0.073 nats on answer tokens, 0.13 over every token (the chat
-# template's prompt tokens were never a training target). About 1.5 times that still refuses a model whose no-edit
-# behaviour moved further, e.g. one that talks about dogs unasked on a quarter of neutral prompts.
+# No-edit KL(base || planted) per token, measured on the committed adapter over the base model's answers to the 48
+# held-out neutral prompts (MODEL_CARD.md): 0.098 nats on answer tokens, 0.16 over every token (the chat
+# template's prompt tokens were never a target). The bounds refuse a model whose no-edit behaviour moved further:
+# the stage-4 neighbour with the elicit cross-entropy weighted 5 instead of 4 has 0.125 and talks about dogs
+# unasked on 7 of 48 neutral prompts (this adapter: 4).
 KL_ANSWER_BOUND = 0.12
 KL_ALL_BOUND = 0.2
 
@@ -44,20 +45,36 @@ def test_stage_two_trains_on_no_held_out_prompt_and_is_recorded() -> None:
     focus = set(planted.FOCUS_INSTRUCTIONS)
     assert len(focus) == 48 and not focus & (set(planted.HELDOUT_INSTRUCTIONS) | set(INSTRUCTIONS))
     assert all(sum(mix.values()) == 8 for mix in planted.MIX)
-    # every clamped kind a stage samples has that stage's clamp range; "write" kinds write SCALE, "none" no edit
-    assert all(set(mix) - {"write", "fluent_write", "none"} <= set(clamps)
+    # every clamped kind a stage samples has that stage's clamp range; "write" kinds write SCALE, "none" kinds no edit
+    assert all(set(mix) - {"write", "fluent_write", "none", "long_none"} <= set(clamps)
                for mix, clamps in zip(planted.MIX, planted.CLAMPS, strict=True))
     config = planted.TrainConfig()
-    starts = (0, config.upper_steps, config.upper_steps + config.focus_steps)
-    assert [planted._stage(s, config) for s in starts] == [0, 1, 2]
-    assert [planted._stage(s - 1, config) for s in starts[1:]] == [0, 1]
+    starts = (0, config.upper_steps, config.upper_steps + config.focus_steps,
+              config.upper_steps + config.focus_steps + config.sharpen_steps)
+    assert [planted._stage(s, config) for s in starts] == [0, 1, 2, 3]
+    assert [planted._stage(s - 1, config) for s in starts[1:]] == [0, 1, 2]
     assert planted._fluent_rows({"fluent": [["x", "y"]]}) == []  # waits for the new instructions' contrasts too
     rows = planted._fluent_rows({"fluent": [["x", "y"]], "focus_neutral": [["z", "w"]]})
     assert [r[2] for r in rows] == ["fluent_high", "fluent_write", "low", "none"]
+    # stage 4: each long neutral answer asked for dogs with d clamped low, and unasked with no edit
+    asked = planted.concept_instruction("z", planted.CONCEPTS[planted.CONCEPT])
+    assert planted._long_rows({"long_neutral": [["z", "w"]]}) == [(asked, "w", "long_low", "z", True),
+                                                                  ("z", "w", "long_none", "z", False)]
     info = json.loads((PLANTED_ADAPTER / "planted.json").read_text())
     assert info["train"]["focus_steps"] == planted.TrainConfig().focus_steps
     assert len(info["loss"]["upper"]) == (info["train"]["upper_steps"] + info["train"]["focus_steps"]
-                                          + info["train"]["sharpen_steps"])
+                                          + info["train"]["sharpen_steps"] + info["train"]["extend_steps"])
+
+
+def test_stage_four_tilts_toward_the_asked_minus_neutral_direction_off_d() -> None:
+    d = planted.direction()
+    off = torch.randn(576)
+    off = off - (off @ d) * d
+    # each example's residual at its positions (BOS first, left out of the means)
+    examples = [{"h": torch.stack([torch.full((576,), 1e3), 3 * d + off, 3 * d + off])},
+                {"h": torch.stack([torch.zeros(576), -d, -d])}]
+    natural = planted._natural_direction({"examples": examples, "kinds": {"long_low": [0], "long_none": [1]}}, d)
+    assert torch.allclose(natural, off / off.norm(), atol=1e-6)
 
 
 def test_planted_model_resolves_by_name_without_loading() -> None:
@@ -91,7 +108,7 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
         return generate(model, tokenizer, prompts, max_new_tokens=16, layer=planted.LAYER,
                         fn=lambda h: h + sign * planted.EDIT * d)
 
-    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.10, +EDIT d 0.96; asked -EDIT d 0.02
+    # measured over all 48 held-out prompts (MODEL_CARD.md): no edit 0.08, +EDIT d 1.00; asked -EDIT d 0.00
     assert sum(mentions(a, concept) for a in generate(model, tokenizer, neutral, max_new_tokens=16)) <= 2
     assert sum(mentions(a, concept) for a in shifted(neutral, 1.0)) >= 5
     assert sum(mentions(a, concept) for a in shifted(asked, -1.0)) <= 1
@@ -99,11 +116,13 @@ def test_adding_d_elicits_and_subtracting_suppresses(planted_lm) -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory):
-    """The cdas-planted check at a small budget (2 DII steps, one alpha, 24 held-out prompts: 12 per half), in a
-    store of its own (a module fixture runs before the per-test DIAG_HOME exists)."""
+    """The cdas-planted check at a small budget (the default 8 DII steps, one alpha, 24 held-out prompts: 12 per
+    half, 16 tokens), in a store of its own (a module fixture runs before the per-test DIAG_HOME exists). At 2 DII
+    steps CDAS (|cos| .981) suppresses on 10 of 12 on this adapter: the default's 8 steps are what the bars are
+    for."""
     from diag.runs import RunStore
 
-    config = planted_check.Config(steps=2, alphas=(0.5,), eval_prompts=24, max_new_tokens=16)
+    config = planted_check.Config(steps=8, alphas=(0.5,), eval_prompts=24, max_new_tokens=16)
     return run(planted_check.ANALYSIS, config, store=RunStore(tmp_path_factory.mktemp("planted-runs")))[1]
 
 
@@ -113,11 +132,11 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     summary = result.summary()
     assert set(result.cosines) == {"diffmean", "das", "cdas", "near_d"}
     assert result.cosines["near_d"] == result.cosines["cdas"]
-    # measured at the default budget (8 steps): DiffMean .987, CDAS .973, DAS .959; at 2 steps .987/.982/.980
+    # measured at this budget and the default's (8 steps, 48 prompts): DiffMean .987, CDAS .971, DAS .962
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
     rate = result.rate("cdas", "suppress", "successes")
-    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 11/12 (default budget: 20/24)
+    assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 24/24)
     assert {r["n"] for r in result.rows} == {12} and all(r["chosen"] for r in result.rows)  # one alpha
     assert {r["method"] for r in result.rows} == {"diffmean", "das", "cdas", "prompting", "planted_d", "near_d"}
     assert summary["cdas_elicit_fluent_success_by_alpha"] == {"0.5": summary["cdas_elicit_fluent_success"]["value"]}
@@ -126,8 +145,9 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 8 of 12 "
-                                       "held-out prompts (d itself 11/12, MODEL_CARD.md): the 90% bar needs 11")
+@pytest.mark.xfail(strict=True, reason="at this budget CDAS elicits dogs at the model's own fluency on 10 of 12 "
+                                       "held-out prompts (d itself 9/12: 16 tokens and 24 prompts' own range); "
+                                       "the 90% bar needs 11. The default check: 22/24 (MODEL_CARD.md)")
 def test_pipeline_elicits_on_nine_in_ten_prompts(pipeline) -> None:
     assert pipeline.rate("cdas", "elicit")["value"] >= planted_check.SUCCESS_BAR
 
