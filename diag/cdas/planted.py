@@ -163,8 +163,8 @@ def clamp(h: torch.Tensor, d: torch.Tensor, t: torch.Tensor, mask: torch.Tensor)
 
 
 def _natural_direction(data: dict[str, Any], d: torch.Tensor) -> torch.Tensor:
-    """The base model's own asked-minus-neutral direction at LAYER, off d: mean residual (after BOS) of the
-    28-token examples asked for dogs minus the same answers' under the neutral prompt, d's part removed."""
+    """The base model's own asked-minus-neutral direction at LAYER, off d: mean residual (after BOS) of stage 4's
+    long answers asked for dogs minus the same answers' under the neutral prompt, d's part removed."""
     def mean(kind: str) -> torch.Tensor:
         return torch.cat([data["examples"][i]["h"][1:] for i in data["kinds"][kind]]).mean(0)
 
@@ -280,6 +280,7 @@ def _long_neutral(model: Any, tokenizer: Any, config: TrainConfig, texts: dict[s
 
 
 def _base_answers(model: Any, tokenizer: Any, prompts: list[str], tokens: int, **sampling: Any) -> list[str]:
+    """The base model's answers (the LoRA switched off), the targets that keep no-edit behaviour the base's."""
     from diag.cdas.lm import generate
 
     with model.disable_adapter():
@@ -318,8 +319,8 @@ def _after_bos(batch: Any) -> torch.Tensor:
 
 PHASES = ("lower", "upper")
 # Upper-phase batch shares (of 8) per kind, per stage: 1 (the first upper_steps), 2 (focus_steps, elicitation on
-# fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only), 4 (extend_steps: suppression on
-# answers of extend_tokens, "long_low", beside stage 3's elicit and no-edit cases).
+# fluent targets), 3 (sharpen_steps, both directions at the pipeline's clamps only), 4 (extend_steps: suppression,
+# "long_low", and no edit, "long_none", on answers of extend_tokens, beside stage 3's fluent elicit cases).
 _FLUENT_MIX = {"fluent_high": 2, "fluent_write": 1, "low": 3, "none": 2}  # stages 2 and 3 sample alike
 MIX = ({"high": 2, "write": 2, "low": 2, "none": 2}, _FLUENT_MIX, _FLUENT_MIX,
        {"fluent_high": 3, "fluent_write": 1, "long_low": 3, "long_none": 1})
