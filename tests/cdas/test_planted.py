@@ -16,7 +16,8 @@ from diag.zoo.sources import PLANTED, PLANTED_ADAPTER, layer_count, resolve_lm_s
 # held-out neutral prompts (MODEL_CARD.md): 0.098 nats on answer tokens, 0.16 over every token (the chat
 # template's prompt tokens were never a target). The bounds refuse a model whose no-edit behaviour moved further:
 # the stage-4 neighbour with the elicit cross-entropy weighted 5 instead of 4 has 0.125 and talks about dogs
-# unasked on 7 of 48 neutral prompts (this adapter: 4).
+# unasked on 7 of 48 neutral prompts (this adapter: 4). On this test's 8 prompts and 16 tokens: this adapter
+# 0.096 / 0.168, that neighbour 0.123 / 0.211.
 KL_ANSWER_BOUND = 0.12
 KL_ALL_BOUND = 0.2
 
@@ -135,7 +136,7 @@ def test_pipeline_recovers_the_planted_direction_and_suppresses(pipeline) -> Non
     # measured at this budget and the default's (8 steps, 48 prompts): DiffMean .987, CDAS .971, DAS .962
     assert min(result.cosines.values()) >= planted_check.COSINE_BAR, result.cosines
     assert summary["cdas_cosine_passes"]
-    rate = result.rate("cdas", "suppress", "successes")
+    rate = result.rate("cdas", "suppress")  # at the model's own fluency, as the bar reads it
     assert rate["value"] >= planted_check.SUCCESS_BAR, rate  # this budget: 12/12 (default budget: 24/24)
     assert {r["n"] for r in result.rows} == {12} and all(r["chosen"] for r in result.rows)  # one alpha
     assert {r["method"] for r in result.rows} == {"diffmean", "das", "cdas", "prompting", "planted_d", "near_d"}
