@@ -8,6 +8,7 @@ what a non-root host gets), and the reader must find nothing the writer left.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import signal
@@ -673,7 +674,9 @@ def _descendants(root: int) -> list[int]:
 
 
 def _footprint() -> tuple[int, int, int]:
-    """Host Shmem bytes, processes below us, open files of us and every process below us."""
+    """Host Shmem bytes, processes below us, open files of us and every process below us. Earlier tests' garbage
+    is collected first: its files closing mid-soak once made the count fall by 19."""
+    gc.collect()
     procs = _descendants(os.getpid())
     fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in [os.getpid(), *procs])
     return _host_shmem(), len(procs), fds
@@ -704,7 +707,7 @@ def test_soak_thousand_programs_leave_nothing_on_the_host():
     # 500 programs left 1.5 GiB behind between them; other processes on a shared machine move Shmem by some MiB
     # either way (a concurrent Chromium added 28 MiB once), and a fall is no leak.
     assert shmem1 - shmem0 < 16 * 2**20
-    assert (procs1, fds1) == (procs0, fds0)
+    assert procs1 <= procs0 and fds1 <= fds0, (procs0, procs1, fds0, fds1)  # a leak adds; the rest is not ours
 
 
 def test_workers_started_in_a_passing_thread_survive_it():
